@@ -1,0 +1,500 @@
+//! The `OidcRefreshPolicy` custom resource (`oidcrefresh.dev/v1alpha1`): types, schema rules, and
+//! the generated CRD. No I/O here.
+//!
+//! Everything the schema can reject is rejected at `kubectl apply` (patterns, enums, CEL rules);
+//! what needs the outside world (Secrets, the Deployment, the identity provider) is reported by the
+//! controller in conditions.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Field manager used for every write the operator makes.
+pub const FIELD_MANAGER: &str = "oidc-refresh-operator";
+/// Default container name (the Coder Helm chart's).
+pub const DEFAULT_CONTAINER: &str = "coder";
+/// Default drift re-check period.
+pub const DEFAULT_INTERVAL: &str = "10m";
+
+/// Desired refresh-token setup for the OIDC client a Coder deployment uses, and the Coder
+/// Deployment to wire to it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "oidcrefresh.dev",
+    version = "v1alpha1",
+    kind = "OidcRefreshPolicy",
+    plural = "oidcrefreshpolicies",
+    shortname = "orp",
+    namespaced,
+    status = "OidcRefreshPolicyStatus",
+    category = "all",
+    doc = "Makes OIDC refresh tokens work for a Coder deployment: configures the identity provider's client and merges CODER_OIDC_SCOPES / CODER_OIDC_AUTH_URL_PARAMS into the Coder Deployment.",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".status.provider","description":"Identity provider kind"}"#,
+    printcolumn = r#"{"name":"Deployment","type":"string","jsonPath":".spec.coder.deployment","description":"Coder Deployment wired by this policy"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcRefreshPolicySpec {
+    /// The identity provider that issues tokens to Coder. Set exactly one key.
+    pub provider: ProviderSpec,
+    /// Refresh-token settings wanted at the identity provider. Every field is optional; an unset
+    /// field leaves the provider's current value alone.
+    #[serde(default)]
+    pub refresh_tokens: RefreshTokensSpec,
+    /// The Coder Deployment whose `CODER_OIDC_SCOPES` and `CODER_OIDC_AUTH_URL_PARAMS` are managed.
+    pub coder: CoderSpec,
+    /// `Enforce` (default) changes the identity provider and the Deployment; `Observe` only
+    /// reports in conditions what differs, and changes nothing.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+    /// How often drift is re-checked when nothing else triggers a reconcile (Kubernetes duration,
+    /// for example `10m`; at least `30s`).
+    #[serde(default = "default_interval")]
+    #[schemars(schema_with = "interval_schema")]
+    pub interval: String,
+}
+
+fn default_interval() -> String {
+    DEFAULT_INTERVAL.to_string()
+}
+
+/// Exactly one identity provider.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.google) ? 1 : 0) + (has(self.keycloak) ? 1 : 0) + (has(self.pingFederate) ? 1 : 0) + (has(self.entraId) ? 1 : 0) == 1",
+    "message": "set exactly one provider: google, keycloak, pingFederate or entraId"
+}]))]
+pub struct ProviderSpec {
+    /// Google: no admin API; only Coder's side is configured (`access_type=offline`,
+    /// `prompt=consent`, and no `offline_access` scope, which Google rejects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google: Option<GoogleSpec>,
+    /// Keycloak, configured through its Admin REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keycloak: Option<KeycloakSpec>,
+    /// PingFederate, configured through its administrative API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_federate: Option<PingFederateSpec>,
+    /// Microsoft Entra ID, configured through Microsoft Graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra_id: Option<EntraIdSpec>,
+}
+
+/// Google has no settings here.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+pub struct GoogleSpec {}
+
+/// Keycloak connection and client.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeycloakSpec {
+    /// Base URL of Keycloak, without `/admin` (a legacy `/auth` prefix is kept if given),
+    /// for example `https://sso.example.com`.
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$"))]
+    pub url: String,
+    /// Realm of the client Coder uses.
+    #[schemars(length(min = 1))]
+    pub realm: String,
+    /// The `clientId` Coder uses (not Keycloak's internal UUID).
+    #[schemars(length(min = 1))]
+    pub client_id: String,
+    /// Name of a Secret in this namespace with `client-id` + `client-secret` (client
+    /// credentials) or `username` + `password` (password grant via `admin-cli`); optionally
+    /// `ca.crt` with a PEM CA bundle for a Keycloak with a private CA.
+    #[schemars(length(min = 1))]
+    pub credentials_secret: String,
+    /// Realm the admin credentials live in (default: `realm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_realm: Option<String>,
+    /// Allow changes to realm-wide settings (`offlineSessionMaxLifespanEnabled`,
+    /// `revokeRefreshToken`, `refreshTokenMaxReuse`), which affect every client of the realm.
+    /// When false (default) and such a change is needed, the policy stalls with `Unsupported`
+    /// and says what to change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_realm_changes: Option<bool>,
+}
+
+/// PingFederate connection and client.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PingFederateSpec {
+    /// Admin base URL, for example `https://pf.example.com:9999`; `/pf-admin-api/v1` is appended.
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$"))]
+    pub admin_url: String,
+    /// The OAuth client id Coder uses.
+    #[schemars(length(min = 1))]
+    pub client_id: String,
+    /// Name of a Secret in this namespace with `username` + `password` (HTTP Basic) and
+    /// optionally `ca.crt`.
+    #[schemars(length(min = 1))]
+    pub credentials_secret: String,
+}
+
+/// Microsoft Entra ID tenant and app registration.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntraIdSpec {
+    /// Directory (tenant) id.
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    pub tenant_id: String,
+    /// Application (client) id (`appId`) of Coder's app registration.
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    pub application_id: String,
+    /// Name of a Secret in this namespace with `client-id` + `client-secret` of a management app
+    /// allowed to update applications through Microsoft Graph.
+    #[schemars(length(min = 1))]
+    pub credentials_secret: String,
+    /// Token authority (default `https://login.microsoftonline.com`; set it for national clouds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub authority_host: Option<String>,
+    /// Microsoft Graph endpoint (default `https://graph.microsoft.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub graph_endpoint: Option<String>,
+}
+
+/// Refresh-token settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.lifetime) || !has(self.idleTimeout) || duration(self.idleTimeout) <= duration(self.lifetime)",
+    "message": "idleTimeout must not be longer than lifetime"
+}]))]
+pub struct RefreshTokensSpec {
+    /// Make the `offline_access` scope available at the provider and request it from Coder
+    /// (default true). Never used for Google, which uses `access_type=offline` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_access: Option<bool>,
+    /// Absolute maximum lifetime of a refresh token (Kubernetes duration, e.g. `720h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "positive_duration_schema")]
+    pub lifetime: Option<String>,
+    /// A refresh token unused this long expires (e.g. `24h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "positive_duration_schema")]
+    pub idle_timeout: Option<String>,
+    /// `Rotate`: each refresh token can be used once and is replaced on use; `Reuse`: a refresh
+    /// token stays valid across uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+    /// Lifetime of access tokens issued to Coder (e.g. `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "positive_duration_schema")]
+    pub access_token_lifetime: Option<String>,
+}
+
+/// Refresh-token rotation.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Rotation {
+    /// One-time use: every refresh returns a new refresh token.
+    Rotate,
+    /// The same refresh token can be used again.
+    Reuse,
+}
+
+/// The Coder side.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoderSpec {
+    /// Name of the Coder Deployment in this namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub deployment: String,
+    /// Container that runs `coder server` (default `coder`, the Coder Helm chart's name).
+    #[serde(default = "default_container")]
+    pub container: String,
+    /// Extra scopes to ensure in `CODER_OIDC_SCOPES`. Scopes already set are always kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "scopes_schema")]
+    pub scopes: Vec<String>,
+    /// Extra parameters to ensure in `CODER_OIDC_AUTH_URL_PARAMS`. Parameters already set are
+    /// always kept; these values win for the keys they name.
+    #[serde(
+        default,
+        rename = "authURLParams",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub auth_url_params: BTreeMap<String, String>,
+    /// What to do when another declarative owner (Helm, Argo CD, Flux, any server-side applier)
+    /// owns the env entries: `Report` (default) changes nothing and sets `CoderConfigured=False`
+    /// with reason `FieldConflict`; `Force` takes ownership.
+    #[serde(default)]
+    pub conflict_policy: ConflictPolicy,
+}
+
+fn default_container() -> String {
+    DEFAULT_CONTAINER.to_string()
+}
+
+/// Handling of env entries owned by another declarative manager.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ConflictPolicy {
+    /// Report the conflict and change nothing.
+    #[default]
+    Report,
+    /// Take ownership of the entries.
+    Force,
+}
+
+/// Whether the operator changes things or only reports.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Change the identity provider and the Deployment to match the policy.
+    #[default]
+    Enforce,
+    /// Report what differs; change nothing.
+    Observe,
+}
+
+/// Observed state, written by the controller.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcRefreshPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Identity provider kind (`google`, `keycloak`, `pingFederate`, `entraId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Ready, Reconciling, Stalled, IdentityProviderConfigured, CoderConfigured, CoderRolledOut.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// What was observed at the identity provider after the last reconcile (no secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_provider: Option<IdentityProviderStatus>,
+    /// The values Coder is configured with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coder: Option<CoderStatus>,
+    /// When Coder first got settings that need every user to sign out and in again to obtain a
+    /// refresh token (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_must_sign_in_again_since: Option<String>,
+}
+
+/// Observed identity-provider settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityProviderStatus {
+    /// The client may use the `refresh_token` grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_grant: Option<bool>,
+    /// `offline_access` is available to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_access: Option<bool>,
+    /// Effective absolute refresh-token lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<String>,
+    /// Effective refresh-token idle timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// Effective rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+    /// Effective access-token lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_lifetime: Option<String>,
+}
+
+/// Values of Coder's two env entries.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoderStatus {
+    /// `CODER_OIDC_SCOPES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<String>,
+    /// `CODER_OIDC_AUTH_URL_PARAMS`.
+    #[serde(
+        default,
+        rename = "authURLParams",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_url_params: Option<String>,
+}
+
+fn duration_schema(description_extra: Option<(&str, &str)>) -> schemars::Schema {
+    let mut schema = schemars::json_schema!({
+        "type": "string",
+        "pattern": crate::duration::PATTERN,
+    });
+    if let Some((rule, message)) = description_extra {
+        schema.insert(
+            "x-kubernetes-validations".into(),
+            serde_json::json!([{ "rule": rule, "message": message }]),
+        );
+    }
+    schema
+}
+
+fn interval_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut s = duration_schema(Some((
+        "duration(self) >= duration('30s')",
+        "interval must be at least 30s",
+    )));
+    s.insert("default".into(), DEFAULT_INTERVAL.into());
+    s.insert(
+        "description".into(),
+        "How often drift is re-checked when nothing else triggers a reconcile (Kubernetes duration, for example `10m`; at least `30s`).".into(),
+    );
+    s
+}
+
+fn positive_duration_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    duration_schema(Some((
+        "duration(self) > duration('0s')",
+        "must be longer than 0s",
+    )))
+}
+
+fn scopes_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "pattern": "^[^,\\s\"]+$"
+        }
+    })
+}
+
+fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {"type": "string", "description": "Condition type."},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "observedGeneration": {"type": "integer", "format": "int64"},
+                "lastTransitionTime": {"type": "string", "format": "date-time", "description": "When the status last changed."},
+                "reason": {"type": "string", "description": "CamelCase reason."},
+                "message": {"type": "string", "description": "What happened and what to do next."}
+            }
+        }
+    })
+}
+
+/// The CRD as YAML, exactly as committed under `crds/`.
+pub fn crd_yaml() -> String {
+    let crd = OidcRefreshPolicy::crd();
+    let yaml = serde_saphyr::to_string(&crd).expect("the CRD serializes");
+    format!("# Generated by `oidc-refresh-operator crd`. Do not edit.\n---\n{yaml}")
+}
+
+impl OidcRefreshPolicy {
+    /// Provider kind name as shown in status (`google`, `keycloak`, `pingFederate`, `entraId`).
+    pub fn provider_name(&self) -> &'static str {
+        self.spec.provider.kind_name()
+    }
+}
+
+impl ProviderSpec {
+    /// Name of the configured provider; `unknown` only for a spec that bypassed the schema.
+    pub fn kind_name(&self) -> &'static str {
+        if self.google.is_some() {
+            "google"
+        } else if self.keycloak.is_some() {
+            "keycloak"
+        } else if self.ping_federate.is_some() {
+            "pingFederate"
+        } else if self.entra_id.is_some() {
+            "entraId"
+        } else {
+            "unknown"
+        }
+    }
+
+    /// Name of the Secret holding admin credentials, if the provider needs one.
+    pub fn credentials_secret(&self) -> Option<&str> {
+        if let Some(k) = &self.keycloak {
+            Some(&k.credentials_secret)
+        } else if let Some(p) = &self.ping_federate {
+            Some(&p.credentials_secret)
+        } else {
+            self.entra_id
+                .as_ref()
+                .map(|e| e.credentials_secret.as_str())
+        }
+    }
+
+    /// Number of providers set (the schema requires exactly one).
+    pub fn count(&self) -> usize {
+        [
+            self.google.is_some(),
+            self.keycloak.is_some(),
+            self.ping_federate.is_some(),
+            self.entra_id.is_some(),
+        ]
+        .into_iter()
+        .filter(|b| *b)
+        .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_policy_gets_defaults() {
+        let spec: OidcRefreshPolicySpec = serde_json::from_value(serde_json::json!({
+            "provider": {"google": {}},
+            "coder": {"deployment": "coder"}
+        }))
+        .unwrap();
+        assert_eq!(spec.interval, "10m");
+        assert_eq!(spec.coder.container, "coder");
+        assert_eq!(spec.management_policy, ManagementPolicy::Enforce);
+        assert_eq!(spec.coder.conflict_policy, ConflictPolicy::Report);
+        assert_eq!(spec.provider.kind_name(), "google");
+        assert_eq!(spec.provider.credentials_secret(), None);
+    }
+
+    #[test]
+    fn crd_has_names_columns_and_rules() {
+        let crd = serde_json::to_value(OidcRefreshPolicy::crd()).unwrap();
+        assert_eq!(
+            crd["metadata"]["name"],
+            "oidcrefreshpolicies.oidcrefresh.dev"
+        );
+        assert_eq!(crd["spec"]["names"]["shortNames"][0], "orp");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        let version = &crd["spec"]["versions"][0];
+        let cols: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(cols, ["Provider", "Deployment", "Ready", "Reason", "Age"]);
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let provider_rules = &spec["properties"]["provider"]["x-kubernetes-validations"];
+        assert!(
+            provider_rules[0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("has(self.entraId)")
+        );
+        let interval = &spec["properties"]["interval"];
+        assert_eq!(interval["default"], "10m");
+        assert_eq!(interval["pattern"], crate::duration::PATTERN);
+        let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+            ["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert!(version["subresources"]["status"].is_object());
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", oidc_refresh_operator::crd::crd_yaml());
+}

@@ -1,0 +1,18 @@
+//! EntraId provider (not implemented yet).
+
+use std::sync::Arc;
+
+use super::{Credentials, IdentityProvider, ProviderDeps, ProviderError, ProviderKind};
+use crate::crd::EntraIdSpec;
+
+/// Builds the provider for a policy.
+pub fn connect(
+    _spec: &EntraIdSpec,
+    _credentials: Option<Credentials>,
+    _deps: &ProviderDeps,
+) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
+    Err(ProviderError::Unsupported {
+        provider: ProviderKind::EntraId,
+        detail: "this version of the operator does not configure EntraId yet".into(),
+    })
+}

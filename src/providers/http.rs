@@ -1,0 +1,343 @@
+//! HTTP plumbing shared by the providers: one `reqwest::Client` per CA bundle, timeouts on every
+//! call, an admin-token cache, `Retry-After` parsing, status-code mapping and call metrics.
+//!
+//! TLS verification is never switched off: a provider with a private CA takes a PEM bundle from
+//! the `ca.crt` key of the policy's credentials Secret.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+use super::{ProviderDeps, ProviderError, ProviderKind};
+
+/// Builds and caches HTTP clients (one per distinct CA bundle).
+pub struct HttpClients {
+    timeout: Duration,
+    clients: Mutex<HashMap<[u8; 32], reqwest::Client>>,
+}
+
+impl HttpClients {
+    /// Clients with the given per-request timeout.
+    pub fn new(timeout: Duration) -> Self {
+        HttpClients {
+            timeout,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A client trusting the platform roots plus `ca_pem` if given.
+    pub fn client(
+        &self,
+        provider: ProviderKind,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<reqwest::Client, ProviderError> {
+        let key: [u8; 32] = Sha256::digest(ca_pem.unwrap_or_default()).into();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("oidc-refresh-operator/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ProviderError::InvalidSecret {
+                    provider,
+                    detail: format!("ca.crt is not a PEM certificate bundle: {e}"),
+                }
+            })?;
+            if certs.is_empty() {
+                return Err(ProviderError::InvalidSecret {
+                    provider,
+                    detail: "ca.crt holds no PEM certificate".into(),
+                });
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| ProviderError::Protocol {
+            provider,
+            operation: "create an HTTP client".into(),
+            detail: e.to_string(),
+        })?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// Cache of admin access tokens, keyed by provider endpoint + credentials Secret version.
+#[derive(Default)]
+pub struct TokenCache {
+    tokens: Mutex<HashMap<String, (SecretString, Instant)>>,
+}
+
+impl TokenCache {
+    /// A cached token that is not about to expire.
+    pub fn get(&self, key: &str) -> Option<SecretString> {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens
+            .get(key)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(t, _)| t.clone())
+    }
+
+    /// Stores a token valid for `expires_in`; it is dropped 30 s (or a tenth of its life) early.
+    pub fn put(&self, key: &str, token: SecretString, expires_in: Duration) {
+        let margin = (expires_in / 10).min(Duration::from_secs(30));
+        let until = Instant::now() + expires_in.saturating_sub(margin);
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.retain(|_, (_, exp)| *exp > Instant::now());
+        tokens.insert(key.to_string(), (token, until));
+    }
+
+    /// Forgets a token (after a 401).
+    pub fn invalidate(&self, key: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// Parses `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = jiff::fmt::strtime::parse("%a, %d %b %Y %H:%M:%S GMT", value)
+        .ok()?
+        .to_datetime()
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()?
+        .timestamp();
+    let wait = when.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// Bounded outcome label for a status code.
+pub fn outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "success",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        429 => "throttled",
+        400..=499 => "client_error",
+        _ => "server_error",
+    }
+}
+
+/// Maps a non-success answer to an error. `detail` is the provider's own message, already
+/// extracted from its error body.
+pub fn error_for_status(
+    provider: ProviderKind,
+    operation: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    detail: String,
+) -> ProviderError {
+    let operation = operation.to_string();
+    let detail = truncate(&detail, 500);
+    match status.as_u16() {
+        401 => ProviderError::AuthenticationFailed { provider, detail },
+        403 => ProviderError::Forbidden {
+            provider,
+            operation,
+            detail,
+        },
+        404 => ProviderError::ClientNotFound {
+            provider,
+            what: operation,
+            detail,
+        },
+        429 => ProviderError::Throttled {
+            provider,
+            operation,
+            retry_after: retry_after(headers),
+        },
+        503 if headers.contains_key(reqwest::header::RETRY_AFTER) => ProviderError::Throttled {
+            provider,
+            operation,
+            retry_after: retry_after(headers),
+        },
+        500..=599 => ProviderError::Unreachable {
+            provider,
+            operation,
+            detail: format!(
+                "HTTP {status}{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
+            ),
+        },
+        400 | 409 | 422 => ProviderError::Rejected {
+            provider,
+            operation,
+            detail,
+        },
+        _ => ProviderError::Protocol {
+            provider,
+            operation,
+            detail: format!("HTTP {status}: {detail}"),
+        },
+    }
+}
+
+/// Sends a request with metrics; network failures and timeouts become [`ProviderError::Unreachable`].
+pub async fn send(
+    deps: &ProviderDeps,
+    provider: ProviderKind,
+    operation: &'static str,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ProviderError> {
+    let started = Instant::now();
+    let result = request.send().await;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(resp) => {
+            deps.metrics.provider_call(
+                provider.as_str(),
+                operation,
+                outcome(resp.status()),
+                elapsed,
+            );
+            Ok(resp)
+        }
+        Err(e) => {
+            let label = if e.is_timeout() {
+                "timeout"
+            } else {
+                "network_error"
+            };
+            deps.metrics
+                .provider_call(provider.as_str(), operation, label, elapsed);
+            Err(ProviderError::Unreachable {
+                provider,
+                operation: operation.to_string(),
+                detail: describe_reqwest_error(&e),
+            })
+        }
+    }
+}
+
+/// A reqwest error with its causes (request URLs never carry credentials).
+pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_timeout() {
+        "request timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    truncate(&msg, 500)
+}
+
+/// Truncates to at most `max` bytes on a char boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn status_codes_map_to_errors() {
+        let h = HeaderMap::new();
+        let k = ProviderKind::Keycloak;
+        assert!(matches!(
+            error_for_status(k, "x", StatusCode::UNAUTHORIZED, &h, String::new()),
+            ProviderError::AuthenticationFailed { .. }
+        ));
+        assert!(matches!(
+            error_for_status(k, "x", StatusCode::FORBIDDEN, &h, String::new()),
+            ProviderError::Forbidden { .. }
+        ));
+        assert!(matches!(
+            error_for_status(k, "x", StatusCode::NOT_FOUND, &h, String::new()),
+            ProviderError::ClientNotFound { .. }
+        ));
+        let mut ra = HeaderMap::new();
+        ra.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        let e = error_for_status(k, "x", StatusCode::TOO_MANY_REQUESTS, &ra, String::new());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        assert!(e.is_transient());
+        let e = error_for_status(k, "x", StatusCode::SERVICE_UNAVAILABLE, &ra, String::new());
+        assert!(matches!(e, ProviderError::Throttled { .. }));
+        let e = error_for_status(k, "x", StatusCode::BAD_GATEWAY, &h, String::new());
+        assert!(matches!(e, ProviderError::Unreachable { .. }) && e.is_transient());
+        let e = error_for_status(k, "x", StatusCode::UNPROCESSABLE_ENTITY, &h, "bad".into());
+        assert!(matches!(e, ProviderError::Rejected { .. }) && !e.is_transient());
+    }
+
+    #[test]
+    fn token_cache_expires_early_and_invalidates() {
+        let c = TokenCache::default();
+        c.put(
+            "a",
+            SecretString::from("t".to_string()),
+            Duration::from_secs(300),
+        );
+        assert!(c.get("a").is_some());
+        c.invalidate("a");
+        assert!(c.get("a").is_none());
+        c.put(
+            "b",
+            SecretString::from("t".to_string()),
+            Duration::from_millis(5),
+        );
+        assert!(
+            c.get("b").is_none(),
+            "a token with less than its margin left is not handed out"
+        );
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h…");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+}

@@ -1,0 +1,455 @@
+//! Identity providers behind one narrow, domain-typed trait.
+//!
+//! Nothing outside this module knows the JSON of an identity provider: providers take
+//! [`DesiredSettings`] and return an [`Observation`] (normalized settings, the list of changes
+//! needed, findings to report, and what Coder must send). Each provider reads fresh state before
+//! writing, changes only the settings it owns, and reads back after writing.
+
+pub mod entra;
+pub mod google;
+pub mod http;
+pub mod keycloak;
+pub mod pingfederate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::crd::{ProviderSpec, Rotation};
+use crate::metrics::Metrics;
+
+/// Which identity provider a policy names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// Google (no admin API).
+    Google,
+    /// Keycloak Admin REST API.
+    Keycloak,
+    /// PingFederate administrative API.
+    PingFederate,
+    /// Microsoft Entra ID through Microsoft Graph.
+    EntraId,
+}
+
+impl ProviderKind {
+    /// Stable label (metrics, status).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Google => "google",
+            ProviderKind::Keycloak => "keycloak",
+            ProviderKind::PingFederate => "pingFederate",
+            ProviderKind::EntraId => "entraId",
+        }
+    }
+
+    /// Human name for messages.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            ProviderKind::Google => "Google",
+            ProviderKind::Keycloak => "Keycloak",
+            ProviderKind::PingFederate => "PingFederate",
+            ProviderKind::EntraId => "Microsoft Entra ID",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.display_name())
+    }
+}
+
+/// What the policy wants from the identity provider (parsed and validated `spec.refreshTokens`).
+/// `None` means "leave the provider's value alone".
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DesiredSettings {
+    /// Make `offline_access` available (and request it from Coder).
+    pub offline_access: bool,
+    /// Absolute refresh-token lifetime.
+    pub lifetime: Option<Duration>,
+    /// Refresh-token idle timeout.
+    pub idle_timeout: Option<Duration>,
+    /// Rotation.
+    pub rotation: Option<Rotation>,
+    /// Access-token lifetime.
+    pub access_token_lifetime: Option<Duration>,
+}
+
+/// Normalized settings read from the identity provider. `None` means "not applicable or not
+/// readable for this provider".
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct IdpSettings {
+    /// The client may use the `refresh_token` grant.
+    pub refresh_token_grant: Option<bool>,
+    /// `offline_access` is available to the client.
+    pub offline_access: Option<bool>,
+    /// Effective absolute lifetime.
+    pub lifetime: Option<Duration>,
+    /// Effective idle timeout.
+    pub idle_timeout: Option<Duration>,
+    /// Effective rotation.
+    pub rotation: Option<Rotation>,
+    /// Effective access-token lifetime.
+    pub access_token_lifetime: Option<Duration>,
+}
+
+/// One setting that differs from what the policy wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Short name of the setting, e.g. `refreshTokenGrant` or `client attribute use.refresh.tokens`.
+    pub setting: String,
+    /// Current value, rendered for people.
+    pub from: String,
+    /// Wanted value, rendered for people.
+    pub to: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} -> {}", self.setting, self.from, self.to)
+    }
+}
+
+/// Something worth telling the user that needs no change by the operator (or cannot be changed
+/// by it), e.g. a client secret that expires soon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// CamelCase reason, used for the Event.
+    pub reason: &'static str,
+    /// What it means and what to do.
+    pub message: String,
+    /// True when the finding keeps the provider from working (the condition goes False).
+    pub blocking: bool,
+}
+
+/// What Coder must send for refresh tokens to work with this provider.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CoderNeeds {
+    /// Scopes to ensure.
+    pub add_scopes: Vec<String>,
+    /// Scopes to remove (Google rejects `offline_access`).
+    pub remove_scopes: Vec<String>,
+    /// Auth URL parameters to ensure.
+    pub params: BTreeMap<String, String>,
+}
+
+/// Result of reading a provider.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Observation {
+    /// Effective settings now.
+    pub settings: IdpSettings,
+    /// Changes `apply` would make; empty when converged.
+    pub changes: Vec<Change>,
+    /// Things to report.
+    pub findings: Vec<Finding>,
+    /// What Coder must send.
+    pub coder: CoderNeeds,
+}
+
+/// Result of applying changes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// State read back after the writes; its `changes` must be empty.
+    pub observation: Observation,
+    /// One line per write made, for the Event (no secrets).
+    pub actions: Vec<String>,
+}
+
+/// An identity provider's admin API.
+#[async_trait]
+pub trait IdentityProvider: Send + Sync {
+    /// Which provider this is.
+    fn kind(&self) -> ProviderKind;
+
+    /// Settings this provider cannot honour, checked before any call. Pure.
+    fn check(&self, desired: &DesiredSettings) -> Result<(), ProviderError>;
+
+    /// Reads the provider's current state and computes what differs. Makes no writes.
+    async fn observe(&self, desired: &DesiredSettings) -> Result<Observation, ProviderError>;
+
+    /// Reads fresh state, writes only what differs, and reads back. Idempotent: with nothing to
+    /// change it makes no writes.
+    async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError>;
+}
+
+/// Credentials read from the policy's Secret: key to value. Values never appear in `Debug`.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// Secret name (for messages).
+    pub secret_name: String,
+    /// `resourceVersion` of the Secret (token caches are keyed on it, so a rotated Secret is
+    /// picked up without a restart).
+    pub version: String,
+    values: BTreeMap<String, SecretString>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("secret_name", &self.secret_name)
+            .field("keys", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Builds credentials from decoded Secret data.
+    pub fn new(secret_name: &str, version: &str, data: BTreeMap<String, Vec<u8>>) -> Self {
+        let values = data
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    SecretString::from(String::from_utf8_lossy(&v).into_owned()),
+                )
+            })
+            .collect();
+        Credentials {
+            secret_name: secret_name.to_string(),
+            version: version.to_string(),
+            values,
+        }
+    }
+
+    /// A value, if present and not empty.
+    pub fn get(&self, key: &str) -> Option<&SecretString> {
+        use secrecy::ExposeSecret;
+        self.values
+            .get(key)
+            .filter(|v| !v.expose_secret().trim().is_empty())
+    }
+
+    /// A required value, or an error naming the Secret and the missing keys (never values).
+    pub fn require(
+        &self,
+        provider: ProviderKind,
+        keys: &[&str],
+    ) -> Result<Vec<&SecretString>, ProviderError> {
+        let missing: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| self.get(k).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ProviderError::InvalidSecret {
+                provider,
+                detail: format!(
+                    "Secret {:?} has no non-empty {} (it has: {})",
+                    self.secret_name,
+                    missing.join(", "),
+                    self.keys_for_message()
+                ),
+            });
+        }
+        Ok(keys.iter().filter_map(|k| self.get(k)).collect())
+    }
+
+    /// Key names, for messages.
+    pub fn keys_for_message(&self) -> String {
+        if self.values.is_empty() {
+            "no keys".into()
+        } else {
+            self.values.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    }
+}
+
+/// Errors from identity providers. Messages name the provider, the operation and what to fix, and
+/// never contain credentials.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// 401 or a failed token request.
+    #[error("{provider} rejected the admin credentials: {detail}")]
+    AuthenticationFailed {
+        /// Provider.
+        provider: ProviderKind,
+        /// What happened and what to fix.
+        detail: String,
+    },
+    /// 403: the admin account lacks a permission.
+    #[error("{provider} refused to {operation}: {detail}")]
+    Forbidden {
+        /// Provider.
+        provider: ProviderKind,
+        /// The operation.
+        operation: String,
+        /// Which permission or role is needed.
+        detail: String,
+    },
+    /// The realm, tenant, application or client does not exist.
+    #[error("{provider}: {what} not found: {detail}")]
+    ClientNotFound {
+        /// Provider.
+        provider: ProviderKind,
+        /// What was looked for.
+        what: String,
+        /// What to check.
+        detail: String,
+    },
+    /// Network error, timeout or 5xx. Retried with backoff.
+    #[error("{provider} is unreachable ({operation}): {detail}")]
+    Unreachable {
+        /// Provider.
+        provider: ProviderKind,
+        /// The operation.
+        operation: String,
+        /// Cause.
+        detail: String,
+    },
+    /// 429 or 503 with `Retry-After`.
+    #[error("{provider} is throttling requests ({operation}){}", retry_after.map(|d| format!("; retrying after {}s", d.as_secs().max(1))).unwrap_or_default())]
+    Throttled {
+        /// Provider.
+        provider: ProviderKind,
+        /// The operation.
+        operation: String,
+        /// Server-requested wait.
+        retry_after: Option<Duration>,
+    },
+    /// The provider rejected a request as invalid (400/422). Not retried until something changes.
+    #[error("{provider} rejected {operation}: {detail}")]
+    Rejected {
+        /// Provider.
+        provider: ProviderKind,
+        /// The operation.
+        operation: String,
+        /// The provider's message, with field paths when given.
+        detail: String,
+    },
+    /// A setting this provider cannot honour.
+    #[error("{provider} cannot honour this policy: {detail}")]
+    Unsupported {
+        /// Provider.
+        provider: ProviderKind,
+        /// What the provider does instead and what to change.
+        detail: String,
+    },
+    /// The credentials Secret lacks keys or has unusable values.
+    #[error("{provider} credentials: {detail}")]
+    InvalidSecret {
+        /// Provider.
+        provider: ProviderKind,
+        /// Which keys are missing (never values).
+        detail: String,
+    },
+    /// An answer the operator could not understand. Retried with backoff.
+    #[error("{provider} gave an unexpected answer to {operation}: {detail}")]
+    Protocol {
+        /// Provider.
+        provider: ProviderKind,
+        /// The operation.
+        operation: String,
+        /// What was unexpected.
+        detail: String,
+    },
+    /// A write was accepted but reading back shows it did not take effect.
+    #[error("{provider} accepted the change but reading it back shows {detail}")]
+    NotPersisted {
+        /// Provider.
+        provider: ProviderKind,
+        /// The settings that still differ.
+        detail: String,
+    },
+}
+
+impl ProviderError {
+    /// Whether retrying later may help without a change by the user.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Unreachable { .. }
+                | ProviderError::Throttled { .. }
+                | ProviderError::Protocol { .. }
+                | ProviderError::NotPersisted { .. }
+        )
+    }
+
+    /// Server-requested wait, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ProviderError::AuthenticationFailed { .. } => "authentication_failed",
+            ProviderError::Forbidden { .. } => "forbidden",
+            ProviderError::ClientNotFound { .. } => "client_not_found",
+            ProviderError::Unreachable { .. } => "unreachable",
+            ProviderError::Throttled { .. } => "throttled",
+            ProviderError::Rejected { .. } => "rejected",
+            ProviderError::Unsupported { .. } => "unsupported",
+            ProviderError::InvalidSecret { .. } => "invalid_secret",
+            ProviderError::Protocol { .. } => "protocol",
+            ProviderError::NotPersisted { .. } => "not_persisted",
+        }
+    }
+}
+
+/// Shared resources every provider uses.
+#[derive(Clone)]
+pub struct ProviderDeps {
+    /// Shared HTTP settings and client cache.
+    pub http: Arc<http::HttpClients>,
+    /// Admin token cache shared across reconciles.
+    pub tokens: Arc<http::TokenCache>,
+    /// Metrics for provider calls.
+    pub metrics: Arc<Metrics>,
+}
+
+impl ProviderDeps {
+    /// Fresh dependencies with the given request timeout.
+    pub fn new(metrics: Arc<Metrics>, timeout: Duration) -> Self {
+        ProviderDeps {
+            http: Arc::new(http::HttpClients::new(timeout)),
+            tokens: Arc::new(http::TokenCache::default()),
+            metrics,
+        }
+    }
+}
+
+/// Builds the provider a policy names. `credentials` is the content of the policy's
+/// `credentialsSecret` (required by every provider but Google).
+pub fn connect(
+    spec: &ProviderSpec,
+    credentials: Option<Credentials>,
+    deps: &ProviderDeps,
+) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
+    if spec.google.is_some() {
+        return Ok(Arc::new(google::Google));
+    }
+    if let Some(k) = &spec.keycloak {
+        return keycloak::connect(k, credentials, deps);
+    }
+    if let Some(p) = &spec.ping_federate {
+        return pingfederate::connect(p, credentials, deps);
+    }
+    if let Some(e) = &spec.entra_id {
+        return entra::connect(e, credentials, deps);
+    }
+    Err(ProviderError::Unsupported {
+        provider: ProviderKind::Google,
+        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate or entraId".into(),
+    })
+}
+
+/// Error for a provider that needs credentials when the Secret was not given.
+pub fn missing_credentials(provider: ProviderKind) -> ProviderError {
+    ProviderError::InvalidSecret {
+        provider,
+        detail: "no credentials Secret was read".into(),
+    }
+}
+
+/// Renders an optional duration for [`Change`] messages.
+pub fn show_duration(d: Option<Duration>) -> String {
+    d.map(crate::duration::format)
+        .unwrap_or_else(|| "unset".into())
+}

@@ -1,0 +1,18 @@
+//! PingFederate provider (not implemented yet).
+
+use std::sync::Arc;
+
+use super::{Credentials, IdentityProvider, ProviderDeps, ProviderError, ProviderKind};
+use crate::crd::PingFederateSpec;
+
+/// Builds the provider for a policy.
+pub fn connect(
+    _spec: &PingFederateSpec,
+    _credentials: Option<Credentials>,
+    _deps: &ProviderDeps,
+) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
+    Err(ProviderError::Unsupported {
+        provider: ProviderKind::PingFederate,
+        detail: "this version of the operator does not configure PingFederate yet".into(),
+    })
+}
