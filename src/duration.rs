@@ -60,19 +60,14 @@ pub fn parse(value: &str) -> Result<Duration, ParseDurationError> {
     Ok(Duration::from_millis(total))
 }
 
-/// Formats a duration in the shortest `1h30m`-style form; whole seconds only unless below one second.
+/// Formats a duration in the shortest `1h30m`-style form (whole seconds; milliseconds below one second).
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         return "0s".into();
     }
-    if ms < 1000 || ms % 1000 != 0 && ms < 60_000 {
-        if ms % 1000 == 0 {
-            return format!("{}s", ms / 1000);
-        }
-        if ms < 1000 {
-            return format!("{ms}ms");
-        }
+    if ms < 1000 {
+        return format!("{ms}ms");
     }
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);

@@ -8,7 +8,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod coder;
+pub mod controller;
 pub mod crd;
 pub mod duration;
+pub mod error;
 pub mod metrics;
 pub mod providers;
+pub mod reconcile;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+pub mod status;
+pub mod telemetry;

@@ -1,3 +1,154 @@
-fn main() {
-    print!("{}", oidc_refresh_operator::crd::crd_yaml());
+//! `oidc-refresh-operator`: `run` (the controller), `crd` (print the CRD), `sandbox` (the whole
+//! system on this machine with simulators).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use oidc_refresh_operator::telemetry::{self, LogFormat};
+use oidc_refresh_operator::{admin, controller, crd, duration, metrics::Metrics};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Makes OIDC refresh tokens work for Coder: configures the identity provider and the Coder Deployment declaratively."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controller (in-cluster config or KUBECONFIG).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinition YAML.
+    Crd,
+    /// Run the whole system on this machine with simulators, no cluster needed.
+    #[cfg(feature = "sandbox")]
+    Sandbox(oidc_refresh_operator::sandbox::SandboxArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of the admin server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: SocketAddr,
+    /// Policies reconciled concurrently.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Timeout of each identity-provider call (Kubernetes duration).
+    #[arg(long, env = "PROVIDER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    provider_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Pod name, reported in Events.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    duration::parse(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli
+        .command
+        .unwrap_or(Command::Run(RunArgs::parse_from(["run"])))
+    {
+        Command::Crd => {
+            print!("{}", crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => match runtime().block_on(run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(args) => runtime().block_on(oidc_refresh_operator::sandbox::main(args)),
+    }
+}
+
+impl RunArgs {
+    fn parse_from<'a>(args: impl IntoIterator<Item = &'a str>) -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        Wrapper::parse_from(args).args
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, "info,kube=warn,hyper=warn");
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    let admin_stop = wait_for(rx.clone());
+    let admin = tokio::spawn(admin::serve(
+        args.admin_addr,
+        metrics.clone(),
+        ready.clone(),
+        admin_stop,
+    ));
+    let settings = controller::Settings {
+        namespace: args.namespace,
+        concurrency: args.concurrency.max(1),
+        provider_timeout: args.provider_timeout,
+        instance: args.pod_name,
+    };
+    controller::run(client, settings, metrics, ready, wait_for(rx)).await;
+    admin
+        .await
+        .context("admin server task")?
+        .context("admin server")?;
+    Ok(())
+}
+
+async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -16,11 +16,7 @@ pub struct Google;
 impl Google {
     fn observation() -> Observation {
         Observation {
-            settings: IdpSettings {
-                refresh_token_grant: Some(true),
-                offline_access: None,
-                ..IdpSettings::default()
-            },
+            settings: IdpSettings::default(),
             changes: Vec::new(),
             findings: Vec::new(),
             coder: CoderNeeds {

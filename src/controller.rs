@@ -1,0 +1,161 @@
+//! Controller wiring: the policy watch, metadata-only watches of Deployments and Secrets mapped
+//! back to the policies that reference them (no cache of every Deployment or Secret in the
+//! cluster: only a stream of metadata), concurrency, graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::crd::{FIELD_MANAGER, OidcRefreshPolicy};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::providers::ProviderDeps;
+use crate::reconcile::{self, Context};
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Only this namespace (None: all namespaces).
+    pub namespace: Option<String>,
+    /// Policies reconciled at once.
+    pub concurrency: u16,
+    /// Timeout of every identity-provider call.
+    pub provider_timeout: Duration,
+    /// Reporting instance for Events (pod name).
+    pub instance: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespace: None,
+            concurrency: 8,
+            provider_timeout: Duration::from_secs(30),
+            instance: None,
+        }
+    }
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Policies in `store` that reference `name` in `namespace` through `pick`.
+fn referencing(
+    store: &Store<OidcRefreshPolicy>,
+    namespace: Option<String>,
+    name: String,
+    pick: fn(&OidcRefreshPolicy) -> Option<&str>,
+) -> Vec<ObjectRef<OidcRefreshPolicy>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace() == namespace && pick(p) == Some(name.as_str()))
+        .map(|p| ObjectRef::from(p.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until `shutdown` resolves. `ready` turns true once the policy watch is
+/// running.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let policies: Api<OidcRefreshPolicy> = api(&client, &settings.namespace);
+    let deployments: Api<PartialObjectMeta<Deployment>> = api(&client, &settings.namespace);
+    let secrets: Api<PartialObjectMeta<Secret>> = api(&client, &settings.namespace);
+
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: settings.instance.clone(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let deps = ProviderDeps::new(metrics.clone(), settings.provider_timeout);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        recorder,
+        metrics.clone(),
+        deps,
+    ));
+
+    let controller = Controller::new(policies, watcher::Config::default().any_semantic())
+        .with_config(
+            controller::Config::default()
+                .concurrency(settings.concurrency)
+                .debounce(Duration::from_millis(500)),
+        );
+    let store = controller.store();
+    let (s1, s2) = (store.clone(), store);
+    info!(
+        namespace = settings.namespace.as_deref().unwrap_or("<all>"),
+        "starting controller"
+    );
+    ready.store(true, Ordering::SeqCst);
+    controller
+        .watches(
+            deployments,
+            watcher::Config::default().any_semantic(),
+            move |d| {
+                referencing(&s1, d.namespace(), d.name_any(), |p| {
+                    Some(p.spec.coder.deployment.as_str())
+                })
+            },
+        )
+        .watches(
+            secrets,
+            watcher::Config::default().any_semantic(),
+            move |s| {
+                referencing(&s2, s.namespace(), s.name_any(), |p| {
+                    p.spec.provider.credentials_secret()
+                })
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                match e {
+                    controller::Error::ReconcilerFailed(err, obj) => {
+                        warn!(policy = %obj, error = %err, "reconcile failed")
+                    }
+                    controller::Error::ObjectNotFound(obj) => {
+                        tracing::debug!(policy = %obj, "policy gone")
+                    }
+                    other => warn!(error = %other, "controller event"),
+                }
+            }
+        })
+        .await;
+    ready.store(false, Ordering::SeqCst);
+    info!("controller stopped");
+}
+
+/// Kubernetes API failures: retried with backoff per policy.
+fn error_policy(policy: Arc<OidcRefreshPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = (policy.namespace().unwrap_or_default(), policy.name_any());
+    let delay = ctx.next_backoff(&key, err.retry_after());
+    warn!(policy.namespace = %key.0, policy.name = %key.1, error = %err, delay_s = delay.as_secs_f64(), "retrying after error");
+    Action::requeue(delay)
+}

@@ -1,0 +1,248 @@
+//! Act: carries out a [`Plan`]: the identity-provider writes first, then the server-side apply of
+//! the Coder env entries. Returns the verdicts for status and the Events to publish.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+
+use super::Context;
+use super::observe::{IdpObserved, Observed};
+use super::plan::{CoderStep, IdpStep, Plan, conflict_message, provider_verdict};
+use crate::coder::{PARAMS_ENV, SCOPES_ENV};
+use crate::crd::FIELD_MANAGER;
+use crate::error::{Error, Result};
+use crate::providers::{DesiredSettings, IdpSettings};
+use crate::status::{Reason, State, Verdict};
+
+/// An Event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNote {
+    /// Normal or Warning.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Message.
+    pub note: String,
+}
+
+/// What `act` did.
+pub struct Acted {
+    /// Identity-provider verdict.
+    pub idp: Verdict,
+    /// Settings to show in status.
+    pub idp_settings: Option<IdpSettings>,
+    /// Coder verdict.
+    pub coder: Verdict,
+    /// The Deployment's env was written.
+    pub coder_written: bool,
+    /// Values Coder has now.
+    pub coder_values: Option<(String, String)>,
+    /// The Deployment as last seen (after our write, if any).
+    pub deployment: Option<Deployment>,
+    /// Events to publish.
+    pub events: Vec<EventNote>,
+    /// Server-requested wait from a throttling provider.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// Executes the plan.
+pub async fn act(
+    plan: Plan,
+    observed: Observed,
+    desired: &DesiredSettings,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Acted> {
+    let mut events = Vec::new();
+    let mut retry_after = None;
+    let (provider, mut settings) = match &observed.idp {
+        IdpObserved::Seen {
+            provider,
+            observation,
+        } => (Some(provider.clone()), Some(observation.settings.clone())),
+        IdpObserved::Failed(e) => {
+            retry_after = e.retry_after();
+            (None, None)
+        }
+        IdpObserved::SecretNotFound(_) => (None, None),
+    };
+
+    let mut idp_ok = true;
+    let idp = match (plan.idp, provider) {
+        (IdpStep::None(v), _) => v,
+        (IdpStep::Apply(changes), Some(provider)) => match provider.apply(desired).await {
+            Ok(applied) => {
+                ctx.metrics.wrote("identity_provider");
+                settings = Some(applied.observation.settings.clone());
+                let done: Vec<String> = if applied.actions.is_empty() {
+                    changes.iter().map(ToString::to_string).collect()
+                } else {
+                    applied.actions.clone()
+                };
+                events.push(EventNote {
+                    warning: false,
+                    reason: "IdentityProviderUpdated",
+                    note: format!("{} client updated: {}", provider.kind(), done.join("; ")),
+                });
+                Verdict::new(
+                    State::Done,
+                    Reason::Configured,
+                    format!("Updated the identity provider: {}.", done.join("; ")),
+                )
+            }
+            Err(e) => {
+                idp_ok = false;
+                retry_after = e.retry_after();
+                provider_verdict(&e)
+            }
+        },
+        (IdpStep::Apply(_), None) => {
+            idp_ok = false;
+            Verdict::new(
+                State::Progressing,
+                Reason::ProviderError,
+                "The identity provider was not connected.",
+            )
+        }
+    };
+
+    let mut deployment = observed.deployment;
+    let mut coder_written = false;
+    let mut coder_values = plan.coder_values;
+    let coder = match plan.coder {
+        CoderStep::None(v) => v,
+        CoderStep::Apply { .. } if !idp_ok => {
+            coder_values = None;
+            Verdict::new(
+                State::Unknown,
+                Reason::WaitingForIdentityProvider,
+                "Coder is changed once the identity provider is configured.",
+            )
+        }
+        CoderStep::Apply {
+            body,
+            force,
+            restoring_from,
+            scopes,
+            params,
+        } => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+            let name = body["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut pp = PatchParams::apply(FIELD_MANAGER);
+            pp.force = force;
+            match api.patch(&name, &pp, &Patch::Apply(&body)).await {
+                Ok(d) => {
+                    ctx.metrics.wrote("deployment");
+                    deployment = Some(d);
+                    coder_written = true;
+                    if !restoring_from.is_empty() {
+                        events.push(EventNote {
+                            warning: true,
+                            reason: "DriftCorrected",
+                            note: format!(
+                                "{SCOPES_ENV}/{PARAMS_ENV} in Deployment {name:?} were changed by {}; restored",
+                                restoring_from.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ")
+                            ),
+                        });
+                    }
+                    events.push(EventNote {
+                        warning: false,
+                        reason: "DeploymentPatched",
+                        note: format!("Set {SCOPES_ENV}={scopes} and {PARAMS_ENV}={params} in Deployment {name:?}"),
+                    });
+                    Verdict::new(
+                        State::Done,
+                        Reason::Configured,
+                        format!("{SCOPES_ENV}={scopes} and {PARAMS_ENV}={params} are set."),
+                    )
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    let owners = conflict_owners(&s.message);
+                    let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
+                    Verdict::new(
+                        State::Stalled,
+                        Reason::FieldConflict,
+                        conflict_message(
+                            &owners,
+                            &[SCOPES_ENV, PARAMS_ENV],
+                            "coder",
+                            &format!("API server: {}", s.message),
+                        ),
+                    )
+                }
+                Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => Verdict::new(
+                    State::Stalled,
+                    Reason::KubernetesError,
+                    format!(
+                        "The API server rejected the change to Deployment {name:?}: {}",
+                        s.message
+                    ),
+                ),
+                Err(e) => {
+                    return Err(Error::kube(
+                        format!("apply env to Deployment {namespace}/{name}"),
+                        e,
+                    ));
+                }
+            }
+        }
+    };
+
+    Ok(Acted {
+        idp,
+        idp_settings: settings,
+        coder,
+        coder_written,
+        coder_values,
+        deployment,
+        events,
+        retry_after,
+    })
+}
+
+/// Manager names quoted in an API server conflict message (`conflict with "helm" using apps/v1`).
+fn conflict_owners(message: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in message
+        .split("conflict with \"")
+        .skip(1)
+        .chain(message.split("conflicts with \"").skip(1))
+    {
+        if let Some(end) = part.find('"') {
+            let m = part[..end].to_string();
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push("another field manager".into());
+    }
+    out
+}
+
+/// Event type for a note.
+pub fn event_type(note: &EventNote) -> EventType {
+    if note.warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_conflict_owners() {
+        let m = r#"Apply failed with 1 conflict: conflict with "helm" using apps/v1: .spec.template.spec.containers[name="coder"].env[name="CODER_OIDC_SCOPES"].value"#;
+        assert_eq!(conflict_owners(m), ["helm"]);
+        let m = "Apply failed with 2 conflicts: conflicts with \"argocd-controller\" using apps/v1:\n- .a\n- .b";
+        assert_eq!(conflict_owners(m), ["argocd-controller"]);
+    }
+}

@@ -1,0 +1,424 @@
+//! The reconcile shell: observe (I/O) → plan (pure) → act (I/O) → status.
+//!
+//! Level-triggered and idempotent: every pass re-reads everything; a converged policy produces
+//! an empty plan, no writes to the identity provider or the Deployment, and a status equal to the
+//! stored one, so nothing is written at all.
+
+pub mod act;
+pub mod observe;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, Recorder};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::coder;
+use crate::crd::{
+    CoderStatus, FIELD_MANAGER, IdentityProviderStatus, OidcRefreshPolicy, OidcRefreshPolicyStatus,
+};
+use crate::duration;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::providers::{DesiredSettings, IdpSettings, ProviderDeps};
+use crate::status::{self, ConditionType, Reason, State, Verdict, Verdicts};
+
+use self::act::{EventNote, event_type};
+use self::observe::IdpObserved;
+use self::plan::IdpView;
+
+/// Shared state of the controller.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// Event recorder (events.k8s.io/v1).
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Provider HTTP clients and token cache.
+    pub providers: ProviderDeps,
+    /// Per-policy retry attempts for transient errors.
+    backoff: Mutex<HashMap<(String, String), u32>>,
+    /// Backoff bounds.
+    pub backoff_base: Duration,
+    /// Backoff cap.
+    pub backoff_max: Duration,
+}
+
+impl Context {
+    /// New context.
+    pub fn new(
+        client: kube::Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        providers: ProviderDeps,
+    ) -> Self {
+        Context {
+            client,
+            recorder,
+            metrics,
+            providers,
+            backoff: Mutex::new(HashMap::new()),
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+
+    /// Next delay for a transient failure of `key` (exponential with jitter, capped, at least
+    /// `retry_after`).
+    pub fn next_backoff(&self, key: &(String, String), retry_after: Option<Duration>) -> Duration {
+        let mut map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let attempts = map.entry(key.clone()).or_insert(0);
+        *attempts = attempts.saturating_add(1);
+        let exp = self
+            .backoff_base
+            .saturating_mul(1u32 << (*attempts - 1).min(16));
+        let delay = jitter(exp.min(self.backoff_max));
+        delay.max(retry_after.unwrap_or_default())
+    }
+
+    /// Forgets the backoff of `key`.
+    pub fn reset_backoff(&self, key: &(String, String)) {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// ±10 % jitter so many policies do not resync in lockstep.
+pub fn jitter(d: Duration) -> Duration {
+    let f = 0.9 + fastrand::f64() * 0.2;
+    d.mul_f64(f)
+}
+
+/// Spec values the schema cannot fully check, parsed.
+pub fn desired_settings(policy: &OidcRefreshPolicy) -> Result<DesiredSettings, String> {
+    let r = &policy.spec.refresh_tokens;
+    let parse = |field: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
+        v.as_deref()
+            .map(|s| duration::parse(s).map_err(|e| format!("spec.refreshTokens.{field}: {e}")))
+            .transpose()
+    };
+    Ok(DesiredSettings {
+        offline_access: r.offline_access.unwrap_or(true),
+        lifetime: parse("lifetime", &r.lifetime)?,
+        idle_timeout: parse("idleTimeout", &r.idle_timeout)?,
+        rotation: r.rotation,
+        access_token_lifetime: parse("accessTokenLifetime", &r.access_token_lifetime)?,
+    })
+}
+
+/// Entry point for the kube-runtime Controller.
+pub async fn reconcile(policy: Arc<OidcRefreshPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let span = tracing::info_span!("reconcile", policy.namespace = %ns, policy.name = %name);
+    let started = Instant::now();
+    let result = reconcile_inner(&policy, &ctx, &ns).instrument(span).await;
+    ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
+/// Requeue decision of a finished pass.
+enum Next {
+    Interval,
+    Soon,
+    Backoff(Option<Duration>),
+}
+
+async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result<Action> {
+    let key = (ns.to_string(), policy.name_any());
+    let interval = duration::parse(&policy.spec.interval)
+        .unwrap_or(Duration::from_secs(600))
+        .max(Duration::from_secs(30));
+    let generation = policy.metadata.generation.unwrap_or(0);
+    let now = Timestamp::now();
+
+    let (verdicts, idp_settings, coder_values, written, events, next) =
+        match desired_settings(policy) {
+            Err(msg) => {
+                let v = Verdict::new(
+                    State::Stalled,
+                    Reason::InvalidSpec,
+                    format!("{msg}. Fix the policy."),
+                );
+                let unknown = Verdict::new(
+                    State::Unknown,
+                    Reason::InvalidSpec,
+                    "Not evaluated until the spec is fixed.",
+                );
+                (
+                    Verdicts {
+                        idp: v,
+                        coder: unknown.clone(),
+                        rollout: unknown,
+                    },
+                    None,
+                    None,
+                    false,
+                    Vec::new(),
+                    Next::Interval,
+                )
+            }
+            Ok(desired) => {
+                let observed = observe::observe(policy, &desired, ctx).await?;
+                let view = match &observed.idp {
+                    IdpObserved::SecretNotFound(n) => IdpView::SecretNotFound(n),
+                    IdpObserved::Failed(e) => IdpView::Failed(e),
+                    IdpObserved::Seen { observation, .. } => IdpView::Seen(observation),
+                };
+                let plan = plan::plan(&policy.spec, ns, view, observed.deployment.as_ref());
+                debug!(?plan, "planned");
+                let acted = act::act(plan, observed, &desired, ns, ctx).await?;
+                let rollout = rollout_verdict(&acted.deployment, &acted.coder);
+                let next = if acted.idp.state == State::Progressing {
+                    Next::Backoff(acted.retry_after)
+                } else if rollout.state == State::Progressing || acted.coder_written {
+                    Next::Soon
+                } else {
+                    Next::Interval
+                };
+                (
+                    Verdicts {
+                        idp: acted.idp,
+                        coder: acted.coder,
+                        rollout,
+                    },
+                    acted.idp_settings,
+                    acted.coder_values,
+                    acted.coder_written,
+                    acted.events,
+                    next,
+                )
+            }
+        };
+
+    let old = policy.status.clone();
+    let new_status = build_status(
+        policy,
+        old.as_ref(),
+        &verdicts,
+        idp_settings.as_ref(),
+        coder_values,
+        written,
+        generation,
+        now,
+    );
+    let mut events = events;
+    if written
+        && old
+            .as_ref()
+            .and_then(|s| s.users_must_sign_in_again_since.as_ref())
+            .is_none()
+    {
+        events.push(EventNote {
+            warning: false,
+            reason: "UsersMustSignInAgain",
+            note: "Coder now requests refresh tokens; every user must sign out and in once to obtain one".into(),
+        });
+    }
+    let old_conditions = old
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    for c in status::transitions(&old_conditions, &new_status.conditions) {
+        if c.type_ == ConditionType::Ready.as_str() {
+            let ready = c.status == "True";
+            events.push(EventNote {
+                warning: !ready && verdicts_stalled(&verdicts),
+                reason: if ready { "Ready" } else { "NotReady" },
+                note: format!(
+                    "{}: {}",
+                    c.reason,
+                    status::find(&new_status.conditions, ConditionType::Ready)
+                        .map(|c| c.message.as_str())
+                        .unwrap_or_default()
+                ),
+            });
+        }
+    }
+    if status::changed(old.as_ref(), &new_status) {
+        patch_status(policy, ns, &new_status, ctx).await?;
+    }
+    publish(policy, &events, ctx).await;
+
+    let ready = verdicts.idp.state == State::Done
+        && verdicts.coder.state == State::Done
+        && verdicts.rollout.state == State::Done;
+    if ready {
+        info!("policy ready");
+    }
+    Ok(match next {
+        Next::Backoff(retry_after) => {
+            let d = ctx.next_backoff(&key, retry_after);
+            warn!(delay_s = d.as_secs_f64(), reason = %verdicts.idp.reason, "identity provider not reachable, backing off");
+            Action::requeue(d)
+        }
+        Next::Soon => {
+            ctx.reset_backoff(&key);
+            Action::requeue(Duration::from_secs(5).min(interval))
+        }
+        Next::Interval => {
+            ctx.reset_backoff(&key);
+            Action::requeue(jitter(interval))
+        }
+    })
+}
+
+fn verdicts_stalled(v: &Verdicts) -> bool {
+    [&v.idp, &v.coder, &v.rollout]
+        .iter()
+        .any(|p| p.state == State::Stalled)
+}
+
+fn rollout_verdict(
+    deployment: &Option<k8s_openapi::api::apps::v1::Deployment>,
+    coder: &Verdict,
+) -> Verdict {
+    let Some(d) = deployment else {
+        return Verdict::new(
+            State::Unknown,
+            Reason::DeploymentNotFound,
+            "No Deployment to follow.",
+        );
+    };
+    if coder.state == State::Stalled || coder.state == State::Unknown {
+        return Verdict::new(
+            State::Unknown,
+            coder.reason,
+            "Waiting for the env entries to be configured.",
+        );
+    }
+    match coder::rollout(d) {
+        coder::Rollout::Complete => Verdict::new(
+            State::Done,
+            Reason::RolloutComplete,
+            "All replicas run the current configuration.",
+        ),
+        coder::Rollout::InProgress(m) => Verdict::new(
+            State::Progressing,
+            Reason::RolloutInProgress,
+            format!("Rollout in progress: {m}."),
+        ),
+        coder::Rollout::Failed(m) => Verdict::new(
+            State::Stalled,
+            Reason::RolloutFailed,
+            format!(
+                "{m}. Check the new pods (kubectl rollout status deployment/{}); the env entries stay as configured.",
+                d.metadata.name.clone().unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_status(
+    policy: &OidcRefreshPolicy,
+    old: Option<&OidcRefreshPolicyStatus>,
+    verdicts: &Verdicts,
+    idp: Option<&IdpSettings>,
+    coder_values: Option<(String, String)>,
+    written: bool,
+    generation: i64,
+    now: Timestamp,
+) -> OidcRefreshPolicyStatus {
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let conditions = status::merge_conditions(
+        old_conditions,
+        status::conditions(verdicts, generation, now),
+    );
+    let identity_provider = match idp {
+        Some(s) => Some(IdentityProviderStatus {
+            refresh_token_grant: s.refresh_token_grant,
+            offline_access: s.offline_access,
+            lifetime: s.lifetime.map(duration::format),
+            idle_timeout: s.idle_timeout.map(duration::format),
+            rotation: s.rotation,
+            access_token_lifetime: s.access_token_lifetime.map(duration::format),
+        }),
+        None => old.and_then(|s| s.identity_provider.clone()),
+    };
+    let coder = match coder_values {
+        Some((scopes, params)) => Some(CoderStatus {
+            scopes: Some(scopes),
+            auth_url_params: Some(params),
+        }),
+        None => old.and_then(|s| s.coder.clone()),
+    };
+    let since = old
+        .and_then(|s| s.users_must_sign_in_again_since.clone())
+        .or_else(|| {
+            written.then(|| {
+                now.round(jiff::Unit::Second)
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|_| now.to_string())
+            })
+        });
+    OidcRefreshPolicyStatus {
+        observed_generation: Some(generation),
+        provider: Some(policy.provider_name().to_string()),
+        conditions,
+        identity_provider,
+        coder,
+        users_must_sign_in_again_since: since,
+    }
+}
+
+async fn patch_status(
+    policy: &OidcRefreshPolicy,
+    ns: &str,
+    status: &OidcRefreshPolicyStatus,
+    ctx: &Context,
+) -> Result<()> {
+    let api: Api<OidcRefreshPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    let body = json!({
+        "apiVersion": OidcRefreshPolicy::api_version(&()),
+        "kind": OidcRefreshPolicy::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &policy.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| {
+        Error::kube(
+            format!(
+                "write status of OidcRefreshPolicy {ns}/{}",
+                policy.name_any()
+            ),
+            e,
+        )
+    })?;
+    ctx.metrics.wrote("status");
+    Ok(())
+}
+
+async fn publish(policy: &OidcRefreshPolicy, notes: &[EventNote], ctx: &Context) {
+    let reference = policy.object_ref(&());
+    for note in notes {
+        let ev = Event {
+            type_: event_type(note),
+            reason: note.reason.to_string(),
+            note: Some(crate::providers::http::truncate(&note.note, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        match ctx.recorder.publish(&ev, &reference).await {
+            Ok(()) => ctx.metrics.wrote("event"),
+            Err(e) => warn!(error = %e, reason = note.reason, "could not publish Event"),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Observe: every read a reconcile needs, and nothing else. Secrets and the Deployment are read
+//! only from the policy's own namespace.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use super::Context;
+use crate::crd::OidcRefreshPolicy;
+use crate::error::{Error, Result};
+use crate::providers::{
+    self, Credentials, DesiredSettings, IdentityProvider, Observation, ProviderError,
+};
+
+/// What a reconcile saw.
+pub struct Observed {
+    /// The provider and what it reported, or why it could not be read.
+    pub idp: IdpObserved,
+    /// The Coder Deployment, if it exists.
+    pub deployment: Option<Deployment>,
+}
+
+/// The identity-provider side of [`Observed`].
+pub enum IdpObserved {
+    /// The credentials Secret does not exist.
+    SecretNotFound(String),
+    /// The provider could not be built, checked or read.
+    Failed(ProviderError),
+    /// Read successfully.
+    Seen {
+        /// The connected provider (used by `act`).
+        provider: Arc<dyn IdentityProvider>,
+        /// What it reported.
+        observation: Observation,
+    },
+}
+
+/// Reads the Secret, the provider and the Deployment.
+pub async fn observe(
+    policy: &OidcRefreshPolicy,
+    desired: &DesiredSettings,
+    ctx: &Context,
+) -> Result<Observed> {
+    let ns = policy.metadata.namespace.as_deref().unwrap_or("default");
+    let idp = observe_idp(policy, ns, desired, ctx).await?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let deployment = deployments
+        .get_opt(&policy.spec.coder.deployment)
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("read Deployment {ns}/{}", policy.spec.coder.deployment),
+                e,
+            )
+        })?;
+    Ok(Observed { idp, deployment })
+}
+
+async fn observe_idp(
+    policy: &OidcRefreshPolicy,
+    ns: &str,
+    desired: &DesiredSettings,
+    ctx: &Context,
+) -> Result<IdpObserved> {
+    let credentials = match policy.spec.provider.credentials_secret() {
+        None => None,
+        Some(name) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+            let secret = secrets
+                .get_opt(name)
+                .await
+                .map_err(|e| Error::kube(format!("read Secret {ns}/{name}"), e))?;
+            let Some(secret) = secret else {
+                return Ok(IdpObserved::SecretNotFound(name.to_string()));
+            };
+            let data: BTreeMap<String, Vec<u8>> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            Some(Credentials::new(
+                name,
+                secret.metadata.resource_version.as_deref().unwrap_or(""),
+                data,
+            ))
+        }
+    };
+    let provider = match providers::connect(&policy.spec.provider, credentials, &ctx.providers) {
+        Ok(p) => p,
+        Err(e) => return Ok(IdpObserved::Failed(e)),
+    };
+    if let Err(e) = provider.check(desired) {
+        return Ok(IdpObserved::Failed(e));
+    }
+    Ok(match provider.observe(desired).await {
+        Ok(observation) => IdpObserved::Seen {
+            provider,
+            observation,
+        },
+        Err(e) => IdpObserved::Failed(e),
+    })
+}

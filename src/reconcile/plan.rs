@@ -1,0 +1,642 @@
+//! Plan: pure decisions. Given the spec and what was observed, decide what to write (if
+//! anything) and how each part stands. Most of the controller's behaviour is tested here.
+//!
+//! Order matters: Coder is only changed once the identity provider is configured, so Coder never
+//! asks for a scope (such as `offline_access`) that the provider would still reject.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::Value;
+
+use crate::coder::{self, ContainerState, EnvEntry, PARAMS_ENV, SCOPES_ENV};
+use crate::crd::{ConflictPolicy, ManagementPolicy, OidcRefreshPolicySpec};
+use crate::providers::{Change, Observation, ProviderError};
+use crate::status::{Reason, State, Verdict};
+
+/// The identity-provider side as `plan` sees it.
+pub enum IdpView<'a> {
+    /// The credentials Secret is missing.
+    SecretNotFound(&'a str),
+    /// Reading failed.
+    Failed(&'a ProviderError),
+    /// Read.
+    Seen(&'a Observation),
+}
+
+/// What to do at the identity provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdpStep {
+    /// Nothing: converged, blocked, or Observe mode. The verdict says which.
+    None(Verdict),
+    /// Apply these changes.
+    Apply(Vec<Change>),
+}
+
+/// What to do with the Coder Deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoderStep {
+    /// Nothing to write; the verdict says why.
+    None(Verdict),
+    /// Server-side apply this body.
+    Apply {
+        /// The apply configuration.
+        body: Value,
+        /// Take ownership from other managers.
+        force: bool,
+        /// Imperative managers whose hand edits are being undone.
+        restoring_from: Vec<String>,
+        /// New `CODER_OIDC_SCOPES`.
+        scopes: String,
+        /// New `CODER_OIDC_AUTH_URL_PARAMS`.
+        params: String,
+    },
+}
+
+/// A reconcile's plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Identity provider.
+    pub idp: IdpStep,
+    /// Coder Deployment.
+    pub coder: CoderStep,
+    /// Values Coder has (or will have once the plan is carried out), for status.
+    pub coder_values: Option<(String, String)>,
+}
+
+/// Turns a provider error into a verdict.
+pub fn provider_verdict(e: &ProviderError) -> Verdict {
+    let (state, reason) = match e {
+        ProviderError::AuthenticationFailed { .. } => {
+            (State::Stalled, Reason::AuthenticationFailed)
+        }
+        ProviderError::Forbidden { .. } => (State::Stalled, Reason::Forbidden),
+        ProviderError::ClientNotFound { .. } => (State::Stalled, Reason::ClientNotFound),
+        ProviderError::Unsupported { .. } => (State::Stalled, Reason::Unsupported),
+        ProviderError::InvalidSecret { .. } => (State::Stalled, Reason::InvalidSecret),
+        ProviderError::Rejected { .. } => (State::Stalled, Reason::Rejected),
+        ProviderError::Unreachable { .. } => (State::Progressing, Reason::Unreachable),
+        ProviderError::Throttled { .. } => (State::Progressing, Reason::Throttled),
+        ProviderError::Protocol { .. } | ProviderError::NotPersisted { .. } => {
+            (State::Progressing, Reason::ProviderError)
+        }
+    };
+    let hint = if state == State::Progressing {
+        " Retrying with backoff."
+    } else {
+        ""
+    };
+    Verdict::new(state, reason, format!("{e}.{hint}"))
+}
+
+/// Plans a reconcile.
+pub fn plan(
+    spec: &OidcRefreshPolicySpec,
+    namespace: &str,
+    idp: IdpView<'_>,
+    deployment: Option<&Deployment>,
+) -> Plan {
+    let observe_only = spec.management_policy == ManagementPolicy::Observe;
+    let (idp_step, idp_ready, observation) = match idp {
+        IdpView::SecretNotFound(name) => (
+            IdpStep::None(Verdict::new(
+                State::Stalled,
+                Reason::SecretNotFound,
+                format!(
+                    "Secret {name:?} not found in namespace {namespace:?}. Create it with the admin credentials the provider needs; the policy is retried as soon as it appears."
+                ),
+            )),
+            false,
+            None,
+        ),
+        IdpView::Failed(e) => (IdpStep::None(provider_verdict(e)), false, None),
+        IdpView::Seen(o) => {
+            let blocking = o.findings.iter().find(|f| f.blocking);
+            if let Some(f) = blocking {
+                (
+                    IdpStep::None(Verdict::new(
+                        State::Stalled,
+                        Reason::ProviderFinding(f.reason),
+                        f.message.clone(),
+                    )),
+                    false,
+                    Some(o),
+                )
+            } else if o.changes.is_empty() {
+                (
+                    IdpStep::None(Verdict::new(
+                        State::Done,
+                        Reason::Configured,
+                        configured_message(o),
+                    )),
+                    true,
+                    Some(o),
+                )
+            } else if observe_only {
+                (
+                    IdpStep::None(Verdict::new(
+                        State::Differs,
+                        Reason::Drifted,
+                        format!(
+                            "Observe mode, nothing changed. The identity provider differs: {}.",
+                            list(&o.changes)
+                        ),
+                    )),
+                    false,
+                    Some(o),
+                )
+            } else {
+                (IdpStep::Apply(o.changes.clone()), true, Some(o))
+            }
+        }
+    };
+
+    let Some(observation) = observation else {
+        return Plan {
+            idp: idp_step,
+            coder: CoderStep::None(Verdict::new(
+                State::Unknown,
+                Reason::WaitingForIdentityProvider,
+                "Coder is configured once the identity provider is.",
+            )),
+            coder_values: None,
+        };
+    };
+    let (coder, values) = plan_coder(
+        spec,
+        namespace,
+        observation,
+        deployment,
+        idp_ready || observe_only,
+    );
+    Plan {
+        idp: idp_step,
+        coder,
+        coder_values: values,
+    }
+}
+
+fn configured_message(o: &Observation) -> String {
+    let s = &o.settings;
+    let mut parts = Vec::new();
+    if let Some(g) = s.refresh_token_grant {
+        parts.push(format!(
+            "refresh_token grant {}",
+            if g { "enabled" } else { "disabled" }
+        ));
+    }
+    if let Some(off) = s.offline_access {
+        parts.push(format!(
+            "offline_access {}",
+            if off { "available" } else { "not available" }
+        ));
+    }
+    if parts.is_empty() {
+        "The identity provider needs no admin changes: refresh tokens come from the parameters Coder sends.".into()
+    } else {
+        format!(
+            "The identity provider's client is configured: {}.",
+            parts.join(", ")
+        )
+    }
+}
+
+fn list(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(Change::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn plan_coder(
+    spec: &OidcRefreshPolicySpec,
+    namespace: &str,
+    o: &Observation,
+    deployment: Option<&Deployment>,
+    idp_ready: bool,
+) -> (CoderStep, Option<(String, String)>) {
+    let name = &spec.coder.deployment;
+    let container = &spec.coder.container;
+    let stalled = |reason, msg: String| {
+        (
+            CoderStep::None(Verdict::new(State::Stalled, reason, msg)),
+            None,
+        )
+    };
+    let Some(d) = deployment else {
+        return stalled(
+            Reason::DeploymentNotFound,
+            format!(
+                "Deployment {name:?} not found in namespace {namespace:?}. Create it or fix spec.coder.deployment; the policy is retried as soon as it appears."
+            ),
+        );
+    };
+    let (scopes, params) = match coder::inspect(d, container) {
+        ContainerState::Missing(names) => {
+            return stalled(
+                Reason::ContainerNotFound,
+                format!(
+                    "Deployment {name:?} has no container {container:?} (it has: {}). Set spec.coder.container to the container that runs `coder server`.",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            );
+        }
+        ContainerState::Found { scopes, params } => (scopes, params),
+    };
+    for (env, entry) in [(SCOPES_ENV, &scopes), (PARAMS_ENV, &params)] {
+        if entry.value_from {
+            return stalled(
+                Reason::EnvFromReference,
+                format!(
+                    "{env} in container {container:?} uses valueFrom, which the operator never rewrites. Replace it with a literal value, or remove it and let the operator set it."
+                ),
+            );
+        }
+        if entry.duplicated {
+            return stalled(
+                Reason::DuplicateEnvEntry,
+                format!(
+                    "{env} appears more than once in container {container:?}; Kubernetes cannot merge it. Remove the duplicate."
+                ),
+            );
+        }
+    }
+    let want_scopes = coder::merge_scopes(scopes.value.as_deref(), &o.coder, &spec.coder.scopes);
+    let want_params = match coder::merge_params(
+        params.value.as_deref(),
+        &o.coder,
+        &spec.coder.auth_url_params,
+    ) {
+        Ok(p) => p,
+        Err(e) => return stalled(Reason::InvalidEnvValue, e.to_string()),
+    };
+    let current = (
+        shown(&scopes, coder::DEFAULT_SCOPES),
+        shown(&params, coder::DEFAULT_PARAMS),
+    );
+    let differing: Vec<(&str, &EnvEntry, &str)> = [
+        (SCOPES_ENV, &scopes, want_scopes.as_str()),
+        (PARAMS_ENV, &params, want_params.as_str()),
+    ]
+    .into_iter()
+    .filter(|(_, e, want)| e.value.as_deref() != Some(*want))
+    .collect();
+    if differing.is_empty() {
+        return (
+            CoderStep::None(Verdict::new(
+                State::Done,
+                Reason::Configured,
+                format!(
+                    "{SCOPES_ENV}={want_scopes} and {PARAMS_ENV}={want_params} are set in container {container:?}."
+                ),
+            )),
+            Some((want_scopes, want_params)),
+        );
+    }
+    let diff = differing
+        .iter()
+        .map(|(env, e, want)| {
+            format!(
+                "{env} {} -> {want}",
+                e.value
+                    .as_deref()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_else(|| "unset".into())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if spec.management_policy == ManagementPolicy::Observe {
+        return (
+            CoderStep::None(Verdict::new(
+                State::Differs,
+                Reason::Drifted,
+                format!("Observe mode, nothing changed. Deployment {name:?} differs: {diff}."),
+            )),
+            Some(current),
+        );
+    }
+    if !idp_ready {
+        return (
+            CoderStep::None(Verdict::new(
+                State::Unknown,
+                Reason::WaitingForIdentityProvider,
+                format!(
+                    "Coder is changed once the identity provider is configured (pending: {diff})."
+                ),
+            )),
+            Some(current),
+        );
+    }
+    let mut declarative: Vec<&str> = Vec::new();
+    let mut imperative: Vec<String> = Vec::new();
+    for (_, e, _) in &differing {
+        for owner in &e.other_owners {
+            if owner.declarative {
+                if !declarative.contains(&owner.manager.as_str()) {
+                    declarative.push(&owner.manager);
+                }
+            } else if !imperative.contains(&owner.manager) {
+                imperative.push(owner.manager.clone());
+            }
+        }
+    }
+    if !declarative.is_empty() && spec.coder.conflict_policy == ConflictPolicy::Report {
+        let envs: Vec<&str> = differing.iter().map(|(env, _, _)| *env).collect();
+        return (
+            CoderStep::None(Verdict::new(
+                State::Stalled,
+                Reason::FieldConflict,
+                conflict_message(&declarative, &envs, container, &diff),
+            )),
+            Some(current),
+        );
+    }
+    let force = !declarative.is_empty() || !imperative.is_empty();
+    (
+        CoderStep::Apply {
+            body: coder::apply_body(namespace, name, container, &want_scopes, &want_params),
+            force,
+            restoring_from: imperative,
+            scopes: want_scopes.clone(),
+            params: want_params.clone(),
+        },
+        Some((want_scopes, want_params)),
+    )
+}
+
+fn shown(e: &EnvEntry, default: &str) -> String {
+    e.value.clone().unwrap_or_else(|| default.to_string())
+}
+
+/// Message for a field conflict: who owns the entries and how to resolve it.
+pub fn conflict_message(owners: &[&str], envs: &[&str], container: &str, diff: &str) -> String {
+    format!(
+        "{} in container {container:?} {} owned by {}, which would undo any change ({diff}). \
+         Remove the entries from that tool's source (for example the Coder chart's coder.env values), or in Argo CD add \
+         ignoreDifferences with managedFieldsManagers: [oidc-refresh-operator] and the sync option RespectIgnoreDifferences=true; \
+         or set spec.coder.conflictPolicy: Force to take ownership.",
+        envs.join(" and "),
+        if envs.len() == 1 { "is" } else { "are" },
+        owners
+            .iter()
+            .map(|o| format!("{o:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{CoderNeeds, Finding, ProviderKind};
+    use serde_json::json;
+
+    fn spec(extra: Value) -> OidcRefreshPolicySpec {
+        let mut base = json!({"provider": {"google": {}}, "coder": {"deployment": "coder", "scopes": ["groups"], "authURLParams": {"hd": "example.com"}}});
+        merge(&mut base, extra);
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn merge(a: &mut Value, b: Value) {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn google() -> Observation {
+        Observation {
+            coder: CoderNeeds {
+                remove_scopes: vec!["offline_access".into()],
+                params: [
+                    ("access_type".to_string(), "offline".to_string()),
+                    ("prompt".to_string(), "consent".to_string()),
+                ]
+                .into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn deployment(env: Value, managed: Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "coder", "namespace": "coder", "managedFields": managed},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "coder", "env": env}]}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn fresh_deployment_gets_merged_values_without_force() {
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_SCOPES", "value": "openid,profile,email,offline_access"}]),
+            json!([]),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        let CoderStep::Apply {
+            force,
+            scopes,
+            params,
+            body,
+            ..
+        } = &p.coder
+        else {
+            panic!("{:?}", p.coder)
+        };
+        assert!(!force);
+        assert_eq!(scopes, "openid,profile,email,groups");
+        assert_eq!(
+            params,
+            r#"{"access_type":"offline","hd":"example.com","prompt":"consent"}"#
+        );
+        assert_eq!(
+            body["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+            "openid,profile,email,groups"
+        );
+    }
+
+    #[test]
+    fn converged_deployment_plans_nothing() {
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_SCOPES", "value": "openid,profile,email,groups"},
+                   {"name": "CODER_OIDC_AUTH_URL_PARAMS", "value": r#"{"access_type":"offline","hd":"example.com","prompt":"consent"}"#}]),
+            json!([]),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        assert!(matches!(&p.coder, CoderStep::None(v) if v.state == State::Done));
+        assert!(matches!(&p.idp, IdpStep::None(v) if v.state == State::Done));
+    }
+
+    fn owned_by(manager: &str, op: &str) -> Value {
+        json!([{"manager": manager, "operation": op, "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+            "k:{\"name\":\"coder\"}": {"f:env": {"k:{\"name\":\"CODER_OIDC_SCOPES\"}": {"f:value": {}}}}}}}}}}])
+    }
+
+    #[test]
+    fn declarative_owner_is_a_conflict_unless_forced() {
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}]),
+            owned_by("helm", "Update"),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        let CoderStep::None(v) = &p.coder else {
+            panic!()
+        };
+        assert_eq!((v.state, v.reason), (State::Stalled, Reason::FieldConflict));
+        assert!(
+            v.message.contains("\"helm\"") && v.message.contains("RespectIgnoreDifferences=true"),
+            "{}",
+            v.message
+        );
+        let p = plan(
+            &spec(json!({"coder": {"conflictPolicy": "Force"}})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        assert!(matches!(p.coder, CoderStep::Apply { force: true, .. }));
+    }
+
+    #[test]
+    fn hand_edit_is_drift_restored_with_force() {
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}]),
+            owned_by("kubectl-edit", "Update"),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        let CoderStep::Apply {
+            force,
+            restoring_from,
+            ..
+        } = &p.coder
+        else {
+            panic!()
+        };
+        assert!(force);
+        assert_eq!(restoring_from, &["kubectl-edit".to_string()]);
+    }
+
+    #[test]
+    fn value_from_missing_container_and_deployment_stall() {
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_AUTH_URL_PARAMS", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]),
+            json!([]),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        assert!(matches!(&p.coder, CoderStep::None(v) if v.reason == Reason::EnvFromReference));
+        let p = plan(
+            &spec(json!({"coder": {"container": "web"}})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        assert!(
+            matches!(&p.coder, CoderStep::None(v) if v.reason == Reason::ContainerNotFound && v.message.contains("it has: coder"))
+        );
+        let p = plan(&spec(json!({})), "coder", IdpView::Seen(&google()), None);
+        assert!(matches!(&p.coder, CoderStep::None(v) if v.reason == Reason::DeploymentNotFound));
+    }
+
+    #[test]
+    fn observe_mode_reports_and_writes_nothing() {
+        let d = deployment(json!([]), json!([]));
+        let mut o = google();
+        o.changes.push(Change {
+            setting: "use.refresh.tokens".into(),
+            from: "false".into(),
+            to: "true".into(),
+        });
+        let p = plan(
+            &spec(json!({"managementPolicy": "Observe"})),
+            "coder",
+            IdpView::Seen(&o),
+            Some(&d),
+        );
+        assert!(
+            matches!(&p.idp, IdpStep::None(v) if v.state == State::Differs && v.message.contains("use.refresh.tokens: false -> true"))
+        );
+        assert!(
+            matches!(&p.coder, CoderStep::None(v) if v.state == State::Differs && v.message.contains("CODER_OIDC_SCOPES unset -> openid,profile,email,groups"))
+        );
+    }
+
+    #[test]
+    fn coder_waits_for_the_provider() {
+        let d = deployment(json!([]), json!([]));
+        let err = ProviderError::Unreachable {
+            provider: ProviderKind::Keycloak,
+            operation: "read client".into(),
+            detail: "timeout".into(),
+        };
+        let p = plan(&spec(json!({})), "coder", IdpView::Failed(&err), Some(&d));
+        assert!(
+            matches!(&p.idp, IdpStep::None(v) if v.state == State::Progressing && v.reason == Reason::Unreachable)
+        );
+        assert!(
+            matches!(&p.coder, CoderStep::None(v) if v.reason == Reason::WaitingForIdentityProvider)
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::SecretNotFound("kc"),
+            Some(&d),
+        );
+        assert!(
+            matches!(&p.idp, IdpStep::None(v) if v.state == State::Stalled && v.reason == Reason::SecretNotFound)
+        );
+    }
+
+    #[test]
+    fn blocking_finding_stalls_the_provider() {
+        let mut o = google();
+        o.findings.push(Finding {
+            reason: "ClientSecretExpired",
+            message: "all secrets expired".into(),
+            blocking: true,
+        });
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&o),
+            Some(&deployment(json!([]), json!([]))),
+        );
+        assert!(matches!(&p.idp, IdpStep::None(v) if v.reason.as_str() == "ClientSecretExpired"));
+        assert!(
+            matches!(&p.coder, CoderStep::None(v) if v.reason == Reason::WaitingForIdentityProvider)
+        );
+    }
+}

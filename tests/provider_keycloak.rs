@@ -1,0 +1,742 @@
+//! The Keycloak provider against the Keycloak simulator (`sim-keycloak`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use oidc_refresh_operator::crd::{KeycloakSpec, Rotation};
+use oidc_refresh_operator::metrics::Metrics;
+use oidc_refresh_operator::providers::{
+    self, Credentials, DesiredSettings, IdentityProvider, ProviderDeps, ProviderError,
+};
+use serde_json::{Value, json};
+use sim_keycloak::{SimConfig, SimHandle};
+
+const REALM: &str = "coder";
+const OPERATOR_SECRET: &str = "op-secret-5f2b9c";
+const CODER_SECRET: &str = "coder-client-secret-8d1e";
+const ADMIN_PASSWORD: &str = "admin-password-77aa";
+const ALL_ROLES: [&str; 3] = ["view-clients", "manage-clients", "view-realm"];
+
+fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn deps() -> ProviderDeps {
+    ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_secs(5))
+}
+
+/// Coder's client as an admin would have it before the operator: refresh tokens off, the
+/// offline_access scope unlinked, plus fields that must survive (mappers, unknown fields).
+fn coder_client() -> Value {
+    let mut c = sim_keycloak::stock_client("coder");
+    let o = c.as_object_mut().unwrap();
+    o.insert("secret".into(), json!(CODER_SECRET));
+    o.insert("name".into(), json!("Coder"));
+    o.insert(
+        "redirectUris".into(),
+        json!([
+            "https://coder.example.com/api/v2/users/oidc/callback",
+            "https://coder.example.com/*"
+        ]),
+    );
+    o.insert("webOrigins".into(), json!(["+"]));
+    o.insert(
+        "protocolMappers".into(),
+        json!([{"id": "5d0c8e3e-0000-4000-8000-000000000001", "name": "groups", "protocol": "openid-connect",
+                "protocolMapper": "oidc-group-membership-mapper", "consentRequired": false,
+                "config": {"full.path": "false", "claim.name": "groups", "id.token.claim": "true"}}]),
+    );
+    o.insert(
+        "futureKeycloakField".into(),
+        json!({"nested": [1, 2, {"x": null}]}),
+    );
+    let a = o.get_mut("attributes").unwrap().as_object_mut().unwrap();
+    a.insert("use.refresh.tokens".into(), json!("false"));
+    a.insert("pkce.code.challenge.method".into(), json!("S256"));
+    a.insert("client.session.idle.timeout".into(), json!(""));
+    c
+}
+
+async fn sim_with(config: SimConfig) -> SimHandle {
+    init();
+    let sim = sim_keycloak::start(config).await.unwrap();
+    sim.add_realm(REALM);
+    sim.add_client(REALM, coder_client());
+    sim.unlink_client_scope(REALM, "coder", "offline_access");
+    sim.add_service_account(REALM, "coder-operator", OPERATOR_SECRET, REALM, &ALL_ROLES);
+    sim
+}
+
+async fn sim() -> SimHandle {
+    sim_with(SimConfig::default()).await
+}
+
+fn spec(sim: &SimHandle) -> KeycloakSpec {
+    KeycloakSpec {
+        url: sim.base_url(),
+        realm: REALM.into(),
+        client_id: "coder".into(),
+        credentials_secret: "keycloak-admin".into(),
+        auth_realm: None,
+        allow_realm_changes: None,
+    }
+}
+
+fn creds(version: &str, pairs: &[(&str, &str)]) -> Credentials {
+    let data: BTreeMap<String, Vec<u8>> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    Credentials::new("keycloak-admin", version, data)
+}
+
+fn operator_creds() -> Credentials {
+    creds(
+        "1",
+        &[
+            ("client-id", "coder-operator"),
+            ("client-secret", OPERATOR_SECRET),
+        ],
+    )
+}
+
+fn connect(
+    spec: &KeycloakSpec,
+    creds: Credentials,
+    deps: &ProviderDeps,
+) -> Arc<dyn IdentityProvider> {
+    providers::keycloak::connect(spec, Some(creds), deps).unwrap()
+}
+
+fn wanted() -> DesiredSettings {
+    DesiredSettings {
+        offline_access: true,
+        lifetime: None,
+        idle_timeout: Some(Duration::from_secs(86400)),
+        rotation: None,
+        access_token_lifetime: Some(Duration::from_secs(3600)),
+    }
+}
+
+/// No secret value in an error's Display or Debug.
+fn assert_no_secrets(e: &ProviderError) {
+    for shown in [e.to_string(), format!("{e:?}")] {
+        for secret in [OPERATOR_SECRET, CODER_SECRET, ADMIN_PASSWORD, "wrong-secret-xyz"] {
+            assert!(!shown.contains(secret), "secret leaked in {shown}");
+        }
+    }
+}
+
+fn assert_bodies_valid(sim: &SimHandle) -> usize {
+    match sim.validate_recorded_bodies() {
+        Ok(n) => n,
+        Err(errors) => panic!("bodies outside the contract: {errors:#?}"),
+    }
+}
+
+#[tokio::test]
+async fn first_convergence_with_client_credentials_touches_nothing_else() {
+    let sim = sim().await;
+    let before = sim.client(REALM, "coder").unwrap();
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+
+    // Observe reads and reports; it writes nothing.
+    let obs = kc.observe(&wanted()).await.unwrap();
+    assert_eq!(sim.writes(), 0);
+    let changes: Vec<String> = obs.changes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        changes,
+        vec![
+            "client attribute use.refresh.tokens: false -> true",
+            "client attribute client.offline.session.idle.timeout: unset -> 86400",
+            "client attribute access.token.lifespan: unset -> 3600",
+            "client scope offline_access: not linked -> optional",
+        ]
+    );
+    assert_eq!(obs.settings.offline_access, Some(false));
+    assert_eq!(obs.settings.refresh_token_grant, Some(false));
+    assert_eq!(obs.coder.add_scopes, vec!["offline_access".to_string()]);
+    assert!(obs.coder.params.is_empty());
+    assert_eq!(obs.findings, vec![]);
+
+    let applied = kc.apply(&wanted()).await.unwrap();
+    assert_eq!(
+        applied.actions,
+        vec![
+            "set client attribute use.refresh.tokens to true (was false)",
+            "set client attribute client.offline.session.idle.timeout to 86400 (was unset)",
+            "set client attribute access.token.lifespan to 3600 (was unset)",
+            "linked client scope offline_access to the client as optional",
+        ]
+    );
+    assert_eq!(applied.observation.changes, vec![]);
+    let s = &applied.observation.settings;
+    assert_eq!(s.refresh_token_grant, Some(true));
+    assert_eq!(s.offline_access, Some(true));
+    assert_eq!(s.idle_timeout, Some(Duration::from_secs(86400)));
+    assert_eq!(s.access_token_lifetime, Some(Duration::from_secs(3600)));
+    assert_eq!(s.lifetime, None, "offline max lifespan is off in the realm");
+    assert_eq!(s.rotation, Some(Rotation::Reuse));
+    assert_eq!(sim.writes(), 2, "one client PUT and one scope link");
+
+    // The exact representation: only our three attributes and the scope link differ, byte for
+    // byte (order of fields included), secret and redirect URIs unchanged.
+    let after = sim.client(REALM, "coder").unwrap();
+    let mut expected = before.clone();
+    let attrs = expected["attributes"].as_object_mut().unwrap();
+    attrs.insert("use.refresh.tokens".into(), json!("true"));
+    attrs.insert("client.offline.session.idle.timeout".into(), json!("86400"));
+    attrs.insert("access.token.lifespan".into(), json!("3600"));
+    expected["optionalClientScopes"] = json!(["address", "microprofile-jwt", "phone", "offline_access"]);
+    assert_eq!(
+        serde_json::to_string(&after).unwrap(),
+        serde_json::to_string(&expected).unwrap()
+    );
+    assert_eq!(after["secret"], json!(CODER_SECRET));
+    assert_eq!(after["redirectUris"], before["redirectUris"]);
+    assert_eq!(
+        sim.client_scope_links(REALM, "coder"),
+        (
+            vec!["acr", "basic", "email", "profile", "roles", "web-origins"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            vec!["address", "microprofile-jwt", "offline_access", "phone"]
+                .into_iter()
+                .map(String::from)
+                .collect()
+        )
+    );
+
+    // A second apply reads and writes nothing.
+    sim.reset_counters();
+    let again = kc.apply(&wanted()).await.unwrap();
+    assert_eq!(again.actions, Vec::<String>::new());
+    assert_eq!(again.observation, applied.observation);
+    let c = sim.counters();
+    assert_eq!(c.writes(), 0);
+    assert_eq!(c.token_requests(), 0, "the cached token is reused");
+    assert_eq!(c.reads(), 5, "realm, client, default scopes, optional scopes, discovery");
+    assert!(assert_bodies_valid(&sim) >= 1);
+}
+
+#[tokio::test]
+async fn password_grant_from_master_and_legacy_auth_prefix() {
+    let sim = sim_with(SimConfig {
+        path_prefix: "/auth".into(),
+        ..SimConfig::default()
+    })
+    .await;
+    sim.add_admin_user("master", "ops-admin", ADMIN_PASSWORD, REALM, &ALL_ROLES);
+    let mut spec = spec(&sim);
+    spec.auth_realm = Some("master".into());
+    assert!(sim.base_url().ends_with("/auth"));
+    spec.url = format!("{}/", sim.base_url());
+    let deps = deps();
+    let kc = connect(
+        &spec,
+        creds("7", &[("username", "ops-admin"), ("password", ADMIN_PASSWORD)]),
+        &deps,
+    );
+    let applied = kc.apply(&wanted()).await.unwrap();
+    assert_eq!(applied.actions.len(), 4);
+    assert_eq!(applied.observation.settings.offline_access, Some(true));
+    assert_eq!(sim.counters().calls("POST", sim_keycloak::TOKEN_ROUTE), 1);
+    sim.reset_counters();
+    assert_eq!(kc.apply(&wanted()).await.unwrap().actions.len(), 0);
+    assert_eq!(sim.writes(), 0);
+
+    // A wrong password names the Secret and the auth realm, never the value.
+    let kc = connect(
+        &spec,
+        creds("8", &[("username", "ops-admin"), ("password", "wrong-secret-xyz")]),
+        &deps,
+    );
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Keycloak rejected the admin credentials: the token endpoint of realm \"master\" answered HTTP 401 (invalid_grant: Invalid user credentials); check username and password in Secret \"keycloak-admin\", that they belong to realm \"master\" (spec.provider.keycloak.authRealm)"
+    );
+    assert_no_secrets(&e);
+}
+
+#[tokio::test]
+async fn drift_is_detected_and_corrected() {
+    let sim = sim().await;
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    kc.apply(&wanted()).await.unwrap();
+
+    // Someone switches refresh tokens off in the admin console.
+    sim.update_client(REALM, "coder", |c| {
+        c["attributes"]["use.refresh.tokens"] = json!("false");
+    });
+    sim.reset_counters();
+    let obs = kc.observe(&wanted()).await.unwrap();
+    assert_eq!(
+        obs.changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["client attribute use.refresh.tokens: false -> true"]
+    );
+    assert_eq!(obs.settings.refresh_token_grant, Some(false));
+    assert_eq!(sim.writes(), 0, "observe writes nothing");
+    let applied = kc.apply(&wanted()).await.unwrap();
+    assert_eq!(
+        applied.actions,
+        vec!["set client attribute use.refresh.tokens to true (was false)"]
+    );
+    assert_eq!(sim.writes(), 1);
+    assert_eq!(
+        sim.client(REALM, "coder").unwrap()["attributes"]["use.refresh.tokens"],
+        json!("true")
+    );
+
+    // The scope is unlinked in the console: linked again.
+    sim.unlink_client_scope(REALM, "coder", "offline_access");
+    let applied = kc.apply(&wanted()).await.unwrap();
+    assert_eq!(
+        applied.actions,
+        vec!["linked client scope offline_access to the client as optional"]
+    );
+}
+
+#[tokio::test]
+async fn realm_changes_need_the_opt_in() {
+    let sim = sim().await;
+    sim.set_admin_roles(
+        REALM,
+        "coder-operator",
+        REALM,
+        &["view-clients", "manage-clients", "view-realm", "manage-realm"],
+    );
+    let deps = deps();
+    let desired = DesiredSettings {
+        lifetime: Some(Duration::from_secs(720 * 3600)),
+        rotation: Some(Rotation::Rotate),
+        ..wanted()
+    };
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    for result in [
+        kc.observe(&desired).await.map(|_| ()),
+        kc.apply(&desired).await.map(|_| ()),
+    ] {
+        let e = result.unwrap_err();
+        assert!(matches!(e, ProviderError::Unsupported { .. }));
+        assert_eq!(
+            e.to_string(),
+            "Keycloak cannot honour this policy: the policy needs realm-wide settings of realm \"coder\", which affect every client in it: set offlineSessionMaxLifespanEnabled to true (now false), revokeRefreshToken to true (now false) (admin console: Realm settings, Sessions and Tokens tabs), or set spec.provider.keycloak.allowRealmChanges: true to let the operator change them"
+        );
+    }
+    assert_eq!(sim.writes(), 0);
+
+    let mut opted_in = spec(&sim);
+    opted_in.allow_realm_changes = Some(true);
+    let kc = connect(&opted_in, operator_creds(), &deps);
+    let applied = kc.apply(&desired).await.unwrap();
+    assert_eq!(
+        &applied.actions[..2],
+        &[
+            "set realm coder offlineSessionMaxLifespanEnabled to true (was false)",
+            "set realm coder revokeRefreshToken to true (was false)"
+        ]
+    );
+    let realm = sim.realm(REALM).unwrap();
+    assert_eq!(realm["offlineSessionMaxLifespanEnabled"], json!(true));
+    assert_eq!(realm["revokeRefreshToken"], json!(true));
+    assert_eq!(realm["offlineSessionMaxLifespan"], json!(5_184_000), "untouched");
+    assert_eq!(realm["ssoSessionIdleTimeout"], json!(1800), "untouched");
+    let s = &applied.observation.settings;
+    assert_eq!(s.lifetime, Some(Duration::from_secs(720 * 3600)));
+    assert_eq!(s.rotation, Some(Rotation::Rotate));
+    assert_eq!(
+        sim.client(REALM, "coder").unwrap()["attributes"]["client.offline.session.max.lifespan"],
+        json!("2592000")
+    );
+    // The realm PUT carries only the fields that change.
+    let realm_puts: Vec<Value> = sim
+        .recorded_bodies()
+        .into_iter()
+        .filter(|b| b.route == "/admin/realms/{realm}")
+        .map(|b| b.body)
+        .collect();
+    assert_eq!(
+        realm_puts,
+        vec![json!({"offlineSessionMaxLifespanEnabled": true, "revokeRefreshToken": true})]
+    );
+    sim.reset_counters();
+    assert_eq!(kc.apply(&desired).await.unwrap().actions.len(), 0);
+    assert_eq!(sim.writes(), 0);
+    assert_bodies_valid(&sim);
+}
+
+#[tokio::test]
+async fn full_scope_off_maps_the_offline_access_role() {
+    let sim = sim().await;
+    sim.update_client(REALM, "coder", |c| {
+        c.insert("fullScopeAllowed".into(), json!(false));
+    });
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let obs = kc.observe(&wanted()).await.unwrap();
+    assert!(obs.changes.iter().any(|c| c.to_string()
+        == "realm role offline_access in the client's scope mappings: absent -> present"));
+    let applied = kc.apply(&wanted()).await.unwrap();
+    assert_eq!(
+        applied.actions.last().unwrap(),
+        "added realm role offline_access to the client's scope mappings"
+    );
+    assert_eq!(
+        sim.client_realm_scope_mappings(REALM, "coder"),
+        vec!["offline_access".to_string()]
+    );
+    assert_eq!(applied.observation.settings.offline_access, Some(true));
+    sim.reset_counters();
+    assert!(kc.apply(&wanted()).await.unwrap().actions.is_empty());
+    assert_eq!(sim.writes(), 0);
+    let bodies: Vec<_> = sim
+        .recorded_bodies()
+        .into_iter()
+        .filter(|b| b.route.ends_with("/scope-mappings/realm"))
+        .collect();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0].method, "POST");
+    assert_eq!(bodies[0].body[0]["name"], json!("offline_access"));
+    assert_bodies_valid(&sim);
+}
+
+#[tokio::test]
+async fn expired_token_is_renewed_once_and_rotated_secret_is_picked_up() {
+    let sim = sim().await;
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    kc.observe(&wanted()).await.unwrap();
+    assert_eq!(sim.counters().token_requests(), 1);
+    sim.expire_tokens();
+    sim.reset_counters();
+    kc.observe(&wanted()).await.unwrap();
+    let c = sim.counters();
+    assert_eq!(c.with_status(401), 1, "one 401, then a fresh token");
+    assert_eq!(c.token_requests(), 1);
+
+    // The admin Secret is rotated: the old secret stops working, the new Secret version works
+    // with the same deps (no restart).
+    sim.set_client_secret(REALM, "coder-operator", "rotated-secret-1");
+    sim.expire_tokens();
+    let rotated = creds(
+        "2",
+        &[
+            ("client-id", "coder-operator"),
+            ("client-secret", "rotated-secret-1"),
+        ],
+    );
+    let kc2 = connect(&spec(&sim), rotated, &deps);
+    kc2.observe(&wanted()).await.unwrap();
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert!(matches!(e, ProviderError::AuthenticationFailed { .. }), "{e}");
+    assert!(e.to_string().contains("Secret \"keycloak-admin\""));
+    assert!(!e.to_string().contains("rotated-secret-1"));
+}
+
+#[tokio::test]
+async fn missing_roles_answer_forbidden_naming_the_role() {
+    let sim = sim().await;
+    let deps = deps();
+    sim.set_admin_roles(REALM, "coder-operator", REALM, &["view-clients"]);
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Forbidden { .. }));
+    assert!(
+        e.to_string().starts_with(
+            "Keycloak refused to read the token settings of realm \"coder\": Keycloak gave only the brief realm representation"
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("view-realm"));
+
+    sim.set_admin_roles(REALM, "coder-operator", REALM, &["view-clients", "view-realm"]);
+    let e = kc.apply(&wanted()).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Keycloak refused to update client \"coder\": the admin account of Secret \"keycloak-admin\" lacks the realm-management client role manage-clients for realm \"coder\" (HTTP 403 Forbidden); assign it to the account's service-account user (or user) in realm \"coder\", or assign realm-admin. The operator needs view-clients, manage-clients and view-realm"
+    );
+    assert_eq!(sim.writes(), 1, "the refused PUT");
+    assert_eq!(sim.counters().with_status(403), 1);
+
+    sim.set_admin_roles(REALM, "coder-operator", REALM, &[]);
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Forbidden { .. }), "{e}");
+    assert!(e.to_string().contains("view-realm"), "{e}");
+
+    // realm-admin covers everything.
+    sim.set_admin_roles(REALM, "coder-operator", REALM, &["realm-admin"]);
+    kc.apply(&wanted()).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_realm_and_missing_client_are_told_apart() {
+    let sim = sim().await;
+    sim.add_service_account("master", "ops", OPERATOR_SECRET, "nope", &["realm-admin"]);
+    let deps = deps();
+    let ops = creds(
+        "1",
+        &[("client-id", "ops"), ("client-secret", OPERATOR_SECRET)],
+    );
+
+    let mut s = spec(&sim);
+    s.realm = "nope".into();
+    s.auth_realm = Some("master".into());
+    let e = connect(&s, ops, &deps).observe(&wanted()).await.unwrap_err();
+    match &e {
+        ProviderError::ClientNotFound { what, detail, .. } => {
+            assert_eq!(what, "realm \"nope\"");
+            assert!(detail.contains("check spec.provider.keycloak.realm"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The auth realm itself is missing (authRealm defaults to realm).
+    let mut s = spec(&sim);
+    s.realm = "nope".into();
+    let e = connect(&s, operator_creds(), &deps)
+        .observe(&wanted())
+        .await
+        .unwrap_err();
+    match &e {
+        ProviderError::ClientNotFound { what, .. } => {
+            assert_eq!(what, "realm \"nope\" (where the admin credentials live)")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut s = spec(&sim);
+    s.client_id = "ghost".into();
+    let e = connect(&s, operator_creds(), &deps)
+        .observe(&wanted())
+        .await
+        .unwrap_err();
+    match &e {
+        ProviderError::ClientNotFound { what, detail, .. } => {
+            assert_eq!(what, "client \"ghost\" in realm \"coder\"");
+            assert!(detail.contains("spec.provider.keycloak.clientId"));
+            assert!(detail.contains("never creates clients"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.writes(), 0);
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors() {
+    let sim = sim().await;
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    sim.fail_next(1, 429, Some(7));
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    assert!(e.is_transient());
+    assert_eq!(
+        e.to_string(),
+        "Keycloak is throttling requests (read realm \"coder\"); retrying after 7s"
+    );
+
+    sim.fail_next(1, 502, None);
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Unreachable { .. }), "{e}");
+    assert!(e.is_transient());
+    assert!(e.to_string().contains("HTTP 502 Bad Gateway"), "{e}");
+
+    // 503 with Retry-After is throttling too; afterwards it recovers.
+    sim.fail_next(1, 503, Some(2));
+    let e = kc.apply(&wanted()).await.unwrap_err();
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+    kc.apply(&wanted()).await.unwrap();
+}
+
+#[tokio::test]
+async fn timeouts_are_unreachable() {
+    let sim = sim().await;
+    let deps = ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_millis(200));
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    sim.set_latency(Duration::from_secs(2));
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Unreachable { .. }), "{e}");
+    assert!(e.to_string().contains("timed out"), "{e}");
+}
+
+#[tokio::test]
+async fn bad_secrets_are_invalid_secret_without_values() {
+    let sim = sim().await;
+    let deps = deps();
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("client-id", "coder-operator")],
+            "Keycloak credentials: Secret \"keycloak-admin\" has no non-empty client-secret (it has: client-id)",
+        ),
+        (
+            &[("password", ADMIN_PASSWORD)],
+            "Keycloak credentials: Secret \"keycloak-admin\" has no non-empty username (it has: password)",
+        ),
+        (
+            &[("token", OPERATOR_SECRET)],
+            "Keycloak credentials: Secret \"keycloak-admin\" needs client-id + client-secret (client credentials of a client with a service account) or username + password (password grant through admin-cli); it has: token",
+        ),
+        (
+            &[
+                ("client-id", "coder-operator"),
+                ("client-secret", OPERATOR_SECRET),
+                ("ca.crt", "not a certificate"),
+            ],
+            "Keycloak credentials: ca.crt holds no PEM certificate",
+        ),
+    ];
+    for (pairs, message) in cases {
+        let e = providers::keycloak::connect(&spec(&sim), Some(creds("1", pairs)), &deps)
+            .err()
+            .expect("connect fails");
+        assert!(matches!(e, ProviderError::InvalidSecret { .. }));
+        assert_eq!(e.to_string(), message);
+        assert_no_secrets(&e);
+    }
+    let e = providers::keycloak::connect(&spec(&sim), None, &deps).err().unwrap();
+    assert!(matches!(e, ProviderError::InvalidSecret { .. }));
+
+    // A wrong client secret: AuthenticationFailed naming the Secret and the auth realm.
+    let kc = connect(
+        &spec(&sim),
+        creds(
+            "1",
+            &[("client-id", "coder-operator"), ("client-secret", "wrong-secret-xyz")],
+        ),
+        &deps,
+    );
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Keycloak rejected the admin credentials: the token endpoint of realm \"coder\" answered HTTP 401 (invalid_client: Invalid client or Invalid client credentials); check client-id and client-secret in Secret \"keycloak-admin\", that they belong to realm \"coder\" (spec.provider.keycloak.authRealm)"
+    );
+    assert_no_secrets(&e);
+}
+
+#[tokio::test]
+async fn discovery_and_missing_scope_are_findings() {
+    let sim = sim().await;
+    sim.remove_client_scope(REALM, "offline_access");
+    sim.set_grant_types_supported(REALM, Some(vec!["authorization_code".into()]));
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let obs = kc.observe(&wanted()).await.unwrap();
+    let found: Vec<(&str, bool)> = obs.findings.iter().map(|f| (f.reason, f.blocking)).collect();
+    assert_eq!(
+        found,
+        vec![
+            ("RefreshGrantNotAdvertised", false),
+            ("OfflineAccessNotSupported", true),
+            ("OfflineAccessScopeMissing", true),
+        ]
+    );
+    assert!(obs.changes.iter().all(|c| !c.setting.contains("scope")));
+    // Without offline access nothing blocks and the session attributes are used.
+    let online = DesiredSettings {
+        offline_access: false,
+        ..wanted()
+    };
+    let applied = kc.apply(&online).await.unwrap();
+    assert!(applied.observation.findings.iter().all(|f| !f.blocking));
+    assert!(applied.observation.coder.add_scopes.is_empty());
+    let attrs = sim.client(REALM, "coder").unwrap()["attributes"].clone();
+    assert_eq!(attrs["client.session.idle.timeout"], json!("86400"));
+    assert_eq!(attrs.get("client.offline.session.idle.timeout"), None);
+}
+
+#[tokio::test]
+async fn every_body_sent_validates_against_the_contract() {
+    // A run that exercises every write the provider can make.
+    let sim = sim().await;
+    sim.update_client(REALM, "coder", |c| {
+        c.insert("fullScopeAllowed".into(), json!(false));
+    });
+    sim.set_admin_roles(REALM, "coder-operator", REALM, &["realm-admin"]);
+    let mut s = spec(&sim);
+    s.allow_realm_changes = Some(true);
+    let deps = deps();
+    let kc = connect(&s, operator_creds(), &deps);
+    let desired = DesiredSettings {
+        offline_access: true,
+        lifetime: Some(Duration::from_secs(90 * 86400)),
+        idle_timeout: Some(Duration::from_secs(45 * 86400)),
+        rotation: Some(Rotation::Rotate),
+        access_token_lifetime: Some(Duration::from_secs(600)),
+    };
+    let applied = kc.apply(&desired).await.unwrap();
+    assert_eq!(applied.observation.changes, vec![]);
+    assert_eq!(
+        applied.observation.settings.lifetime,
+        Some(Duration::from_secs(90 * 86400))
+    );
+    assert_eq!(
+        applied.observation.settings.idle_timeout,
+        Some(Duration::from_secs(45 * 86400))
+    );
+    let routes: Vec<(String, String)> = sim
+        .recorded_bodies()
+        .into_iter()
+        .map(|b| (b.method, b.route))
+        .collect();
+    assert_eq!(
+        routes,
+        vec![
+            ("PUT".to_string(), "/admin/realms/{realm}".to_string()),
+            ("PUT".to_string(), "/admin/realms/{realm}/clients/{id}".to_string()),
+            (
+                "POST".to_string(),
+                "/admin/realms/{realm}/clients/{id}/scope-mappings/realm".to_string()
+            ),
+        ]
+    );
+    assert_eq!(assert_bodies_valid(&sim), 3);
+    // The scope link carries no body.
+    assert_eq!(
+        sim.counters()
+            .calls("PUT", "/admin/realms/{realm}/clients/{id}/optional-client-scopes/{scope}"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn sandbox_seed_converges() {
+    init();
+    let sim = sim_keycloak::start(SimConfig::default()).await.unwrap();
+    let seed = sim.seed_sandbox();
+    let before = sim.describe_client();
+    assert!(before.contains(&("use.refresh.tokens".to_string(), "false".to_string())));
+    let spec: KeycloakSpec = serde_json::from_value(seed.spec["keycloak"].clone()).unwrap();
+    let data: Vec<(&str, &str)> = seed
+        .secret_data
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let deps = deps();
+    let kc = connect(&spec, creds("1", &data), &deps);
+    let desired = DesiredSettings {
+        lifetime: Some(Duration::from_secs(720 * 3600)),
+        rotation: Some(Rotation::Rotate),
+        ..wanted()
+    };
+    let applied = kc.apply(&desired).await.unwrap();
+    assert_eq!(applied.observation.settings.offline_access, Some(true));
+    let after = sim.describe_client();
+    assert!(after.contains(&("use.refresh.tokens".to_string(), "true".to_string())));
+    assert!(after.contains(&(
+        "offline_access client scope".to_string(),
+        "optional".to_string()
+    )));
+    assert!(after.contains(&(
+        "offline_access role in scope mappings".to_string(),
+        "yes".to_string()
+    )));
+    sim.shutdown().await;
+}
