@@ -137,6 +137,12 @@ impl Sandbox {
         }
     }
 
+    /// Stops the controller, leaving the simulator running.
+    pub async fn stop_controller_only(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.controller).await;
+    }
+
     /// Stops the controller and the simulator.
     pub async fn stop(self) {
         let _ = self.stop.send(true);

@@ -125,7 +125,12 @@ fn wanted() -> DesiredSettings {
 /// No secret value in an error's Display or Debug.
 fn assert_no_secrets(e: &ProviderError) {
     for shown in [e.to_string(), format!("{e:?}")] {
-        for secret in [OPERATOR_SECRET, CODER_SECRET, ADMIN_PASSWORD, "wrong-secret-xyz"] {
+        for secret in [
+            OPERATOR_SECRET,
+            CODER_SECRET,
+            ADMIN_PASSWORD,
+            "wrong-secret-xyz",
+        ] {
             assert!(!shown.contains(secret), "secret leaked in {shown}");
         }
     }
@@ -192,7 +197,8 @@ async fn first_convergence_with_client_credentials_touches_nothing_else() {
     attrs.insert("use.refresh.tokens".into(), json!("true"));
     attrs.insert("client.offline.session.idle.timeout".into(), json!("86400"));
     attrs.insert("access.token.lifespan".into(), json!("3600"));
-    expected["optionalClientScopes"] = json!(["address", "microprofile-jwt", "phone", "offline_access"]);
+    expected["optionalClientScopes"] =
+        json!(["address", "microprofile-jwt", "phone", "offline_access"]);
     assert_eq!(
         serde_json::to_string(&after).unwrap(),
         serde_json::to_string(&expected).unwrap()
@@ -221,7 +227,11 @@ async fn first_convergence_with_client_credentials_touches_nothing_else() {
     let c = sim.counters();
     assert_eq!(c.writes(), 0);
     assert_eq!(c.token_requests(), 0, "the cached token is reused");
-    assert_eq!(c.reads(), 5, "realm, client, default scopes, optional scopes, discovery");
+    assert_eq!(
+        c.reads(),
+        5,
+        "realm, client, default scopes, optional scopes, discovery"
+    );
     assert!(assert_bodies_valid(&sim) >= 1);
 }
 
@@ -240,7 +250,10 @@ async fn password_grant_from_master_and_legacy_auth_prefix() {
     let deps = deps();
     let kc = connect(
         &spec,
-        creds("7", &[("username", "ops-admin"), ("password", ADMIN_PASSWORD)]),
+        creds(
+            "7",
+            &[("username", "ops-admin"), ("password", ADMIN_PASSWORD)],
+        ),
         &deps,
     );
     let applied = kc.apply(&wanted()).await.unwrap();
@@ -254,7 +267,10 @@ async fn password_grant_from_master_and_legacy_auth_prefix() {
     // A wrong password names the Secret and the auth realm, never the value.
     let kc = connect(
         &spec,
-        creds("8", &[("username", "ops-admin"), ("password", "wrong-secret-xyz")]),
+        creds(
+            "8",
+            &[("username", "ops-admin"), ("password", "wrong-secret-xyz")],
+        ),
         &deps,
     );
     let e = kc.observe(&wanted()).await.unwrap_err();
@@ -279,7 +295,10 @@ async fn drift_is_detected_and_corrected() {
     sim.reset_counters();
     let obs = kc.observe(&wanted()).await.unwrap();
     assert_eq!(
-        obs.changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        obs.changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         vec!["client attribute use.refresh.tokens: false -> true"]
     );
     assert_eq!(obs.settings.refresh_token_grant, Some(false));
@@ -311,7 +330,12 @@ async fn realm_changes_need_the_opt_in() {
         REALM,
         "coder-operator",
         REALM,
-        &["view-clients", "manage-clients", "view-realm", "manage-realm"],
+        &[
+            "view-clients",
+            "manage-clients",
+            "view-realm",
+            "manage-realm",
+        ],
     );
     let deps = deps();
     let desired = DesiredSettings {
@@ -347,7 +371,11 @@ async fn realm_changes_need_the_opt_in() {
     let realm = sim.realm(REALM).unwrap();
     assert_eq!(realm["offlineSessionMaxLifespanEnabled"], json!(true));
     assert_eq!(realm["revokeRefreshToken"], json!(true));
-    assert_eq!(realm["offlineSessionMaxLifespan"], json!(5_184_000), "untouched");
+    assert_eq!(
+        realm["offlineSessionMaxLifespan"],
+        json!(5_184_000),
+        "untouched"
+    );
     assert_eq!(realm["ssoSessionIdleTimeout"], json!(1800), "untouched");
     let s = &applied.observation.settings;
     assert_eq!(s.lifetime, Some(Duration::from_secs(720 * 3600)));
@@ -436,7 +464,10 @@ async fn expired_token_is_renewed_once_and_rotated_secret_is_picked_up() {
     let kc2 = connect(&spec(&sim), rotated, &deps);
     kc2.observe(&wanted()).await.unwrap();
     let e = kc.observe(&wanted()).await.unwrap_err();
-    assert!(matches!(e, ProviderError::AuthenticationFailed { .. }), "{e}");
+    assert!(
+        matches!(e, ProviderError::AuthenticationFailed { .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("Secret \"keycloak-admin\""));
     assert!(!e.to_string().contains("rotated-secret-1"));
 }
@@ -457,7 +488,12 @@ async fn missing_roles_answer_forbidden_naming_the_role() {
     );
     assert!(e.to_string().contains("view-realm"));
 
-    sim.set_admin_roles(REALM, "coder-operator", REALM, &["view-clients", "view-realm"]);
+    sim.set_admin_roles(
+        REALM,
+        "coder-operator",
+        REALM,
+        &["view-clients", "view-realm"],
+    );
     let e = kc.apply(&wanted()).await.unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -489,11 +525,17 @@ async fn missing_realm_and_missing_client_are_told_apart() {
     let mut s = spec(&sim);
     s.realm = "nope".into();
     s.auth_realm = Some("master".into());
-    let e = connect(&s, ops, &deps).observe(&wanted()).await.unwrap_err();
+    let e = connect(&s, ops, &deps)
+        .observe(&wanted())
+        .await
+        .unwrap_err();
     match &e {
         ProviderError::ClientNotFound { what, detail, .. } => {
             assert_eq!(what, "realm \"nope\"");
-            assert!(detail.contains("check spec.provider.keycloak.realm"), "{detail}");
+            assert!(
+                detail.contains("check spec.provider.keycloak.realm"),
+                "{detail}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -601,7 +643,9 @@ async fn bad_secrets_are_invalid_secret_without_values() {
         assert_eq!(e.to_string(), message);
         assert_no_secrets(&e);
     }
-    let e = providers::keycloak::connect(&spec(&sim), None, &deps).err().unwrap();
+    let e = providers::keycloak::connect(&spec(&sim), None, &deps)
+        .err()
+        .unwrap();
     assert!(matches!(e, ProviderError::InvalidSecret { .. }));
 
     // A wrong client secret: AuthenticationFailed naming the Secret and the auth realm.
@@ -609,7 +653,10 @@ async fn bad_secrets_are_invalid_secret_without_values() {
         &spec(&sim),
         creds(
             "1",
-            &[("client-id", "coder-operator"), ("client-secret", "wrong-secret-xyz")],
+            &[
+                ("client-id", "coder-operator"),
+                ("client-secret", "wrong-secret-xyz"),
+            ],
         ),
         &deps,
     );
@@ -629,7 +676,11 @@ async fn discovery_and_missing_scope_are_findings() {
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
     let obs = kc.observe(&wanted()).await.unwrap();
-    let found: Vec<(&str, bool)> = obs.findings.iter().map(|f| (f.reason, f.blocking)).collect();
+    let found: Vec<(&str, bool)> = obs
+        .findings
+        .iter()
+        .map(|f| (f.reason, f.blocking))
+        .collect();
     assert_eq!(
         found,
         vec![
@@ -642,13 +693,14 @@ async fn discovery_and_missing_scope_are_findings() {
     // Without offline access nothing blocks and the session attributes are used.
     let online = DesiredSettings {
         offline_access: false,
+        idle_timeout: Some(Duration::from_secs(1200)),
         ..wanted()
     };
     let applied = kc.apply(&online).await.unwrap();
     assert!(applied.observation.findings.iter().all(|f| !f.blocking));
     assert!(applied.observation.coder.add_scopes.is_empty());
     let attrs = sim.client(REALM, "coder").unwrap()["attributes"].clone();
-    assert_eq!(attrs["client.session.idle.timeout"], json!("86400"));
+    assert_eq!(attrs["client.session.idle.timeout"], json!("1200"));
     assert_eq!(attrs.get("client.offline.session.idle.timeout"), None);
 }
 
@@ -690,7 +742,10 @@ async fn every_body_sent_validates_against_the_contract() {
         routes,
         vec![
             ("PUT".to_string(), "/admin/realms/{realm}".to_string()),
-            ("PUT".to_string(), "/admin/realms/{realm}/clients/{id}".to_string()),
+            (
+                "PUT".to_string(),
+                "/admin/realms/{realm}/clients/{id}".to_string()
+            ),
             (
                 "POST".to_string(),
                 "/admin/realms/{realm}/clients/{id}/scope-mappings/realm".to_string()
@@ -700,8 +755,10 @@ async fn every_body_sent_validates_against_the_contract() {
     assert_eq!(assert_bodies_valid(&sim), 3);
     // The scope link carries no body.
     assert_eq!(
-        sim.counters()
-            .calls("PUT", "/admin/realms/{realm}/clients/{id}/optional-client-scopes/{scope}"),
+        sim.counters().calls(
+            "PUT",
+            "/admin/realms/{realm}/clients/{id}/optional-client-scopes/{scope}"
+        ),
         1
     );
 }

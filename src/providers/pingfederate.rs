@@ -224,7 +224,7 @@ impl PingFederate {
                 provider: KIND,
                 operation: operation.to_string(),
                 detail: format!(
-                    "the administrator account of Secret {:?} is not allowed to{said_suffix}; \
+                    "the administrator account of Secret {:?} lacks the permission{said_suffix}; \
                      it needs the Admin role (the Auditor role is read-only)",
                     self.secret_name
                 ),
@@ -456,17 +456,18 @@ fn check_desired(desired: &DesiredSettings) -> Result<(), ProviderError> {
 /// The largest unit that represents `d` exactly: `(value, unit)`; `None` unless a positive whole
 /// number of minutes.
 fn grant_time(d: Duration) -> Option<(i64, &'static str)> {
-    if d.subsec_nanos() != 0 || d.as_secs() == 0 || d.as_secs() % 60 != 0 {
+    if d.subsec_nanos() != 0 || d.as_secs() == 0 || !d.as_secs().is_multiple_of(60) {
         return None;
     }
-    let secs = i64::try_from(d.as_secs()).ok()?;
-    Some(if secs % 86_400 == 0 {
+    let secs = d.as_secs();
+    let (n, unit) = if secs.is_multiple_of(86_400) {
         (secs / 86_400, "DAYS")
-    } else if secs % 3_600 == 0 {
+    } else if secs.is_multiple_of(3_600) {
         (secs / 3_600, "HOURS")
     } else {
         (secs / 60, "MINUTES")
-    })
+    };
+    Some((i64::try_from(n).ok()?, unit))
 }
 
 /// A `(time, unit)` pair as a duration; `None` for -1 (indefinite), 0, or an unknown unit.
@@ -597,6 +598,24 @@ fn rotation_of(client: &Value, settings: &Value) -> Option<Rotation> {
             .as_bool()
             .map(|r| if r { Rotation::Rotate } else { Rotation::Reuse }),
     }
+}
+
+/// The effective minimum age before a refresh token rolls, when not zero. The value is in hours
+/// unless a 12.1 unit field says otherwise.
+fn rolling_interval(client: &Value, settings: &Value) -> Option<Duration> {
+    let hours = json!("HOURS");
+    let (time, unit) = if client["refreshTokenRollingIntervalType"].as_str() == Some(OVERRIDE) {
+        (
+            &client["refreshTokenRollingInterval"],
+            client.get("refreshTokenRollingIntervalTimeUnit"),
+        )
+    } else {
+        (
+            &settings["refreshRollingInterval"],
+            settings.get("refreshRollingIntervalTimeUnit"),
+        )
+    };
+    duration_of(time, unit.filter(|u| u.is_string()).unwrap_or(&hours))
 }
 
 /// 12.1 client values `SERVER_DEFAULT|YES|NO` resolved against the server's boolean.
@@ -737,6 +756,20 @@ fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Plan {
                 blocking: false,
             });
         }
+    }
+
+    if desired.rotation == Some(Rotation::Rotate)
+        && let Some(interval) = rolling_interval(client, settings)
+    {
+        findings.push(Finding {
+            reason: "RefreshRollingInterval",
+            message: format!(
+                "PingFederate replaces a refresh token on use only once it is at least {} old \
+                 (refresh token rolling interval); until then refreshing returns the same token",
+                crate::duration::format(interval)
+            ),
+            blocking: false,
+        });
     }
 
     let settings_now = IdpSettings {
@@ -1075,6 +1108,96 @@ mod tests {
         );
         assert_eq!(api_result_detail("  plain text "), "plain text");
         assert_eq!(api_result_detail(""), "");
+    }
+
+    #[test]
+    fn rolling_interval_is_reported_when_rotation_is_wanted() {
+        let mut st = settings();
+        st["refreshRollingInterval"] = json!(2);
+        let p = plan(&snap(client(), st.clone(), ServerVersion(11, 3)), &want());
+        assert_eq!(p.observation.findings.len(), 1);
+        assert_eq!(p.observation.findings[0].reason, "RefreshRollingInterval");
+        assert!(
+            p.observation.findings[0].message.contains("2h"),
+            "{:?}",
+            p.observation.findings
+        );
+        let mut c = client();
+        c["refreshTokenRollingIntervalType"] = json!(OVERRIDE);
+        c["refreshTokenRollingInterval"] = json!(30);
+        c["refreshTokenRollingIntervalTimeUnit"] = json!("MINUTES");
+        assert_eq!(rolling_interval(&c, &st), Some(Duration::from_secs(1800)));
+        c["refreshTokenRollingInterval"] = json!(0);
+        assert_eq!(rolling_interval(&c, &st), None);
+        let reuse = DesiredSettings {
+            rotation: Some(Rotation::Reuse),
+            ..want()
+        };
+        assert!(
+            plan(&snap(client(), st, ServerVersion(11, 3)), &reuse)
+                .observation
+                .findings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn status_codes_become_errors_that_say_what_to_fix() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let deps = ProviderDeps::new(
+            Arc::new(crate::metrics::Metrics::new()),
+            Duration::from_secs(1),
+        );
+        let creds = Credentials::new(
+            "pf-admin",
+            "1",
+            [("username", "admin"), ("password", "hunter2-secret")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        );
+        let pf = PingFederate {
+            base: admin_base("https://pf.example.com:9999").unwrap(),
+            client_id: "coder".into(),
+            secret_name: creds.secret_name.clone(),
+            username: creds.get("username").unwrap().clone(),
+            password: creds.get("password").unwrap().clone(),
+            http: deps.http.client(KIND, None).unwrap(),
+            deps,
+            version: Mutex::new(None),
+        };
+        let h = HeaderMap::new();
+        let e = pf.error(
+            "read the OAuth client",
+            StatusCode::UNAUTHORIZED,
+            &h,
+            r#"{"message":"bad hunter2-secret"}"#,
+        );
+        assert!(matches!(e, ProviderError::AuthenticationFailed { .. }));
+        assert!(e.to_string().contains("Secret \"pf-admin\""), "{e}");
+        assert!(!format!("{e} {e:?} {pf:?}").contains("hunter2-secret"));
+        let e = pf.error("update the OAuth client", StatusCode::FORBIDDEN, &h, "");
+        assert_eq!(
+            e.to_string(),
+            "PingFederate refused to update the OAuth client: the administrator account of Secret \"pf-admin\" \
+             lacks the permission; it needs the Admin role (the Auditor role is read-only)"
+        );
+        let e = pf.error("read the OAuth client", StatusCode::NOT_FOUND, &h, "");
+        assert!(
+            matches!(e, ProviderError::ClientNotFound { ref what, .. } if what == "OAuth client \"coder\"")
+        );
+        let e = pf.error(
+            "update the OAuth client",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &h,
+            r#"{"message":"Invalid.","validationErrors":[{"fieldPath":"clientAuth.encryptedSecret","message":"OBF:JWE:zzz is bad"}]}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "PingFederate rejected update the OAuth client: Invalid.: clientAuth.encryptedSecret: OBF:*** is bad"
+        );
+        let e = pf.error("read the OAuth client", StatusCode::BAD_GATEWAY, &h, "");
+        assert!(matches!(e, ProviderError::Unreachable { .. }));
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn container() -> Value {
         obj("ContainerPort represents a network port in a single container.", vec![
             ("name", s("Name of the port.")),
             ("containerPort", i("Number of port to expose on the pod's IP address.")),
-            ("protocol", s("Protocol for port. Defaults to \"TCP\".")),
+            ("protocol", json!({"type": "string", "default": "TCP", "description": "Protocol for port. Must be UDP, TCP, or SCTP. Defaults to \"TCP\"."})),
             ("hostPort", i("Number of port to expose on the host.")),
         ]),
         &["containerPort"],

@@ -182,11 +182,13 @@ pub fn path_string(path: &[String]) -> String {
     s
 }
 
-fn item_key(keys: &[String], item: &Value) -> Option<String> {
+fn item_key(keys: &[String], item: &Value, item_schema: Option<&Value>) -> Option<String> {
     let mut m = BTreeMap::new();
     for k in keys {
         if let Some(v) = item.get(k) {
             m.insert(k.clone(), v.clone());
+        } else if let Some(d) = child_schema(item_schema, k).and_then(|s| s.get("default")) {
+            m.insert(k.clone(), d.clone());
         }
     }
     if m.is_empty() {
@@ -215,7 +217,7 @@ fn value_set(schema: Option<&Value>, v: &Value) -> FieldSet {
         NodeKind::ListMap(keys) => {
             let is = items_schema(schema);
             for item in v.as_array().into_iter().flatten() {
-                if let Some(k) = item_key(&keys, item) {
+                if let Some(k) = item_key(&keys, item, is) {
                     s.members.insert(k.clone());
                     let sub = value_set(is, item);
                     if !sub.is_empty() {
@@ -303,7 +305,7 @@ fn value_at<'a>(schema: Option<&'a Value>, v: &'a Value, path: &[String]) -> Opt
             _ => return None,
         };
         let is = items_schema(schema);
-        let item = v.as_array()?.iter().find(|i| item_key(&keys, i).as_deref() == Some(first.as_str()))?;
+        let item = v.as_array()?.iter().find(|i| item_key(&keys, i, is).as_deref() == Some(first.as_str()))?;
         return value_at(is, item, rest);
     }
     if let Some(val) = first.strip_prefix("v:") {
@@ -454,8 +456,8 @@ pub fn merge(schema: Option<&Value>, live: Option<&Value>, config: &Value) -> Va
             let is = items_schema(schema);
             let mut out: Vec<Value> = live.as_array().cloned().unwrap_or_default();
             for item in config.as_array().unwrap() {
-                let key = item_key(&keys, item);
-                match out.iter().position(|l| key.is_some() && item_key(&keys, l) == key) {
+                let key = item_key(&keys, item, is);
+                match out.iter().position(|l| key.is_some() && item_key(&keys, l, is) == key) {
                     Some(i) => out[i] = merge(is, Some(&out[i].clone()), item),
                     None => out.push(item.clone()),
                 }
@@ -494,8 +496,8 @@ fn remove_path(schema: Option<&Value>, v: &mut Value, path: &[String]) {
         let is = items_schema(schema);
         if let Some(arr) = v.as_array_mut() {
             if rest.is_empty() {
-                arr.retain(|i| item_key(&keys, i).as_deref() != Some(first.as_str()));
-            } else if let Some(item) = arr.iter_mut().find(|i| item_key(&keys, i).as_deref() == Some(first.as_str())) {
+                arr.retain(|i| item_key(&keys, i, is).as_deref() != Some(first.as_str()));
+            } else if let Some(item) = arr.iter_mut().find(|i| item_key(&keys, i, is).as_deref() == Some(first.as_str())) {
                 remove_path(is, item, rest);
             }
         }

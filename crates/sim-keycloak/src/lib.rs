@@ -220,7 +220,9 @@ struct RealmState {
 
 impl RealmState {
     fn client_by_id(&mut self, id: &str) -> Option<&mut ClientState> {
-        self.clients.iter_mut().find(|c| str_field(&c.repr, "id") == id)
+        self.clients
+            .iter_mut()
+            .find(|c| str_field(&c.repr, "id") == id)
     }
     fn client_by_client_id(&mut self, client_id: &str) -> Option<&mut ClientState> {
         self.clients
@@ -606,7 +608,13 @@ impl SimHandle {
 
     /// Replaces the roles that `principal` (a service-account client's `clientId` or a username
     /// in `realm`) holds for `target_realm`.
-    pub fn set_admin_roles(&self, realm: &str, principal: &str, target_realm: &str, roles: &[&str]) {
+    pub fn set_admin_roles(
+        &self,
+        realm: &str,
+        principal: &str,
+        target_realm: &str,
+        roles: &[&str],
+    ) {
         let mut st = self.state();
         let Some(r) = st.realms.get_mut(realm) else {
             panic!("sim-keycloak: no realm {realm}");
@@ -640,7 +648,12 @@ impl SimHandle {
     }
 
     /// Edits a client's stored representation directly (drift, as a change in the admin console).
-    pub fn update_client(&self, realm: &str, client_id: &str, f: impl FnOnce(&mut Map<String, Value>)) {
+    pub fn update_client(
+        &self,
+        realm: &str,
+        client_id: &str,
+        f: impl FnOnce(&mut Map<String, Value>),
+    ) {
         let mut st = self.state();
         if let Some(c) = st
             .realms
@@ -689,7 +702,12 @@ impl SimHandle {
         let Some(r) = st.realms.get_mut(realm) else {
             return;
         };
-        let Some(id) = r.scopes.iter().find(|s| s.name == scope).map(|s| s.id.clone()) else {
+        let Some(id) = r
+            .scopes
+            .iter()
+            .find(|s| s.name == scope)
+            .map(|s| s.id.clone())
+        else {
             return;
         };
         if let Some(c) = r.client_by_client_id(client_id) {
@@ -705,7 +723,12 @@ impl SimHandle {
         let Some(r) = st.realms.get_mut(realm) else {
             return;
         };
-        let Some(id) = r.scopes.iter().find(|s| s.name == scope).map(|s| s.id.clone()) else {
+        let Some(id) = r
+            .scopes
+            .iter()
+            .find(|s| s.name == scope)
+            .map(|s| s.id.clone())
+        else {
             return;
         };
         if let Some(c) = r.client_by_client_id(client_id) {
@@ -723,7 +746,12 @@ impl SimHandle {
         let Some(r) = st.realms.get_mut(realm) else {
             return;
         };
-        let Some(id) = r.scopes.iter().find(|s| s.name == scope).map(|s| s.id.clone()) else {
+        let Some(id) = r
+            .scopes
+            .iter()
+            .find(|s| s.name == scope)
+            .map(|s| s.id.clone())
+        else {
             return;
         };
         r.scopes.retain(|s| s.id != id);
@@ -769,7 +797,11 @@ impl SimHandle {
     /// Number of tokens issued and not yet expired.
     pub fn live_tokens(&self) -> usize {
         let now = Instant::now();
-        self.state().tokens.values().filter(|t| t.expires > now).count()
+        self.state()
+            .tokens
+            .values()
+            .filter(|t| t.expires > now)
+            .count()
     }
 
     /// Seeds the sandbox tenant: realm `coder` (Keycloak defaults) with Coder's client `coder`
@@ -807,7 +839,12 @@ impl SimHandle {
                 "coder-operator",
                 secret,
                 realm,
-                &["view-clients", "manage-clients", "view-realm", "manage-realm"],
+                &[
+                    "view-clients",
+                    "manage-clients",
+                    "view-realm",
+                    "manage-realm",
+                ],
             );
         }
         self.state().sandbox = Some((realm.into(), "coder".into()));
@@ -843,7 +880,10 @@ impl SimHandle {
         let realm_repr = self.realm(realm).unwrap_or_default();
         let attr = |k: &str| {
             client
-                .pointer(&format!("/attributes/{}", k.replace('~', "~0").replace('/', "~1")))
+                .pointer(&format!(
+                    "/attributes/{}",
+                    k.replace('~', "~0").replace('/', "~1")
+                ))
                 .and_then(Value::as_str)
                 .filter(|v| !v.is_empty())
                 .unwrap_or("unset")
@@ -1019,7 +1059,10 @@ pub fn route_template(path: &str) -> String {
 fn routes(sim: Sim) -> Router {
     Router::new()
         .route(TOKEN_ROUTE, post(token))
-        .route("/realms/{realm}/.well-known/openid-configuration", get(discovery))
+        .route(
+            "/realms/{realm}/.well-known/openid-configuration",
+            get(discovery),
+        )
         .route("/admin/realms/{realm}", get(get_realm).put(put_realm))
         .route("/admin/realms/{realm}/clients", get(list_clients))
         .route(
@@ -1051,7 +1094,11 @@ fn routes(sim: Sim) -> Router {
         .route("/admin/realms/{realm}/client-scopes", get(list_scopes))
         .route("/admin/realms/{realm}/roles/{name}", get(get_role))
         .fallback(|| async {
-            keycloak_error(StatusCode::NOT_FOUND, "RESTEASY003210: Could not find resource", None)
+            keycloak_error(
+                StatusCode::NOT_FOUND,
+                "RESTEASY003210: Could not find resource",
+                None,
+            )
         })
         .layer(middleware::from_fn_with_state(sim.clone(), observe))
         .with_state(sim)
@@ -1061,11 +1108,12 @@ fn routes(sim: Sim) -> Router {
 async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path();
-    let route = path
-        .strip_prefix(sim.prefix.as_str())
-        .filter(|r| r.starts_with('/'))
-        .map(route_template)
-        .unwrap_or_else(|| "<unmatched>".to_string());
+    // A nested router already sees the path without the prefix.
+    let route = route_template(
+        path.strip_prefix(sim.prefix.as_str())
+            .filter(|r| !sim.prefix.is_empty() && r.starts_with('/'))
+            .unwrap_or(path),
+    );
     let (latency, injected) = {
         let mut st = lock(&sim.state);
         let mut injected = None;
@@ -1208,6 +1256,7 @@ macro_rules! authorize_or_return {
 }
 
 /// Parses and validates a JSON body, recording it. `Err` is the 400 answer.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer, returned at once
 fn read_body(
     st: &mut SimState,
     method: &Method,
@@ -1273,7 +1322,11 @@ async fn token(State(sim): State<Sim>, Path(realm): Path<String>, body: Bytes) -
             if public || str_field(&c.repr, "secret") != field("client_secret") {
                 return invalid_client();
             }
-            if c.repr.get("serviceAccountsEnabled").and_then(Value::as_bool) != Some(true) {
+            if c.repr
+                .get("serviceAccountsEnabled")
+                .and_then(Value::as_bool)
+                != Some(true)
+            {
                 return keycloak_error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized_client",
@@ -1290,7 +1343,11 @@ async fn token(State(sim): State<Sim>, Path(realm): Path<String>, body: Bytes) -
             if !public && str_field(&c.repr, "secret") != field("client_secret") {
                 return invalid_client();
             }
-            if c.repr.get("directAccessGrantsEnabled").and_then(Value::as_bool) != Some(true) {
+            if c.repr
+                .get("directAccessGrantsEnabled")
+                .and_then(Value::as_bool)
+                != Some(true)
+            {
                 return keycloak_error(
                     StatusCode::BAD_REQUEST,
                     "unauthorized_client",
@@ -1392,7 +1449,11 @@ async fn discovery(State(sim): State<Sim>, Path(realm): Path<String>) -> Respons
     .into_response()
 }
 
-async fn get_realm(State(sim): State<Sim>, Path(realm): Path<String>, headers: HeaderMap) -> Response {
+async fn get_realm(
+    State(sim): State<Sim>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let mut st = lock(&sim.state);
     let roles = authorize_or_return!(&mut st, &headers, &realm, None);
     let r = &st.realms[&realm];
@@ -1542,7 +1603,12 @@ async fn put_client(
     }
     let c = r.client_by_id(&id).expect("checked above");
     for (k, v) in fields {
-        if v.is_null() || matches!(k.as_str(), "id" | "defaultClientScopes" | "optionalClientScopes") {
+        if v.is_null()
+            || matches!(
+                k.as_str(),
+                "id" | "defaultClientScopes" | "optionalClientScopes"
+            )
+        {
             continue;
         }
         if k == "attributes" {
@@ -1635,7 +1701,12 @@ async fn get_mappings(
     let list: Vec<Value> = c
         .realm_scope_mappings
         .iter()
-        .filter_map(|rid| r.roles.iter().find(|x| x.id == *rid).map(|x| r.role_json(x)))
+        .filter_map(|rid| {
+            r.roles
+                .iter()
+                .find(|x| x.id == *rid)
+                .map(|x| r.role_json(x))
+        })
         .collect();
     axum::Json(Value::Array(list)).into_response()
 }

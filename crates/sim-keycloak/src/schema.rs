@@ -104,7 +104,10 @@ impl Contract {
         if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
             && !allowed.contains(v)
         {
-            errors.push(format!("{path}: {v} is not one of {}", Value::from(allowed.clone())));
+            errors.push(format!(
+                "{path}: {v} is not one of {}",
+                Value::from(allowed.clone())
+            ));
         }
         let Some(ty) = schema.get("type").and_then(Value::as_str) else {
             return;
@@ -146,7 +149,13 @@ impl Contract {
                 }
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        self.check(item_schema, item, &format!("{path}[{i}]"), errors, depth + 1);
+                        self.check(
+                            item_schema,
+                            item,
+                            &format!("{path}[{i}]"),
+                            errors,
+                            depth + 1,
+                        );
                     }
                 }
             }
@@ -244,7 +253,10 @@ mod tests {
     fn arrays_of_roles_and_realm_fields() {
         let c = contract();
         assert_eq!(
-            c.validate_array("RoleRepresentation", &json!([{"id": "1", "name": "offline_access"}])),
+            c.validate_array(
+                "RoleRepresentation",
+                &json!([{"id": "1", "name": "offline_access"}])
+            ),
             Ok(())
         );
         assert!(
@@ -259,7 +271,10 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            c.validate("RealmRepresentation", &json!({"revokeRefreshToken": "true"})),
+            c.validate(
+                "RealmRepresentation",
+                &json!({"revokeRefreshToken": "true"})
+            ),
             Err(vec![
                 "$.revokeRefreshToken: expected a boolean, got a string".to_string()
             ])

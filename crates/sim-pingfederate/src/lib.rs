@@ -1008,7 +1008,7 @@ fn put_client(s: &mut SimState, id: &str, body: Value) -> Answer {
         s.secret_seq += 1;
         let digest: u64 = p
             .bytes()
-            .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x1_0000_0001_b3));
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
         format!(
             "OBF:JWE:eyJhbGciOiJkaXIiLCJlbmMiOiJBMTI4Q0JDLUhTMjU2Iiwia2lkIjoiU2ltUGYifQ..{:016x}.{:08x}",
             digest, s.secret_seq

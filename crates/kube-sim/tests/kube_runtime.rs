@@ -1,0 +1,179 @@
+//! kube-runtime's Controller and metadata_watcher against the simulator.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, metadata_watcher, watcher};
+use kube::{Client, Resource, ResourceExt};
+use kube_sim::{SimConfig, SimHandle};
+use tokio::sync::mpsc;
+
+fn client(sim: &SimHandle) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = kube::Config::new(sim.base_url().parse().unwrap());
+    Client::try_from(config).unwrap()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+async fn expect_reconcile(rx: &mut mpsc::UnboundedReceiver<String>, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(n)) if n == name => return,
+            Ok(Some(_)) => continue,
+            _ => panic!("no reconcile of {name}"),
+        }
+    }
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<String>) {
+    while rx.try_recv().is_ok() {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_sees_changes_resumes_after_410_and_shuts_down() {
+    let sim = start_with(SimConfig {
+        bookmark_interval: Duration::from_secs(600),
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client(&sim);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = Controller::new(cms.clone(), watcher::Config::default())
+        .owns(secrets.clone(), watcher::Config::default())
+        .watches(deployments.clone(), watcher::Config::default(), |d: Deployment| {
+            d.labels()
+                .get("configmap")
+                .map(|n| ObjectRef::<ConfigMap>::new(n).within("default"))
+        })
+        .graceful_shutdown_on(async move {
+            let _ = stop_rx.await;
+        });
+    let store = controller.store();
+    let tx2 = tx.clone();
+    let task = tokio::spawn(async move {
+        controller
+            .run(
+                move |cm: Arc<ConfigMap>, tx: Arc<mpsc::UnboundedSender<String>>| async move {
+                    let _ = tx.send(cm.name_any());
+                    Ok::<_, Never>(Action::await_change())
+                },
+                |_cm, _err, _ctx| Action::requeue(Duration::from_secs(1)),
+                Arc::new(tx2),
+            )
+            .for_each(|_| async {})
+            .await;
+    });
+
+    // Create.
+    let cm_a = cms.create(&PostParams::default(), &serde_json::from_value(cm("a", serde_json::json!({"k": "1"}))).unwrap()).await.unwrap();
+    expect_reconcile(&mut rx, "a").await;
+    // Update.
+    drain(&mut rx);
+    cms.patch("a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"k": "2"}}))).await.unwrap();
+    expect_reconcile(&mut rx, "a").await;
+    // Owned object created and deleted.
+    drain(&mut rx);
+    let owner = cm_a.controller_owner_ref(&()).unwrap();
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some("a-secret".into()), owner_references: Some(vec![owner]), ..Default::default() },
+        string_data: Some([("x".to_string(), "y".to_string())].into()),
+        ..Default::default()
+    };
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    expect_reconcile(&mut rx, "a").await;
+    drain(&mut rx);
+    secrets.delete("a-secret", &DeleteParams::default()).await.unwrap();
+    expect_reconcile(&mut rx, "a").await;
+    // Watched object mapped to the configmap.
+    drain(&mut rx);
+    let mut d: Deployment = serde_json::from_value(deployment("web", "nginx:1")).unwrap();
+    d.metadata.labels.as_mut().unwrap().insert("configmap".into(), "a".into());
+    deployments.create(&PostParams::default(), &d).await.unwrap();
+    expect_reconcile(&mut rx, "a").await;
+
+    // 410: the history is compacted past the watchers' RV, and all watches break.
+    let lists_before = sim.counters().get("list", "configmaps");
+    leases
+        .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "bump"}, "spec": {}})).unwrap())
+        .await
+        .unwrap();
+    sim.compact_watch_history();
+    sim.break_watches();
+    drain(&mut rx);
+    cms.create(&PostParams::default(), &serde_json::from_value(cm("b", serde_json::json!({}))).unwrap()).await.unwrap();
+    expect_reconcile(&mut rx, "b").await;
+    let lists_after = sim.counters().get("list", "configmaps");
+    assert!(lists_after > lists_before, "controller re-listed after 410 ({lists_before} -> {lists_after})");
+
+    // Delete: the reflector store forgets it.
+    cms.delete("b", &DeleteParams::default()).await.unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if store.get(&ObjectRef::new("b").within("default")).is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "deleted object still in the controller's store");
+    assert!(store.get(&ObjectRef::new("a").within("default")).is_some());
+
+    // Graceful shutdown.
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("controller stopped").unwrap();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_watcher_sees_apply_and_delete() {
+    let sim = start().await;
+    let client = client(&sim);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &serde_json::from_value(cm("pre", serde_json::json!({"a": "b"}))).unwrap()).await.unwrap();
+    let mut stream = metadata_watcher(cms.clone(), watcher::Config::default()).boxed();
+    let mut seen_init = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap() {
+            watcher::Event::InitApply(m) => {
+                assert_eq!(m.metadata.name.as_deref(), Some("pre"));
+                assert_eq!(m.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+                seen_init = true;
+            }
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert!(seen_init);
+    cms.create(&PostParams::default(), &serde_json::from_value(cm("new", serde_json::json!({}))).unwrap()).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap() {
+        watcher::Event::Apply(m) => assert_eq!(m.metadata.name.as_deref(), Some("new")),
+        other => panic!("unexpected {other:?}"),
+    }
+    cms.delete("new", &DeleteParams::default()).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap() {
+        watcher::Event::Delete(m) => assert_eq!(m.metadata.name.as_deref(), Some("new")),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(sim.counters().get("watch", "configmaps") >= 1);
+    sim.shutdown().await;
+}

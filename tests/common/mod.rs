@@ -1,0 +1,139 @@
+//! Shared helpers for the end-to-end tests: a simulated cluster with the CRD, a controller, and
+//! small wrappers around kube and kubectl.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use oidc_refresh_operator::crd::OidcRefreshPolicy;
+use oidc_refresh_operator::sandbox::{self, NAMESPACE, Sandbox};
+use serde_json::Value;
+
+/// Generous upper bound for anything the controller should do; tests normally finish far sooner.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A cluster with the CRD and namespace, and a running controller.
+pub async fn cluster() -> Sandbox {
+    let (sim, client) = Sandbox::start_cluster().await.expect("simulator starts");
+    Sandbox::start_controller(sim, client)
+}
+
+/// Applies `body` to the Deployment as `manager` (server-side apply).
+pub async fn apply_as(
+    client: &Client,
+    manager: &str,
+    force: bool,
+    body: Value,
+) -> Result<Deployment, kube::Error> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut pp = PatchParams::apply(manager);
+    pp.force = force;
+    api.patch(
+        body["metadata"]["name"].as_str().unwrap(),
+        &pp,
+        &Patch::Apply(&body),
+    )
+    .await
+}
+
+/// Merge-patches the Deployment as `manager` (an imperative update, like `kubectl edit`).
+pub async fn merge_patch_as(
+    client: &Client,
+    manager: &str,
+    name: &str,
+    patch: Value,
+) -> Deployment {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let pp = PatchParams {
+        field_manager: Some(manager.into()),
+        ..Default::default()
+    };
+    api.patch(name, &pp, &Patch::Strategic(&patch))
+        .await
+        .expect("patch")
+}
+
+/// Waits for a condition of the policy's current generation to have `status` and `reason`.
+pub async fn wait_reason(
+    client: &Client,
+    name: &str,
+    t: &str,
+    status: &str,
+    reason: &str,
+) -> OidcRefreshPolicy {
+    let (t, status, reason) = (t.to_string(), status.to_string(), reason.to_string());
+    sandbox::wait_policy(client, name, WAIT, move |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.observed_generation == p.metadata.generation
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == t && c.status == status && c.reason == reason)
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Waits for Ready=True.
+pub async fn wait_ready(client: &Client, name: &str) -> OidcRefreshPolicy {
+    sandbox::wait_policy(client, name, WAIT, sandbox::is_ready)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The policy's condition (status, reason, message).
+pub fn cond(p: &OidcRefreshPolicy, t: &str) -> (String, String, String) {
+    let c = p
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("no {t} condition"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+/// Writes a kubeconfig for the simulator to a temp dir and returns its path (dir kept alive).
+pub fn kubeconfig(sim: &kube_sim::SimHandle) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, sim.kubeconfig_yaml(Some(NAMESPACE))).unwrap();
+    (dir, path)
+}
+
+/// Runs the real kubectl; returns (success, stdout, stderr). Panics if kubectl is missing.
+pub fn kubectl(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("kubectl must be installed (it is part of this machine image)");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
