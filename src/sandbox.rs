@@ -34,6 +34,83 @@ pub const NAMESPACE: &str = "coder";
 pub enum SandboxProvider {
     /// Google (no admin API).
     Google,
+    /// Keycloak (Admin REST API simulator).
+    Keycloak,
+    /// PingFederate 12.1 (administrative API simulator).
+    Pingfederate,
+    /// PingFederate 11.3.
+    Pingfederate11,
+}
+
+/// A running identity-provider simulator.
+pub enum IdpSim {
+    /// No simulator (Google).
+    None,
+    /// Keycloak.
+    Keycloak(sim_keycloak::SimHandle),
+    /// PingFederate.
+    PingFederate(sim_pingfederate::SimHandle),
+}
+
+/// What the sandbox puts into the policy and the Secret for a provider.
+pub struct IdpSetup {
+    /// The simulator.
+    pub sim: IdpSim,
+    /// `spec.provider`.
+    pub provider: Value,
+    /// The credentials Secret, if any.
+    pub secret: Option<(String, BTreeMap<String, String>)>,
+}
+
+impl IdpSim {
+    /// Refresh-relevant settings of Coder's client.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        match self {
+            IdpSim::None => Vec::new(),
+            IdpSim::Keycloak(s) => s.describe_client(),
+            IdpSim::PingFederate(s) => s.describe_client(),
+        }
+    }
+
+    /// Admin API writes received.
+    pub fn writes(&self) -> u64 {
+        match self {
+            IdpSim::None => 0,
+            IdpSim::Keycloak(s) => s.counters().writes(),
+            IdpSim::PingFederate(s) => s.counters().writes(),
+        }
+    }
+
+    /// Stops the simulator.
+    pub async fn shutdown(&self) {
+        match self {
+            IdpSim::None => {}
+            IdpSim::Keycloak(s) => s.shutdown().await,
+            IdpSim::PingFederate(s) => s.shutdown().await,
+        }
+    }
+}
+
+/// Starts and seeds the simulator for `provider`.
+pub async fn start_idp(provider: SandboxProvider) -> anyhow::Result<IdpSetup> {
+    Ok(match provider {
+        SandboxProvider::Google => IdpSetup { sim: IdpSim::None, provider: json!({"google": {}}), secret: None },
+        SandboxProvider::Keycloak => {
+            let sim = sim_keycloak::start(sim_keycloak::SimConfig::default()).await?;
+            let seed = sim.seed_sandbox();
+            IdpSetup { sim: IdpSim::Keycloak(sim), provider: seed.spec, secret: Some((seed.secret_name, seed.secret_data)) }
+        }
+        SandboxProvider::Pingfederate | SandboxProvider::Pingfederate11 => {
+            let version = if provider == SandboxProvider::Pingfederate11 {
+                sim_pingfederate::PfVersion::V11_3
+            } else {
+                sim_pingfederate::PfVersion::V12_1
+            };
+            let sim = sim_pingfederate::start(sim_pingfederate::SimConfig { version, ..Default::default() }).await?;
+            let seed = sim.seed_sandbox();
+            IdpSetup { sim: IdpSim::PingFederate(sim), provider: seed.spec, secret: Some((seed.secret_name, seed.secret_data)) }
+        }
+    })
 }
 
 /// `sandbox` arguments.
@@ -364,17 +441,18 @@ pub async fn main(args: SandboxArgs) -> ExitCode {
 async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let (sim, client) = Sandbox::start_cluster().await?;
     println!("Kubernetes API simulator: {}", sim.base_url());
-    let provider = match args.provider {
-        SandboxProvider::Google => json!({"google": {}}),
-    };
-    let before_idp: Vec<(String, String)> = Vec::new();
+    let idp = start_idp(args.provider).await?;
+    if let Some((name, data)) = &idp.secret {
+        create_secret(&client, name, data).await?;
+    }
+    let before_idp = idp.sim.describe();
     create_coder(&client, coder_deployment("coder", json!([]))).await?;
     let before = coder_env(&client, "coder").await?;
-    let policy = example_policy("coder", provider);
-    println!(
-        "\nPolicy:\n{}",
-        serde_json::to_string_pretty(&policy["spec"])?
-    );
+    let mut policy = example_policy("coder", idp.provider.clone());
+    if args.provider != SandboxProvider::Google {
+        policy["spec"]["refreshTokens"] = json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"});
+    }
+    println!("\nPolicy:\n{}", serde_json::to_string_pretty(&policy["spec"])?);
     create_policy(&client, policy).await?;
 
     let sandbox = Sandbox::start_controller(sim.clone(), client.clone());
@@ -388,9 +466,10 @@ async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     println!("  {SCOPES_ENV}: {} -> {}", show(&before.0), show(&after.0));
     println!("  {PARAMS_ENV}: {} -> {}", show(&before.1), show(&after.1));
     if !before_idp.is_empty() {
-        println!("\nIdentity provider client (before):");
+        println!("\nIdentity provider client (before -> after):");
+        let after_idp: BTreeMap<String, String> = idp.sim.describe().into_iter().collect();
         for (k, v) in &before_idp {
-            println!("  {k}: {v}");
+            println!("  {k}: {v} -> {}", after_idp.get(k).map(String::as_str).unwrap_or("?"));
         }
     }
     let policy = match outcome {
@@ -398,6 +477,7 @@ async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         Err(e) => {
             println!("\nThe policy did not settle: {e:#}");
             sandbox.stop().await;
+            idp.sim.shutdown().await;
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -434,6 +514,7 @@ async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         let _ = tokio::signal::ctrl_c().await;
     }
     sandbox.stop().await;
+    idp.sim.shutdown().await;
     if ready {
         println!("\nReady.");
         Ok(ExitCode::SUCCESS)

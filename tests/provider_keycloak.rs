@@ -499,6 +499,7 @@ async fn missing_roles_answer_forbidden_naming_the_role() {
         e.to_string(),
         "Keycloak refused to update client \"coder\": the admin account of Secret \"keycloak-admin\" lacks the realm-management client role manage-clients for realm \"coder\" (HTTP 403 Forbidden); assign it to the account's service-account user (or user) in realm \"coder\", or assign realm-admin. The operator needs view-clients, manage-clients and view-realm"
     );
+    assert_no_secrets(&e);
     assert_eq!(sim.writes(), 1, "the refused PUT");
     assert_eq!(sim.counters().with_status(403), 1);
 
@@ -560,6 +561,7 @@ async fn missing_realm_and_missing_client_are_told_apart() {
         .observe(&wanted())
         .await
         .unwrap_err();
+    assert_no_secrets(&e);
     match &e {
         ProviderError::ClientNotFound { what, detail, .. } => {
             assert_eq!(what, "client \"ghost\" in realm \"coder\"");
@@ -584,6 +586,7 @@ async fn throttling_and_server_errors() {
         e.to_string(),
         "Keycloak is throttling requests (read realm \"coder\"); retrying after 7s"
     );
+    assert_no_secrets(&e);
 
     sim.fail_next(1, 502, None);
     let e = kc.observe(&wanted()).await.unwrap_err();
@@ -796,4 +799,46 @@ async fn sandbox_seed_converges() {
         "yes".to_string()
     )));
     sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_write_that_does_not_stick_is_not_persisted() {
+    let sim = sim().await;
+    sim.ignore_client_updates(true);
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let e = kc.apply(&wanted()).await.unwrap_err();
+    assert!(matches!(e, ProviderError::NotPersisted { .. }));
+    assert!(e.is_transient());
+    assert_eq!(
+        e.to_string(),
+        "Keycloak accepted the change but reading it back shows these settings still differ: client attribute use.refresh.tokens: false -> true; client attribute client.offline.session.idle.timeout: unset -> 86400; client attribute access.token.lifespan: unset -> 3600"
+    );
+    assert_no_secrets(&e);
+    sim.ignore_client_updates(false);
+    let applied = kc.apply(&wanted()).await.unwrap();
+    assert_eq!(applied.actions.len(), 3, "the scope link had stuck already");
+}
+
+#[tokio::test]
+async fn a_second_401_after_renewal_is_authentication_failed() {
+    let sim = sim().await;
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    sim.fail_next(2, 401, None);
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert!(
+        matches!(e, ProviderError::AuthenticationFailed { .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().starts_with(
+            "Keycloak rejected the admin credentials: Keycloak answered 401 to read realm \"coder\" even with a fresh token from realm \"coder\""
+        ),
+        "{e}"
+    );
+    assert_no_secrets(&e);
+    let c = sim.counters();
+    assert_eq!(c.token_requests(), 2, "renewed exactly once");
+    assert_eq!(c.with_status(401), 2);
 }

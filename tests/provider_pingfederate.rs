@@ -677,3 +677,29 @@ async fn a_plaintext_secret_would_rotate_the_secret_in_the_simulator() {
     assert_eq!(described["client secret"], "CHANGED");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unusable_ca_bundle_is_an_invalid_secret() {
+    let (sim, seed) = sim(PfVersion::V12_1).await;
+    let mut data: BTreeMap<String, Vec<u8>> = seed
+        .secret_data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+        .collect();
+    data.insert("ca.crt".into(), b"not a certificate".to_vec());
+    let err = pingfederate_connect(
+        &spec(&sim, &seed, "coder"),
+        Credentials::new(&seed.secret_name, "1", data),
+        &deps(Duration::from_secs(10)),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err, ProviderError::InvalidSecret { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("ca.crt"), "{err}");
+    assert_no_secrets(&err, &[&seed.secret_data["password"]]);
+    assert_eq!(sim.counters().total(), 0);
+    sim.shutdown().await;
+}

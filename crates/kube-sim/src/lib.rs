@@ -94,6 +94,7 @@ mod errors;
 mod events;
 mod openapi;
 mod patch;
+mod proto;
 mod resources;
 pub mod schema;
 pub mod selectors;

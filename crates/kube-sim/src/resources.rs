@@ -142,6 +142,7 @@ pub fn builtins() -> Vec<ResourceInfo> {
             ("", "namespaces") => r.field_selectors = vec!["status.phase"],
             ("", "secrets") => r.field_selectors = vec!["type"],
             ("apps", "deployments") => {
+                r.scale_subresource = true;
                 r.categories = vec!["all".into()];
             }
             ("", "pods") => {
@@ -199,7 +200,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceInfo> {
                 short_names: strs(&names["shortNames"]),
                 categories: strs(&names["categories"]),
                 status_subresource: v.pointer("/subresources/status").is_some(),
-                scale_subresource: v.pointer("/subresources/scale").is_some(),
+                scale_subresource: false,
                 has_generation: true,
                 storage: format!("{group}/{plural}"),
                 storage_version: storage_version.clone(),

@@ -156,7 +156,7 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
+            b'%' if i + 2 < bytes.len() => {
                 let h = std::str::from_utf8(&bytes[i + 1..i + 3])
                     .ok()
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
@@ -343,7 +343,14 @@ async fn handle(
         output,
         user,
     };
-    let ct = req.content_type();
+    let mut req = req;
+    let mut ct = req.content_type();
+    if ct == "application/vnd.kubernetes.protobuf" && matches!(verb, "create" | "update") {
+        if let Ok(v) = crate::proto::decode(&req.body) {
+            req.body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+            ct = "application/json".into();
+        }
+    }
     let reply = if let Err(e) = authorize(&req) {
         e.into()
     } else if !req.body.is_empty()
@@ -368,9 +375,13 @@ async fn handle(
             _ => crate::write::delete_collection(&shared, &req),
         }
     };
-    if verb != "get" || req.ri.resource != "leases" {
-        tracing::debug!(verb, resource = %req.counter_resource(), "handled");
-    }
+    tracing::debug!(
+        method = %req.method,
+        verb = req.verb,
+        resource = %req.counter_resource(),
+        authenticated = req.user.token.is_some(),
+        "handled"
+    );
     let code = match &reply {
         Reply::Json(c, _, _) => *c,
         Reply::Raw(c, _, _) => *c,

@@ -563,7 +563,7 @@ pub fn apply(
     }
     let prune = last.difference(&cfg_set).difference(&others);
     let mut prune_paths = prune.paths();
-    prune_paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    prune_paths.sort_by_key(|p| p.len());
     for p in prune_paths {
         remove_path(Some(schema), &mut merged, &p);
     }

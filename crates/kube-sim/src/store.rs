@@ -20,16 +20,6 @@ pub enum EventType {
     Deleted,
 }
 
-impl EventType {
-    /// Wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
-}
 
 /// One change, as kept in the watch history and fanned out to watchers.
 #[derive(Debug)]

@@ -7,12 +7,6 @@ pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// Current time with microseconds (for `eventTime`-like MicroTime fields).
-pub fn now_micro() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
-        .to_string()
-}
 
 /// Parse an RFC 3339 timestamp.
 pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {

@@ -40,6 +40,11 @@ impl Watcher {
         if ev.storage != self.ri.storage {
             return None;
         }
+        if let Some(ns) = &self.filters.namespace
+            && ev.namespace != *ns
+        {
+            return None;
+        }
         let now = self.filters.matches(&ev.obj);
         let before = ev.old.as_ref().is_some_and(|o| self.filters.matches(o));
         let etype = match ev.etype {

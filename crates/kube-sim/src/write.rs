@@ -136,6 +136,9 @@ pub fn get(shared: &Shared, req: &ApiRequest) -> Reply {
             if req.subresource.as_deref() == Some("status") {
                 return Reply::ok(present(&req.ri, &o));
             }
+            if req.subresource.as_deref() == Some("scale") {
+                return Reply::ok(to_scale(&o));
+            }
             Reply::ok(shape_one(req, &o))
         }
         None => SimError::not_found(&req.ri.group, &req.ri.resource, name).into(),
@@ -356,6 +359,9 @@ pub fn update(shared: &Shared, req: &ApiRequest) -> Reply {
         Err(e) => return e.into(),
     };
     let name = req.name.clone().unwrap_or_default();
+    if req.subresource.as_deref() == Some("scale") {
+        return scale_write(shared, req, |_| Ok(body.clone())).unwrap_or_else(|e| e.into());
+    }
     if let Err(e) = check_type(&req.ri, &body) {
         return e.into();
     }
@@ -405,6 +411,29 @@ fn patch_inner(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<Str
     }
     if ct == "application/apply-patch+yaml" {
         return apply(shared, req);
+    }
+    if req.subresource.as_deref() == Some("scale") {
+        let body = req.body.clone();
+        let ct2 = ct.clone();
+        return match scale_write(shared, req, move |old_scale| {
+            let mut doc = old_scale.clone();
+            match ct2.as_str() {
+                "application/json-patch+json" => {
+                    let p: json_patch::Patch = serde_json::from_slice(&body)
+                        .map_err(|e| SimError::bad_request(format!("error decoding patch: {e}")))?;
+                    json_patch::patch(&mut doc, &p).map_err(|e| SimError::new(422, "Invalid", e.to_string()))?;
+                }
+                _ => {
+                    let p: Value = serde_json::from_slice(&body)
+                        .map_err(|e| SimError::bad_request(format!("error decoding patch: {e}")))?;
+                    json_patch::merge(&mut doc, &p);
+                }
+            }
+            Ok(doc)
+        }) {
+            Reply::Json(c, v, w) => Ok((c, v, w)),
+            _ => Err(SimError::internal("scale")),
+        };
     }
     let mut ctx = WriteCtx::from_req(req, "unknown");
     let mut st = shared.lock();
@@ -819,10 +848,8 @@ pub fn commit(
         && stored.pointer("/metadata/finalizers").and_then(|f| f.as_array()).is_none_or(|f| f.is_empty())
         && ri.resource != "namespaces"
     {
-        let rv = st.next_rv();
-        let mut s2 = stored.clone();
-        s2["metadata"]["resourceVersion"] = json!(rv.to_string());
-        st.put(&ri.storage, &key_ns, &name, s2, rv);
+        // As the real registry does: the update is not persisted, the stored
+        // object is deleted (watchers see one DELETED event).
         let last = st.remove(&ri.storage, &key_ns, &name).map(|v| (*v).clone()).unwrap_or(stored);
         after_delete(st);
         return Ok((200, last));
@@ -835,7 +862,7 @@ pub fn commit(
     if ri.resource == "customresourcedefinitions" {
         refresh_crd(st, &out);
     }
-    if ri.group == "apps" && ri.resource == "deployments" && ctx.subresource.is_none() {
+    if ri.group == "apps" && ri.resource == "deployments" && ctx.subresource.as_deref() != Some("status") {
         let gen_changed = is_create
             || old.as_ref().and_then(|o| o.pointer("/metadata/generation")) != out.pointer("/metadata/generation");
         if gen_changed {
@@ -1184,3 +1211,50 @@ pub fn controller_status_write(st: &mut State, ri: &ResourceInfo, ns: &str, name
 
 #[allow(dead_code)]
 fn _unused(_: Map<String, Value>) {}
+
+/// The `autoscaling/v1` Scale view of a Deployment.
+fn to_scale(d: &Value) -> Value {
+    let sel = d
+        .pointer("/spec/selector/matchLabels")
+        .and_then(|m| m.as_object())
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    let meta = &d["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"], "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": d.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {"replicas": d.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": sel}
+    })
+}
+
+fn scale_write(
+    shared: &Shared,
+    req: &ApiRequest,
+    f: impl FnOnce(&Value) -> Result<Value, SimError>,
+) -> Result<Reply, SimError> {
+    let ri = &req.ri;
+    let name = req.name.clone().unwrap_or_default();
+    let mut ctx = WriteCtx::from_req(req, "unknown");
+    let mut st = shared.lock();
+    let old = st
+        .get(&ri.storage, &ns_key(ri, req.namespace.as_deref()), &name)
+        .ok_or_else(|| SimError::not_found(&ri.group, &ri.resource, &name))?;
+    let old_scale = to_scale(&old);
+    let new_scale = f(&old_scale)?;
+    if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(|v| v.as_str())
+        && !rv.is_empty()
+        && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(|v| v.as_str())
+    {
+        return Err(SimError::conflict(&ri.group, &ri.resource, &name));
+    }
+    let replicas = new_scale.pointer("/spec/replicas").cloned().unwrap_or(json!(1));
+    if !replicas.is_i64() || replicas.as_i64().unwrap_or(-1) < 0 {
+        return Err(SimError::invalid("autoscaling", "Scale", &name, &[FieldError::new("spec.replicas", FieldErrorKind::Invalid(replicas), "must be greater than or equal to 0")]));
+    }
+    let mut new = present(ri, &old);
+    new["spec"]["replicas"] = replicas;
+    let (_, v) = commit(&mut st, ri, req.namespace.clone(), Some(old), new, Op::Update, &mut ctx)?;
+    Ok(Reply::Json(200, to_scale(&v), ctx.warnings))
+}

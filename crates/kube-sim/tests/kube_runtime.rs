@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, metadata_watcher, watcher};
+#[allow(deprecated)]
+use kube::runtime::metadata_watcher;
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use kube_sim::{SimConfig, SimHandle};
 use tokio::sync::mpsc;
@@ -145,6 +147,7 @@ async fn controller_sees_changes_resumes_after_410_and_shuts_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(deprecated)]
 async fn metadata_watcher_sees_apply_and_delete() {
     let sim = start().await;
     let client = client(&sim);

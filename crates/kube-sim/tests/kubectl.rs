@@ -305,3 +305,32 @@ async fn delete_waits_for_finalizer() {
     assert_eq!(s, 404);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generators_rollout_status_scale_and_wait() {
+    let sim = start().await;
+    let k = Kubectl::new(&sim);
+    // Typed generators send protobuf.
+    assert_eq!(k.ok(&["create", "namespace", "team"]).await.trim(), "namespace/team created");
+    assert_eq!(k.ok(&["create", "configmap", "cfg", "--from-literal=a=b", "-n", "team"]).await.trim(), "configmap/cfg created");
+    assert_eq!(k.ok(&["create", "secret", "generic", "sec", "--from-literal=token=s3cr3t", "-n", "team"]).await.trim(), "secret/sec created");
+    let tok = k.ok(&["get", "secret", "sec", "-n", "team", "-o", "jsonpath={.data.token}"]).await;
+    assert_eq!(tok, "czNjcjN0");
+    let out = k.ok(&["get", "cm", "cfg", "-n", "team", "-o", "jsonpath={.data.a}"]).await;
+    assert_eq!(out, "b");
+    // Rollout status follows the emulated controller.
+    let d1 = k.file("d1.yaml", DEPLOY);
+    k.ok(&["apply", "-f", &d1]).await;
+    let out = k.ok(&["rollout", "status", "deployment/coder", "--timeout=20s"]).await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let out = k.ok(&["scale", "deployment", "coder", "--replicas=4"]).await;
+    assert_eq!(out.trim(), "deployment.apps/coder scaled");
+    let out = k.ok(&["get", "deploy", "coder", "-o", "jsonpath={.spec.replicas}"]).await;
+    assert_eq!(out, "4");
+    let out = k.ok(&["wait", "--for=condition=Available", "deployment/coder", "--timeout=20s"]).await;
+    assert_eq!(out.trim(), "deployment.apps/coder condition met");
+    let out = k.ok(&["get", "deploy"]).await;
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], &["coder", "4/4", "4", "4"], "{out}");
+    sim.shutdown().await;
+}

@@ -282,6 +282,7 @@ struct SimState {
     bodies: Vec<RecordedBody>,
     sandbox: Option<(String, String)>,
     next_token: u64,
+    ignore_client_updates: bool,
 }
 
 struct Inner {
@@ -318,6 +319,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             bodies: Vec::new(),
             sandbox: None,
             next_token: 1,
+            ignore_client_updates: false,
         }),
         base_url: format!("http://{addr}{prefix}"),
         prefix: prefix.clone(),
@@ -1001,6 +1003,12 @@ impl SimHandle {
         });
     }
 
+    /// When on, `PUT /clients/{id}` answers 204 but stores nothing (as a client policy or a
+    /// faulty proxy might), so a client can prove it reads back after writing.
+    pub fn ignore_client_updates(&self, on: bool) {
+        self.state().ignore_client_updates = on;
+    }
+
     /// Stops the server and waits for it.
     pub async fn shutdown(&self) {
         if let Some(tx) = lock(&self.inner.shutdown).take() {
@@ -1582,6 +1590,7 @@ async fn put_client(
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    let ignore = st.ignore_client_updates;
     let r = st.realms.get_mut(&realm).expect("authorized realm exists");
     if r.client_by_id(&id).is_none() {
         return client_not_found();
@@ -1600,6 +1609,9 @@ async fn put_client(
                 &format!("Client {new_cid} already exists"),
             );
         }
+    }
+    if ignore {
+        return no_content();
     }
     let c = r.client_by_id(&id).expect("checked above");
     for (k, v) in fields {

@@ -1,0 +1,1 @@
+//! Microsoft Graph simulator (work in progress).
