@@ -27,23 +27,30 @@ use crate::reconcile::{self, Context};
 /// Settings of the controller.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Only this namespace (None: all namespaces).
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (empty: all namespaces). One controller runs per namespace,
+    /// so the operator needs only namespaced Roles there.
+    pub namespaces: Vec<String>,
     /// Policies reconciled at once.
     pub concurrency: u16,
     /// Timeout of every identity-provider call.
     pub provider_timeout: Duration,
     /// Reporting instance for Events (pod name).
     pub instance: Option<String>,
+    /// First retry delay after a transient failure (doubles per attempt up to `backoff_max`).
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            namespace: None,
+            namespaces: Vec::new(),
             concurrency: 8,
             provider_timeout: Duration::from_secs(30),
             instance: None,
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
         }
     }
 }
@@ -74,8 +81,8 @@ fn referencing(
         .collect()
 }
 
-/// Runs the controller until `shutdown` resolves. `ready` turns true once the policy watch is
-/// running.
+/// Runs the controller(s) until `shutdown` resolves: one for all namespaces, or one per listed
+/// namespace. `ready` turns true once they are running.
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -83,9 +90,48 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let policies: Api<OidcRefreshPolicy> = api(&client, &settings.namespace);
-    let deployments: Api<PartialObjectMeta<Deployment>> = api(&client, &settings.namespace);
-    let secrets: Api<PartialObjectMeta<Secret>> = api(&client, &settings.namespace);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let namespaces: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let runs = namespaces.into_iter().map(|ns| {
+        let mut rx = rx.clone();
+        run_one(
+            client.clone(),
+            ns,
+            settings.clone(),
+            metrics.clone(),
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            },
+        )
+    });
+    ready.store(true, Ordering::SeqCst);
+    let all = futures::future::join_all(runs);
+    tokio::pin!(all);
+    tokio::select! {
+        _ = &mut all => {}
+        () = shutdown => {
+            let _ = tx.send(true);
+            all.await;
+        }
+    }
+    ready.store(false, Ordering::SeqCst);
+    info!("controller stopped");
+}
+
+async fn run_one(
+    client: Client,
+    namespace: Option<String>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let policies: Api<OidcRefreshPolicy> = api(&client, &namespace);
+    let deployments: Api<PartialObjectMeta<Deployment>> = api(&client, &namespace);
+    let secrets: Api<PartialObjectMeta<Secret>> = api(&client, &namespace);
 
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
@@ -93,12 +139,10 @@ pub async fn run(
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let deps = ProviderDeps::new(metrics.clone(), settings.provider_timeout);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        recorder,
-        metrics.clone(),
-        deps,
-    ));
+    let mut context = Context::new(client.clone(), recorder, metrics.clone(), deps);
+    context.backoff_base = settings.backoff_base;
+    context.backoff_max = settings.backoff_max;
+    let ctx = Arc::new(context);
 
     let controller = Controller::new(policies, watcher::Config::default().any_semantic())
         .with_config(
@@ -109,10 +153,9 @@ pub async fn run(
     let store = controller.store();
     let (s1, s2) = (store.clone(), store);
     info!(
-        namespace = settings.namespace.as_deref().unwrap_or("<all>"),
+        namespace = namespace.as_deref().unwrap_or("<all>"),
         "starting controller"
     );
-    ready.store(true, Ordering::SeqCst);
     controller
         .watches(
             deployments,
@@ -148,8 +191,6 @@ pub async fn run(
             }
         })
         .await;
-    ready.store(false, Ordering::SeqCst);
-    info!("controller stopped");
 }
 
 /// Kubernetes API failures: retried with backoff per policy.

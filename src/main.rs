@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use oidc_refresh_operator::telemetry::{self, LogFormat};
-use oidc_refresh_operator::{admin, controller, crd, duration, metrics::Metrics};
+use oidc_refresh_operator::{admin, controller, crd, duration, leader, metrics::Metrics};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,9 +35,15 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
+    /// Elect a leader through a Lease so only one replica reconciles.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
     /// Address of the admin server (/healthz, /readyz, /metrics).
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     admin_addr: SocketAddr,
@@ -121,12 +127,36 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         admin_stop,
     ));
     let settings = controller::Settings {
-        namespace: args.namespace,
+        namespaces: args
+            .watch_namespaces
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
         concurrency: args.concurrency.max(1),
         provider_timeout: args.provider_timeout,
-        instance: args.pod_name,
+        instance: args.pod_name.clone(),
+        ..controller::Settings::default()
     };
-    controller::run(client, settings, metrics, ready, wait_for(rx)).await;
+    if args.leader_elect {
+        let identity = args
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| format!("oidc-refresh-operator-{}", std::process::id()));
+        leader::run_elected(
+            client,
+            &args.lease_namespace,
+            &identity,
+            settings,
+            metrics,
+            ready,
+            rx,
+        )
+        .await
+        .context("leader election")?;
+    } else {
+        controller::run(client, settings, metrics, ready, wait_for(rx)).await;
+    }
     admin
         .await
         .context("admin server task")?

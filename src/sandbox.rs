@@ -94,11 +94,19 @@ impl IdpSim {
 /// Starts and seeds the simulator for `provider`.
 pub async fn start_idp(provider: SandboxProvider) -> anyhow::Result<IdpSetup> {
     Ok(match provider {
-        SandboxProvider::Google => IdpSetup { sim: IdpSim::None, provider: json!({"google": {}}), secret: None },
+        SandboxProvider::Google => IdpSetup {
+            sim: IdpSim::None,
+            provider: json!({"google": {}}),
+            secret: None,
+        },
         SandboxProvider::Keycloak => {
             let sim = sim_keycloak::start(sim_keycloak::SimConfig::default()).await?;
             let seed = sim.seed_sandbox();
-            IdpSetup { sim: IdpSim::Keycloak(sim), provider: seed.spec, secret: Some((seed.secret_name, seed.secret_data)) }
+            IdpSetup {
+                sim: IdpSim::Keycloak(sim),
+                provider: seed.spec,
+                secret: Some((seed.secret_name, seed.secret_data)),
+            }
         }
         SandboxProvider::Pingfederate | SandboxProvider::Pingfederate11 => {
             let version = if provider == SandboxProvider::Pingfederate11 {
@@ -106,9 +114,17 @@ pub async fn start_idp(provider: SandboxProvider) -> anyhow::Result<IdpSetup> {
             } else {
                 sim_pingfederate::PfVersion::V12_1
             };
-            let sim = sim_pingfederate::start(sim_pingfederate::SimConfig { version, ..Default::default() }).await?;
+            let sim = sim_pingfederate::start(sim_pingfederate::SimConfig {
+                version,
+                ..Default::default()
+            })
+            .await?;
             let seed = sim.seed_sandbox();
-            IdpSetup { sim: IdpSim::PingFederate(sim), provider: seed.spec, secret: Some((seed.secret_name, seed.secret_data)) }
+            IdpSetup {
+                sim: IdpSim::PingFederate(sim),
+                provider: seed.spec,
+                secret: Some((seed.secret_name, seed.secret_data)),
+            }
         }
     })
 }
@@ -190,10 +206,12 @@ impl Sandbox {
         let (stop, rx) = tokio::sync::watch::channel(false);
         let mut rx2 = rx.clone();
         let settings = Settings {
-            namespace: None,
             concurrency: 4,
             provider_timeout: Duration::from_secs(5),
             instance: Some("sandbox".into()),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(5),
+            ..Settings::default()
         };
         let controller = tokio::spawn(controller::run(
             client.clone(),
@@ -452,7 +470,10 @@ async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     if args.provider != SandboxProvider::Google {
         policy["spec"]["refreshTokens"] = json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"});
     }
-    println!("\nPolicy:\n{}", serde_json::to_string_pretty(&policy["spec"])?);
+    println!(
+        "\nPolicy:\n{}",
+        serde_json::to_string_pretty(&policy["spec"])?
+    );
     create_policy(&client, policy).await?;
 
     let sandbox = Sandbox::start_controller(sim.clone(), client.clone());
@@ -469,7 +490,10 @@ async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         println!("\nIdentity provider client (before -> after):");
         let after_idp: BTreeMap<String, String> = idp.sim.describe().into_iter().collect();
         for (k, v) in &before_idp {
-            println!("  {k}: {v} -> {}", after_idp.get(k).map(String::as_str).unwrap_or("?"));
+            println!(
+                "  {k}: {v} -> {}",
+                after_idp.get(k).map(String::as_str).unwrap_or("?")
+            );
         }
     }
     let policy = match outcome {

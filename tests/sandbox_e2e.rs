@@ -379,25 +379,26 @@ async fn a_missing_secret_stalls_and_nothing_is_changed() {
     );
     // The Secret appears: the policy is reconciled again at once (Secret watch), now failing on
     // the credentials' keys rather than the missing Secret.
-    let data = [("username".to_string(), "admin".to_string())]
+    let data = [("username".to_string(), "s3cr3t-user".to_string())]
         .into_iter()
         .collect();
     sandbox::create_secret(&sb.client, "keycloak-admin", &data)
         .await
         .unwrap();
-    let p = sandbox::wait_policy(&sb.client, "coder", WAIT, |p| {
-        sandbox::condition(
-            p,
-            oidc_refresh_operator::status::ConditionType::IdentityProviderConfigured,
-        )
-        .is_some_and(|c| c.reason != "SecretNotFound")
-    })
-    .await
-    .unwrap();
+    let p = wait_reason(
+        &sb.client,
+        "coder",
+        "IdentityProviderConfigured",
+        "False",
+        "InvalidSecret",
+    )
+    .await;
     let (_, _, msg) = cond(&p, "IdentityProviderConfigured");
-    assert!(
-        !msg.contains("admin\"") || !msg.contains("password: admin"),
-        "no secret values in messages: {msg}"
+    assert!(msg.contains("password"), "names the missing key: {msg}");
+    assert!(!msg.contains("s3cr3t-user"), "never a value: {msg}");
+    assert_eq!(
+        sandbox::coder_env(&sb.client, "coder").await.unwrap(),
+        (None, None)
     );
     sb.stop().await;
 }

@@ -77,11 +77,7 @@ impl Context {
         let mut map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
         let attempts = map.entry(key.clone()).or_insert(0);
         *attempts = attempts.saturating_add(1);
-        let exp = self
-            .backoff_base
-            .saturating_mul(1u32 << (*attempts - 1).min(16));
-        let delay = jitter(exp.min(self.backoff_max));
-        delay.max(retry_after.unwrap_or_default())
+        backoff_delay(*attempts, self.backoff_base, self.backoff_max, retry_after)
     }
 
     /// Forgets the backoff of `key`.
@@ -91,6 +87,18 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
     }
+}
+
+/// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)` capped at `max`, with
+/// jitter, but never shorter than the server's `Retry-After`.
+pub fn backoff_delay(
+    attempt: u32,
+    base: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    jitter(exp.min(max)).max(retry_after.unwrap_or_default())
 }
 
 /// ±10 % jitter so many policies do not resync in lockstep.
@@ -420,5 +428,47 @@ async fn publish(policy: &OidcRefreshPolicy, notes: &[EventNote], ctx: &Context)
             Ok(()) => ctx.metrics.wrote("event"),
             Err(e) => warn!(error = %e, reason = note.reason, "could not publish Event"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_honours_retry_after() {
+        let (base, max) = (Duration::from_secs(5), Duration::from_secs(300));
+        let within = |d: Duration, want: u64| {
+            let w = Duration::from_secs(want);
+            d >= w.mul_f64(0.9) && d <= w.mul_f64(1.1)
+        };
+        assert!(within(backoff_delay(1, base, max, None), 5));
+        assert!(within(backoff_delay(2, base, max, None), 10));
+        assert!(within(backoff_delay(4, base, max, None), 40));
+        assert!(within(backoff_delay(30, base, max, None), 300));
+        assert_eq!(
+            backoff_delay(1, base, max, Some(Duration::from_secs(120))),
+            Duration::from_secs(120)
+        );
+    }
+
+    #[test]
+    fn desired_settings_default_offline_access_and_parse_durations() {
+        let p: OidcRefreshPolicy = serde_json::from_value(json!({
+            "apiVersion": "oidcrefresh.dev/v1alpha1", "kind": "OidcRefreshPolicy",
+            "metadata": {"name": "a", "namespace": "b"},
+            "spec": {"provider": {"google": {}}, "coder": {"deployment": "c"}, "refreshTokens": {"idleTimeout": "1h30m"}}
+        }))
+        .unwrap();
+        let d = desired_settings(&p).unwrap();
+        assert!(d.offline_access);
+        assert_eq!(d.idle_timeout, Some(Duration::from_secs(5400)));
+        let mut bad = p.clone();
+        bad.spec.refresh_tokens.lifetime = Some("3 days".into());
+        assert!(
+            desired_settings(&bad)
+                .unwrap_err()
+                .contains("spec.refreshTokens.lifetime")
+        );
     }
 }

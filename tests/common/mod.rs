@@ -107,7 +107,11 @@ pub fn kubeconfig(sim: &kube_sim::SimHandle) -> (tempfile::TempDir, PathBuf) {
 
 /// Runs the real kubectl off the async runtime (the simulator serves on it); returns
 /// (success, stdout, stderr). Panics if kubectl is missing.
-pub async fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+pub async fn kubectl(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
     let kubeconfig = kubeconfig.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let stdin = stdin.map(str::to_string);
@@ -119,7 +123,11 @@ pub async fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<
     .expect("kubectl task")
 }
 
-fn kubectl_blocking(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+fn kubectl_blocking(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
     use std::io::Write;
     let mut cmd = std::process::Command::new("kubectl");
     cmd.arg("--kubeconfig").arg(kubeconfig).args(args);

@@ -13,13 +13,21 @@ const WATCHES: usize = 100;
 const WATCH_WRITES: usize = 200;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }
 
 async fn run() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let sim = Simulator::start(SimConfig { deployment_controller: false, ..Default::default() }).await.unwrap();
+    let sim = Simulator::start(SimConfig {
+        deployment_controller: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let client = reqwest::Client::new();
     let base = sim.base_url();
     let t = Instant::now();
@@ -52,7 +60,14 @@ async fn run() {
         let mut cont = String::new();
         let mut n = 0;
         loop {
-            let v: Value = client.get(format!("{url}?limit=100&continue={cont}")).send().await.unwrap().json().await.unwrap();
+            let v: Value = client
+                .get(format!("{url}?limit=100&continue={cont}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             n += v["items"].as_array().unwrap().len();
             pages += 1;
             match v["metadata"]["continue"].as_str() {
@@ -68,8 +83,18 @@ async fn run() {
 
     // Watch fan-out.
     let rv = {
-        let v: Value = client.get(format!("{url}?limit=1")).send().await.unwrap().json().await.unwrap();
-        v["metadata"]["resourceVersion"].as_str().unwrap().to_string()
+        let v: Value = client
+            .get(format!("{url}?limit=1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let mut handles = vec![];
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(WATCHES);
@@ -117,14 +142,21 @@ async fn run() {
     let elapsed = t.elapsed().as_secs_f64();
     let fanout_rate = delivered as f64 / elapsed;
 
-    println!("kube-sim throughput ({OBJECTS} ConfigMaps, {} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "kube-sim throughput ({OBJECTS} ConfigMaps, {} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!("| measurement                                   | result            |");
     println!("|-----------------------------------------------|-------------------|");
     println!("| direct creates                                | {create_rate:>9.0} obj/s    |");
     println!("| full lists (1,000 items, no pagination)       | {full_rate:>9.1} lists/s  |");
     println!("| paginated lists (limit=100, 10 pages)         | {paged_rate:>9.1} lists/s  |");
     println!("| pages                                         | {page_rate:>9.1} pages/s  |");
-    println!("| watch fan-out ({WATCHES} watches x {WATCH_WRITES} patches)       | {fanout_rate:>9.0} events/s |");
+    println!(
+        "| watch fan-out ({WATCHES} watches x {WATCH_WRITES} patches)       | {fanout_rate:>9.0} events/s |"
+    );
     println!("| watch events delivered                        | {delivered:>9}         |");
     sim.shutdown().await;
 }

@@ -51,7 +51,9 @@ pub fn to_cel(v: &Value) -> CelValue {
 
 fn run(expr: &str, self_v: &Value, old: Option<&Value>) -> Result<CelValue, String> {
     let env = env();
-    let program = env.compile(expr).map_err(|e| format!("compilation failed: {e}"))?;
+    let program = env
+        .compile(expr)
+        .map_err(|e| format!("compilation failed: {e}"))?;
     let mut ctx = Context::with_env(env);
     ctx.add_variable_from_value("self", to_cel(self_v));
     if let Some(o) = old {
@@ -72,7 +74,9 @@ pub fn eval_rule(rule: &str, self_v: &Value, old: Option<&Value>) -> Result<bool
 pub fn eval_message(expr: &str, self_v: &Value, old: Option<&Value>) -> Result<String, String> {
     match run(expr, self_v, old)? {
         CelValue::String(s) => Ok((*s).clone()),
-        other => Err(format!("messageExpression did not evaluate to a string: {other:?}")),
+        other => Err(format!(
+            "messageExpression did not evaluate to a string: {other:?}"
+        )),
     }
 }
 
@@ -92,9 +96,30 @@ mod tests {
         assert!(eval_rule("has(self.a) != has(self.b)", &v, None).unwrap());
         assert!(eval_rule("duration(self.interval) >= duration('30s')", &v, None).unwrap());
         assert!(!eval_rule("duration(self.interval) >= duration('60s')", &v, None).unwrap());
-        assert!(eval_rule("self.items.all(i, i > 0) && self.items.exists_one(i, i == 2)", &v, None).unwrap());
-        assert!(eval_rule("self.items.map(i, i * 2).filter(i, i > 2).size() == 2", &v, None).unwrap());
-        assert!(eval_rule("self.a.startsWith('x') && self.a.lowerAscii() == 'x'", &v, None).unwrap());
+        assert!(
+            eval_rule(
+                "self.items.all(i, i > 0) && self.items.exists_one(i, i == 2)",
+                &v,
+                None
+            )
+            .unwrap()
+        );
+        assert!(
+            eval_rule(
+                "self.items.map(i, i * 2).filter(i, i > 2).size() == 2",
+                &v,
+                None
+            )
+            .unwrap()
+        );
+        assert!(
+            eval_rule(
+                "self.a.startsWith('x') && self.a.lowerAscii() == 'x'",
+                &v,
+                None
+            )
+            .unwrap()
+        );
         assert!(eval_rule("self == oldSelf", &json!("a"), Some(&json!("a"))).unwrap());
         assert_eq!(eval_message("'got ' + self.a", &v, None).unwrap(), "got x");
     }

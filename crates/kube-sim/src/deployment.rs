@@ -28,21 +28,33 @@ pub fn defaults(d: &mut Value) {
     if spec.get("strategy").is_none() {
         spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
     }
-    if let Some(ps) = spec.pointer_mut("/template/spec").and_then(|p| p.as_object_mut()) {
+    if let Some(ps) = spec
+        .pointer_mut("/template/spec")
+        .and_then(|p| p.as_object_mut())
+    {
         ps.entry("restartPolicy").or_insert(json!("Always"));
-        ps.entry("terminationGracePeriodSeconds").or_insert(json!(30));
+        ps.entry("terminationGracePeriodSeconds")
+            .or_insert(json!(30));
         ps.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
-        ps.entry("schedulerName").or_insert(json!("default-scheduler"));
+        ps.entry("schedulerName")
+            .or_insert(json!("default-scheduler"));
         ps.entry("securityContext").or_insert(json!({}));
         for list in ["containers", "initContainers"] {
             if let Some(cs) = ps.get_mut(list).and_then(|c| c.as_array_mut()) {
                 for c in cs {
                     if let Some(c) = c.as_object_mut() {
-                        c.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+                        c.entry("terminationMessagePath")
+                            .or_insert(json!("/dev/termination-log"));
                         c.entry("terminationMessagePolicy").or_insert(json!("File"));
                         if !c.contains_key("imagePullPolicy") {
-                            let latest = c.get("image").and_then(|i| i.as_str()).is_some_and(|i| i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or("").contains(':'));
-                            c.insert("imagePullPolicy".into(), json!(if latest { "Always" } else { "IfNotPresent" }));
+                            let latest = c.get("image").and_then(|i| i.as_str()).is_some_and(|i| {
+                                i.ends_with(":latest")
+                                    || !i.rsplit('/').next().unwrap_or("").contains(':')
+                            });
+                            c.insert(
+                                "imagePullPolicy".into(),
+                                json!(if latest { "Always" } else { "IfNotPresent" }),
+                            );
                         }
                         if let Some(ports) = c.get_mut("ports").and_then(|p| p.as_array_mut()) {
                             for p in ports {
@@ -59,10 +71,15 @@ pub fn defaults(d: &mut Value) {
 }
 
 fn rs_name(d: &Value) -> String {
-    let t = d.pointer("/spec/template").map(|t| t.to_string()).unwrap_or_default();
+    let t = d
+        .pointer("/spec/template")
+        .map(|t| t.to_string())
+        .unwrap_or_default();
     format!(
         "{}-{}",
-        d.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or(""),
+        d.pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or(""),
         safe_encode(fnv32(t.as_bytes()) as u64)
     )
 }
@@ -77,7 +94,9 @@ fn condition(old: &Value, ty: &str, status: &str, reason: &str, message: &str, n
         _ => json!(now),
     };
     let update = match prev {
-        Some(p) if p["status"] == status && p["reason"] == reason && p["message"] == message => p["lastUpdateTime"].clone(),
+        Some(p) if p["status"] == status && p["reason"] == reason && p["message"] == message => {
+            p["lastUpdateTime"].clone()
+        }
         _ => json!(now),
     };
     json!({"type": ty, "status": status, "lastUpdateTime": update, "lastTransitionTime": transition, "reason": reason, "message": message})
@@ -91,15 +110,38 @@ enum Phase {
 
 fn status_for(d: &Value, phase: Phase) -> Value {
     let now = now_rfc3339();
-    let replicas = d.pointer("/spec/replicas").and_then(|r| r.as_i64()).unwrap_or(1);
-    let generation = d.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
+    let replicas = d
+        .pointer("/spec/replicas")
+        .and_then(|r| r.as_i64())
+        .unwrap_or(1);
+    let generation = d
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
     let rs = rs_name(d);
-    let prev_ready = d.pointer("/status/readyReplicas").and_then(|r| r.as_i64()).unwrap_or(0);
+    let prev_ready = d
+        .pointer("/status/readyReplicas")
+        .and_then(|r| r.as_i64())
+        .unwrap_or(0);
     let available = |n: i64| {
         if n >= replicas.min(1) && n > 0 || replicas == 0 {
-            condition(d, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", &now)
+            condition(
+                d,
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+                &now,
+            )
         } else {
-            condition(d, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.", &now)
+            condition(
+                d,
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+                &now,
+            )
         }
     };
     let mut s = json!({"observedGeneration": generation});
@@ -111,7 +153,14 @@ fn status_for(d: &Value, phase: Phase) -> Value {
             s["availableReplicas"] = json!(replicas);
             s["conditions"] = json!([
                 available(replicas),
-                condition(d, "Progressing", "True", "NewReplicaSetAvailable", &format!("ReplicaSet \"{rs}\" has successfully progressed."), &now),
+                condition(
+                    d,
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    &format!("ReplicaSet \"{rs}\" has successfully progressed."),
+                    &now
+                ),
             ]);
         }
         Phase::Progressing | Phase::Stuck => {
@@ -122,9 +171,23 @@ fn status_for(d: &Value, phase: Phase) -> Value {
             s["availableReplicas"] = json!(ready);
             s["unavailableReplicas"] = json!((replicas - ready).max(0));
             let prog = if matches!(phase, Phase::Stuck) {
-                condition(d, "Progressing", "False", "ProgressDeadlineExceeded", &format!("ReplicaSet \"{rs}\" has timed out progressing."), &now)
+                condition(
+                    d,
+                    "Progressing",
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    &format!("ReplicaSet \"{rs}\" has timed out progressing."),
+                    &now,
+                )
             } else {
-                condition(d, "Progressing", "True", "ReplicaSetUpdated", &format!("ReplicaSet \"{rs}\" is progressing."), &now)
+                condition(
+                    d,
+                    "Progressing",
+                    "True",
+                    "ReplicaSetUpdated",
+                    &format!("ReplicaSet \"{rs}\" is progressing."),
+                    &now,
+                )
             };
             s["conditions"] = json!([available(ready), prog]);
             if replicas == 0 {
@@ -132,7 +195,13 @@ fn status_for(d: &Value, phase: Phase) -> Value {
             }
         }
     }
-    for k in ["readyReplicas", "availableReplicas", "updatedReplicas", "replicas", "unavailableReplicas"] {
+    for k in [
+        "readyReplicas",
+        "availableReplicas",
+        "updatedReplicas",
+        "replicas",
+        "unavailableReplicas",
+    ] {
         if s.get(k).and_then(|v| v.as_i64()) == Some(0) {
             s.as_object_mut().unwrap().remove(k);
         }
@@ -159,30 +228,58 @@ pub async fn run(shared: Arc<Shared>) {
 async fn rollout(shared: Arc<Shared>, ns: String, name: String) {
     let generation_now = {
         let mut st = shared.lock();
-        let Some(ri) = st.resource("apps", "v1", "deployments") else { return };
-        let Some(d) = st.get(&ri.storage, &ns, &name) else { return };
+        let Some(ri) = st.resource("apps", "v1", "deployments") else {
+            return;
+        };
+        let Some(d) = st.get(&ri.storage, &ns, &name) else {
+            return;
+        };
         let generation_now = d.pointer("/metadata/generation").cloned();
         let complete = d.pointer("/status/observedGeneration") == generation_now.as_ref()
             && d.pointer("/status/updatedReplicas") == d.pointer("/spec/replicas")
-            && d.pointer("/status/conditions").and_then(|c| c.as_array()).is_some_and(|cs| cs.iter().any(|c| c["reason"] == "NewReplicaSetAvailable"));
+            && d.pointer("/status/conditions")
+                .and_then(|c| c.as_array())
+                .is_some_and(|cs| cs.iter().any(|c| c["reason"] == "NewReplicaSetAvailable"));
         if complete {
             return;
         }
         let status = status_for(&d, Phase::Progressing);
-        crate::write::controller_status_write(&mut st, &ri, &ns, &name, status, "kube-controller-manager");
+        crate::write::controller_status_write(
+            &mut st,
+            &ri,
+            &ns,
+            &name,
+            status,
+            "kube-controller-manager",
+        );
         generation_now
     };
     let delay = *shared.rollout_delay.lock().unwrap();
     tokio::time::sleep(delay).await;
-    let stuck = shared.stuck.lock().unwrap().contains(&(ns.clone(), name.clone()));
+    let stuck = shared
+        .stuck
+        .lock()
+        .unwrap()
+        .contains(&(ns.clone(), name.clone()));
     let mut st = shared.lock();
-    let Some(ri) = st.resource("apps", "v1", "deployments") else { return };
-    let Some(d) = st.get(&ri.storage, &ns, &name) else { return };
+    let Some(ri) = st.resource("apps", "v1", "deployments") else {
+        return;
+    };
+    let Some(d) = st.get(&ri.storage, &ns, &name) else {
+        return;
+    };
     if d.pointer("/metadata/generation").cloned() != generation_now {
         return; // superseded by a newer rollout
     }
     let status = status_for(&d, if stuck { Phase::Stuck } else { Phase::Complete });
-    crate::write::controller_status_write(&mut st, &ri, &ns, &name, status, "kube-controller-manager");
+    crate::write::controller_status_write(
+        &mut st,
+        &ri,
+        &ns,
+        &name,
+        status,
+        "kube-controller-manager",
+    );
 }
 
 #[allow(dead_code)]

@@ -74,7 +74,9 @@ fn group_json(group: &str, versions: &[String], resources: &[ResourceInfo]) -> V
         .iter()
         .find(|v| {
             // The CRD storage version is preferred only if it is the highest; keep kube's ordering.
-            resources.iter().any(|r| r.group == group && &r.version == *v)
+            resources
+                .iter()
+                .any(|r| r.group == group && &r.version == *v)
         })
         .cloned()
         .unwrap_or_default();
@@ -106,16 +108,28 @@ pub fn api_group(resources: &[ResourceInfo], group: &str) -> Option<Value> {
 }
 
 fn verbs(r: &ResourceInfo) -> Vec<&'static str> {
-    vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-        .into_iter()
-        .filter(|v| !(r.resource == "namespaces" && *v == "deletecollection"))
-        .collect()
+    vec![
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ]
+    .into_iter()
+    .filter(|v| !(r.resource == "namespaces" && *v == "deletecollection"))
+    .collect()
 }
 
 /// `/api/v1` or `/apis/{group}/{version}`.
 pub fn resource_list(resources: &[ResourceInfo], group: &str, version: &str) -> Value {
     let mut list = Vec::new();
-    for r in resources.iter().filter(|r| r.group == group && r.version == version) {
+    for r in resources
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         let mut e = json!({
             "name": r.resource,
             "singularName": r.singular,

@@ -85,7 +85,9 @@ impl SimError {
         SimError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"
+            ),
         )
     }
 
@@ -125,8 +127,12 @@ impl SimError {
         if group.is_empty() {
             details.as_object_mut().unwrap().remove("group");
         }
-        SimError::new(422, "Invalid", format!("{gk} \"{name}\" is invalid: {summary}"))
-            .with_details(details)
+        SimError::new(
+            422,
+            "Invalid",
+            format!("{gk} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(details)
     }
 
     fn strip_empty_group(mut self) -> Self {

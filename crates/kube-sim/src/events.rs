@@ -12,7 +12,9 @@ fn mv(from: &Map<String, Value>, to: &mut Map<String, Value>, a: &str, b: &str) 
 
 /// core/v1 Event -> events.k8s.io/v1 Event.
 pub fn core_to_events(core: &Value) -> Value {
-    let Some(c) = core.as_object() else { return core.clone() };
+    let Some(c) = core.as_object() else {
+        return core.clone();
+    };
     let mut e = Map::new();
     e.insert("kind".into(), json!("Event"));
     e.insert("apiVersion".into(), json!("events.k8s.io/v1"));
@@ -43,7 +45,9 @@ pub fn core_to_events(core: &Value) -> Value {
 
 /// events.k8s.io/v1 Event -> core/v1 Event.
 pub fn events_to_core(ev: &Value) -> Value {
-    let Some(e) = ev.as_object() else { return ev.clone() };
+    let Some(e) = ev.as_object() else {
+        return ev.clone();
+    };
     let mut c = Map::new();
     c.insert("kind".into(), json!("Event"));
     c.insert("apiVersion".into(), json!("v1"));

@@ -44,8 +44,22 @@
 //! * No authentication or authorization: every request is allowed. Bearer
 //!   tokens are parsed into [`RequestUser`] so an authorizer can be
 //!   hooked in later.
-//! * JSON only on the wire (YAML request bodies are accepted); no protobuf, no
-//!   `/openapi/v2` (kubectl therefore relies on `/openapi/v3`).
+//! * JSON on the wire. YAML request bodies are accepted. Protobuf request
+//!   bodies are decoded only for Namespace, ConfigMap, Secret and
+//!   ServiceAccount (what `kubectl create namespace|configmap|secret|serviceaccount`
+//!   send); other protobuf bodies get 415. Responses are always JSON, which
+//!   clients that asked for protobuf accept. No `/openapi/v2` (kubectl uses
+//!   `/openapi/v3`).
+//! * `resourceVersion`/`resourceVersionMatch` on get and list are ignored: reads
+//!   always return the latest state (the real server can serve older RVs
+//!   from its watch cache or etcd).
+//! * Validation order: all errors are collected, but within one object
+//!   `required` errors are listed before the properties' errors (the real
+//!   server's ordering may differ slightly). CEL rules of a node are skipped
+//!   when the node or its children already failed schema validation.
+//! * Events are not validated (the real server requires e.g. `eventTime`,
+//!   `reportingController` and `action` for events.k8s.io/v1).
+//! * `/scale` is served for Deployments only (not for CRDs' scale subresource).
 //! * Paginated lists do not serve a snapshot: continuation pages show the
 //!   current state after the continue key (the real server reads the snapshot
 //!   at the first page's resourceVersion from etcd). Continue tokens never expire.
@@ -75,6 +89,21 @@
 //!   watch from an older RV gets `410 Expired`. A watcher that falls too far
 //!   behind the fan-out channel has its stream closed (clients re-watch).
 //! * Namespace deletion empties the namespace synchronously.
+//!
+//! ## Request path
+//!
+//! `server` parses the REST path into an `ApiRequest` (verb, resource,
+//! namespace, name, subresource, negotiated output, bearer token as
+//! [`RequestUser`]), passes an authorization hook (currently allow-all),
+//! counts the request by verb, resource/subresource and HTTP outcome, and
+//! dispatches: `write` (get/list/create/update/patch/delete and the write
+//! pipeline), `watch`, `discovery`, `openapi`. The write pipeline handles
+//! metadata (uid, timestamps, generateName, generation), the status
+//! subresource rules, kind-specific defaults (`deployment`, Secrets'
+//! `stringData`, namespaces), custom resource pruning/defaulting/validation
+//! (`schema`, `cel_rules`), managedFields (`ssa`), no-op detection,
+//! finalizers, garbage collection and CRD registration. All state lives in
+//! one `store::State` behind a mutex; watch fan-out uses a broadcast channel.
 //!
 //! ## Benchmark (2 cores, `cargo bench -p kube-sim`, debug-free release profile)
 //!
@@ -227,7 +256,9 @@ pub struct SimHandle {
 
 impl std::fmt::Debug for SimHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle").field("addr", &self.addr).finish()
+        f.debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -301,7 +332,12 @@ impl SimHandle {
     }
 
     /// Create an object directly (same semantics as an HTTP create by manager `kube-sim`).
-    pub fn create_object(&self, api_version: &str, kind: &str, obj: Value) -> Result<Value, SimError> {
+    pub fn create_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        obj: Value,
+    ) -> Result<Value, SimError> {
         write::direct_create(&self.shared, api_version, kind, obj)
     }
 

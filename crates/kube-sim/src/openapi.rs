@@ -32,7 +32,10 @@ pub fn index(resources: &[ResourceInfo]) -> Value {
     gvs.dedup();
     for gv in gvs {
         let h = hash(resources, &gv);
-        paths.insert(gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={h}")}));
+        paths.insert(
+            gv.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={h}")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -50,7 +53,12 @@ pub fn schema_name(r: &ResourceInfo) -> String {
         };
         let g = match g.as_str() {
             "rbac.authorization" | "rbacauthorization" => "rbac".to_string(),
-            "apiextensions" => return format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{}.{}", r.version, r.kind),
+            "apiextensions" => {
+                return format!(
+                    "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{}.{}",
+                    r.version, r.kind
+                );
+            }
             _ => g,
         };
         format!("io.k8s.api.{g}.{}.{}", r.version, r.kind)
@@ -64,7 +72,10 @@ fn param(name: &str, desc: &str) -> Value {
 fn op(r: &ResourceInfo, action: &str, id: &str, with_write_params: bool, patch: bool) -> Value {
     let mut params = vec![];
     if with_write_params {
-        params.push(param("dryRun", "When present, indicates that modifications should not be persisted."));
+        params.push(param(
+            "dryRun",
+            "When present, indicates that modifications should not be persisted.",
+        ));
         params.push(param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."));
         params.push(param("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields."));
     }
@@ -108,31 +119,63 @@ pub fn document(resources: &[ResourceInfo], gv: &str) -> Option<Value> {
         };
         let k = &r.kind;
         let mut item = Map::new();
-        item.insert("get".into(), op(r, "get", &format!("read{k}"), false, false));
-        item.insert("put".into(), op(r, "put", &format!("replace{k}"), true, false));
-        item.insert("patch".into(), op(r, "patch", &format!("patch{k}"), true, true));
-        item.insert("delete".into(), op(r, "delete", &format!("delete{k}"), false, false));
-        item.insert("parameters".into(), json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]));
+        item.insert(
+            "get".into(),
+            op(r, "get", &format!("read{k}"), false, false),
+        );
+        item.insert(
+            "put".into(),
+            op(r, "put", &format!("replace{k}"), true, false),
+        );
+        item.insert(
+            "patch".into(),
+            op(r, "patch", &format!("patch{k}"), true, true),
+        );
+        item.insert(
+            "delete".into(),
+            op(r, "delete", &format!("delete{k}"), false, false),
+        );
+        item.insert(
+            "parameters".into(),
+            json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]),
+        );
         paths.insert(format!("{base}/{{name}}"), Value::Object(item));
         let mut coll = Map::new();
-        coll.insert("get".into(), op(r, "list", &format!("list{k}"), false, false));
-        coll.insert("post".into(), op(r, "post", &format!("create{k}"), true, false));
+        coll.insert(
+            "get".into(),
+            op(r, "list", &format!("list{k}"), false, false),
+        );
+        coll.insert(
+            "post".into(),
+            op(r, "post", &format!("create{k}"), true, false),
+        );
         paths.insert(base.clone(), Value::Object(coll));
         if r.status_subresource {
             let mut st = Map::new();
-            st.insert("get".into(), op(r, "get", &format!("read{k}Status"), false, false));
-            st.insert("put".into(), op(r, "put", &format!("replace{k}Status"), true, false));
-            st.insert("patch".into(), op(r, "patch", &format!("patch{k}Status"), true, true));
+            st.insert(
+                "get".into(),
+                op(r, "get", &format!("read{k}Status"), false, false),
+            );
+            st.insert(
+                "put".into(),
+                op(r, "put", &format!("replace{k}Status"), true, false),
+            );
+            st.insert(
+                "patch".into(),
+                op(r, "patch", &format!("patch{k}Status"), true, true),
+            );
             paths.insert(format!("{base}/{{name}}/status"), Value::Object(st));
         }
         let mut schema = (*r.schema).clone();
-        schema["x-kubernetes-group-version-kind"] = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
+        schema["x-kubernetes-group-version-kind"] =
+            json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
         schemas.insert(schema_name(r), schema);
         let mut list_schema = json!({"type": "object", "description": format!("{}List is a list of {}", k, k), "required": ["items"], "properties": {
             "apiVersion": {"type": "string"}, "kind": {"type": "string"},
             "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{}", schema_name(r))}},
             "metadata": {"type": "object"}}});
-        list_schema["x-kubernetes-group-version-kind"] = json!([{"group": r.group, "version": r.version, "kind": format!("{k}List")}]);
+        list_schema["x-kubernetes-group-version-kind"] =
+            json!([{"group": r.group, "version": r.version, "kind": format!("{k}List")}]);
         schemas.insert(format!("{}List", schema_name(r)), list_schema);
     }
     Some(json!({

@@ -12,7 +12,9 @@ use crate::schema::{child_schema, items_schema};
 /// Apply a strategic merge patch.
 pub fn strategic_merge(schema: &Value, original: &Value, patch: &Value) -> Result<Value, SimError> {
     if !patch.is_object() {
-        return Err(SimError::bad_request("strategic merge patch must be a JSON object"));
+        return Err(SimError::bad_request(
+            "strategic merge patch must be a JSON object",
+        ));
     }
     Ok(merge_value(Some(schema), Some(original), patch))
 }
@@ -29,7 +31,10 @@ fn merge_value(schema: Option<&Value>, orig: Option<&Value>, patch: &Value) -> V
                 Some("delete") => return Value::Null,
                 _ => {}
             }
-            let mut out: Map<String, Value> = orig.and_then(|o| o.as_object()).cloned().unwrap_or_default();
+            let mut out: Map<String, Value> = orig
+                .and_then(|o| o.as_object())
+                .cloned()
+                .unwrap_or_default();
             let mut orders: Vec<(String, Vec<Value>)> = vec![];
             for (k, pv) in p {
                 if let Some(field) = k.strip_prefix("$setElementOrder/") {
@@ -48,7 +53,10 @@ fn merge_value(schema: Option<&Value>, orig: Option<&Value>, patch: &Value) -> V
                 let cs = child_schema(schema, k);
                 let merged = match pv {
                     Value::Object(_) => {
-                        let is_atomic = cs.and_then(|s| s.get("x-kubernetes-map-type")).and_then(|t| t.as_str()) == Some("atomic");
+                        let is_atomic = cs
+                            .and_then(|s| s.get("x-kubernetes-map-type"))
+                            .and_then(|t| t.as_str())
+                            == Some("atomic");
                         if is_atomic && pv.get("$patch").is_none() {
                             pv.clone()
                         } else {
@@ -114,11 +122,16 @@ fn merge_list(schema: Option<&Value>, orig: Option<&Value>, patch: &[Value]) -> 
     if !strategy.contains("merge") {
         return Value::Array(patch.iter().map(strip_value).collect());
     }
-    if patch.iter().any(|i| i.get("$patch").and_then(|d| d.as_str()) == Some("replace") && i.as_object().is_some_and(|o| o.len() == 1)) {
+    if patch.iter().any(|i| {
+        i.get("$patch").and_then(|d| d.as_str()) == Some("replace")
+            && i.as_object().is_some_and(|o| o.len() == 1)
+    }) {
         return Value::Array(
             patch
                 .iter()
-                .filter(|i| !(i.get("$patch").is_some() && i.as_object().is_some_and(|o| o.len() == 1)))
+                .filter(|i| {
+                    !(i.get("$patch").is_some() && i.as_object().is_some_and(|o| o.len() == 1))
+                })
                 .map(strip_value)
                 .collect(),
         );
@@ -129,7 +142,9 @@ fn merge_list(schema: Option<&Value>, orig: Option<&Value>, patch: &[Value]) -> 
         Some(mk) => {
             for item in patch {
                 let key = item.get(mk).cloned();
-                let pos = key.as_ref().and_then(|k| out.iter().position(|o| o.get(mk) == Some(k)));
+                let pos = key
+                    .as_ref()
+                    .and_then(|k| out.iter().position(|o| o.get(mk) == Some(k)));
                 if item.get("$patch").and_then(|d| d.as_str()) == Some("delete") {
                     if let Some(p) = pos {
                         out.remove(p);
@@ -186,18 +201,31 @@ mod tests {
         let p = json!({"spec": {"template": {"spec": {"containers": [
             {"name": "a", "env": [{"name": "Y", "value": "2"}, {"name": "X", "$patch": "delete"}]}]}}}});
         let out = strategic_merge(&schema(), &orig, &p).unwrap();
-        assert_eq!(out["spec"]["template"]["spec"]["containers"][0], json!({"name": "a", "image": "a:1", "env": [{"name": "Y", "value": "2"}]}));
-        assert_eq!(out["spec"]["template"]["spec"]["containers"][1]["image"], "b:1");
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0],
+            json!({"name": "a", "image": "a:1", "env": [{"name": "Y", "value": "2"}]})
+        );
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][1]["image"],
+            "b:1"
+        );
     }
 
     #[test]
     fn set_element_order_and_replace() {
-        let orig = json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}});
+        let orig =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}});
         let p = json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}], "containers": [{"name": "b", "image": "x"}]}}}});
         let out = strategic_merge(&schema(), &orig, &p).unwrap();
-        assert_eq!(out["spec"]["template"]["spec"]["containers"], json!([{"name": "b", "image": "x"}, {"name": "a"}]));
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "b", "image": "x"}, {"name": "a"}])
+        );
         let p2 = json!({"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "c"}]}}}});
         let out2 = strategic_merge(&schema(), &orig, &p2).unwrap();
-        assert_eq!(out2["spec"]["template"]["spec"]["containers"], json!([{"name": "c"}]));
+        assert_eq!(
+            out2["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "c"}])
+        );
     }
 }

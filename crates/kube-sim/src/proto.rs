@@ -83,7 +83,13 @@ fn map_entry(b: &[u8], bytes_value: bool) -> Option<(String, Value)> {
         if let Field::Bytes(x) = f {
             match n {
                 1 => k = String::from_utf8_lossy(x).into_owned(),
-                2 => v = if bytes_value { json!(crate::util::b64_encode(x)) } else { s(x) },
+                2 => {
+                    v = if bytes_value {
+                        json!(crate::util::b64_encode(x))
+                    } else {
+                        s(x)
+                    }
+                }
                 _ => {}
             }
         }
@@ -136,7 +142,9 @@ fn object_meta(b: &[u8]) -> Option<Value> {
 
 /// Decode a protobuf envelope into JSON, for the supported kinds.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let raw = body.strip_prefix(b"k8s\0").ok_or("missing protobuf magic")?;
+    let raw = body
+        .strip_prefix(b"k8s\0")
+        .ok_or("missing protobuf magic")?;
     let mut api_version = String::new();
     let mut kind = String::new();
     let mut inner: &[u8] = &[];
@@ -225,11 +233,22 @@ mod tests {
 
     #[test]
     fn decodes_configmap() {
-        let meta = [field(1, b"cfg"), field(11, &[field(1, b"app"), field(2, b"x")].concat())].concat();
-        let cm = [field(1, &meta), field(2, &[field(1, b"k"), field(2, b"v")].concat())].concat();
+        let meta = [
+            field(1, b"cfg"),
+            field(11, &[field(1, b"app"), field(2, b"x")].concat()),
+        ]
+        .concat();
+        let cm = [
+            field(1, &meta),
+            field(2, &[field(1, b"k"), field(2, b"v")].concat()),
+        ]
+        .concat();
         let tm = [field(1, b"v1"), field(2, b"ConfigMap")].concat();
         let env = [b"k8s\0".to_vec(), field(1, &tm), field(2, &cm)].concat();
         let v = decode(&env).unwrap();
-        assert_eq!(v, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "labels": {"app": "x"}}, "data": {"k": "v"}}));
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "labels": {"app": "x"}}, "data": {"k": "v"}})
+        );
     }
 }

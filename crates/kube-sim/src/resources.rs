@@ -107,16 +107,70 @@ const CORE_EVENT_FIELDS: &[&str] = &[
 /// The built-in resources.
 pub fn builtins() -> Vec<ResourceInfo> {
     let mut v = vec![
-        builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true, false),
+        builtin(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            false,
+            &["ns"],
+            true,
+            false,
+        ),
         builtin("", "v1", "secrets", "Secret", true, &[], false, false),
-        builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false, false),
+        builtin(
+            "",
+            "v1",
+            "configmaps",
+            "ConfigMap",
+            true,
+            &["cm"],
+            false,
+            false,
+        ),
         builtin("", "v1", "events", "Event", true, &["ev"], false, false),
-        builtin("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], false, false),
+        builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+            false,
+            false,
+        ),
         builtin("", "v1", "services", "Service", true, &["svc"], true, false),
         builtin("", "v1", "pods", "Pod", true, &["po"], true, false),
-        builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], false, false),
-        builtin("apps", "v1", "deployments", "Deployment", true, &["deploy"], true, true),
-        builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false, false),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            false,
+            false,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "deployments",
+            "Deployment",
+            true,
+            &["deploy"],
+            true,
+            true,
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            false,
+            false,
+        ),
         builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -127,10 +181,46 @@ pub fn builtins() -> Vec<ResourceInfo> {
             true,
             true,
         ),
-        builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[], false, false),
-        builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[], false, false),
-        builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[], false, false),
-        builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[], false, false),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "roles",
+            "Role",
+            true,
+            &[],
+            false,
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            "RoleBinding",
+            true,
+            &[],
+            false,
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterroles",
+            "ClusterRole",
+            false,
+            &[],
+            false,
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+            &[],
+            false,
+            false,
+        ),
     ];
     for r in v.iter_mut() {
         match (r.group.as_str(), r.resource.as_str()) {
@@ -170,7 +260,11 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceInfo> {
         .unwrap_or_else(|| kind.to_lowercase());
     let strs = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let namespaced = spec["scope"].as_str() != Some("Cluster");
@@ -188,7 +282,9 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceInfo> {
             let mut schema = v
                 .pointer("/schema/openAPIV3Schema")
                 .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+                .unwrap_or_else(
+                    || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                );
             crate::schema::complete_crd_schema(&mut schema);
             ResourceInfo {
                 group: group.clone(),
@@ -206,7 +302,10 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceInfo> {
                 storage_version: storage_version.clone(),
                 schema: Arc::new(schema),
                 custom: true,
-                printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
+                printer_columns: v["additionalPrinterColumns"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
                 field_selectors: vec![],
             }
         })

@@ -43,25 +43,35 @@ pub fn items_schema(schema: Option<&Value>) -> Option<&Value> {
 pub fn kind_of(schema: Option<&Value>, v: &Value) -> NodeKind {
     match v {
         Value::Object(_) => {
-            let Some(s) = schema else { return NodeKind::Struct };
+            let Some(s) = schema else {
+                return NodeKind::Struct;
+            };
             if s.get("x-kubernetes-map-type").and_then(|t| t.as_str()) == Some("atomic") {
                 return NodeKind::Atomic;
             }
             if s.get("properties").is_some() {
                 return NodeKind::Struct;
             }
-            if s.get("additionalProperties").is_some_and(|a| a.is_object() || a == &json!(true)) {
+            if s.get("additionalProperties")
+                .is_some_and(|a| a.is_object() || a == &json!(true))
+            {
                 return NodeKind::Map;
             }
             NodeKind::Struct
         }
         Value::Array(_) => {
-            let Some(s) = schema else { return NodeKind::Atomic };
+            let Some(s) = schema else {
+                return NodeKind::Atomic;
+            };
             match s.get("x-kubernetes-list-type").and_then(|t| t.as_str()) {
                 Some("map") => NodeKind::ListMap(
                     s.get("x-kubernetes-list-map-keys")
                         .and_then(|k| k.as_array())
-                        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 ),
                 Some("set") => NodeKind::ListSet,
@@ -88,7 +98,9 @@ pub fn complete_crd_schema(schema: &mut Value) {
 }
 
 fn preserves(s: &Value) -> bool {
-    s.get("x-kubernetes-preserve-unknown-fields").and_then(|b| b.as_bool()) == Some(true)
+    s.get("x-kubernetes-preserve-unknown-fields")
+        .and_then(|b| b.as_bool())
+        == Some(true)
 }
 
 fn join(path: &str, k: &str) -> String {
@@ -105,18 +117,24 @@ pub fn prune(schema: &Value, v: &mut Value, path: &str, unknown: &mut Vec<String
         Value::Object(o) => {
             let props = schema.get("properties").and_then(|p| p.as_object());
             let addl = schema.get("additionalProperties");
-            let keep_unknown = preserves(schema) || addl.is_some_and(|a| a.is_object() || a == &json!(true));
+            let keep_unknown =
+                preserves(schema) || addl.is_some_and(|a| a.is_object() || a == &json!(true));
             let keys: Vec<String> = o.keys().cloned().collect();
             for k in keys {
                 if path.is_empty() && (k == "apiVersion" || k == "kind" || k == "metadata") {
                     continue;
                 }
-                if schema.get("x-kubernetes-embedded-resource").and_then(|b| b.as_bool()) == Some(true)
+                if schema
+                    .get("x-kubernetes-embedded-resource")
+                    .and_then(|b| b.as_bool())
+                    == Some(true)
                     && (k == "apiVersion" || k == "kind" || k == "metadata")
                 {
                     continue;
                 }
-                let child = props.and_then(|p| p.get(&k)).or_else(|| addl.filter(|a| a.is_object()));
+                let child = props
+                    .and_then(|p| p.get(&k))
+                    .or_else(|| addl.filter(|a| a.is_object()));
                 match child {
                     Some(cs) => {
                         if let Some(cv) = o.get_mut(&k) {
@@ -217,25 +235,66 @@ pub fn validate(schema: &Value, v: &Value, old: Option<&Value>, errs: &mut Vec<F
     validate_node(schema, v, old, "", errs, true);
 }
 
-fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, errs: &mut Vec<FieldError>, root: bool) {
-    let shown = |p: &str| if p.is_empty() { "<root>".to_string() } else { p.to_string() };
+fn validate_node(
+    schema: &Value,
+    v: &Value,
+    old: Option<&Value>,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+    root: bool,
+) {
+    let shown = |p: &str| {
+        if p.is_empty() {
+            "<root>".to_string()
+        } else {
+            p.to_string()
+        }
+    };
     let nullable = schema.get("nullable").and_then(|b| b.as_bool()) == Some(true);
     if v.is_null() {
         if !nullable && schema.get("type").is_some() {
-            errs.push(FieldError::new(path, FieldErrorKind::Invalid(json!("null")), format!("{} in body must be of type {}: \"null\"", shown(path), schema["type"].as_str().unwrap_or(""))));
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid(json!("null")),
+                format!(
+                    "{} in body must be of type {}: \"null\"",
+                    shown(path),
+                    schema["type"].as_str().unwrap_or("")
+                ),
+            ));
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(|b| b.as_bool()) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(|b| b.as_bool())
+        == Some(true);
     if int_or_string {
         if !(v.is_string() || v.is_i64() || v.is_u64()) {
-            errs.push(FieldError::new(path, FieldErrorKind::Invalid(json!(type_name(v))), format!("{} in body must be of type integer,string: \"{}\"", shown(path), type_name(v))));
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid(json!(type_name(v))),
+                format!(
+                    "{} in body must be of type integer,string: \"{}\"",
+                    shown(path),
+                    type_name(v)
+                ),
+            ));
             return;
         }
     } else if let Some(t) = schema.get("type").and_then(|t| t.as_str())
         && !type_ok(t, v)
     {
-        errs.push(FieldError::new(path, FieldErrorKind::Invalid(json!(type_name(v))), format!("{} in body must be of type {}: \"{}\"", shown(path), t, type_name(v))));
+        errs.push(FieldError::new(
+            path,
+            FieldErrorKind::Invalid(json!(type_name(v))),
+            format!(
+                "{} in body must be of type {}: \"{}\"",
+                shown(path),
+                t,
+                type_name(v)
+            ),
+        ));
         return;
     }
     let before = errs.len();
@@ -250,7 +309,11 @@ fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, err
                 o => o.to_string(),
             })
             .collect();
-        errs.push(FieldError::new(path, FieldErrorKind::NotSupported(v.clone(), allowed), ""));
+        errs.push(FieldError::new(
+            path,
+            FieldErrorKind::NotSupported(v.clone(), allowed),
+            "",
+        ));
     }
     match v {
         Value::String(s) => {
@@ -258,24 +321,40 @@ fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, err
                 && let Ok(re) = regex::Regex::new(p)
                 && !re.is_match(s)
             {
-                errs.push(FieldError::new(path, FieldErrorKind::Invalid(v.clone()), format!("{} in body should match '{}'", shown(path), p)));
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::Invalid(v.clone()),
+                    format!("{} in body should match '{}'", shown(path), p),
+                ));
             }
             let len = s.chars().count() as u64;
             if let Some(m) = schema.get("maxLength").and_then(|m| m.as_u64())
                 && len > m
             {
-                errs.push(FieldError::new(path, FieldErrorKind::TooLong, format!("may not be more than {m} bytes")));
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::TooLong,
+                    format!("may not be more than {m} bytes"),
+                ));
             }
             if let Some(m) = schema.get("minLength").and_then(|m| m.as_u64())
                 && len < m
             {
-                errs.push(FieldError::new(path, FieldErrorKind::Invalid(v.clone()), format!("{} in body should be at least {m} chars long", shown(path))));
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::Invalid(v.clone()),
+                    format!("{} in body should be at least {m} chars long", shown(path)),
+                ));
             }
             if let Some(f) = schema.get("format").and_then(|f| f.as_str()) {
                 let ok = match f {
                     "date-time" => crate::util::parse_time(s).is_some(),
-                    "date" => regex::Regex::new(r"^\d{4}-\d{2}-\d{2}$").unwrap().is_match(s),
-                    "duration" => regex::Regex::new(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$").unwrap().is_match(s),
+                    "date" => regex::Regex::new(r"^\d{4}-\d{2}-\d{2}$")
+                        .unwrap()
+                        .is_match(s),
+                    "duration" => regex::Regex::new(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+                        .unwrap()
+                        .is_match(s),
                     "uri" => s.contains(':'),
                     "email" => s.contains('@'),
                     "byte" => crate::util::b64_decode(s).is_some(),
@@ -283,7 +362,11 @@ fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, err
                     _ => true,
                 };
                 if !ok {
-                    errs.push(FieldError::new(path, FieldErrorKind::Invalid(v.clone()), format!("{} in body must be of type {}: {:?}", shown(path), f, s)));
+                    errs.push(FieldError::new(
+                        path,
+                        FieldErrorKind::Invalid(v.clone()),
+                        format!("{} in body must be of type {}: {:?}", shown(path), f, s),
+                    ));
                 }
             }
         }
@@ -294,38 +377,76 @@ fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, err
             if let Some(m) = schema.get("minimum").and_then(|m| m.as_f64())
                 && (x < m || (excl_min && x == m))
             {
-                let rel = if excl_min { "greater than" } else { "greater than or equal to" };
-                errs.push(FieldError::new(path, FieldErrorKind::Invalid(v.clone()), format!("{} in body should be {rel} {}", shown(path), fmt_num(m))));
+                let rel = if excl_min {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::Invalid(v.clone()),
+                    format!("{} in body should be {rel} {}", shown(path), fmt_num(m)),
+                ));
             }
             if let Some(m) = schema.get("maximum").and_then(|m| m.as_f64())
                 && (x > m || (excl_max && x == m))
             {
-                let rel = if excl_max { "less than" } else { "less than or equal to" };
-                errs.push(FieldError::new(path, FieldErrorKind::Invalid(v.clone()), format!("{} in body should be {rel} {}", shown(path), fmt_num(m))));
+                let rel = if excl_max {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::Invalid(v.clone()),
+                    format!("{} in body should be {rel} {}", shown(path), fmt_num(m)),
+                ));
             }
             if let Some(m) = schema.get("multipleOf").and_then(|m| m.as_f64())
                 && m != 0.0
                 && (x / m).fract() != 0.0
             {
-                errs.push(FieldError::new(path, FieldErrorKind::Invalid(v.clone()), format!("{} in body should be a multiple of {}", shown(path), fmt_num(m))));
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::Invalid(v.clone()),
+                    format!(
+                        "{} in body should be a multiple of {}",
+                        shown(path),
+                        fmt_num(m)
+                    ),
+                ));
             }
         }
         Value::Array(a) => {
             if let Some(m) = schema.get("maxItems").and_then(|m| m.as_u64())
                 && a.len() as u64 > m
             {
-                errs.push(FieldError::new(path, FieldErrorKind::TooMany, format!("{}: must have at most {m} items", a.len())));
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::TooMany,
+                    format!("{}: must have at most {m} items", a.len()),
+                ));
             }
             if let Some(m) = schema.get("minItems").and_then(|m| m.as_u64())
                 && (a.len() as u64) < m
             {
-                errs.push(FieldError::new(path, FieldErrorKind::Invalid(json!(a.len())), format!("{} in body should have at least {m} items", shown(path))));
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::Invalid(json!(a.len())),
+                    format!("{} in body should have at least {m} items", shown(path)),
+                ));
             }
-            let lt = schema.get("x-kubernetes-list-type").and_then(|t| t.as_str());
+            let lt = schema
+                .get("x-kubernetes-list-type")
+                .and_then(|t| t.as_str());
             if lt == Some("set") {
                 for (i, item) in a.iter().enumerate() {
                     if a[..i].contains(item) {
-                        errs.push(FieldError::new(format!("{path}[{i}]"), FieldErrorKind::Duplicate(item.clone()), ""));
+                        errs.push(FieldError::new(
+                            format!("{path}[{i}]"),
+                            FieldErrorKind::Duplicate(item.clone()),
+                            "",
+                        ));
                     }
                 }
             }
@@ -334,10 +455,18 @@ fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, err
             {
                 let mut seen = vec![];
                 for (i, item) in a.iter().enumerate() {
-                    let k: Vec<Value> = keys.iter().map(|k| item.get(k).cloned().unwrap_or(Value::Null)).collect();
+                    let k: Vec<Value> = keys
+                        .iter()
+                        .map(|k| item.get(k).cloned().unwrap_or(Value::Null))
+                        .collect();
                     if seen.contains(&k) {
-                        let kv: serde_json::Map<String, Value> = keys.iter().cloned().zip(k.iter().cloned()).collect();
-                        errs.push(FieldError::new(format!("{path}[{i}]"), FieldErrorKind::Duplicate(Value::Object(kv)), ""));
+                        let kv: serde_json::Map<String, Value> =
+                            keys.iter().cloned().zip(k.iter().cloned()).collect();
+                        errs.push(FieldError::new(
+                            format!("{path}[{i}]"),
+                            FieldErrorKind::Duplicate(Value::Object(kv)),
+                            "",
+                        ));
                     }
                     seen.push(k);
                 }
@@ -351,7 +480,9 @@ fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, err
                 for (i, item) in a.iter().enumerate() {
                     // Correlate old items for transition rules: by key for list maps, by value for sets.
                     let old_item = match (&keys, old_items) {
-                        (Some(keys), Some(oi)) => oi.iter().find(|o| keys.iter().all(|k| o.get(k) == item.get(k))),
+                        (Some(keys), Some(oi)) => oi
+                            .iter()
+                            .find(|o| keys.iter().all(|k| o.get(k) == item.get(k))),
                         (None, Some(oi)) if lt == Some("set") => oi.iter().find(|o| *o == item),
                         _ => None,
                     };
@@ -370,12 +501,23 @@ fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, err
             if let Some(m) = schema.get("maxProperties").and_then(|m| m.as_u64())
                 && o.len() as u64 > m
             {
-                errs.push(FieldError::new(path, FieldErrorKind::TooMany, format!("{}: must have at most {m} items", o.len())));
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::TooMany,
+                    format!("{}: must have at most {m} items", o.len()),
+                ));
             }
             if let Some(m) = schema.get("minProperties").and_then(|m| m.as_u64())
                 && (o.len() as u64) < m
             {
-                errs.push(FieldError::new(path, FieldErrorKind::Invalid(json!(o.len())), format!("{} in body should have at least {m} properties", shown(path))));
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::Invalid(json!(o.len())),
+                    format!(
+                        "{} in body should have at least {m} properties",
+                        shown(path)
+                    ),
+                ));
             }
             let props = schema.get("properties").and_then(|p| p.as_object());
             let addl = schema.get("additionalProperties").filter(|a| a.is_object());
@@ -394,7 +536,9 @@ fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, err
     }
     // CEL rules run only when the value itself passed the schema checks.
     if errs.len() == before
-        && let Some(rules) = schema.get("x-kubernetes-validations").and_then(|r| r.as_array())
+        && let Some(rules) = schema
+            .get("x-kubernetes-validations")
+            .and_then(|r| r.as_array())
     {
         for r in rules {
             let rule = r["rule"].as_str().unwrap_or("");
@@ -403,26 +547,42 @@ fn validate_node(schema: &Value, v: &Value, old: Option<&Value>, path: &str, err
                 continue;
             }
             let field = match r["fieldPath"].as_str() {
-                Some(fp) if !fp.is_empty() => format!("{path}{}", if fp.starts_with('.') || fp.starts_with('[') { fp.to_string() } else { format!(".{fp}") }).trim_start_matches('.').to_string(),
+                Some(fp) if !fp.is_empty() => format!(
+                    "{path}{}",
+                    if fp.starts_with('.') || fp.starts_with('[') {
+                        fp.to_string()
+                    } else {
+                        format!(".{fp}")
+                    }
+                )
+                .trim_start_matches('.')
+                .to_string(),
                 _ => path.to_string(),
             };
             match crate::cel_rules::eval_rule(rule, v, if transition { old } else { None }) {
                 Ok(true) => {}
                 Ok(false) => {
                     let msg = match r["messageExpression"].as_str() {
-                        Some(me) => crate::cel_rules::eval_message(me, v, old).unwrap_or_else(|_| default_msg(r, rule)),
+                        Some(me) => crate::cel_rules::eval_message(me, v, old)
+                            .unwrap_or_else(|_| default_msg(r, rule)),
                         None => default_msg(r, rule),
                     };
                     let kind = match r["reason"].as_str() {
                         Some("FieldValueForbidden") => FieldErrorKind::Forbidden,
                         Some("FieldValueRequired") => FieldErrorKind::Required,
-                        Some("FieldValueDuplicate") => FieldErrorKind::Duplicate(json!(type_name(v))),
+                        Some("FieldValueDuplicate") => {
+                            FieldErrorKind::Duplicate(json!(type_name(v)))
+                        }
                         _ => FieldErrorKind::Invalid(json!(type_name(v))),
                     };
                     errs.push(FieldError::new(field, kind, msg));
                 }
                 Err(e) => {
-                    errs.push(FieldError::new(field, FieldErrorKind::Invalid(json!(type_name(v))), format!("{rule}: {e}")));
+                    errs.push(FieldError::new(
+                        field,
+                        FieldErrorKind::Invalid(json!(type_name(v))),
+                        format!("{rule}: {e}"),
+                    ));
                 }
             }
         }
@@ -441,43 +601,94 @@ pub fn validate_crd(crd: &Value, name: &str) -> Result<(), SimError> {
     let mut errs = vec![];
     let spec = &crd["spec"];
     let group = spec["group"].as_str().unwrap_or("");
-    let plural = spec.pointer("/names/plural").and_then(|v| v.as_str()).unwrap_or("");
+    let plural = spec
+        .pointer("/names/plural")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
     if group.is_empty() {
         errs.push(FieldError::new("spec.group", FieldErrorKind::Required, ""));
     } else if !group.contains('.') {
-        errs.push(FieldError::new("spec.group", FieldErrorKind::Invalid(json!(group)), "should be a domain with at least one dot"));
+        errs.push(FieldError::new(
+            "spec.group",
+            FieldErrorKind::Invalid(json!(group)),
+            "should be a domain with at least one dot",
+        ));
     }
     if plural.is_empty() {
-        errs.push(FieldError::new("spec.names.plural", FieldErrorKind::Required, ""));
+        errs.push(FieldError::new(
+            "spec.names.plural",
+            FieldErrorKind::Required,
+            "",
+        ));
     }
-    if spec.pointer("/names/kind").and_then(|v| v.as_str()).unwrap_or("").is_empty() {
-        errs.push(FieldError::new("spec.names.kind", FieldErrorKind::Required, ""));
+    if spec
+        .pointer("/names/kind")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .is_empty()
+    {
+        errs.push(FieldError::new(
+            "spec.names.kind",
+            FieldErrorKind::Required,
+            "",
+        ));
     }
     if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
-        errs.push(FieldError::new("metadata.name", FieldErrorKind::Invalid(json!(name)), "must be spec.names.plural+\".\"+spec.group"));
+        errs.push(FieldError::new(
+            "metadata.name",
+            FieldErrorKind::Invalid(json!(name)),
+            "must be spec.names.plural+\".\"+spec.group",
+        ));
     }
     match spec["scope"].as_str() {
         Some("Namespaced") | Some("Cluster") => {}
-        other => errs.push(FieldError::new("spec.scope", FieldErrorKind::NotSupported(json!(other.unwrap_or("")), vec!["Cluster".into(), "Namespaced".into()]), "")),
+        other => errs.push(FieldError::new(
+            "spec.scope",
+            FieldErrorKind::NotSupported(
+                json!(other.unwrap_or("")),
+                vec!["Cluster".into(), "Namespaced".into()],
+            ),
+            "",
+        )),
     }
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
-        errs.push(FieldError::new("spec.versions", FieldErrorKind::Invalid(json!(null)), "must have exactly one version marked as storage version"));
+        errs.push(FieldError::new(
+            "spec.versions",
+            FieldErrorKind::Invalid(json!(null)),
+            "must have exactly one version marked as storage version",
+        ));
     } else {
-        let storage = versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).count();
+        let storage = versions
+            .iter()
+            .filter(|v| v["storage"].as_bool() == Some(true))
+            .count();
         if storage != 1 {
-            errs.push(FieldError::new("spec.versions", FieldErrorKind::Invalid(Value::Array(versions.clone())), "must have exactly one version marked as storage version"));
+            errs.push(FieldError::new(
+                "spec.versions",
+                FieldErrorKind::Invalid(Value::Array(versions.clone())),
+                "must have exactly one version marked as storage version",
+            ));
         }
         for (i, v) in versions.iter().enumerate() {
             if v.pointer("/schema/openAPIV3Schema").is_none() {
-                errs.push(FieldError::new(format!("spec.versions[{i}].schema.openAPIV3Schema"), FieldErrorKind::Required, "schemas are required"));
+                errs.push(FieldError::new(
+                    format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                    FieldErrorKind::Required,
+                    "schemas are required",
+                ));
             }
         }
     }
     if errs.is_empty() {
         Ok(())
     } else {
-        Err(SimError::invalid("apiextensions.k8s.io", "CustomResourceDefinition", name, &errs))
+        Err(SimError::invalid(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            name,
+            &errs,
+        ))
     }
 }
 
@@ -507,7 +718,11 @@ pub fn crd_status(crd: &mut Value) {
         .pointer("/status/conditions/0/lastTransitionTime")
         .cloned()
         .unwrap_or_else(|| json!(crate::util::now_rfc3339()));
-    let mut stored: Vec<Value> = crd.pointer("/status/storedVersions").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    let mut stored: Vec<Value> = crd
+        .pointer("/status/storedVersions")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
     if !stored.contains(&json!(storage)) {
         stored.push(json!(storage));
     }
@@ -557,8 +772,16 @@ mod tests {
     fn cel_rule_and_required() {
         let s = schema();
         let mut errs = vec![];
-        validate(&s, &json!({"spec": {"mode": "Auto", "a": "x", "b": "y"}}), None, &mut errs);
-        assert_eq!(errs[0].to_string(), "spec: Invalid value: \"object\": exactly one of a or b must be set");
+        validate(
+            &s,
+            &json!({"spec": {"mode": "Auto", "a": "x", "b": "y"}}),
+            None,
+            &mut errs,
+        );
+        assert_eq!(
+            errs[0].to_string(),
+            "spec: Invalid value: \"object\": exactly one of a or b must be set"
+        );
         let mut errs = vec![];
         validate(&s, &json!({"spec": {"a": "x"}}), None, &mut errs);
         assert_eq!(errs[0].to_string(), "spec.mode: Required value");

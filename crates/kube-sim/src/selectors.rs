@@ -50,7 +50,11 @@ fn parse_set(s: &str) -> Result<Vec<String>, SimError> {
     let inner = s
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| SimError::bad_request(format!("unable to parse requirement: found '{s}', expected: '('")))?;
+        .ok_or_else(|| {
+            SimError::bad_request(format!(
+                "unable to parse requirement: found '{s}', expected: '('"
+            ))
+        })?;
     Ok(inner
         .split(',')
         .map(|v| v.trim().to_string())
@@ -131,10 +135,10 @@ impl FieldSelector {
             };
             let k = k.trim();
             if k != "metadata.name" && k != "metadata.namespace" && !supported.contains(&k) {
-                return Err(SimError::bad_request(format!(
-                    "field label not supported: {k}"
-                ))
-                .with_kind_hint(kind_label));
+                return Err(
+                    SimError::bad_request(format!("field label not supported: {k}"))
+                        .with_kind_hint(kind_label),
+                );
             }
             reqs.push((k.to_string(), eq, v.trim().to_string()));
         }
@@ -204,7 +208,12 @@ mod tests {
     #[test]
     fn field_selector() {
         let o = json!({"metadata": {"name": "a"}, "involvedObject": {"kind": "Pod"}});
-        let fs = FieldSelector::parse("metadata.name=a,involvedObject.kind!=Deployment", &["involvedObject.kind"], "Event").unwrap();
+        let fs = FieldSelector::parse(
+            "metadata.name=a,involvedObject.kind!=Deployment",
+            &["involvedObject.kind"],
+            "Event",
+        )
+        .unwrap();
         assert!(fs.matches(&o));
         assert!(FieldSelector::parse("spec.foo=1", &[], "Event").is_err());
     }

@@ -235,7 +235,11 @@ async fn handle(
         }
         ["api", "v1"] => {
             let st = shared.lock();
-            return into_response(Reply::ok(crate::discovery::resource_list(&st.resources, "", "v1")));
+            return into_response(Reply::ok(crate::discovery::resource_list(
+                &st.resources,
+                "",
+                "v1",
+            )));
         }
         ["apis", group] => {
             let st = shared.lock();
@@ -246,9 +250,16 @@ async fn handle(
         }
         ["apis", group, version] => {
             let st = shared.lock();
-            let known = st.resources.iter().any(|r| r.group == *group && r.version == *version);
+            let known = st
+                .resources
+                .iter()
+                .any(|r| r.group == *group && r.version == *version);
             return into_response(if known {
-                Reply::ok(crate::discovery::resource_list(&st.resources, group, version))
+                Reply::ok(crate::discovery::resource_list(
+                    &st.resources,
+                    group,
+                    version,
+                ))
             } else {
                 not_found_path()
             });
@@ -276,7 +287,9 @@ async fn handle(
         _ => return into_response(not_found_path()),
     };
     let (namespace, rest): (Option<String>, &[&str]) = match rest {
-        ["namespaces", ns, r, tail @ ..] if !(group.is_empty() && (*r == "status" || *r == "finalize") && tail.is_empty()) => {
+        ["namespaces", ns, r, tail @ ..]
+            if !(group.is_empty() && (*r == "status" || *r == "finalize") && tail.is_empty()) =>
+        {
             (Some(ns.to_string()), &rest[2..])
         }
         _ => (None, rest),
@@ -303,7 +316,10 @@ async fn handle(
             return into_response(not_found_path());
         }
     }
-    let is_watch = matches!(query.get("watch").map(|s| s.as_str()), Some("true") | Some("1"));
+    let is_watch = matches!(
+        query.get("watch").map(|s| s.as_str()),
+        Some("true") | Some("1")
+    );
     let verb: &'static str = match (&method, name.is_some()) {
         (&Method::GET, true) => "get",
         (&Method::GET, false) if is_watch => "watch",
@@ -318,7 +334,11 @@ async fn handle(
                 "the server does not allow this method on the requested resource"
             ));
             let req_res = ri.resource.clone();
-            shared.counters.lock().unwrap().record(method.as_str(), &req_res, 405);
+            shared
+                .counters
+                .lock()
+                .unwrap()
+                .record(method.as_str(), &req_res, 405);
             return into_response(e.into());
         }
     };
@@ -415,7 +435,8 @@ fn into_response(reply: Reply) -> Response<Body> {
         Reply::Json(code, v, warnings) => {
             let body = serde_json::to_vec(&v).unwrap_or_default();
             let mut r = Response::new(Body::from(body));
-            *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            *r.status_mut() =
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             r.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
             for w in warnings {
@@ -428,15 +449,18 @@ fn into_response(reply: Reply) -> Response<Body> {
         Reply::Raw(code, s, ct) => {
             let mut r = Response::new(Body::from(s));
             *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
-            r.headers_mut().insert("content-type", HeaderValue::from_static(ct));
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static(ct));
             r
         }
         Reply::Stream(body) => {
             let mut r = Response::new(body);
             r.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
-            r.headers_mut()
-                .insert("cache-control", HeaderValue::from_static("no-cache, private"));
+            r.headers_mut().insert(
+                "cache-control",
+                HeaderValue::from_static("no-cache, private"),
+            );
             r
         }
     }

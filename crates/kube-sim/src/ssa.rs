@@ -31,7 +31,9 @@ impl FieldSet {
                 if k == "." {
                     continue;
                 }
-                let is_member = child.as_object().is_none_or(|c| c.is_empty() || c.contains_key("."));
+                let is_member = child
+                    .as_object()
+                    .is_none_or(|c| c.is_empty() || c.contains_key("."));
                 if is_member {
                     s.members.insert(k.clone());
                 }
@@ -47,7 +49,12 @@ impl FieldSet {
     /// Serialize to `fieldsV1`.
     pub fn to_json(&self) -> Value {
         let mut keys: BTreeSet<&String> = self.members.iter().collect();
-        keys.extend(self.children.iter().filter(|(_, c)| !c.is_empty()).map(|(k, _)| k));
+        keys.extend(
+            self.children
+                .iter()
+                .filter(|(_, c)| !c.is_empty())
+                .map(|(k, _)| k),
+        );
         let mut m = Map::new();
         for k in keys {
             let mut inner = match self.children.get(k) {
@@ -198,7 +205,10 @@ fn item_key(keys: &[String], item: &Value, item_schema: Option<&Value>) -> Optio
     for (k, v) in m {
         o.insert(k, v);
     }
-    Some(format!("k:{}", serde_json::to_string(&Value::Object(o)).unwrap()))
+    Some(format!(
+        "k:{}",
+        serde_json::to_string(&Value::Object(o)).unwrap()
+    ))
 }
 
 /// Field set of a value under `schema` (relative to the value).
@@ -228,7 +238,8 @@ fn value_set(schema: Option<&Value>, v: &Value) -> FieldSet {
         }
         NodeKind::ListSet => {
             for item in v.as_array().into_iter().flatten() {
-                s.members.insert(format!("v:{}", serde_json::to_string(item).unwrap()));
+                s.members
+                    .insert(format!("v:{}", serde_json::to_string(item).unwrap()));
             }
         }
         _ => {}
@@ -270,13 +281,23 @@ fn add_child(s: &mut FieldSet, key: String, cs: Option<&Value>, cv: &Value) {
 /// The managed field set of a whole object: apiVersion/kind and most of
 /// metadata are not tracked; status is tracked only through `/status` when
 /// the status subresource is enabled.
-pub fn object_set(schema: &Value, obj: &Value, subresource: Option<&str>, has_status: bool) -> FieldSet {
+pub fn object_set(
+    schema: &Value,
+    obj: &Value,
+    subresource: Option<&str>,
+    has_status: bool,
+) -> FieldSet {
     let mut o = obj.clone();
     if let Some(m) = o.as_object_mut() {
         m.remove("apiVersion");
         m.remove("kind");
         if let Some(meta) = m.get_mut("metadata").and_then(|x| x.as_object_mut()) {
-            meta.retain(|k, _| matches!(k.as_str(), "labels" | "annotations" | "finalizers" | "ownerReferences"));
+            meta.retain(|k, _| {
+                matches!(
+                    k.as_str(),
+                    "labels" | "annotations" | "finalizers" | "ownerReferences"
+                )
+            });
             if meta.is_empty() {
                 m.remove("metadata");
             }
@@ -293,8 +314,14 @@ pub fn object_set(schema: &Value, obj: &Value, subresource: Option<&str>, has_st
 }
 
 /// Look up the value at a path.
-fn value_at<'a>(schema: Option<&'a Value>, v: &'a Value, path: &[String]) -> Option<(&'a Value, Option<&'a Value>)> {
-    let Some((first, rest)) = path.split_first() else { return Some((v, schema)) };
+fn value_at<'a>(
+    schema: Option<&'a Value>,
+    v: &'a Value,
+    path: &[String],
+) -> Option<(&'a Value, Option<&'a Value>)> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some((v, schema));
+    };
     if let Some(f) = first.strip_prefix("f:") {
         let cv = v.get(f)?;
         return value_at(child_schema(schema, f), cv, rest);
@@ -305,7 +332,10 @@ fn value_at<'a>(schema: Option<&'a Value>, v: &'a Value, path: &[String]) -> Opt
             _ => return None,
         };
         let is = items_schema(schema);
-        let item = v.as_array()?.iter().find(|i| item_key(&keys, i, is).as_deref() == Some(first.as_str()))?;
+        let item = v
+            .as_array()?
+            .iter()
+            .find(|i| item_key(&keys, i, is).as_deref() == Some(first.as_str()))?;
         return value_at(is, item, rest);
     }
     if let Some(val) = first.strip_prefix("v:") {
@@ -317,7 +347,13 @@ fn value_at<'a>(schema: Option<&'a Value>, v: &'a Value, path: &[String]) -> Opt
 }
 
 /// added, modified, removed.
-fn compare(schema: &Value, old: &Value, new: &Value, subresource: Option<&str>, has_status: bool) -> (FieldSet, FieldSet, FieldSet) {
+fn compare(
+    schema: &Value,
+    old: &Value,
+    new: &Value,
+    subresource: Option<&str>,
+    has_status: bool,
+) -> (FieldSet, FieldSet, FieldSet) {
     let so = object_set(schema, old, subresource, has_status);
     let sn = object_set(schema, new, subresource, has_status);
     let added = sn.difference(&so);
@@ -377,7 +413,15 @@ fn render(entries: Vec<Entry>) -> Value {
                 e.raw["fieldsType"] = json!("FieldsV1");
                 e.raw["fieldsV1"] = e.set.to_json();
                 let mut o = Map::new();
-                for k in ["manager", "operation", "apiVersion", "time", "fieldsType", "fieldsV1", "subresource"] {
+                for k in [
+                    "manager",
+                    "operation",
+                    "apiVersion",
+                    "time",
+                    "fieldsType",
+                    "fieldsV1",
+                    "subresource",
+                ] {
                     if let Some(v) = e.raw.get(k) {
                         o.insert(k.into(), v.clone());
                     }
@@ -389,11 +433,15 @@ fn render(entries: Vec<Entry>) -> Value {
 }
 
 fn new_entry(manager: &str, op: &str, api_version: &str, time: &str, sub: Option<&str>) -> Entry {
-    let mut raw = json!({"manager": manager, "operation": op, "apiVersion": api_version, "time": time});
+    let mut raw =
+        json!({"manager": manager, "operation": op, "apiVersion": api_version, "time": time});
     if let Some(s) = sub {
         raw["subresource"] = json!(s);
     }
-    Entry { raw, set: FieldSet::default() }
+    Entry {
+        raw,
+        set: FieldSet::default(),
+    }
 }
 
 /// Record an Update (create, PUT, non-apply PATCH) by `manager` into `new`'s managedFields.
@@ -434,7 +482,9 @@ pub fn record_update(
     }
     let mf = render(es);
     if mf.as_array().is_some_and(|a| a.is_empty()) {
-        new["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
+        new["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("managedFields"));
     } else {
         new["metadata"]["managedFields"] = mf;
     }
@@ -442,7 +492,9 @@ pub fn record_update(
 
 /// Merge an applied configuration into a live value (structured merge).
 pub fn merge(schema: Option<&Value>, live: Option<&Value>, config: &Value) -> Value {
-    let Some(live) = live else { return config.clone() };
+    let Some(live) = live else {
+        return config.clone();
+    };
     match kind_of(schema, config) {
         NodeKind::Struct | NodeKind::Map if live.is_object() => {
             let mut out = live.as_object().cloned().unwrap_or_default();
@@ -457,7 +509,10 @@ pub fn merge(schema: Option<&Value>, live: Option<&Value>, config: &Value) -> Va
             let mut out: Vec<Value> = live.as_array().cloned().unwrap_or_default();
             for item in config.as_array().unwrap() {
                 let key = item_key(&keys, item, is);
-                match out.iter().position(|l| key.is_some() && item_key(&keys, l, is) == key) {
+                match out
+                    .iter()
+                    .position(|l| key.is_some() && item_key(&keys, l, is) == key)
+                {
                     Some(i) => out[i] = merge(is, Some(&out[i].clone()), item),
                     None => out.push(item.clone()),
                 }
@@ -479,7 +534,9 @@ pub fn merge(schema: Option<&Value>, live: Option<&Value>, config: &Value) -> Va
 
 /// Remove the value at `path` from `v`.
 fn remove_path(schema: Option<&Value>, v: &mut Value, path: &[String]) {
-    let Some((first, rest)) = path.split_first() else { return };
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
     if let Some(f) = first.strip_prefix("f:") {
         if rest.is_empty() {
             if let Some(o) = v.as_object_mut() {
@@ -497,7 +554,10 @@ fn remove_path(schema: Option<&Value>, v: &mut Value, path: &[String]) {
         if let Some(arr) = v.as_array_mut() {
             if rest.is_empty() {
                 arr.retain(|i| item_key(&keys, i, is).as_deref() != Some(first.as_str()));
-            } else if let Some(item) = arr.iter_mut().find(|i| item_key(&keys, i, is).as_deref() == Some(first.as_str())) {
+            } else if let Some(item) = arr
+                .iter_mut()
+                .find(|i| item_key(&keys, i, is).as_deref() == Some(first.as_str()))
+            {
                 remove_path(is, item, rest);
             }
         }
@@ -587,7 +647,14 @@ pub fn apply(
             } else {
                 format!("{who} using {av}")
             };
-            conflicts.push((e.manager().to_string(), vec![who], c.paths().into_iter().filter(|p| !c.has_children(p)).collect()));
+            conflicts.push((
+                e.manager().to_string(),
+                vec![who],
+                c.paths()
+                    .into_iter()
+                    .filter(|p| !c.has_children(p))
+                    .collect(),
+            ));
         }
     }
     if !conflicts.is_empty() && !force {
@@ -600,7 +667,11 @@ pub fn apply(
         }
         let message = if total == 1 {
             let (_, who, paths) = &conflicts[0];
-            format!("Apply failed with 1 conflict: conflict with {}: {}", who[0], path_string(&paths[0]))
+            format!(
+                "Apply failed with 1 conflict: conflict with {}: {}",
+                who[0],
+                path_string(&paths[0])
+            )
         } else {
             let mut sorted = conflicts.clone();
             sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -617,10 +688,14 @@ pub fn apply(
     }
     for (i, e) in es.iter_mut().enumerate() {
         if i != idx {
-            e.set = e.set.difference(&changed.intersection(&cfg_set)).difference(&removed);
+            e.set = e
+                .set
+                .difference(&changed.intersection(&cfg_set))
+                .difference(&removed);
         }
     }
-    let live_changed = !added.is_empty() || !modified.is_empty() || !removed.is_empty() || last != cfg_set;
+    let live_changed =
+        !added.is_empty() || !modified.is_empty() || !removed.is_empty() || last != cfg_set;
     if live_changed || es[idx].raw.get("time").is_none() {
         es[idx].raw["time"] = json!(time);
     }
@@ -661,7 +736,17 @@ mod tests {
 
     #[test]
     fn path_rendering() {
-        let p = vec!["f:spec".to_string(), "f:containers".into(), "k:{\"name\":\"coder\"}".into(), "f:env".into(), "k:{\"name\":\"X\"}".into(), "f:value".into()];
-        assert_eq!(path_string(&p), ".spec.containers[name=\"coder\"].env[name=\"X\"].value");
+        let p = vec![
+            "f:spec".to_string(),
+            "f:containers".into(),
+            "k:{\"name\":\"coder\"}".into(),
+            "f:env".into(),
+            "k:{\"name\":\"X\"}".into(),
+            "f:value".into(),
+        ];
+        assert_eq!(
+            path_string(&p),
+            ".spec.containers[name=\"coder\"].env[name=\"X\"].value"
+        );
     }
 }

@@ -20,7 +20,6 @@ pub enum EventType {
     Deleted,
 }
 
-
 /// One change, as kept in the watch history and fanned out to watchers.
 #[derive(Debug)]
 pub struct WatchEvent {

@@ -33,7 +33,9 @@ pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
                 })
                 .collect();
         } else if let Some(r) = rest.strip_prefix('[') {
-            let Some(end) = find_close(r) else { return vec![] };
+            let Some(end) = find_close(r) else {
+                return vec![];
+            };
             let inner = &r[..end];
             rest = &r[end + 1..];
             if let Some(filter) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
@@ -98,7 +100,9 @@ fn filter_matches(item: &Value, filter: &str) -> bool {
         if let Some((l, r)) = filter.split_once(op) {
             let lv = jsonpath(item, l.trim().trim_start_matches('@'));
             let r = r.trim();
-            let rv: Value = if (r.starts_with('"') && r.ends_with('"')) || (r.starts_with('\'') && r.ends_with('\'')) {
+            let rv: Value = if (r.starts_with('"') && r.ends_with('"'))
+                || (r.starts_with('\'') && r.ends_with('\''))
+            {
                 Value::String(r[1..r.len() - 1].to_string())
             } else {
                 serde_json::from_str(r).unwrap_or(Value::String(r.to_string()))
@@ -141,9 +145,26 @@ fn coldef(name: &str, ty: &str, format: &str, desc: &str, priority: i64) -> Valu
 }
 
 /// Build a Table for objects (already converted to the request's version).
-pub fn table(ri: &ResourceInfo, objs: &[Value], include: Include, list_meta: Option<Value>) -> Value {
-    let name_col = coldef("Name", "string", "name", "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names", 0);
-    let age_col = coldef("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0);
+pub fn table(
+    ri: &ResourceInfo,
+    objs: &[Value],
+    include: Include,
+    list_meta: Option<Value>,
+) -> Value {
+    let name_col = coldef(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+        0,
+    );
+    let age_col = coldef(
+        "Age",
+        "string",
+        "",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        0,
+    );
     let (columns, rows): (Vec<Value>, Vec<Vec<Value>>) = if ri.custom {
         let mut cols = vec![name_col];
         let pcs = &ri.printer_columns;
@@ -168,16 +189,28 @@ pub fn table(ri: &ResourceInfo, objs: &[Value], include: Include, list_meta: Opt
                     let path = pc["jsonPath"].as_str().unwrap_or("");
                     let vals = jsonpath(o, path);
                     if ty == "date" {
-                        r.push(match vals.first().and_then(|v| v.as_str()).and_then(crate::util::parse_time) {
-                            Some(t) => json!(crate::util::human_duration(jiff::Timestamp::now().as_second() - t.as_second())),
-                            None => Value::Null,
-                        });
+                        r.push(
+                            match vals
+                                .first()
+                                .and_then(|v| v.as_str())
+                                .and_then(crate::util::parse_time)
+                            {
+                                Some(t) => json!(crate::util::human_duration(
+                                    jiff::Timestamp::now().as_second() - t.as_second()
+                                )),
+                                None => Value::Null,
+                            },
+                        );
                     } else {
                         r.push(cell(vals, ty));
                     }
                 }
                 if pcs.is_empty() {
-                    r.push(o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null));
+                    r.push(
+                        o.pointer("/metadata/creationTimestamp")
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    );
                 }
                 r
             })
@@ -186,29 +219,86 @@ pub fn table(ri: &ResourceInfo, objs: &[Value], include: Include, list_meta: Opt
     } else if ri.group == "apps" && ri.resource == "deployments" {
         let cols = vec![
             name_col,
-            coldef("Ready", "string", "", "Number of the pod with ready state", 0),
-            coldef("Up-to-date", "string", "", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0),
-            coldef("Available", "string", "", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0),
+            coldef(
+                "Ready",
+                "string",
+                "",
+                "Number of the pod with ready state",
+                0,
+            ),
+            coldef(
+                "Up-to-date",
+                "string",
+                "",
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+                0,
+            ),
+            coldef(
+                "Available",
+                "string",
+                "",
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+                0,
+            ),
             age_col,
-            coldef("Containers", "string", "", "Names of each container in the template.", 1),
-            coldef("Images", "string", "", "Images referenced by each container in the template.", 1),
-            coldef("Selector", "string", "", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.", 1),
+            coldef(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            coldef(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
+            coldef(
+                "Selector",
+                "string",
+                "",
+                "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
+                1,
+            ),
         ];
         let rows = objs
             .iter()
             .map(|o| {
                 let n = |p: &str| o.pointer(p).and_then(|v| v.as_i64()).unwrap_or(0);
-                let containers = o.pointer("/spec/template/spec/containers").and_then(|c| c.as_array()).cloned().unwrap_or_default();
-                let names: Vec<&str> = containers.iter().filter_map(|c| c["name"].as_str()).collect();
-                let images: Vec<&str> = containers.iter().filter_map(|c| c["image"].as_str()).collect();
+                let containers = o
+                    .pointer("/spec/template/spec/containers")
+                    .and_then(|c| c.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                let names: Vec<&str> = containers
+                    .iter()
+                    .filter_map(|c| c["name"].as_str())
+                    .collect();
+                let images: Vec<&str> = containers
+                    .iter()
+                    .filter_map(|c| c["image"].as_str())
+                    .collect();
                 let sel = o
                     .pointer("/spec/selector/matchLabels")
                     .and_then(|m| m.as_object())
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
                     .unwrap_or_default();
                 vec![
                     o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-                    json!(format!("{}/{}", n("/status/readyReplicas"), o.pointer("/spec/replicas").and_then(|v| v.as_i64()).unwrap_or(1))),
+                    json!(format!(
+                        "{}/{}",
+                        n("/status/readyReplicas"),
+                        o.pointer("/spec/replicas")
+                            .and_then(|v| v.as_i64())
+                            .unwrap_or(1)
+                    )),
                     json!(n("/status/updatedReplicas")),
                     json!(n("/status/availableReplicas")),
                     json!(age(o)),
@@ -220,45 +310,149 @@ pub fn table(ri: &ResourceInfo, objs: &[Value], include: Include, list_meta: Opt
             .collect();
         (cols, rows)
     } else if ri.resource == "namespaces" {
-        let cols = vec![name_col, coldef("Status", "string", "", "The status of the namespace", 0), age_col];
-        let rows = objs
-            .iter()
-            .map(|o| vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null), o.pointer("/status/phase").cloned().unwrap_or(json!("")), json!(age(o))])
-            .collect();
-        (cols, rows)
-    } else if ri.resource == "secrets" && ri.group.is_empty() {
-        let cols = vec![name_col, coldef("Type", "string", "", "The type of the secret", 0), coldef("Data", "string", "", "The number of entries in the secret", 0), age_col];
-        let rows = objs
-            .iter()
-            .map(|o| vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null), o.get("type").cloned().unwrap_or(json!("Opaque")), json!(o.get("data").and_then(|d| d.as_object()).map(|d| d.len()).unwrap_or(0)), json!(age(o))])
-            .collect();
-        (cols, rows)
-    } else if ri.resource == "configmaps" {
-        let cols = vec![name_col, coldef("Data", "string", "", "The number of entries in the ConfigMap", 0), age_col];
-        let rows = objs
-            .iter()
-            .map(|o| vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null), json!(o.get("data").and_then(|d| d.as_object()).map(|d| d.len()).unwrap_or(0) + o.get("binaryData").and_then(|d| d.as_object()).map(|d| d.len()).unwrap_or(0)), json!(age(o))])
-            .collect();
-        (cols, rows)
-    } else if ri.resource == "events" {
         let cols = vec![
-            coldef("Last Seen", "string", "", "Time when this Event was last seen", 0),
-            coldef("Type", "string", "", "Type of this event (Normal, Warning)", 0),
-            coldef("Reason", "string", "", "Reason is why the action was taken.", 0),
-            coldef("Object", "string", "", "The object that this event is about.", 0),
-            coldef("Message", "string", "", "A human-readable description of the status of this operation.", 0),
+            name_col,
+            coldef("Status", "string", "", "The status of the namespace", 0),
+            age_col,
         ];
         let rows = objs
             .iter()
             .map(|o| {
-                let core = if ri.group.is_empty() { o.clone() } else { crate::events::events_to_core(o) };
-                let io = &core["involvedObject"];
-                let last = core["lastTimestamp"].as_str().or(core["eventTime"].as_str()).and_then(crate::util::parse_time);
                 vec![
-                    json!(last.map(|t| crate::util::human_duration(jiff::Timestamp::now().as_second() - t.as_second())).unwrap_or_else(|| "<unknown>".into())),
+                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                    o.pointer("/status/phase").cloned().unwrap_or(json!("")),
+                    json!(age(o)),
+                ]
+            })
+            .collect();
+        (cols, rows)
+    } else if ri.resource == "secrets" && ri.group.is_empty() {
+        let cols = vec![
+            name_col,
+            coldef("Type", "string", "", "The type of the secret", 0),
+            coldef(
+                "Data",
+                "string",
+                "",
+                "The number of entries in the secret",
+                0,
+            ),
+            age_col,
+        ];
+        let rows = objs
+            .iter()
+            .map(|o| {
+                vec![
+                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                    o.get("type").cloned().unwrap_or(json!("Opaque")),
+                    json!(
+                        o.get("data")
+                            .and_then(|d| d.as_object())
+                            .map(|d| d.len())
+                            .unwrap_or(0)
+                    ),
+                    json!(age(o)),
+                ]
+            })
+            .collect();
+        (cols, rows)
+    } else if ri.resource == "configmaps" {
+        let cols = vec![
+            name_col,
+            coldef(
+                "Data",
+                "string",
+                "",
+                "The number of entries in the ConfigMap",
+                0,
+            ),
+            age_col,
+        ];
+        let rows = objs
+            .iter()
+            .map(|o| {
+                vec![
+                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                    json!(
+                        o.get("data")
+                            .and_then(|d| d.as_object())
+                            .map(|d| d.len())
+                            .unwrap_or(0)
+                            + o.get("binaryData")
+                                .and_then(|d| d.as_object())
+                                .map(|d| d.len())
+                                .unwrap_or(0)
+                    ),
+                    json!(age(o)),
+                ]
+            })
+            .collect();
+        (cols, rows)
+    } else if ri.resource == "events" {
+        let cols = vec![
+            coldef(
+                "Last Seen",
+                "string",
+                "",
+                "Time when this Event was last seen",
+                0,
+            ),
+            coldef(
+                "Type",
+                "string",
+                "",
+                "Type of this event (Normal, Warning)",
+                0,
+            ),
+            coldef(
+                "Reason",
+                "string",
+                "",
+                "Reason is why the action was taken.",
+                0,
+            ),
+            coldef(
+                "Object",
+                "string",
+                "",
+                "The object that this event is about.",
+                0,
+            ),
+            coldef(
+                "Message",
+                "string",
+                "",
+                "A human-readable description of the status of this operation.",
+                0,
+            ),
+        ];
+        let rows = objs
+            .iter()
+            .map(|o| {
+                let core = if ri.group.is_empty() {
+                    o.clone()
+                } else {
+                    crate::events::events_to_core(o)
+                };
+                let io = &core["involvedObject"];
+                let last = core["lastTimestamp"]
+                    .as_str()
+                    .or(core["eventTime"].as_str())
+                    .and_then(crate::util::parse_time);
+                vec![
+                    json!(
+                        last.map(|t| crate::util::human_duration(
+                            jiff::Timestamp::now().as_second() - t.as_second()
+                        ))
+                        .unwrap_or_else(|| "<unknown>".into())
+                    ),
                     core.get("type").cloned().unwrap_or(json!("")),
                     core.get("reason").cloned().unwrap_or(json!("")),
-                    json!(format!("{}/{}", io["kind"].as_str().unwrap_or("").to_lowercase(), io["name"].as_str().unwrap_or(""))),
+                    json!(format!(
+                        "{}/{}",
+                        io["kind"].as_str().unwrap_or("").to_lowercase(),
+                        io["name"].as_str().unwrap_or("")
+                    )),
                     core.get("message").cloned().unwrap_or(json!("")),
                 ]
             })
@@ -268,7 +462,12 @@ pub fn table(ri: &ResourceInfo, objs: &[Value], include: Include, list_meta: Opt
         let cols = vec![name_col, age_col];
         let rows = objs
             .iter()
-            .map(|o| vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null), json!(age(o))])
+            .map(|o| {
+                vec![
+                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                    json!(age(o)),
+                ]
+            })
             .collect();
         (cols, rows)
     };
@@ -288,7 +487,10 @@ pub fn table(ri: &ResourceInfo, objs: &[Value], include: Include, list_meta: Opt
         })
         .collect();
     let mut t = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta.unwrap_or_else(|| json!({})), "columnDefinitions": columns, "rows": rows});
-    if let Some(rv) = objs.first().and_then(|o| o.pointer("/metadata/resourceVersion")).cloned()
+    if let Some(rv) = objs
+        .first()
+        .and_then(|o| o.pointer("/metadata/resourceVersion"))
+        .cloned()
         && t["metadata"].get("resourceVersion").is_none()
         && objs.len() == 1
     {
@@ -304,8 +506,14 @@ mod tests {
     #[test]
     fn jsonpath_filter() {
         let o = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Other", "status": "False"}]}});
-        assert_eq!(jsonpath(&o, ".status.conditions[?(@.type==\"Ready\")].status"), vec![json!("True")]);
-        assert_eq!(jsonpath(&o, ".status.conditions[1].type"), vec![json!("Other")]);
+        assert_eq!(
+            jsonpath(&o, ".status.conditions[?(@.type==\"Ready\")].status"),
+            vec![json!("True")]
+        );
+        assert_eq!(
+            jsonpath(&o, ".status.conditions[1].type"),
+            vec![json!("Other")]
+        );
         assert_eq!(jsonpath(&o, ".status.missing"), Vec::<Value>::new());
     }
 }

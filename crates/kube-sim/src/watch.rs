@@ -30,7 +30,9 @@ impl Watcher {
     fn shape(&self, obj: &Value) -> Value {
         let v = present(&self.ri, obj);
         match self.output {
-            Output::Metadata => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v.get("metadata").cloned().unwrap_or(json!({}))}),
+            Output::Metadata => {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v.get("metadata").cloned().unwrap_or(json!({}))})
+            }
             _ => v,
         }
     }
@@ -64,10 +66,16 @@ impl Watcher {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let (av, kind) = match self.output {
-            Output::Metadata => ("meta.k8s.io/v1".to_string(), "PartialObjectMetadata".to_string()),
+            Output::Metadata => (
+                "meta.k8s.io/v1".to_string(),
+                "PartialObjectMetadata".to_string(),
+            ),
             _ => (self.ri.api_version(), self.ri.kind.clone()),
         };
-        line("BOOKMARK", &json!({"kind": kind, "apiVersion": av, "metadata": meta}))
+        line(
+            "BOOKMARK",
+            &json!({"kind": kind, "apiVersion": av, "metadata": meta}),
+        )
     }
 }
 
@@ -93,7 +101,10 @@ pub fn watch(shared: &Arc<Shared>, req: &ApiRequest) -> Reply {
         .filter(|t| *t > 0)
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(3600));
-    let rv_param = req.q("resourceVersion").filter(|s| !s.is_empty()).map(String::from);
+    let rv_param = req
+        .q("resourceVersion")
+        .filter(|s| !s.is_empty())
+        .map(String::from);
     let mut initial: Vec<Bytes> = Vec::new();
     let mut close_after_initial = false;
     let (sub, mut last_rv) = {
@@ -105,7 +116,10 @@ pub fn watch(shared: &Arc<Shared>, req: &ApiRequest) -> Reply {
             Some(s) => match s.parse::<u64>() {
                 Ok(n) => Some(n),
                 Err(_) => {
-                    return crate::errors::SimError::bad_request(format!("invalid resource version: {s}")).into();
+                    return crate::errors::SimError::bad_request(format!(
+                        "invalid resource version: {s}"
+                    ))
+                    .into();
                 }
             },
         };

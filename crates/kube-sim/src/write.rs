@@ -131,7 +131,11 @@ pub fn shape_one(req: &ApiRequest, obj: &Value) -> Value {
 pub fn get(shared: &Shared, req: &ApiRequest) -> Reply {
     let name = req.name.as_deref().unwrap_or("");
     let st = shared.lock();
-    match st.get(&req.ri.storage, &ns_key(&req.ri, req.namespace.as_deref()), name) {
+    match st.get(
+        &req.ri.storage,
+        &ns_key(&req.ri, req.namespace.as_deref()),
+        name,
+    ) {
         Some(o) => {
             if req.subresource.as_deref() == Some("status") {
                 return Reply::ok(present(&req.ri, &o));
@@ -197,7 +201,11 @@ fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
 fn decode_continue(tok: &str) -> Option<(u64, String, String)> {
     let raw = String::from_utf8(b64_decode(tok)?).ok()?;
     let mut it = raw.splitn(3, '\n');
-    Some((it.next()?.parse().ok()?, it.next()?.to_string(), it.next()?.to_string()))
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()?.to_string(),
+        it.next()?.to_string(),
+    ))
 }
 
 /// LIST.
@@ -211,7 +219,8 @@ pub fn list(shared: &Shared, req: &ApiRequest) -> Reply {
         Some(c) => match decode_continue(c) {
             Some(t) => Some(t),
             None => {
-                return SimError::bad_request("continue key is not valid: illegal base64 data").into();
+                return SimError::bad_request("continue key is not valid: illegal base64 data")
+                    .into();
             }
         },
         None => None,
@@ -224,13 +233,10 @@ pub fn list(shared: &Shared, req: &ApiRequest) -> Reply {
         let mut remaining = 0usize;
         if let Some(bucket) = st.objects.get(&req.ri.storage) {
             let iter: Box<dyn Iterator<Item = (&(String, String), &Arc<Value>)>> = match &cont {
-                Some((_, ns, name)) => Box::new(
-                    bucket
-                        .range((
-                            std::ops::Bound::Excluded((ns.clone(), name.clone())),
-                            std::ops::Bound::Unbounded,
-                        )),
-                ),
+                Some((_, ns, name)) => Box::new(bucket.range((
+                    std::ops::Bound::Excluded((ns.clone(), name.clone())),
+                    std::ops::Bound::Unbounded,
+                ))),
                 None => match &req.namespace {
                     Some(ns) => Box::new(bucket.range((ns.clone(), String::new())..)),
                     None => Box::new(bucket.iter()),
@@ -251,8 +257,14 @@ pub fn list(shared: &Shared, req: &ApiRequest) -> Reply {
                 if limit > 0 && items.len() >= limit {
                     if next.is_none() {
                         let last = items.last().unwrap();
-                        let lns = last.pointer("/metadata/namespace").and_then(|v| v.as_str()).unwrap_or("");
-                        let lname = last.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("");
+                        let lns = last
+                            .pointer("/metadata/namespace")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("");
+                        let lname = last
+                            .pointer("/metadata/name")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("");
                         next = Some(encode_continue(rv, lns, lname));
                     }
                     remaining += 1;
@@ -301,7 +313,9 @@ fn parse_req_body(req: &ApiRequest) -> Result<Value, SimError> {
         ))
     })?;
     if !v.is_object() {
-        return Err(SimError::bad_request("the object provided is unrecognized or invalid"));
+        return Err(SimError::bad_request(
+            "the object provided is unrecognized or invalid",
+        ));
     }
     Ok(v)
 }
@@ -341,7 +355,10 @@ pub fn create_inner(
     ctx: &mut WriteCtx,
 ) -> Result<(u16, Value), SimError> {
     check_type(ri, &body)?;
-    let body_ns = body.pointer("/metadata/namespace").and_then(|v| v.as_str()).map(String::from);
+    let body_ns = body
+        .pointer("/metadata/namespace")
+        .and_then(|v| v.as_str())
+        .map(String::from);
     if let (Some(bns), Some(rns)) = (&body_ns, ns)
         && bns != rns
     {
@@ -365,7 +382,10 @@ pub fn update(shared: &Shared, req: &ApiRequest) -> Reply {
     if let Err(e) = check_type(&req.ri, &body) {
         return e.into();
     }
-    let body_name = body.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("");
+    let body_name = body
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
     if body_name != name {
         return SimError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
@@ -374,17 +394,34 @@ pub fn update(shared: &Shared, req: &ApiRequest) -> Reply {
     }
     let mut ctx = WriteCtx::from_req(req, "unknown");
     let mut st = shared.lock();
-    let old = st.get(&req.ri.storage, &ns_key(&req.ri, req.namespace.as_deref()), &name);
+    let old = st.get(
+        &req.ri.storage,
+        &ns_key(&req.ri, req.namespace.as_deref()),
+        &name,
+    );
     let Some(old) = old else {
         return SimError::not_found(&req.ri.group, &req.ri.resource, &name).into();
     };
-    if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(|v| v.as_str())
+    if let Some(rv) = body
+        .pointer("/metadata/resourceVersion")
+        .and_then(|v| v.as_str())
         && !rv.is_empty()
-        && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(|v| v.as_str())
+        && Some(rv)
+            != old
+                .pointer("/metadata/resourceVersion")
+                .and_then(|v| v.as_str())
     {
         return SimError::conflict(&req.ri.group, &req.ri.resource, &name).into();
     }
-    match commit(&mut st, &req.ri, req.namespace.clone(), Some(old), body, Op::Update, &mut ctx) {
+    match commit(
+        &mut st,
+        &req.ri,
+        req.namespace.clone(),
+        Some(old),
+        body,
+        Op::Update,
+        &mut ctx,
+    ) {
         Ok((code, v)) => Reply::Json(code, present(&req.ri, &v), ctx.warnings),
         Err(e) => e.into(),
     }
@@ -421,7 +458,8 @@ fn patch_inner(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<Str
                 "application/json-patch+json" => {
                     let p: json_patch::Patch = serde_json::from_slice(&body)
                         .map_err(|e| SimError::bad_request(format!("error decoding patch: {e}")))?;
-                    json_patch::patch(&mut doc, &p).map_err(|e| SimError::new(422, "Invalid", e.to_string()))?;
+                    json_patch::patch(&mut doc, &p)
+                        .map_err(|e| SimError::new(422, "Invalid", e.to_string()))?;
                 }
                 _ => {
                     let p: Value = serde_json::from_slice(&body)
@@ -430,7 +468,7 @@ fn patch_inner(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<Str
                 }
             }
             Ok(doc)
-        }) {
+        })? {
             Reply::Json(c, v, w) => Ok((c, v, w)),
             _ => Err(SimError::internal("scale")),
         };
@@ -456,9 +494,14 @@ fn patch_inner(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<Str
             json_patch::patch(&mut doc, &p).map_err(|e| {
                 let msg = match e.kind {
                     json_patch::PatchErrorKind::TestFailed => {
-                        format!("the server rejected our request due to an error in our request: {}", testfail_message(&p, e.operation))
+                        format!(
+                            "the server rejected our request due to an error in our request: {}",
+                            testfail_message(&p, e.operation)
+                        )
                     }
-                    _ => format!("the server rejected our request due to an error in our request: {e}"),
+                    _ => format!(
+                        "the server rejected our request due to an error in our request: {e}"
+                    ),
                 };
                 SimError::new(422, "Invalid", msg)
             })?;
@@ -476,14 +519,24 @@ fn patch_inner(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<Str
     if new.pointer("/metadata/name").and_then(|v| v.as_str()) != Some(name.as_str()) {
         return Err(SimError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
-            new.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("")
+            new.pointer("/metadata/name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
         )));
     }
     check_type(ri, &new)?;
     if new.pointer("/metadata/resourceVersion") != old.pointer("/metadata/resourceVersion") {
         return Err(SimError::conflict(&ri.group, &ri.resource, &name));
     }
-    let (code, v) = commit(&mut st, ri, req.namespace.clone(), Some(old), new, Op::Update, &mut ctx)?;
+    let (code, v) = commit(
+        &mut st,
+        ri,
+        req.namespace.clone(),
+        Some(old),
+        new,
+        Op::Update,
+        &mut ctx,
+    )?;
     Ok((code, present(ri, &v), ctx.warnings))
 }
 
@@ -511,21 +564,21 @@ fn apply(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<String>),
         }
     };
     let force = req.q_bool("force");
-    let mut config = parse_body(&req.body).map_err(|e| {
-        SimError::bad_request(format!("error decoding YAML: {e}"))
-    })?;
+    let mut config = parse_body(&req.body)
+        .map_err(|e| SimError::bad_request(format!("error decoding YAML: {e}")))?;
     if !config.is_object() {
         return Err(SimError::bad_request("apply patch must be an object"));
     }
     let av = config["apiVersion"].as_str().unwrap_or("");
     let kind = config["kind"].as_str().unwrap_or("");
     if av.is_empty() || kind.is_empty() {
-        return Err(SimError::bad_request(
-            "invalid object type: /, Kind=",
-        ));
+        return Err(SimError::bad_request("invalid object type: /, Kind="));
     }
     check_type(ri, &config)?;
-    let cname = config.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("");
+    let cname = config
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
     if !cname.is_empty() && cname != name {
         return Err(SimError::bad_request(format!(
             "the name of the object ({cname}) does not match the name on the URL ({name})"
@@ -536,8 +589,14 @@ fn apply(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<String>),
     ctx.manager = manager.clone();
     let mut st = shared.lock();
     let old = st.get(&ri.storage, &ns_key(ri, req.namespace.as_deref()), &name);
-    if let Some(rv) = config.pointer("/metadata/resourceVersion").and_then(|v| v.as_str())
-        && Some(rv) != old.as_ref().and_then(|o| o.pointer("/metadata/resourceVersion")).and_then(|v| v.as_str())
+    if let Some(rv) = config
+        .pointer("/metadata/resourceVersion")
+        .and_then(|v| v.as_str())
+        && Some(rv)
+            != old
+                .as_ref()
+                .and_then(|o| o.pointer("/metadata/resourceVersion"))
+                .and_then(|v| v.as_str())
     {
         return Err(SimError::conflict(&ri.group, &ri.resource, &name));
     }
@@ -551,7 +610,11 @@ fn apply(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<String>),
                 Validation::Strict => {
                     return Err(SimError::bad_request(format!(
                         "{}: field not declared in schema",
-                        unknown.iter().map(|u| format!(".{u}")).collect::<Vec<_>>().join(", ")
+                        unknown
+                            .iter()
+                            .map(|u| format!(".{u}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
                 Validation::Warn => {
@@ -577,14 +640,33 @@ fn apply(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<String>),
         ri.status_subresource,
         &now_rfc3339(),
     )?;
-    let mf = merged.pointer("/metadata/managedFields").cloned().unwrap_or(json!([]));
+    let mf = merged
+        .pointer("/metadata/managedFields")
+        .cloned()
+        .unwrap_or(json!([]));
     let (code, v) = match old {
-        Some(old) => commit(&mut st, ri, req.namespace.clone(), Some(old), merged, Op::Apply(mf), &mut ctx)?,
+        Some(old) => commit(
+            &mut st,
+            ri,
+            req.namespace.clone(),
+            Some(old),
+            merged,
+            Op::Apply(mf),
+            &mut ctx,
+        )?,
         None => {
             if subresource.is_some() {
                 return Err(SimError::not_found(&ri.group, &ri.resource, &name));
             }
-            commit(&mut st, ri, req.namespace.clone(), None, merged, Op::Apply(mf), &mut ctx)?
+            commit(
+                &mut st,
+                ri,
+                req.namespace.clone(),
+                None,
+                merged,
+                Op::Apply(mf),
+                &mut ctx,
+            )?
         }
     };
     Ok((code, present(ri, &v), ctx.warnings))
@@ -637,9 +719,17 @@ pub fn commit(
     // --- metadata ---
     if is_create {
         let meta = new["metadata"].as_object_mut().unwrap();
-        let mut name = meta.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let mut name = meta
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
         if name.is_empty() {
-            if let Some(g) = meta.get("generateName").and_then(|v| v.as_str()).filter(|g| !g.is_empty()) {
+            if let Some(g) = meta
+                .get("generateName")
+                .and_then(|v| v.as_str())
+                .filter(|g| !g.is_empty())
+            {
                 name = format!("{g}{}", crate::util::random_suffix());
                 meta.insert("name".into(), json!(name));
             } else {
@@ -647,7 +737,11 @@ pub fn commit(
                     &ri.group,
                     &ri.kind,
                     "",
-                    &[FieldError::new("metadata.name", FieldErrorKind::Required, "name or generateName is required")],
+                    &[FieldError::new(
+                        "metadata.name",
+                        FieldErrorKind::Required,
+                        "name or generateName is required",
+                    )],
                 ));
             }
         }
@@ -663,13 +757,19 @@ pub fn commit(
                 &ri.group,
                 &ri.kind,
                 &name,
-                &[FieldError::new("metadata.name", FieldErrorKind::Invalid(json!(name)), msg)],
+                &[FieldError::new(
+                    "metadata.name",
+                    FieldErrorKind::Invalid(json!(name)),
+                    msg,
+                )],
             ));
         }
         if ri.namespaced {
             let nsn = ns.clone().unwrap_or_default();
             if nsn.is_empty() {
-                return Err(SimError::bad_request("the server could not find the requested resource"));
+                return Err(SimError::bad_request(
+                    "the server could not find the requested resource",
+                ));
             }
             meta.insert("namespace".into(), json!(nsn));
             match st.namespace(&nsn) {
@@ -686,7 +786,10 @@ pub fn commit(
         } else {
             meta.remove("namespace");
         }
-        if st.get(&ri.storage, &ns_key(ri, ns.as_deref()), &name).is_some() {
+        if st
+            .get(&ri.storage, &ns_key(ri, ns.as_deref()), &name)
+            .is_some()
+        {
             return Err(SimError::already_exists(&ri.group, &ri.resource, &name));
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -731,7 +834,15 @@ pub fn commit(
         }
         let om = old_v["metadata"].as_object().cloned().unwrap_or_default();
         let meta = new["metadata"].as_object_mut().unwrap();
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "name", "namespace", "generation"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "name",
+            "namespace",
+            "generation",
+        ] {
             match om.get(k) {
                 Some(v) => {
                     meta.insert(k.into(), v.clone());
@@ -744,20 +855,40 @@ pub fn commit(
         meta.remove("resourceVersion");
         if om.contains_key("deletionTimestamp") {
             // Finalizers may only be removed while deleting.
-            let old_f: Vec<Value> = om.get("finalizers").and_then(|f| f.as_array()).cloned().unwrap_or_default();
-            let new_f: Vec<Value> = meta.get("finalizers").and_then(|f| f.as_array()).cloned().unwrap_or_default();
+            let old_f: Vec<Value> = om
+                .get("finalizers")
+                .and_then(|f| f.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let new_f: Vec<Value> = meta
+                .get("finalizers")
+                .and_then(|f| f.as_array())
+                .cloned()
+                .unwrap_or_default();
             if new_f.iter().any(|f| !old_f.contains(f)) {
-                let name = om.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string();
+                let name = om
+                    .get("name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string();
                 return Err(SimError::invalid(
                     &ri.group,
                     &ri.kind,
                     &name,
-                    &[FieldError::new("metadata.finalizers", FieldErrorKind::Forbidden, "no new finalizers can be added if the object is being deleted")],
+                    &[FieldError::new(
+                        "metadata.finalizers",
+                        FieldErrorKind::Forbidden,
+                        "no new finalizers can be added if the object is being deleted",
+                    )],
                 ));
             }
         }
     }
-    let name = new.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
     // --- kind-specific normalization ---
     normalize_kind(ri, &mut new, old_req.as_ref(), is_create)?;
     // --- custom resource schema ---
@@ -772,7 +903,11 @@ pub fn commit(
                         ri.kind,
                         ri.version,
                         ri.kind,
-                        unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect::<Vec<_>>().join(", ")
+                        unknown
+                            .iter()
+                            .map(|u| format!("unknown field \"{u}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
                 Validation::Warn => {
@@ -796,8 +931,12 @@ pub fn commit(
     // --- generation ---
     if ri.has_generation && !is_create {
         let old_v = old_req.as_ref().unwrap();
-        let old_gen = old_v.pointer("/metadata/generation").and_then(|g| g.as_i64()).unwrap_or(1);
-        let changed = without_meta_status(old_v, ri.status_subresource) != without_meta_status(&new, ri.status_subresource);
+        let old_gen = old_v
+            .pointer("/metadata/generation")
+            .and_then(|g| g.as_i64())
+            .unwrap_or(1);
+        let changed = without_meta_status(old_v, ri.status_subresource)
+            != without_meta_status(&new, ri.status_subresource);
         new["metadata"]["generation"] = json!(if changed { old_gen + 1 } else { old_gen });
     }
     // --- managed fields ---
@@ -813,7 +952,10 @@ pub fn commit(
             match prev_mf {
                 Some(mf) => new["metadata"]["managedFields"] = mf,
                 None => {
-                    new["metadata"].as_object_mut().unwrap().remove("managedFields");
+                    new["metadata"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("managedFields");
                 }
             }
             crate::ssa::record_update(
@@ -845,12 +987,18 @@ pub fn commit(
     // --- finalizers: deletion completes when the last finalizer goes ---
     if !is_create
         && stored.pointer("/metadata/deletionTimestamp").is_some()
-        && stored.pointer("/metadata/finalizers").and_then(|f| f.as_array()).is_none_or(|f| f.is_empty())
+        && stored
+            .pointer("/metadata/finalizers")
+            .and_then(|f| f.as_array())
+            .is_none_or(|f| f.is_empty())
         && ri.resource != "namespaces"
     {
         // As the real registry does: the update is not persisted, the stored
         // object is deleted (watchers see one DELETED event).
-        let last = st.remove(&ri.storage, &key_ns, &name).map(|v| (*v).clone()).unwrap_or(stored);
+        let last = st
+            .remove(&ri.storage, &key_ns, &name)
+            .map(|v| (*v).clone())
+            .unwrap_or(stored);
         after_delete(st);
         return Ok((200, last));
     }
@@ -862,9 +1010,13 @@ pub fn commit(
     if ri.resource == "customresourcedefinitions" {
         refresh_crd(st, &out);
     }
-    if ri.group == "apps" && ri.resource == "deployments" && ctx.subresource.as_deref() != Some("status") {
+    if ri.group == "apps"
+        && ri.resource == "deployments"
+        && ctx.subresource.as_deref() != Some("status")
+    {
         let gen_changed = is_create
-            || old.as_ref().and_then(|o| o.pointer("/metadata/generation")) != out.pointer("/metadata/generation");
+            || old.as_ref().and_then(|o| o.pointer("/metadata/generation"))
+                != out.pointer("/metadata/generation");
         if gen_changed {
             st.rollout_queue.push((key_ns.clone(), name.clone()));
         }
@@ -872,10 +1024,17 @@ pub fn commit(
     Ok((if is_create { 201 } else { 200 }, (*out).clone()))
 }
 
-fn normalize_kind(ri: &ResourceInfo, new: &mut Value, old: Option<&Value>, is_create: bool) -> Result<(), SimError> {
+fn normalize_kind(
+    ri: &ResourceInfo,
+    new: &mut Value,
+    old: Option<&Value>,
+    is_create: bool,
+) -> Result<(), SimError> {
     match (ri.group.as_str(), ri.resource.as_str()) {
         ("", "secrets") => {
-            if let Some(Value::Object(sd)) = new.as_object_mut().and_then(|o| o.remove("stringData")) {
+            if let Some(Value::Object(sd)) =
+                new.as_object_mut().and_then(|o| o.remove("stringData"))
+            {
                 if !new["data"].is_object() {
                     new["data"] = json!({});
                 }
@@ -890,12 +1049,29 @@ fn normalize_kind(ri: &ResourceInfo, new: &mut Value, old: Option<&Value>, is_cr
                 && o["immutable"].as_bool() == Some(true)
                 && (o.get("data") != new.get("data"))
             {
-                let name = new.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("").to_string();
-                return Err(SimError::invalid("", "Secret", &name, &[FieldError::new("data", FieldErrorKind::Forbidden, "field is immutable when `immutable` is set")]));
+                let name = new
+                    .pointer("/metadata/name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                return Err(SimError::invalid(
+                    "",
+                    "Secret",
+                    &name,
+                    &[FieldError::new(
+                        "data",
+                        FieldErrorKind::Forbidden,
+                        "field is immutable when `immutable` is set",
+                    )],
+                ));
             }
         }
         ("", "namespaces") => {
-            let name = new.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let name = new
+                .pointer("/metadata/name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string();
             new["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             if is_create {
                 new["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -917,16 +1093,28 @@ fn normalize_kind(ri: &ResourceInfo, new: &mut Value, old: Option<&Value>, is_cr
 
 /// Register/unregister the resources of a CRD.
 fn refresh_crd(st: &mut State, crd: &Value) {
-    let group = crd.pointer("/spec/group").and_then(|v| v.as_str()).unwrap_or("");
-    let plural = crd.pointer("/spec/names/plural").and_then(|v| v.as_str()).unwrap_or("");
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
     let storage = format!("{group}/{plural}");
     st.resources.retain(|r| !(r.custom && r.storage == storage));
     st.resources.extend(crate::resources::from_crd(crd));
 }
 
 fn unregister_crd(st: &mut State, crd: &Value) {
-    let group = crd.pointer("/spec/group").and_then(|v| v.as_str()).unwrap_or("");
-    let plural = crd.pointer("/spec/names/plural").and_then(|v| v.as_str()).unwrap_or("");
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
     let storage = format!("{group}/{plural}");
     st.resources.retain(|r| !(r.custom && r.storage == storage));
     let keys: Vec<(String, String)> = st
@@ -952,8 +1140,14 @@ fn delete_opts(req: &ApiRequest) -> DeleteOpts {
         ..Default::default()
     };
     if let Ok(b) = serde_json::from_slice::<Value>(&req.body) {
-        o.rv = b.pointer("/preconditions/resourceVersion").and_then(|v| v.as_str()).map(String::from);
-        o.uid = b.pointer("/preconditions/uid").and_then(|v| v.as_str()).map(String::from);
+        o.rv = b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(|v| v.as_str())
+            .map(String::from);
+        o.uid = b
+            .pointer("/preconditions/uid")
+            .and_then(|v| v.as_str())
+            .map(String::from);
         if let Some(d) = b.get("dryRun").and_then(|d| d.as_array())
             && d.iter().any(|x| x == "All")
         {
@@ -968,20 +1162,36 @@ pub fn delete(shared: &Shared, req: &ApiRequest) -> Reply {
     let name = req.name.clone().unwrap_or_default();
     let opts = delete_opts(req);
     let mut st = shared.lock();
-    match delete_inner(&mut st, &req.ri, &ns_key(&req.ri, req.namespace.as_deref()), &name, &opts) {
+    match delete_inner(
+        &mut st,
+        &req.ri,
+        &ns_key(&req.ri, req.namespace.as_deref()),
+        &name,
+        &opts,
+    ) {
         Ok((code, v)) => Reply::Json(code, v, vec![]),
         Err(e) => e.into(),
     }
 }
 
-fn delete_inner(st: &mut State, ri: &ResourceInfo, ns: &str, name: &str, opts: &DeleteOpts) -> Result<(u16, Value), SimError> {
+fn delete_inner(
+    st: &mut State,
+    ri: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    opts: &DeleteOpts,
+) -> Result<(u16, Value), SimError> {
     let old = st
         .get(&ri.storage, ns, name)
         .ok_or_else(|| SimError::not_found(&ri.group, &ri.resource, name))?;
     if let Some(rv) = &opts.rv
-        && Some(rv.as_str()) != old.pointer("/metadata/resourceVersion").and_then(|v| v.as_str())
+        && Some(rv.as_str())
+            != old
+                .pointer("/metadata/resourceVersion")
+                .and_then(|v| v.as_str())
     {
-        return Err(SimError::conflict(&ri.group, &ri.resource, name).with_details(json!({"name": name, "kind": ri.resource})));
+        return Err(SimError::conflict(&ri.group, &ri.resource, name)
+            .with_details(json!({"name": name, "kind": ri.resource})));
     }
     if let Some(uid) = &opts.uid
         && Some(uid.as_str()) != old.pointer("/metadata/uid").and_then(|v| v.as_str())
@@ -1006,7 +1216,10 @@ fn delete_inner(st: &mut State, ri: &ResourceInfo, ns: &str, name: &str, opts: &
             st.put(&ri.storage, "", name, o.clone(), rv);
         }
         after_delete(st);
-        let cur = st.get(&ri.storage, "", name).map(|v| (*v).clone()).unwrap_or(o);
+        let cur = st
+            .get(&ri.storage, "", name)
+            .map(|v| (*v).clone())
+            .unwrap_or(o);
         return Ok((200, present(ri, &cur)));
     }
     if has_finalizers {
@@ -1025,14 +1238,17 @@ fn delete_inner(st: &mut State, ri: &ResourceInfo, ns: &str, name: &str, opts: &
         unregister_crd(st, &last);
     }
     after_delete(st);
-    if ri.resource == "pods" || ri.custom {
+    if ri.resource == "pods" {
         return Ok((200, present(ri, &last)));
     }
     let mut details = json!({"name": name, "group": ri.group, "kind": ri.resource, "uid": last.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)});
     if ri.group.is_empty() {
         details.as_object_mut().unwrap().remove("group");
     }
-    Ok((200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+    Ok((
+        200,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+    ))
 }
 
 /// Garbage collection and namespace termination after deletions.
@@ -1051,9 +1267,13 @@ fn after_delete(st: &mut State) {
         let mut doomed = vec![];
         for (storage, b) in &st.objects {
             for ((ns, name), o) in b {
-                if let Some(refs) = o.pointer("/metadata/ownerReferences").and_then(|r| r.as_array())
+                if let Some(refs) = o
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(|r| r.as_array())
                     && !refs.is_empty()
-                    && refs.iter().all(|r| !r["uid"].as_str().is_some_and(|u| uids.contains(u)))
+                    && refs
+                        .iter()
+                        .all(|r| !r["uid"].as_str().is_some_and(|u| uids.contains(u)))
                     && o.pointer("/metadata/deletionTimestamp").is_none()
                 {
                     doomed.push((storage.clone(), ns.clone(), name.clone()));
@@ -1067,7 +1287,11 @@ fn after_delete(st: &mut State) {
             .map(|b| {
                 b.values()
                     .filter(|n| n.pointer("/metadata/deletionTimestamp").is_some())
-                    .filter_map(|n| n.pointer("/metadata/name").and_then(|v| v.as_str()).map(String::from))
+                    .filter_map(|n| {
+                        n.pointer("/metadata/name")
+                            .and_then(|v| v.as_str())
+                            .map(String::from)
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -1089,8 +1313,13 @@ fn after_delete(st: &mut State) {
             }
         }
         for (storage, ns, name) in doomed {
-            let Some(o) = st.get(&storage, &ns, &name) else { continue };
-            let has_f = o.pointer("/metadata/finalizers").and_then(|f| f.as_array()).is_some_and(|f| !f.is_empty());
+            let Some(o) = st.get(&storage, &ns, &name) else {
+                continue;
+            };
+            let has_f = o
+                .pointer("/metadata/finalizers")
+                .and_then(|f| f.as_array())
+                .is_some_and(|f| !f.is_empty());
             if has_f {
                 let mut o = (*o).clone();
                 o["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
@@ -1138,7 +1367,9 @@ pub fn delete_collection(shared: &Shared, req: &ApiRequest) -> Reply {
         }
     }
     let rv = st.rv;
-    Reply::ok(json!({"kind": format!("{}List", req.ri.kind), "apiVersion": req.ri.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}))
+    Reply::ok(
+        json!({"kind": format!("{}List", req.ri.kind), "apiVersion": req.ri.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+    )
 }
 
 /// Objects that exist from the start (`default`, `kube-system`, `kube-public` namespaces).
@@ -1153,17 +1384,35 @@ pub fn bootstrap(shared: &Shared) {
             validation: Validation::Ignore,
             warnings: vec![],
         };
-        let _ = create_inner(&mut st, &ri, None, json!({"metadata": {"name": ns}}), &mut ctx);
+        let _ = create_inner(
+            &mut st,
+            &ri,
+            None,
+            json!({"metadata": {"name": ns}}),
+            &mut ctx,
+        );
     }
 }
 
 /// `SimHandle::create_object`.
-pub fn direct_create(shared: &Shared, api_version: &str, kind: &str, obj: Value) -> Result<Value, SimError> {
+pub fn direct_create(
+    shared: &Shared,
+    api_version: &str,
+    kind: &str,
+    obj: Value,
+) -> Result<Value, SimError> {
     let mut st = shared.lock();
-    let ri = st
-        .resource_for_kind(api_version, kind)
-        .ok_or_else(|| SimError::new(404, "NotFound", format!("no resource for {api_version}, Kind={kind}")))?;
-    let ns = obj.pointer("/metadata/namespace").and_then(|v| v.as_str()).map(String::from);
+    let ri = st.resource_for_kind(api_version, kind).ok_or_else(|| {
+        SimError::new(
+            404,
+            "NotFound",
+            format!("no resource for {api_version}, Kind={kind}"),
+        )
+    })?;
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(|v| v.as_str())
+        .map(String::from);
     let mut obj = obj;
     if obj.get("apiVersion").is_none() {
         obj["apiVersion"] = json!(api_version);
@@ -1176,7 +1425,11 @@ pub fn direct_create(shared: &Shared, api_version: &str, kind: &str, obj: Value)
         validation: Validation::Strict,
         warnings: vec![],
     };
-    let ns = if ri.namespaced { Some(ns.unwrap_or_else(|| "default".into())) } else { None };
+    let ns = if ri.namespaced {
+        Some(ns.unwrap_or_else(|| "default".into()))
+    } else {
+        None
+    };
     let (_, v) = create_inner(&mut st, &ri, ns.as_deref(), obj, &mut ctx)?;
     drop(st);
     shared.deploy_notify.notify_one();
@@ -1184,7 +1437,13 @@ pub fn direct_create(shared: &Shared, api_version: &str, kind: &str, obj: Value)
 }
 
 /// `SimHandle::get_object`.
-pub fn direct_get(shared: &Shared, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+pub fn direct_get(
+    shared: &Shared,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Option<Value> {
     let st = shared.lock();
     let ri = st.resource_for_kind(api_version, kind)?;
     let o = st.get(&ri.storage, &ns_key(&ri, namespace), name)?;
@@ -1193,7 +1452,14 @@ pub fn direct_get(shared: &Shared, api_version: &str, kind: &str, namespace: Opt
 
 /// Write a status through the store as a controller would (used by the
 /// Deployment emulation): Update by `manager` on the status subresource.
-pub fn controller_status_write(st: &mut State, ri: &ResourceInfo, ns: &str, name: &str, status: Value, manager: &str) -> Option<Value> {
+pub fn controller_status_write(
+    st: &mut State,
+    ri: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    status: Value,
+    manager: &str,
+) -> Option<Value> {
     let old = st.get(&ri.storage, ns, name)?;
     let mut new = (*old).clone();
     new["status"] = status;
@@ -1204,9 +1470,17 @@ pub fn controller_status_write(st: &mut State, ri: &ResourceInfo, ns: &str, name
         validation: Validation::Ignore,
         warnings: vec![],
     };
-    commit(st, ri, Some(ns.to_string()), Some(old), new, Op::Update, &mut ctx)
-        .ok()
-        .map(|(_, v)| v)
+    commit(
+        st,
+        ri,
+        Some(ns.to_string()),
+        Some(old),
+        new,
+        Op::Update,
+        &mut ctx,
+    )
+    .ok()
+    .map(|(_, v)| v)
 }
 
 #[allow(dead_code)]
@@ -1217,7 +1491,12 @@ fn to_scale(d: &Value) -> Value {
     let sel = d
         .pointer("/spec/selector/matchLabels")
         .and_then(|m| m.as_object())
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     let meta = &d["metadata"];
     json!({
@@ -1243,18 +1522,43 @@ fn scale_write(
         .ok_or_else(|| SimError::not_found(&ri.group, &ri.resource, &name))?;
     let old_scale = to_scale(&old);
     let new_scale = f(&old_scale)?;
-    if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(|v| v.as_str())
+    if let Some(rv) = new_scale
+        .pointer("/metadata/resourceVersion")
+        .and_then(|v| v.as_str())
         && !rv.is_empty()
-        && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(|v| v.as_str())
+        && Some(rv)
+            != old
+                .pointer("/metadata/resourceVersion")
+                .and_then(|v| v.as_str())
     {
         return Err(SimError::conflict(&ri.group, &ri.resource, &name));
     }
-    let replicas = new_scale.pointer("/spec/replicas").cloned().unwrap_or(json!(1));
+    let replicas = new_scale
+        .pointer("/spec/replicas")
+        .cloned()
+        .unwrap_or(json!(1));
     if !replicas.is_i64() || replicas.as_i64().unwrap_or(-1) < 0 {
-        return Err(SimError::invalid("autoscaling", "Scale", &name, &[FieldError::new("spec.replicas", FieldErrorKind::Invalid(replicas), "must be greater than or equal to 0")]));
+        return Err(SimError::invalid(
+            "autoscaling",
+            "Scale",
+            &name,
+            &[FieldError::new(
+                "spec.replicas",
+                FieldErrorKind::Invalid(replicas),
+                "must be greater than or equal to 0",
+            )],
+        ));
     }
     let mut new = present(ri, &old);
     new["spec"]["replicas"] = replicas;
-    let (_, v) = commit(&mut st, ri, req.namespace.clone(), Some(old), new, Op::Update, &mut ctx)?;
+    let (_, v) = commit(
+        &mut st,
+        ri,
+        req.namespace.clone(),
+        Some(old),
+        new,
+        Op::Update,
+        &mut ctx,
+    )?;
     Ok(Reply::Json(200, to_scale(&v), ctx.warnings))
 }

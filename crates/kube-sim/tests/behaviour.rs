@@ -23,21 +23,39 @@ async fn wait_for(sim: &SimHandle, path: &str, f: impl Fn(&Value) -> bool) -> Va
 }
 
 fn cond<'a>(v: &'a Value, ty: &str) -> &'a Value {
-    v["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == ty).unwrap()
+    v["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == ty)
+        .unwrap()
 }
 
 #[tokio::test]
 async fn deployment_rollout_emulation() {
-    let sim = start_with(SimConfig { rollout_delay: Duration::from_millis(300), ..Default::default() }).await;
+    let sim = start_with(SimConfig {
+        rollout_delay: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
     let (s, v) = post(&sim, D, deployment("web", "nginx:1")).await;
     assert_eq!(s, 201);
     assert_eq!(v["spec"]["strategy"]["type"], "RollingUpdate", "defaulted");
-    assert_eq!(v["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        v["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
     // In progress first.
-    let p = wait_for(&sim, &format!("{D}/web"), |v| v["status"]["observedGeneration"] == 1).await;
+    let p = wait_for(&sim, &format!("{D}/web"), |v| {
+        v["status"]["observedGeneration"] == 1
+    })
+    .await;
     assert_eq!(cond(&p, "Progressing")["reason"], "ReplicaSetUpdated");
     // Then complete.
-    let done = wait_for(&sim, &format!("{D}/web"), |v| v["status"]["availableReplicas"] == 2).await;
+    let done = wait_for(&sim, &format!("{D}/web"), |v| {
+        v["status"]["availableReplicas"] == 2
+    })
+    .await;
     assert_eq!(done["status"]["updatedReplicas"], 2);
     assert_eq!(done["status"]["readyReplicas"], 2);
     assert_eq!(done["status"]["replicas"], 2);
@@ -45,24 +63,50 @@ async fn deployment_rollout_emulation() {
     assert_eq!(prog["status"], "True");
     assert_eq!(prog["reason"], "NewReplicaSetAvailable");
     let msg = prog["message"].as_str().unwrap();
-    assert!(msg.starts_with("ReplicaSet \"web-") && msg.ends_with("\" has successfully progressed."), "{msg}");
-    assert_eq!(cond(&done, "Available")["reason"], "MinimumReplicasAvailable");
-    let kcm = done["metadata"]["managedFields"].as_array().unwrap().iter().find(|e| e["manager"] == "kube-controller-manager").unwrap();
+    assert!(
+        msg.starts_with("ReplicaSet \"web-") && msg.ends_with("\" has successfully progressed."),
+        "{msg}"
+    );
+    assert_eq!(
+        cond(&done, "Available")["reason"],
+        "MinimumReplicasAvailable"
+    );
+    let kcm = done["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "kube-controller-manager")
+        .unwrap();
     assert_eq!(kcm["subresource"], "status");
-    assert_eq!(sim.get_object("apps/v1", "Deployment", Some("default"), "web").unwrap()["status"], done["status"]);
+    assert_eq!(
+        sim.get_object("apps/v1", "Deployment", Some("default"), "web")
+            .unwrap()["status"],
+        done["status"]
+    );
 
     // Stuck rollout.
     sim.set_rollout_stuck("default", "web", true);
     patch(&sim, &format!("{D}/web"), "application/strategic-merge-patch+json", json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}}})).await;
-    let stuck = wait_for(&sim, &format!("{D}/web"), |v| v["status"]["observedGeneration"] == 2 && cond(v, "Progressing")["status"] == "False").await;
+    let stuck = wait_for(&sim, &format!("{D}/web"), |v| {
+        v["status"]["observedGeneration"] == 2 && cond(v, "Progressing")["status"] == "False"
+    })
+    .await;
     let prog = cond(&stuck, "Progressing");
     assert_eq!(prog["reason"], "ProgressDeadlineExceeded");
-    assert!(prog["message"].as_str().unwrap().ends_with("\" has timed out progressing."));
+    assert!(
+        prog["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("\" has timed out progressing.")
+    );
     assert!(stuck["status"]["updatedReplicas"].as_i64().unwrap_or(0) < 2);
     // Un-sticking lets it complete.
     sim.set_rollout_delay(Duration::from_millis(50));
     sim.set_rollout_stuck("default", "web", false);
-    let ok = wait_for(&sim, &format!("{D}/web"), |v| cond(v, "Progressing")["reason"] == "NewReplicaSetAvailable").await;
+    let ok = wait_for(&sim, &format!("{D}/web"), |v| {
+        cond(v, "Progressing")["reason"] == "NewReplicaSetAvailable"
+    })
+    .await;
     assert_eq!(ok["status"]["updatedReplicas"], 2);
     sim.shutdown().await;
 }
@@ -75,11 +119,27 @@ fn widget(spec: Value) -> Value {
 async fn schema_validation_messages_defaults_and_pruning() {
     let sim = start().await;
     install_crd(&sim).await;
-    let (s, e) = post(&sim, W, widget(json!({"mode": "Auto", "url": "u", "interval": "10s"}))).await;
+    let (s, e) = post(
+        &sim,
+        W,
+        widget(json!({"mode": "Auto", "url": "u", "interval": "10s"})),
+    )
+    .await;
     assert_eq!(s, 422);
-    assert_eq!(e["message"], "Widget.example.dev \"w\" is invalid: spec.interval: Invalid value: \"object\": interval must be at least 30s");
-    assert_eq!(e["details"], json!({"name": "w", "group": "example.dev", "kind": "Widget", "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: \"object\": interval must be at least 30s", "field": "spec.interval"}]}));
-    let (s, e) = post(&sim, W, widget(json!({"url": "u", "replicas": 11, "tags": ["a", "a"]}))).await;
+    assert_eq!(
+        e["message"],
+        "Widget.example.dev \"w\" is invalid: spec.interval: Invalid value: \"object\": interval must be at least 30s"
+    );
+    assert_eq!(
+        e["details"],
+        json!({"name": "w", "group": "example.dev", "kind": "Widget", "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: \"object\": interval must be at least 30s", "field": "spec.interval"}]})
+    );
+    let (s, e) = post(
+        &sim,
+        W,
+        widget(json!({"url": "u", "replicas": 11, "tags": ["a", "a"]})),
+    )
+    .await;
     assert_eq!(s, 422);
     assert_eq!(
         e["message"],
@@ -87,16 +147,33 @@ async fn schema_validation_messages_defaults_and_pruning() {
     );
     let (s, e) = post(&sim, W, widget(json!({"mode": "Auto", "url": 5}))).await;
     assert_eq!(s, 422);
-    assert_eq!(e["message"], "Widget.example.dev \"w\" is invalid: spec.url: Invalid value: \"integer\": spec.url in body must be of type string: \"integer\"");
+    assert_eq!(
+        e["message"],
+        "Widget.example.dev \"w\" is invalid: spec.url: Invalid value: \"integer\": spec.url in body must be of type string: \"integer\""
+    );
     // Unknown fields: Warn (default) prunes with a warning header; Strict rejects.
-    let (s, v, h) = call_h(&sim, "POST", W, None, Some(widget(json!({"mode": "Auto", "url": "u", "extra": 1}))), None).await;
+    let (s, v, h) = call_h(
+        &sim,
+        "POST",
+        W,
+        None,
+        Some(widget(json!({"mode": "Auto", "url": "u", "extra": 1}))),
+        None,
+    )
+    .await;
     assert_eq!(s, 201);
     assert!(v["spec"].get("extra").is_none());
     assert_eq!(v["spec"]["interval"], "5m");
-    assert_eq!(h.get("warning").unwrap().to_str().unwrap(), "299 - \"unknown field \\\"spec.extra\\\"\"");
+    assert_eq!(
+        h.get("warning").unwrap().to_str().unwrap(),
+        "299 - \"unknown field \\\"spec.extra\\\"\""
+    );
     let (s, e) = call(&sim, "POST", &format!("{W}?fieldValidation=Strict"), None, Some(json!({"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "w2"}, "spec": {"mode": "Auto", "url": "u", "extra": 1}}))).await;
     assert_eq!(s, 400);
-    assert_eq!(e["message"], "Widget in version \"v1alpha1\" cannot be handled as a Widget: strict decoding error: unknown field \"spec.extra\"");
+    assert_eq!(
+        e["message"],
+        "Widget in version \"v1alpha1\" cannot be handled as a Widget: strict decoding error: unknown field \"spec.extra\""
+    );
     sim.shutdown().await;
 }
 
@@ -104,24 +181,45 @@ async fn schema_validation_messages_defaults_and_pruning() {
 async fn cel_transition_rules_and_message_expressions() {
     let sim = start().await;
     let mut crd = yaml(CRD_YAML);
-    let spec_schema = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
-    spec_schema["properties"]["mode"]["x-kubernetes-validations"] = json!([{"rule": "self == oldSelf", "message": "mode is immutable"}]);
+    let spec_schema =
+        &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    spec_schema["properties"]["mode"]["x-kubernetes-validations"] =
+        json!([{"rule": "self == oldSelf", "message": "mode is immutable"}]);
     spec_schema["properties"]["name"]["x-kubernetes-validations"] = json!([{"rule": "self.size() <= 3", "messageExpression": "'name too long: ' + string(self.size())", "reason": "FieldValueForbidden"}]);
-    let (s, _) = post(&sim, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).await;
+    let (s, _) = post(
+        &sim,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        crd,
+    )
+    .await;
     assert_eq!(s, 201);
     let (s, _) = post(&sim, W, widget(json!({"mode": "Auto", "url": "u"}))).await;
     assert_eq!(s, 201, "transition rule skipped on create");
-    let (s, e) = patch(&sim, &format!("{W}/w"), "application/merge-patch+json", json!({"spec": {"mode": "Manual", "name": "abcdef"}})).await;
+    let (s, e) = patch(
+        &sim,
+        &format!("{W}/w"),
+        "application/merge-patch+json",
+        json!({"spec": {"mode": "Manual", "name": "abcdef"}}),
+    )
+    .await;
     assert_eq!(s, 422);
-    assert_eq!(e["message"], "Widget.example.dev \"w\" is invalid: [spec.mode: Invalid value: \"string\": mode is immutable, spec.name: Forbidden: name too long: 6]");
+    assert_eq!(
+        e["message"],
+        "Widget.example.dev \"w\" is invalid: [spec.mode: Invalid value: \"string\": mode is immutable, spec.name: Forbidden: name too long: 6]"
+    );
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn json_patch_test_failure_and_strategic_directives() {
-    let sim = start_with(SimConfig { deployment_controller: false, ..Default::default() }).await;
+    let sim = start_with(SimConfig {
+        deployment_controller: false,
+        ..Default::default()
+    })
+    .await;
     let mut d = deployment("web", "nginx:1");
-    d["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]);
+    d["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]);
     d["spec"]["template"]["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
     post(&sim, D, d).await;
     let (s, e) = patch(&sim, &format!("{D}/web"), "application/json-patch+json", json!([{"op": "test", "path": "/spec/replicas", "value": 3}, {"op": "replace", "path": "/spec/replicas", "value": 4}])).await;
@@ -135,15 +233,35 @@ async fn json_patch_test_failure_and_strategic_directives() {
         "containers": [{"name": "web", "env": [{"name": "B", "$patch": "delete"}, {"name": "C", "value": "3"}], "ports": [{"containerPort": 81}]},
                        {"name": "sidecar", "image": "busybox"}]}}}})).await;
     assert_eq!(s, 200, "{v}");
-    let cs = v["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    let cs = v["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
     assert_eq!(cs.len(), 2);
     assert_eq!(cs[0]["image"], "nginx:1");
-    assert_eq!(cs[0]["env"], json!([{"name": "A", "value": "1"}, {"name": "C", "value": "3"}]));
-    assert_eq!(cs[0]["ports"], json!([{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 81, "protocol": "TCP"}]));
+    assert_eq!(
+        cs[0]["env"],
+        json!([{"name": "A", "value": "1"}, {"name": "C", "value": "3"}])
+    );
+    assert_eq!(
+        cs[0]["ports"],
+        json!([{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 81, "protocol": "TCP"}])
+    );
     assert_eq!(cs[1]["name"], "sidecar");
     // Merge patch replaces lists wholesale.
-    let (_, v) = patch(&sim, &format!("{D}/web"), "application/merge-patch+json", json!({"spec": {"template": {"spec": {"containers": [{"name": "only", "image": "x"}]}}}})).await;
-    assert_eq!(v["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
+    let (_, v) = patch(
+        &sim,
+        &format!("{D}/web"),
+        "application/merge-patch+json",
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "only", "image": "x"}]}}}}),
+    )
+    .await;
+    assert_eq!(
+        v["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let (s, e) = patch(&sim, &format!("{D}/web"), "text/plain", json!({})).await;
     assert_eq!(s, 415, "{e}");
     sim.shutdown().await;
@@ -175,9 +293,17 @@ async fn events_are_served_by_both_apis() {
     let q = "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dcoder,involvedObject.namespace%3Ddefault,involvedObject.kind%3DDeployment,involvedObject.uid%3Du1";
     let (_, l) = get(&sim, q).await;
     assert_eq!(l["items"].as_array().unwrap().len(), 1);
-    let (_, l) = get(&sim, "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dother").await;
+    let (_, l) = get(
+        &sim,
+        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dother",
+    )
+    .await;
     assert_eq!(l["items"].as_array().unwrap().len(), 0);
-    let (_, l) = get(&sim, "/api/v1/events?fieldSelector=type%3DWarning,reason%3DUpdated").await;
+    let (_, l) = get(
+        &sim,
+        "/api/v1/events?fieldSelector=type%3DWarning,reason%3DUpdated",
+    )
+    .await;
     assert_eq!(l["items"].as_array().unwrap().len(), 1);
     // Core writes show up in the new API.
     let (s, _) = post(&sim, "/api/v1/namespaces/default/events", json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e2"},
@@ -188,7 +314,13 @@ async fn events_are_served_by_both_apis() {
     assert_eq!(ev["note"], "hi");
     assert_eq!(ev["deprecatedSource"]["component"], "kubelet");
     // A merge patch through events.k8s.io (as kube-runtime's Recorder does for series).
-    let (s, v) = patch(&sim, "/apis/events.k8s.io/v1/namespaces/default/events/e1", "application/merge-patch+json", json!({"series": {"count": 5, "lastObservedTime": "2024-01-01T00:05:00.000000Z"}})).await;
+    let (s, v) = patch(
+        &sim,
+        "/apis/events.k8s.io/v1/namespaces/default/events/e1",
+        "application/merge-patch+json",
+        json!({"series": {"count": 5, "lastObservedTime": "2024-01-01T00:05:00.000000Z"}}),
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(v["series"]["count"], 5);
     sim.shutdown().await;

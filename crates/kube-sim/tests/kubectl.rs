@@ -69,7 +69,11 @@ impl Kubectl {
 
     async fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args).await;
-        assert!(o.ok, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", o.stdout, o.stderr);
+        assert!(
+            o.ok,
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            o.stdout, o.stderr
+        );
         assert!(
             !o.stderr.to_lowercase().contains("openapi"),
             "kubectl {args:?} warned about openapi: {}",
@@ -80,7 +84,11 @@ impl Kubectl {
 
     async fn fails(&self, args: &[&str]) -> String {
         let o = self.run(args).await;
-        assert!(!o.ok, "kubectl {args:?} unexpectedly succeeded: {}", o.stdout);
+        assert!(
+            !o.ok,
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            o.stdout
+        );
         o.stderr
     }
 }
@@ -101,7 +109,10 @@ async fn crd_custom_resource_get_describe_explain() {
     let k = Kubectl::new(&sim);
     let crd = k.file("crd.yaml", CRD_YAML);
     let out = k.ok(&["apply", "-f", &crd]).await;
-    assert_eq!(out.trim(), "customresourcedefinition.apiextensions.k8s.io/widgets.example.dev created");
+    assert_eq!(
+        out.trim(),
+        "customresourcedefinition.apiextensions.k8s.io/widgets.example.dev created"
+    );
     let w = k.file("w.yaml", WIDGET);
     let out = k.ok(&["apply", "-f", &w]).await;
     assert_eq!(out.trim(), "widget.example.dev/w1 created");
@@ -112,7 +123,10 @@ async fn crd_custom_resource_get_describe_explain() {
     assert_eq!(s, 200);
     let out = k.ok(&["get", "wg"]).await;
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), vec!["NAME", "MODE", "READY", "AGE"]);
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        vec!["NAME", "MODE", "READY", "AGE"]
+    );
     let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(&row[..3], &["w1", "Auto", "True"]);
     assert!(row[3].ends_with('s'), "age column: {}", row[3]);
@@ -120,10 +134,16 @@ async fn crd_custom_resource_get_describe_explain() {
     let y = k.ok(&["get", "widget", "w1", "-o", "yaml"]).await;
     assert!(y.contains("interval: 45s"), "{y}");
     assert!(y.contains("kind: Widget"));
-    let j: Value = serde_json::from_str(&k.ok(&["get", "widgets.example.dev", "w1", "-o", "json"]).await).unwrap();
+    let j: Value = serde_json::from_str(
+        &k.ok(&["get", "widgets.example.dev", "w1", "-o", "json"])
+            .await,
+    )
+    .unwrap();
     assert_eq!(j["spec"]["mode"], "Auto");
     assert_eq!(j["metadata"]["generation"], 1);
-    let jp = k.ok(&["get", "wg", "w1", "-o", "jsonpath={.spec.url}"]).await;
+    let jp = k
+        .ok(&["get", "wg", "w1", "-o", "jsonpath={.spec.url}"])
+        .await;
     assert_eq!(jp, "https://example.com");
 
     // An events.k8s.io/v1 Event about the object shows in describe.
@@ -140,9 +160,15 @@ async fn crd_custom_resource_get_describe_explain() {
     let d = k.ok(&["describe", "wg", "w1"]).await;
     assert!(d.contains("Ready"), "{d}");
     assert!(d.contains("all good"), "{d}");
-    let ev_line = d.lines().find(|l| l.contains("Reconciled")).unwrap_or_else(|| panic!("no event in describe:\n{d}"));
+    let ev_line = d
+        .lines()
+        .find(|l| l.contains("Reconciled"))
+        .unwrap_or_else(|| panic!("no event in describe:\n{d}"));
     assert!(ev_line.contains("widget-operator"), "{ev_line}");
-    assert!(ev_line.contains("widget reconciled successfully"), "{ev_line}");
+    assert!(
+        ev_line.contains("widget reconciled successfully"),
+        "{ev_line}"
+    );
 
     let e = k.ok(&["explain", "widgets.spec.mode"]).await;
     assert!(e.contains("How the widget operates."), "{e}");
@@ -150,14 +176,22 @@ async fn crd_custom_resource_get_describe_explain() {
     let e = k.ok(&["explain", "wg.spec"]).await;
     assert!(e.contains("interval"), "{e}");
     assert!(e.contains("Refresh interval as a Go duration."), "{e}");
-    let e = k.ok(&["explain", "deployment.spec.template.spec.containers.env"]).await;
-    assert!(e.contains("List of environment variables to set in the container."), "{e}");
+    let e = k
+        .ok(&["explain", "deployment.spec.template.spec.containers.env"])
+        .await;
+    assert!(
+        e.contains("List of environment variables to set in the container."),
+        "{e}"
+    );
 
     // Delete.
     let out = k.ok(&["delete", "wg", "w1"]).await;
     assert_eq!(out.trim(), "widget.example.dev \"w1\" deleted");
     let err = k.fails(&["get", "wg", "w1"]).await;
-    assert!(err.contains("widgets.example.dev \"w1\" not found"), "{err}");
+    assert!(
+        err.contains("widgets.example.dev \"w1\" not found"),
+        "{err}"
+    );
     sim.shutdown().await;
 }
 
@@ -170,15 +204,36 @@ async fn invalid_custom_resources_are_rejected() {
     let both = k.file("both.yaml", "apiVersion: example.dev/v1alpha1\nkind: Widget\nmetadata:\n  name: both\nspec:\n  mode: Auto\n  url: https://x\n  secretRef: sec\n  interval: 10s\n");
     let err = k.fails(&["apply", "-f", &both]).await;
     assert!(err.contains("The Widget \"both\" is invalid:"), "{err}");
-    assert!(err.contains("spec: Invalid value: \"object\": exactly one of url or secretRef must be set"), "{err}");
-    assert!(err.contains("spec.interval: Invalid value: \"object\": interval must be at least 30s"), "{err}");
+    assert!(
+        err.contains(
+            "spec: Invalid value: \"object\": exactly one of url or secretRef must be set"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.interval: Invalid value: \"object\": interval must be at least 30s"),
+        "{err}"
+    );
     let bad = k.file("bad.yaml", "apiVersion: example.dev/v1alpha1\nkind: Widget\nmetadata:\n  name: bad\nspec:\n  mode: Sometimes\n  name: ABC\n  url: https://x\n");
     let err = k.fails(&["create", "-f", &bad]).await;
-    assert!(err.contains("spec.mode: Unsupported value: \"Sometimes\": supported values: \"Auto\", \"Manual\""), "{err}");
-    assert!(err.contains("spec.name: Invalid value: \"ABC\": spec.name in body should match '^[a-z]+$'"), "{err}");
+    assert!(
+        err.contains(
+            "spec.mode: Unsupported value: \"Sometimes\": supported values: \"Auto\", \"Manual\""
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "spec.name: Invalid value: \"ABC\": spec.name in body should match '^[a-z]+$'"
+        ),
+        "{err}"
+    );
     let unknown = k.file("unknown.yaml", "apiVersion: example.dev/v1alpha1\nkind: Widget\nmetadata:\n  name: unk\nspec:\n  mode: Auto\n  url: https://x\n  colour: blue\n");
     let err = k.fails(&["apply", "-f", &unknown]).await;
-    assert!(err.contains("strict decoding error: unknown field \"spec.colour\""), "{err}");
+    assert!(
+        err.contains("strict decoding error: unknown field \"spec.colour\""),
+        "{err}"
+    );
     sim.shutdown().await;
 }
 
@@ -208,22 +263,62 @@ async fn server_side_apply_conflicts_and_force() {
     let sim = start().await;
     let k = Kubectl::new(&sim);
     let d1 = k.file("d1.yaml", DEPLOY);
-    let out = k.ok(&["apply", "--server-side", "--field-manager=helm", "-f", &d1]).await;
+    let out = k
+        .ok(&["apply", "--server-side", "--field-manager=helm", "-f", &d1])
+        .await;
     assert_eq!(out.trim(), "deployment.apps/coder serverside-applied");
-    let d2 = k.file("d2.yaml", &DEPLOY.replace("value: openid", "value: openid,offline_access"));
-    let err = k.fails(&["apply", "--server-side", "--field-manager=operator", "-f", &d2]).await;
+    let d2 = k.file(
+        "d2.yaml",
+        &DEPLOY.replace("value: openid", "value: openid,offline_access"),
+    );
+    let err = k
+        .fails(&[
+            "apply",
+            "--server-side",
+            "--field-manager=operator",
+            "-f",
+            &d2,
+        ])
+        .await;
     assert!(
         err.contains("Apply failed with 1 conflict: conflict with \"helm\" using apps/v1: .spec.template.spec.containers[name=\"coder\"].env[name=\"CODER_OIDC_SCOPES\"].value"),
         "{err}"
     );
-    let out = k.ok(&["apply", "--server-side", "--field-manager=operator", "--force-conflicts", "-f", &d2]).await;
+    let out = k
+        .ok(&[
+            "apply",
+            "--server-side",
+            "--field-manager=operator",
+            "--force-conflicts",
+            "-f",
+            &d2,
+        ])
+        .await;
     assert_eq!(out.trim(), "deployment.apps/coder serverside-applied");
-    let j: Value = serde_json::from_str(&k.ok(&["get", "deploy", "coder", "-o", "json", "--show-managed-fields"]).await).unwrap();
-    assert_eq!(j["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"], "openid,offline_access");
+    let j: Value = serde_json::from_str(
+        &k.ok(&[
+            "get",
+            "deploy",
+            "coder",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        j["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+        "openid,offline_access"
+    );
     let mf = j["metadata"]["managedFields"].as_array().unwrap();
     let helm = mf.iter().find(|e| e["manager"] == "helm").unwrap();
-    let env = &helm["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"coder\"}"]["f:env"]["k:{\"name\":\"CODER_OIDC_SCOPES\"}"];
-    assert!(env.get("f:value").is_none(), "helm lost ownership of the value: {helm}");
+    let env = &helm["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"coder\"}"]
+        ["f:env"]["k:{\"name\":\"CODER_OIDC_SCOPES\"}"];
+    assert!(
+        env.get("f:value").is_none(),
+        "helm lost ownership of the value: {helm}"
+    );
     let op = mf.iter().find(|e| e["manager"] == "operator").unwrap();
     assert_eq!(op["operation"], "Apply");
     sim.shutdown().await;
@@ -234,22 +329,65 @@ async fn patch_deployment_merge_json_strategic() {
     let sim = start().await;
     let k = Kubectl::new(&sim);
     let d1 = k.file("d1.yaml", DEPLOY);
-    assert_eq!(k.ok(&["apply", "-f", &d1]).await.trim(), "deployment.apps/coder created");
-    let out = k.ok(&["patch", "deployment", "coder", "--type=merge", "-p", r#"{"spec":{"replicas":3}}"#]).await;
+    assert_eq!(
+        k.ok(&["apply", "-f", &d1]).await.trim(),
+        "deployment.apps/coder created"
+    );
+    let out = k
+        .ok(&[
+            "patch",
+            "deployment",
+            "coder",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":3}}"#,
+        ])
+        .await;
     assert_eq!(out.trim(), "deployment.apps/coder patched");
     let out = k.ok(&["patch", "deployment", "coder", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"coder:2"}]"#]).await;
     assert_eq!(out.trim(), "deployment.apps/coder patched");
     let out = k.ok(&["patch", "deployment", "coder", "--type=strategic", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"coder","env":[{"name":"EXTRA","value":"1"}]}]}}}}"#]).await;
     assert_eq!(out.trim(), "deployment.apps/coder patched");
-    let err = k.fails(&["patch", "deployment", "coder", "--type=json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":7}]"#]).await;
+    let err = k
+        .fails(&[
+            "patch",
+            "deployment",
+            "coder",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/spec/replicas","value":7}]"#,
+        ])
+        .await;
     assert!(err.contains("test"), "{err}");
-    let j: Value = serde_json::from_str(&k.ok(&["get", "deploy", "coder", "-o", "json", "--show-managed-fields"]).await).unwrap();
+    let j: Value = serde_json::from_str(
+        &k.ok(&[
+            "get",
+            "deploy",
+            "coder",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ])
+        .await,
+    )
+    .unwrap();
     assert_eq!(j["spec"]["replicas"], 3);
     let c = &j["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "coder:2");
-    assert_eq!(c["env"], json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}, {"name": "EXTRA", "value": "1"}]));
-    let managers: Vec<&str> = j["metadata"]["managedFields"].as_array().unwrap().iter().map(|e| e["manager"].as_str().unwrap()).collect();
-    assert!(managers.contains(&"kubectl-client-side-apply"), "{managers:?}");
+    assert_eq!(
+        c["env"],
+        json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}, {"name": "EXTRA", "value": "1"}])
+    );
+    let managers: Vec<&str> = j["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["manager"].as_str().unwrap())
+        .collect();
+    assert!(
+        managers.contains(&"kubectl-client-side-apply"),
+        "{managers:?}"
+    );
     assert!(managers.contains(&"kubectl-patch"), "{managers:?}");
     // Client-side re-apply of the original removes nothing it did not set and resets the env list it owns.
     let out = k.ok(&["apply", "-f", &d1]).await;
@@ -261,19 +399,31 @@ async fn patch_deployment_merge_json_strategic() {
 async fn edit_round_trip_and_conflict() {
     let sim = start().await;
     let k = Kubectl::new(&sim);
-    let cmf = k.file("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n");
-    assert_eq!(k.ok(&["create", "-f", &cmf]).await.trim(), "configmap/settings created");
-    let mut j: Value = serde_json::from_str(&k.ok(&["get", "cm", "settings", "-o", "json"]).await).unwrap();
+    let cmf = k.file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n",
+    );
+    assert_eq!(
+        k.ok(&["create", "-f", &cmf]).await.trim(),
+        "configmap/settings created"
+    );
+    let mut j: Value =
+        serde_json::from_str(&k.ok(&["get", "cm", "settings", "-o", "json"]).await).unwrap();
     j["data"]["b"] = json!("2");
     let edited = k.file("edited.json", &j.to_string());
-    assert_eq!(k.ok(&["replace", "-f", &edited]).await.trim(), "configmap/settings replaced");
+    assert_eq!(
+        k.ok(&["replace", "-f", &edited]).await.trim(),
+        "configmap/settings replaced"
+    );
     // Replaying the same (now stale) resourceVersion conflicts.
     let err = k.fails(&["replace", "-f", &edited]).await;
     assert!(
         err.contains("Operation cannot be fulfilled on configmaps \"settings\": the object has been modified; please apply your changes to the latest version and try again"),
         "{err}"
     );
-    let out = k.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.b}"]).await;
+    let out = k
+        .ok(&["get", "cm", "settings", "-o", "jsonpath={.data.b}"])
+        .await;
     assert_eq!(out, "2");
     sim.shutdown().await;
 }
@@ -291,7 +441,13 @@ async fn delete_waits_for_finalizer() {
             let (_, v) = get(&sim2, "/api/v1/namespaces/default/configmaps/guarded").await;
             if v["metadata"]["deletionTimestamp"].is_string() {
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                let (s, _) = patch(&sim2, "/api/v1/namespaces/default/configmaps/guarded", "application/merge-patch+json", json!({"metadata": {"finalizers": null}})).await;
+                let (s, _) = patch(
+                    &sim2,
+                    "/api/v1/namespaces/default/configmaps/guarded",
+                    "application/merge-patch+json",
+                    json!({"metadata": {"finalizers": null}}),
+                )
+                .await;
                 return s;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -311,23 +467,76 @@ async fn generators_rollout_status_scale_and_wait() {
     let sim = start().await;
     let k = Kubectl::new(&sim);
     // Typed generators send protobuf.
-    assert_eq!(k.ok(&["create", "namespace", "team"]).await.trim(), "namespace/team created");
-    assert_eq!(k.ok(&["create", "configmap", "cfg", "--from-literal=a=b", "-n", "team"]).await.trim(), "configmap/cfg created");
-    assert_eq!(k.ok(&["create", "secret", "generic", "sec", "--from-literal=token=s3cr3t", "-n", "team"]).await.trim(), "secret/sec created");
-    let tok = k.ok(&["get", "secret", "sec", "-n", "team", "-o", "jsonpath={.data.token}"]).await;
+    assert_eq!(
+        k.ok(&["create", "namespace", "team"]).await.trim(),
+        "namespace/team created"
+    );
+    assert_eq!(
+        k.ok(&[
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal=a=b",
+            "-n",
+            "team"
+        ])
+        .await
+        .trim(),
+        "configmap/cfg created"
+    );
+    assert_eq!(
+        k.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "sec",
+            "--from-literal=token=s3cr3t",
+            "-n",
+            "team"
+        ])
+        .await
+        .trim(),
+        "secret/sec created"
+    );
+    let tok = k
+        .ok(&[
+            "get",
+            "secret",
+            "sec",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.data.token}",
+        ])
+        .await;
     assert_eq!(tok, "czNjcjN0");
-    let out = k.ok(&["get", "cm", "cfg", "-n", "team", "-o", "jsonpath={.data.a}"]).await;
+    let out = k
+        .ok(&["get", "cm", "cfg", "-n", "team", "-o", "jsonpath={.data.a}"])
+        .await;
     assert_eq!(out, "b");
     // Rollout status follows the emulated controller.
     let d1 = k.file("d1.yaml", DEPLOY);
     k.ok(&["apply", "-f", &d1]).await;
-    let out = k.ok(&["rollout", "status", "deployment/coder", "--timeout=20s"]).await;
+    let out = k
+        .ok(&["rollout", "status", "deployment/coder", "--timeout=20s"])
+        .await;
     assert!(out.contains("successfully rolled out"), "{out}");
-    let out = k.ok(&["scale", "deployment", "coder", "--replicas=4"]).await;
+    let out = k
+        .ok(&["scale", "deployment", "coder", "--replicas=4"])
+        .await;
     assert_eq!(out.trim(), "deployment.apps/coder scaled");
-    let out = k.ok(&["get", "deploy", "coder", "-o", "jsonpath={.spec.replicas}"]).await;
+    let out = k
+        .ok(&["get", "deploy", "coder", "-o", "jsonpath={.spec.replicas}"])
+        .await;
     assert_eq!(out, "4");
-    let out = k.ok(&["wait", "--for=condition=Available", "deployment/coder", "--timeout=20s"]).await;
+    let out = k
+        .ok(&[
+            "wait",
+            "--for=condition=Available",
+            "deployment/coder",
+            "--timeout=20s",
+        ])
+        .await;
     assert_eq!(out.trim(), "deployment.apps/coder condition met");
     let out = k.ok(&["get", "deploy"]).await;
     let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();

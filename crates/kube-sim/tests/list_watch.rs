@@ -13,14 +13,20 @@ const T: Duration = Duration::from_secs(3);
 async fn seed(sim: &kube_sim::SimHandle) {
     for i in 0..5 {
         let mut o = cm(&format!("c{i}"), json!({}));
-        o["metadata"]["labels"] = json!({"idx": i.to_string(), "tier": if i % 2 == 0 { "even" } else { "odd" }});
+        o["metadata"]["labels"] =
+            json!({"idx": i.to_string(), "tier": if i % 2 == 0 { "even" } else { "odd" }});
         let (s, _) = post(sim, CMS, o).await;
         assert_eq!(s, 201);
     }
 }
 
 fn names(list: &Value) -> Vec<String> {
-    list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect()
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -45,22 +51,66 @@ async fn list_pagination_and_selectors() {
     let (s, _) = get(&sim, &format!("{CMS}?continue=!!!")).await;
     assert_eq!(s, 400);
 
-    let q = |s: &str| format!("{CMS}?labelSelector={}", s.replace(' ', "%20").replace('=', "%3D").replace('!', "%21"));
-    assert_eq!(names(&get(&sim, &q("tier=even")).await.1), vec!["c0", "c2", "c4"]);
+    let q = |s: &str| {
+        format!(
+            "{CMS}?labelSelector={}",
+            s.replace(' ', "%20")
+                .replace('=', "%3D")
+                .replace('!', "%21")
+        )
+    };
+    assert_eq!(
+        names(&get(&sim, &q("tier=even")).await.1),
+        vec!["c0", "c2", "c4"]
+    );
     assert_eq!(names(&get(&sim, &q("tier==odd")).await.1), vec!["c1", "c3"]);
-    assert_eq!(names(&get(&sim, &q("tier!=even")).await.1), vec!["c1", "c3"]);
-    assert_eq!(names(&get(&sim, &q("idx in (1,4)")).await.1), vec!["c1", "c4"]);
-    assert_eq!(names(&get(&sim, &q("idx notin (1,4),tier")).await.1), vec!["c0", "c2", "c3"]);
+    assert_eq!(
+        names(&get(&sim, &q("tier!=even")).await.1),
+        vec!["c1", "c3"]
+    );
+    assert_eq!(
+        names(&get(&sim, &q("idx in (1,4)")).await.1),
+        vec!["c1", "c4"]
+    );
+    assert_eq!(
+        names(&get(&sim, &q("idx notin (1,4),tier")).await.1),
+        vec!["c0", "c2", "c3"]
+    );
     assert_eq!(names(&get(&sim, &q("!tier")).await.1), Vec::<String>::new());
-    assert_eq!(names(&get(&sim, &format!("{CMS}?fieldSelector=metadata.name%3Dc3")).await.1), vec!["c3"]);
-    assert_eq!(names(&get(&sim, &format!("{CMS}?fieldSelector=metadata.name%21%3Dc3")).await.1).len(), 4);
+    assert_eq!(
+        names(
+            &get(&sim, &format!("{CMS}?fieldSelector=metadata.name%3Dc3"))
+                .await
+                .1
+        ),
+        vec!["c3"]
+    );
+    assert_eq!(
+        names(
+            &get(&sim, &format!("{CMS}?fieldSelector=metadata.name%21%3Dc3"))
+                .await
+                .1
+        )
+        .len(),
+        4
+    );
     let (s, e) = get(&sim, &format!("{CMS}?fieldSelector=data.x%3D1")).await;
     assert_eq!(s, 400);
     assert_eq!(e["message"], "field label not supported: data.x");
 
     // All namespaces.
-    post(&sim, "/api/v1/namespaces", json!({"metadata": {"name": "other"}})).await;
-    post(&sim, "/api/v1/namespaces/other/configmaps", cm("z", json!({}))).await;
+    post(
+        &sim,
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "other"}}),
+    )
+    .await;
+    post(
+        &sim,
+        "/api/v1/namespaces/other/configmaps",
+        cm("z", json!({})),
+    )
+    .await;
     let (_, everywhere) = get(&sim, "/api/v1/configmaps").await;
     assert_eq!(names(&everywhere), vec!["c0", "c1", "c2", "c3", "c4", "z"]);
     sim.shutdown().await;
@@ -78,20 +128,41 @@ async fn watch_initial_resume_and_gone() {
     assert_eq!(evs.iter().filter(|e| e["type"] == "ADDED").count(), 5);
     // Resume from the list RV: only later changes.
     let mut w = Watch::open(&sim, &format!("{CMS}?watch=true&resourceVersion={list_rv}")).await;
-    let (_, upd) = patch(&sim, &format!("{CMS}/c1"), "application/merge-patch+json", json!({"data": {"a": "b"}})).await;
+    let (_, upd) = patch(
+        &sim,
+        &format!("{CMS}/c1"),
+        "application/merge-patch+json",
+        json!({"data": {"a": "b"}}),
+    )
+    .await;
     delete(&sim, &format!("{CMS}/c2")).await;
     let evs = w.take(2, T).await;
     assert_eq!(evs[0]["type"], "MODIFIED");
     assert_eq!(evs[0]["object"]["metadata"]["name"], "c1");
-    assert_eq!(evs[0]["object"]["metadata"]["resourceVersion"], upd["metadata"]["resourceVersion"]);
+    assert_eq!(
+        evs[0]["object"]["metadata"]["resourceVersion"],
+        upd["metadata"]["resourceVersion"]
+    );
     assert_eq!(evs[1]["type"], "DELETED");
     assert_eq!(evs[1]["object"]["metadata"]["name"], "c2");
     let rv_del: u64 = rv(&evs[1]["object"]).parse().unwrap();
-    assert!(rv_del > upd["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap());
+    assert!(
+        rv_del
+            > upd["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+    );
     // A late watcher replays history after the list RV.
     let mut replay = Watch::open(&sim, &format!("{CMS}?watch=1&resourceVersion={list_rv}")).await;
     let evs = replay.take(2, T).await;
-    assert_eq!(evs.iter().map(|e| e["type"].as_str().unwrap()).collect::<Vec<_>>(), vec!["MODIFIED", "DELETED"]);
+    assert_eq!(
+        evs.iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["MODIFIED", "DELETED"]
+    );
     // Compacted history: 410 Expired as a single ERROR event, then the stream ends.
     sim.compact_watch_history();
     let mut gone = Watch::open(&sim, &format!("{CMS}?watch=1&resourceVersion={list_rv}")).await;
@@ -99,7 +170,12 @@ async fn watch_initial_resume_and_gone() {
     assert_eq!(ev["type"], "ERROR");
     assert_eq!(ev["object"]["code"], 410);
     assert_eq!(ev["object"]["reason"], "Expired");
-    assert!(ev["object"]["message"].as_str().unwrap().starts_with(&format!("too old resource version: {list_rv} (")));
+    assert!(
+        ev["object"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("too old resource version: {list_rv} ("))
+    );
     assert!(gone.next(T).await.is_none());
     // break_watches ends open streams.
     sim.break_watches();
@@ -109,10 +185,20 @@ async fn watch_initial_resume_and_gone() {
 
 #[tokio::test]
 async fn watch_history_limit_gives_gone() {
-    let sim = start_with(kube_sim::SimConfig { watch_history: 3, ..Default::default() }).await;
+    let sim = start_with(kube_sim::SimConfig {
+        watch_history: 3,
+        ..Default::default()
+    })
+    .await;
     let (_, v) = post(&sim, CMS, cm("x", json!({}))).await;
     for i in 0..5 {
-        patch(&sim, &format!("{CMS}/x"), "application/merge-patch+json", json!({"data": {"i": i.to_string()}})).await;
+        patch(
+            &sim,
+            &format!("{CMS}/x"),
+            "application/merge-patch+json",
+            json!({"data": {"i": i.to_string()}}),
+        )
+        .await;
     }
     let mut w = Watch::open(&sim, &format!("{CMS}?watch=1&resourceVersion={}", rv(&v))).await;
     assert_eq!(w.next(T).await.unwrap()["object"]["code"], 410);
@@ -121,12 +207,41 @@ async fn watch_history_limit_gives_gone() {
 
 #[tokio::test]
 async fn watch_selectors_bookmarks_timeout_and_streaming_lists() {
-    let sim = start_with(kube_sim::SimConfig { bookmark_interval: Duration::from_millis(200), ..Default::default() }).await;
+    let sim = start_with(kube_sim::SimConfig {
+        bookmark_interval: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
     let (_, base) = post(&sim, CMS, cm("s", json!({}))).await;
-    let mut w = Watch::open(&sim, &format!("{CMS}?watch=1&labelSelector=app%3Dweb&allowWatchBookmarks=true&resourceVersion={}", rv(&base))).await;
-    patch(&sim, &format!("{CMS}/s"), "application/merge-patch+json", json!({"metadata": {"labels": {"app": "web"}}})).await;
-    patch(&sim, &format!("{CMS}/s"), "application/merge-patch+json", json!({"data": {"k": "v"}})).await;
-    patch(&sim, &format!("{CMS}/s"), "application/merge-patch+json", json!({"metadata": {"labels": {"app": "db"}}})).await;
+    let mut w = Watch::open(
+        &sim,
+        &format!(
+            "{CMS}?watch=1&labelSelector=app%3Dweb&allowWatchBookmarks=true&resourceVersion={}",
+            rv(&base)
+        ),
+    )
+    .await;
+    patch(
+        &sim,
+        &format!("{CMS}/s"),
+        "application/merge-patch+json",
+        json!({"metadata": {"labels": {"app": "web"}}}),
+    )
+    .await;
+    patch(
+        &sim,
+        &format!("{CMS}/s"),
+        "application/merge-patch+json",
+        json!({"data": {"k": "v"}}),
+    )
+    .await;
+    patch(
+        &sim,
+        &format!("{CMS}/s"),
+        "application/merge-patch+json",
+        json!({"metadata": {"labels": {"app": "db"}}}),
+    )
+    .await;
     let mut types = vec![];
     let mut bookmark = None;
     while let Some(e) = w.next(Duration::from_secs(2)).await {
@@ -139,15 +254,33 @@ async fn watch_selectors_bookmarks_timeout_and_streaming_lists() {
             types.push(e["type"].as_str().unwrap().to_string());
         }
     }
-    assert_eq!(types, vec!["ADDED", "MODIFIED", "DELETED"], "selector transitions");
+    assert_eq!(
+        types,
+        vec!["ADDED", "MODIFIED", "DELETED"],
+        "selector transitions"
+    );
     let b = bookmark.expect("bookmark");
     assert_eq!(b["object"]["kind"], "ConfigMap");
-    assert!(b["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() >= rv(&base).parse().unwrap());
+    assert!(
+        b["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= rv(&base).parse().unwrap()
+    );
 
     // timeoutSeconds closes the stream.
     let (_, now) = get(&sim, CMS).await;
     let start = std::time::Instant::now();
-    let mut t = Watch::open(&sim, &format!("{CMS}?watch=1&timeoutSeconds=1&resourceVersion={}", rv(&now))).await;
+    let mut t = Watch::open(
+        &sim,
+        &format!(
+            "{CMS}?watch=1&timeoutSeconds=1&resourceVersion={}",
+            rv(&now)
+        ),
+    )
+    .await;
     assert!(t.next(Duration::from_secs(5)).await.is_none());
     assert!(start.elapsed() < Duration::from_secs(4));
 
@@ -157,7 +290,10 @@ async fn watch_selectors_bookmarks_timeout_and_streaming_lists() {
     assert_eq!(first["type"], "ADDED");
     let second = s.next(T).await.unwrap();
     assert_eq!(second["type"], "BOOKMARK");
-    assert_eq!(second["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    assert_eq!(
+        second["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
     sim.shutdown().await;
 }
 
@@ -187,14 +323,29 @@ async fn discovery_documents() {
     let (_, api) = get(&sim, "/api").await;
     assert_eq!(api["versions"], json!(["v1"]));
     let (_, core) = get(&sim, "/api/v1").await;
-    let ns = core["resources"].as_array().unwrap().iter().find(|r| r["name"] == "namespaces").unwrap();
+    let ns = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "namespaces")
+        .unwrap();
     assert_eq!(ns["namespaced"], false);
     assert_eq!(ns["shortNames"], json!(["ns"]));
     let (_, groups) = get(&sim, "/apis").await;
-    let g = groups["groups"].as_array().unwrap().iter().find(|g| g["name"] == "example.dev").unwrap();
+    let g = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "example.dev")
+        .unwrap();
     assert_eq!(g["preferredVersion"]["version"], "v1alpha1");
     let (_, rl) = get(&sim, "/apis/example.dev/v1alpha1").await;
-    let names: Vec<&str> = rl["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = rl["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["widgets", "widgets/status"]);
     let w = &rl["resources"][0];
     assert_eq!(w["kind"], "Widget");
@@ -202,20 +353,56 @@ async fn discovery_documents() {
     assert_eq!(w["shortNames"], json!(["wg"]));
     assert_eq!(w["categories"], json!(["all"]));
     assert_eq!(w["namespaced"], true);
-    assert_eq!(w["verbs"], json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]));
+    assert_eq!(
+        w["verbs"],
+        json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ])
+    );
     let (_, apps) = get(&sim, "/apis/apps/v1").await;
-    assert!(apps["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments/status"));
+    assert!(
+        apps["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "deployments/status")
+    );
     // OpenAPI v3.
     let (_, idx) = get(&sim, "/openapi/v3").await;
-    let url = idx["paths"]["apis/example.dev/v1alpha1"]["serverRelativeURL"].as_str().unwrap().to_string();
+    let url = idx["paths"]["apis/example.dev/v1alpha1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (s, doc) = get(&sim, &url).await;
     assert_eq!(s, 200);
     let schema = &doc["components"]["schemas"]["dev.example.v1alpha1.Widget"];
-    assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], "Widget");
-    assert_eq!(schema["properties"]["spec"]["properties"]["mode"]["description"], "How the widget operates.");
-    let patch_op = &doc["paths"]["/apis/example.dev/v1alpha1/namespaces/{namespace}/widgets/{name}"]["patch"];
-    let params: Vec<&str> = patch_op["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(params, vec!["dryRun", "fieldManager", "fieldValidation", "force"]);
+    assert_eq!(
+        schema["x-kubernetes-group-version-kind"][0]["kind"],
+        "Widget"
+    );
+    assert_eq!(
+        schema["properties"]["spec"]["properties"]["mode"]["description"],
+        "How the widget operates."
+    );
+    let patch_op =
+        &doc["paths"]["/apis/example.dev/v1alpha1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    let params: Vec<&str> = patch_op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        vec!["dryRun", "fieldManager", "fieldValidation", "force"]
+    );
     sim.shutdown().await;
 }
 
@@ -230,7 +417,12 @@ async fn table_and_metadata_answers() {
     patch(&sim, &format!("{base}/w/status"), "application/merge-patch+json", json!({"status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]}})).await;
     let (_, t, _) = call_h(&sim, "GET", base, None, None, Some(TABLE)).await;
     assert_eq!(t["kind"], "Table");
-    let cols: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let cols: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(cols, vec!["Name", "Mode", "Ready", "Age"]);
     let cells = &t["rows"][0]["cells"];
     assert_eq!(cells[0], "w");
@@ -240,25 +432,81 @@ async fn table_and_metadata_answers() {
     assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     assert!(t["rows"][0]["object"].get("spec").is_none());
     // Deployment columns.
-    post(&sim, "/apis/apps/v1/namespaces/default/deployments", deployment("web", "nginx:1")).await;
-    let (_, t, _) = call_h(&sim, "GET", "/apis/apps/v1/namespaces/default/deployments/web", None, None, Some(TABLE)).await;
-    let cols: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().filter(|c| c["priority"] == 0).map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(cols, vec!["Name", "Ready", "Up-to-date", "Available", "Age"]);
+    post(
+        &sim,
+        "/apis/apps/v1/namespaces/default/deployments",
+        deployment("web", "nginx:1"),
+    )
+    .await;
+    let (_, t, _) = call_h(
+        &sim,
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        None,
+        None,
+        Some(TABLE),
+    )
+    .await;
+    let cols: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["priority"] == 0)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cols,
+        vec!["Name", "Ready", "Up-to-date", "Available", "Age"]
+    );
     // Default columns.
     post(&sim, CMS, cm("c", json!({"a": "1", "b": "2"}))).await;
-    let (_, t, _) = call_h(&sim, "GET", "/api/v1/namespaces/default/serviceaccounts", None, None, Some(TABLE)).await;
-    let cols: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let (_, t, _) = call_h(
+        &sim,
+        "GET",
+        "/api/v1/namespaces/default/serviceaccounts",
+        None,
+        None,
+        Some(TABLE),
+    )
+    .await;
+    let cols: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(cols, vec!["Name", "Age"]);
     // Metadata only.
-    let (_, m, _) = call_h(&sim, "GET", CMS, None, None, Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")).await;
+    let (_, m, _) = call_h(
+        &sim,
+        "GET",
+        CMS,
+        None,
+        None,
+        Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+    )
+    .await;
     assert_eq!(m["kind"], "PartialObjectMetadataList");
     assert_eq!(m["apiVersion"], "meta.k8s.io/v1");
     assert_eq!(m["items"][0]["kind"], "PartialObjectMetadata");
     assert_eq!(m["items"][0]["metadata"]["name"], "c");
     assert!(m["items"][0].get("data").is_none());
-    let (_, one, _) = call_h(&sim, "GET", &format!("{CMS}/c"), None, None, Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")).await;
+    let (_, one, _) = call_h(
+        &sim,
+        "GET",
+        &format!("{CMS}/c"),
+        None,
+        None,
+        Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"),
+    )
+    .await;
     assert_eq!(one["kind"], "PartialObjectMetadata");
-    let mut mw = Watch::open_accept(&sim, &format!("{CMS}?watch=1"), Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")).await;
+    let mut mw = Watch::open_accept(
+        &sim,
+        &format!("{CMS}?watch=1"),
+        Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"),
+    )
+    .await;
     let ev = mw.next(T).await.unwrap();
     assert_eq!(ev["object"]["kind"], "PartialObjectMetadata");
     assert!(ev["object"].get("data").is_none());

@@ -12,7 +12,11 @@ const APPLY: &str = "application/apply-patch+yaml";
 const D: &str = "/apis/apps/v1/namespaces/default/deployments";
 
 async fn sim() -> SimHandle {
-    start_with(SimConfig { deployment_controller: false, ..Default::default() }).await
+    start_with(SimConfig {
+        deployment_controller: false,
+        ..Default::default()
+    })
+    .await
 }
 
 fn dep(env: Value) -> Value {
@@ -26,17 +30,33 @@ fn env_of(v: &Value) -> Value {
 }
 
 fn entry<'a>(v: &'a Value, manager: &str) -> Option<&'a Value> {
-    v["metadata"]["managedFields"].as_array().unwrap().iter().find(|e| e["manager"] == manager)
+    v["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == manager)
 }
 
 async fn apply(sim: &SimHandle, manager: &str, force: bool, body: Value) -> (u16, Value) {
-    patch(sim, &format!("{D}/coder?fieldManager={manager}&force={force}"), APPLY, body).await
+    patch(
+        sim,
+        &format!("{D}/coder?fieldManager={manager}&force={force}"),
+        APPLY,
+        body,
+    )
+    .await
 }
 
 #[tokio::test]
 async fn apply_creates_and_merges_list_map_env() {
     let sim = sim().await;
-    let (s, v) = apply(&sim, "helm", false, dep(json!([{"name": "A", "value": "1"}]))).await;
+    let (s, v) = apply(
+        &sim,
+        "helm",
+        false,
+        dep(json!([{"name": "A", "value": "1"}])),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     let helm = entry(&v, "helm").unwrap();
     assert_eq!(helm["operation"], "Apply");
@@ -46,7 +66,10 @@ async fn apply_creates_and_merges_list_map_env() {
     let (s, v) = apply(&sim, "operator", false, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coder"},
         "spec": {"template": {"spec": {"containers": [{"name": "coder", "env": [{"name": "B", "value": "2"}]}]}}}})).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(env_of(&v), json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+    assert_eq!(
+        env_of(&v),
+        json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+    );
     let op = entry(&v, "operator").unwrap();
     assert_eq!(
         op["fieldsV1"],
@@ -62,13 +85,25 @@ async fn apply_creates_and_merges_list_map_env() {
 #[tokio::test]
 async fn conflicts_messages_and_force() {
     let sim = sim().await;
-    apply(&sim, "helm", false, dep(json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}, {"name": "X", "value": "1"}]))).await;
+    apply(
+        &sim,
+        "helm",
+        false,
+        dep(json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}, {"name": "X", "value": "1"}])),
+    )
+    .await;
     let mut cfg = dep(json!([{"name": "CODER_OIDC_SCOPES", "value": "openid,offline_access"}]));
     let (s, e) = apply(&sim, "operator", false, cfg.clone()).await;
     assert_eq!(s, 409);
     assert_eq!(e["reason"], "Conflict");
-    assert_eq!(e["message"], "Apply failed with 1 conflict: conflict with \"helm\" using apps/v1: .spec.template.spec.containers[name=\"coder\"].env[name=\"CODER_OIDC_SCOPES\"].value");
-    assert_eq!(e["details"]["causes"], json!([{"reason": "FieldManagerConflict", "message": "conflict with \"helm\" using apps/v1", "field": ".spec.template.spec.containers[name=\"coder\"].env[name=\"CODER_OIDC_SCOPES\"].value"}]));
+    assert_eq!(
+        e["message"],
+        "Apply failed with 1 conflict: conflict with \"helm\" using apps/v1: .spec.template.spec.containers[name=\"coder\"].env[name=\"CODER_OIDC_SCOPES\"].value"
+    );
+    assert_eq!(
+        e["details"]["causes"],
+        json!([{"reason": "FieldManagerConflict", "message": "conflict with \"helm\" using apps/v1", "field": ".spec.template.spec.containers[name=\"coder\"].env[name=\"CODER_OIDC_SCOPES\"].value"}])
+    );
     cfg["spec"]["template"]["spec"]["containers"][0]["image"] = json!("coder:2");
     let (s, e) = apply(&sim, "operator", false, cfg.clone()).await;
     assert_eq!(s, 409);
@@ -78,16 +113,35 @@ async fn conflicts_messages_and_force() {
     );
     let (s, v) = apply(&sim, "operator", true, cfg).await;
     assert_eq!(s, 200);
-    assert_eq!(v["spec"]["template"]["spec"]["containers"][0]["image"], "coder:2");
+    assert_eq!(
+        v["spec"]["template"]["spec"]["containers"][0]["image"],
+        "coder:2"
+    );
     let helm = entry(&v, "helm").unwrap();
     let c = &helm["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"coder\"}"];
     assert!(c.get("f:image").is_none());
-    assert!(c["f:env"]["k:{\"name\":\"CODER_OIDC_SCOPES\"}"].get("f:value").is_none());
+    assert!(
+        c["f:env"]["k:{\"name\":\"CODER_OIDC_SCOPES\"}"]
+            .get("f:value")
+            .is_none()
+    );
     assert!(c["f:env"]["k:{\"name\":\"X\"}"].get("f:value").is_some());
     // Helm re-applying its old value now conflicts with the operator.
-    let (s, e) = apply(&sim, "helm", false, dep(json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}, {"name": "X", "value": "1"}]))).await;
+    let (s, e) = apply(
+        &sim,
+        "helm",
+        false,
+        dep(json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}, {"name": "X", "value": "1"}])),
+    )
+    .await;
     assert_eq!(s, 409);
-    assert!(e["message"].as_str().unwrap().contains("conflicts with \"operator\" using apps/v1:"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("conflicts with \"operator\" using apps/v1:"),
+        "{e}"
+    );
     sim.shutdown().await;
 }
 
@@ -104,7 +158,11 @@ async fn removed_fields_are_pruned_unless_owned_elsewhere() {
     cfg["metadata"]["labels"] = json!({"keep": "1"});
     let (s, v) = apply(&sim, "helm", false, cfg).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(env_of(&v), json!([{"name": "B", "value": "2"}]), "A pruned, B kept (owned by operator)");
+    assert_eq!(
+        env_of(&v),
+        json!([{"name": "B", "value": "2"}]),
+        "A pruned, B kept (owned by operator)"
+    );
     assert_eq!(v["metadata"]["labels"], json!({"keep": "1"}));
     sim.shutdown().await;
 }
@@ -119,7 +177,10 @@ async fn noop_apply_keeps_resource_version_and_is_silent() {
     let (s, v2) = apply(&sim, "helm", false, cfg).await;
     assert_eq!(s, 200);
     assert_eq!(rv(&v2), rv(&v1));
-    assert_eq!(v2["metadata"]["managedFields"], v1["metadata"]["managedFields"], "time unchanged");
+    assert_eq!(
+        v2["metadata"]["managedFields"], v1["metadata"]["managedFields"],
+        "time unchanged"
+    );
     assert!(w.next(Duration::from_millis(300)).await.is_none());
     sim.shutdown().await;
 }
@@ -127,7 +188,13 @@ async fn noop_apply_keeps_resource_version_and_is_silent() {
 #[tokio::test]
 async fn update_managers_recorded_and_take_ownership() {
     let sim = sim().await;
-    apply(&sim, "helm", false, dep(json!([{"name": "A", "value": "1"}]))).await;
+    apply(
+        &sim,
+        "helm",
+        false,
+        dep(json!([{"name": "A", "value": "1"}])),
+    )
+    .await;
     // Merge patch with a User-Agent derived manager.
     let url = format!("{}{D}/coder", sim.base_url());
     let resp = http()
@@ -144,7 +211,11 @@ async fn update_managers_recorded_and_take_ownership() {
     assert_eq!(edit["operation"], "Update");
     let f = &edit["fieldsV1"]["f:spec"];
     assert!(f.get("f:replicas").is_some());
-    assert!(f["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"coder\"}"].get("f:image").is_some());
+    assert!(
+        f["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"coder\"}"]
+            .get("f:image")
+            .is_some()
+    );
     let helm = entry(&v, "helm").unwrap();
     assert!(helm["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"coder\"}"].get("f:image").is_none(), "image moved to kubectl-edit");
     // PUT with an explicit fieldManager.
@@ -152,14 +223,22 @@ async fn update_managers_recorded_and_take_ownership() {
     body["metadata"]["labels"] = json!({"team": "a"});
     let (s, v) = put(&sim, &format!("{D}/coder?fieldManager=my-put"), body).await;
     assert_eq!(s, 200);
-    assert_eq!(entry(&v, "my-put").unwrap()["fieldsV1"], json!({"f:metadata": {"f:labels": {".": {}, "f:team": {}}}}));
+    assert_eq!(
+        entry(&v, "my-put").unwrap()["fieldsV1"],
+        json!({"f:metadata": {"f:labels": {".": {}, "f:team": {}}}})
+    );
     // Apply now conflicts with the Update manager, mentioning its time.
     let mut cfg = dep(json!([{"name": "A", "value": "1"}]));
     cfg["spec"]["template"]["spec"]["containers"][0]["image"] = json!("coder:1");
     let (s, e) = apply(&sim, "helm", false, cfg).await;
     assert_eq!(s, 409);
     let msg = e["message"].as_str().unwrap();
-    assert!(msg.starts_with("Apply failed with 1 conflict: conflict with \"kubectl-edit\" using apps/v1 at "), "{msg}");
+    assert!(
+        msg.starts_with(
+            "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using apps/v1 at "
+        ),
+        "{msg}"
+    );
     sim.shutdown().await;
 }
 
@@ -168,7 +247,10 @@ async fn apply_requires_field_manager_and_status_apply_records_subresource() {
     let sim = sim().await;
     let (s, e) = patch(&sim, &format!("{D}/coder"), APPLY, dep(json!([]))).await;
     assert_eq!(s, 422);
-    assert_eq!(e["message"], "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch");
+    assert_eq!(
+        e["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
     // YAML bodies are accepted.
     let url = format!("{}{D}/coder?fieldManager=yaml-user", sim.base_url());
     let resp = http()
@@ -195,17 +277,31 @@ async fn apply_custom_resource_uses_crd_list_types() {
     let sim = sim().await;
     install_crd(&sim).await;
     let base = "/apis/example.dev/v1alpha1/namespaces/default/widgets";
-    let w = |tags: Value, eps: Value| json!({"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "w"},
-        "spec": {"mode": "Auto", "url": "u", "tags": tags, "endpoints": eps}});
-    let (s, v) = patch(&sim, &format!("{base}/w?fieldManager=a"), APPLY, w(json!(["x"]), json!([{"name": "e1", "port": 1}]))).await;
+    let w = |tags: Value, eps: Value| {
+        json!({"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "w"},
+        "spec": {"mode": "Auto", "url": "u", "tags": tags, "endpoints": eps}})
+    };
+    let (s, v) = patch(
+        &sim,
+        &format!("{base}/w?fieldManager=a"),
+        APPLY,
+        w(json!(["x"]), json!([{"name": "e1", "port": 1}])),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = patch(&sim, &format!("{base}/w?fieldManager=b"), APPLY,
         json!({"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"tags": ["y"], "endpoints": [{"name": "e2", "port": 2}]}})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["spec"]["tags"], json!(["x", "y"]));
-    assert_eq!(v["spec"]["endpoints"], json!([{"name": "e1", "port": 1}, {"name": "e2", "port": 2}]));
+    assert_eq!(
+        v["spec"]["endpoints"],
+        json!([{"name": "e1", "port": 1}, {"name": "e2", "port": 2}])
+    );
     let b = entry(&v, "b").unwrap();
-    assert_eq!(b["fieldsV1"], json!({"f:spec": {"f:endpoints": {"k:{\"name\":\"e2\"}": {".": {}, "f:name": {}, "f:port": {}}}, "f:tags": {"v:\"y\"": {}}}}));
+    assert_eq!(
+        b["fieldsV1"],
+        json!({"f:spec": {"f:endpoints": {"k:{\"name\":\"e2\"}": {".": {}, "f:name": {}, "f:port": {}}}, "f:tags": {"v:\"y\"": {}}}})
+    );
     // Unknown fields are rejected under Strict validation.
     let (s, e) = patch(&sim, &format!("{base}/w?fieldManager=b&fieldValidation=Strict"), APPLY,
         json!({"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"bogus": 1}})).await;

@@ -1,1 +1,2133 @@
-//! Microsoft Graph simulator (work in progress).
+//! A stateful simulator of the parts of Microsoft Graph v1.0 and the Microsoft Entra ID token
+//! endpoint that the oidc-refresh-operator uses, for tests and the `sandbox` command. Both are
+//! served on one port: `POST /{tenant}/oauth2/v2.0/token` and `/v1.0/...`.
+//!
+//! What it models (see `shared/reference/idp-admin-apis.md` §3 and the contract in `contracts/`):
+//! - tenants, each with app registrations (kept as JSON objects, so every property round-trips),
+//!   service principals (one per app, plus Microsoft Graph's with its `oauth2PermissionScopes`),
+//!   delegated permission grants (`oauth2PermissionGrants`), token lifetime policies and their
+//!   assignment to applications;
+//! - management apps (client id + secret) with application permissions (app roles) such as
+//!   `Application.ReadWrite.All`; the client-credentials grant issues opaque expiring tokens bound
+//!   to the tenant; every Graph call checks the permissions it needs (403
+//!   `Authorization_RequestDenied` otherwise); `Application.ReadWrite.OwnedBy` only reaches apps
+//!   the management app owns;
+//! - `GET/PATCH /applications/{id}` and the alternate key `/applications(appId='…')`, `$select`;
+//!   PATCH follows Graph: only the properties sent change, collections are replaced as a whole,
+//!   complex properties (`web`, `spa`…) are merged property by property, unknown properties answer
+//!   400 `Request_BadRequest` ("Property 'x' does not exist on type
+//!   'microsoft.graph.application'."), types are checked against the CSDL contract, read-only
+//!   properties are refused; 204 on success;
+//! - `GET /servicePrincipals(appId='…')` (and `?$filter=appId eq '…'`),
+//!   `GET /oauth2PermissionGrants?$filter=clientId eq '…'`;
+//! - `GET/POST /policies/tokenLifetimePolicies`, `GET/PATCH/DELETE
+//!   /policies/tokenLifetimePolicies/{id}` (definitions are checked: one JSON string with
+//!   `TokenLifetimePolicy.Version` 1 and an `AccessTokenLifetime` between 00:10:00 and 1.00:00:00),
+//!   `GET /applications/{id}/tokenLifetimePolicies`, `POST …/tokenLifetimePolicies/$ref`, `DELETE
+//!   …/tokenLifetimePolicies/{policyId}/$ref` (one policy per application);
+//! - Graph's error shape `{"error":{"code","message","innerError":{…}}}` and the token endpoint's
+//!   OAuth shape with `AADSTS` codes.
+//!
+//! Test hooks: injectable latency, `fail_next` (5xx, 429 with `Retry-After`) for Graph calls, a
+//! replication delay (as Graph's eventual consistency does, the first read of an application after
+//! a write, and the first assignment of a policy just created, answer 404), token expiry, request counters per (method, route template,
+//! status), a record of every Graph request body with contract validation, and direct state edits.
+
+#![recursion_limit = "256"]
+
+pub mod schema;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+/// `appId` of Microsoft Graph.
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+
+/// Object id of Microsoft Graph's service principal in every simulated tenant.
+pub const GRAPH_SP_ID: &str = "5f0e9a1c-2b3d-4c6e-8f70-91a2b3c4d5e6";
+
+/// Microsoft Graph delegated permissions the simulator's Graph service principal publishes:
+/// (value, id, type).
+pub const GRAPH_SCOPES: [(&str, &str, &str); 6] = [
+    ("openid", "37f7f235-527c-4136-accd-4a02d197296e", "User"),
+    ("profile", "14dad69e-099b-42c9-810b-d002981feec1", "User"),
+    ("email", "64a6cdd6-aab1-4aaf-94b8-3cc8405e90d0", "User"),
+    (
+        "offline_access",
+        "7427e0e9-2fba-42fe-b0c0-848c9e6a8182",
+        "User",
+    ),
+    ("User.Read", "e1fe6dd8-ba31-4d61-89e7-88639da4683d", "User"),
+    (
+        "Directory.Read.All",
+        "06da0dbc-49e2-44d2-8312-53f166ab848a",
+        "Admin",
+    ),
+];
+
+/// Route template of the token endpoint.
+pub const TOKEN_ROUTE: &str = "/{tenant}/oauth2/v2.0/token";
+
+/// Application permissions (app roles) the simulator checks.
+pub mod permissions {
+    /// Read all applications.
+    pub const APPLICATION_READ_ALL: &str = "Application.Read.All";
+    /// Read and write all applications.
+    pub const APPLICATION_READWRITE_ALL: &str = "Application.ReadWrite.All";
+    /// Read and write applications the management app owns.
+    pub const APPLICATION_READWRITE_OWNEDBY: &str = "Application.ReadWrite.OwnedBy";
+    /// Read the directory.
+    pub const DIRECTORY_READ_ALL: &str = "Directory.Read.All";
+    /// Read delegated permission grants.
+    pub const DELEGATED_PERMISSION_GRANT_READ_ALL: &str = "DelegatedPermissionGrant.Read.All";
+    /// Read policies.
+    pub const POLICY_READ_ALL: &str = "Policy.Read.All";
+    /// Create, update and assign token lifetime policies.
+    pub const POLICY_READWRITE_APPLICATIONCONFIGURATION: &str =
+        "Policy.ReadWrite.ApplicationConfiguration";
+}
+use permissions as p;
+
+/// Simulator settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Listen address (default `127.0.0.1:0`).
+    pub addr: SocketAddr,
+    /// Delay before every answer (default none).
+    pub latency: Duration,
+    /// When true, the first read of an application (or its policy assignments) after a write to
+    /// it, and the first assignment of a token lifetime policy just created, answer 404
+    /// `Request_ResourceNotFound` (default false).
+    pub replication_delay: bool,
+    /// `expires_in` of issued tokens (default 3599 s).
+    pub token_lifetime: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            latency: Duration::ZERO,
+            replication_delay: false,
+            token_lifetime: Duration::from_secs(3599),
+        }
+    }
+}
+
+/// What [`SimHandle::seed_sandbox`] created.
+#[derive(Clone, Debug)]
+pub struct SandboxSeed {
+    /// The provider block of the policy's `spec.provider`: `{"entraId": {...}}`.
+    pub spec: Value,
+    /// Name of the credentials Secret the spec names.
+    pub secret_name: String,
+    /// The Secret's keys and values.
+    pub secret_data: BTreeMap<String, String>,
+}
+
+/// Request counts by (method, route template, status), e.g.
+/// `("PATCH", "/v1.0/applications/{id}", 204)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimCounters {
+    /// Count per (method, route template, status).
+    pub by_route: BTreeMap<(String, String, u16), u64>,
+}
+
+impl SimCounters {
+    /// Non-GET calls other than token requests.
+    pub fn writes(&self) -> u64 {
+        self.sum(|m, r, _| m != "GET" && m != "HEAD" && r != TOKEN_ROUTE)
+    }
+
+    /// GET calls.
+    pub fn reads(&self) -> u64 {
+        self.sum(|m, _, _| m == "GET")
+    }
+
+    /// All calls.
+    pub fn total(&self) -> u64 {
+        self.sum(|_, _, _| true)
+    }
+
+    /// Token requests.
+    pub fn token_requests(&self) -> u64 {
+        self.sum(|_, r, _| r == TOKEN_ROUTE)
+    }
+
+    /// Calls to one (method, route template), any status.
+    pub fn calls(&self, method: &str, route: &str) -> u64 {
+        self.sum(|m, r, _| m == method && r == route)
+    }
+
+    /// Calls answered with `status`.
+    pub fn with_status(&self, status: u16) -> u64 {
+        self.sum(|_, _, s| s == status)
+    }
+
+    fn sum(&self, f: impl Fn(&str, &str, u16) -> bool) -> u64 {
+        self.by_route
+            .iter()
+            .filter(|((m, r, s), _)| f(m, r, *s))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// One Graph request body the simulator received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedBody {
+    /// HTTP method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+    /// Contract entity type the body must match (`application`, `tokenLifetimePolicy`), or
+    /// `$ref` for an OData reference body.
+    pub entity: String,
+    /// The body (a JSON string holding the raw text when it was not JSON).
+    pub body: Value,
+}
+
+/// Validates a body against an entity type of the contract (or `$ref`).
+pub fn validate_body(entity: &str, body: &Value) -> Result<(), Vec<String>> {
+    if entity == "$ref" {
+        let ok = body
+            .as_object()
+            .is_some_and(|o| o.len() == 1 && o.get("@odata.id").and_then(Value::as_str).is_some());
+        return if ok {
+            Ok(())
+        } else {
+            Err(vec![format!(
+                "a reference body must be {{\"@odata.id\": \"<url>\"}}, got {body}"
+            )])
+        };
+    }
+    schema::contract().validate_entity(entity, body)
+}
+
+#[derive(Clone, Debug)]
+struct ManagementApp {
+    secret: String,
+    permissions: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Tenant {
+    /// Applications by object id.
+    apps: BTreeMap<String, Map<String, Value>>,
+    /// Owners (management client ids) by application object id.
+    owners: BTreeMap<String, BTreeSet<String>>,
+    /// Service principals by object id.
+    sps: BTreeMap<String, Map<String, Value>>,
+    grants: Vec<Map<String, Value>>,
+    /// Token lifetime policies by id.
+    policies: BTreeMap<String, Map<String, Value>>,
+    /// Policy ids assigned to each application (by object id).
+    assigned: BTreeMap<String, Vec<String>>,
+    /// Management apps by client id.
+    management: BTreeMap<String, ManagementApp>,
+}
+
+impl Tenant {
+    fn app_id_of(&self, app_id: &str) -> Option<String> {
+        self.apps
+            .iter()
+            .find(|(_, a)| str_field(a, "appId").eq_ignore_ascii_case(app_id))
+            .map(|(id, _)| id.clone())
+    }
+    fn sp_by_app_id(&self, app_id: &str) -> Option<&Map<String, Value>> {
+        self.sps
+            .values()
+            .find(|s| str_field(s, "appId").eq_ignore_ascii_case(app_id))
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Token {
+    tenant: String,
+    client_id: String,
+    expires: Instant,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Failure {
+    remaining: usize,
+    status: u16,
+    retry_after: Option<u64>,
+}
+
+struct SimState {
+    tenants: BTreeMap<String, Tenant>,
+    tokens: HashMap<String, Token>,
+    latency: Duration,
+    failure: Option<Failure>,
+    counters: SimCounters,
+    bodies: Vec<RecordedBody>,
+    replication_delay: bool,
+    /// (tenant, application object id) written and not yet read since.
+    stale: HashSet<(String, String)>,
+    token_lifetime: Duration,
+    sandbox: Option<(String, String)>,
+}
+
+struct Inner {
+    state: Mutex<SimState>,
+    base_url: String,
+    shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Handle to a running simulator. Cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle {
+    inner: Arc<Inner>,
+}
+
+type Sim = Arc<Inner>;
+
+/// Starts the simulator on the current tokio runtime. No tenant exists until one is added.
+pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let addr = listener.local_addr()?;
+    let inner = Arc::new(Inner {
+        state: Mutex::new(SimState {
+            tenants: BTreeMap::new(),
+            tokens: HashMap::new(),
+            latency: config.latency,
+            failure: None,
+            counters: SimCounters::default(),
+            bodies: Vec::new(),
+            replication_delay: config.replication_delay,
+            stale: HashSet::new(),
+            token_lifetime: config.token_lifetime,
+            sandbox: None,
+        }),
+        base_url: format!("http://{addr}"),
+        shutdown: Mutex::new(None),
+        task: Mutex::new(None),
+    });
+    let app = Router::new()
+        .fallback(dispatch)
+        .layer(middleware::from_fn_with_state(inner.clone(), observe))
+        .with_state(inner.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    *lock(&inner.shutdown) = Some(tx);
+    *lock(&inner.task) = Some(task);
+    Ok(SimHandle { inner })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> &'a str {
+    m.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// An app registration as the Entra admin center creates it ("Accounts in this organizational
+/// directory only", no platform), with the given `appId` and display name, requesting Microsoft
+/// Graph `User.Read`. Change what the test needs and pass it to [`SimHandle::add_application`].
+pub fn stock_application(app_id: &str, display_name: &str) -> Value {
+    json!({
+        "id": new_id(),
+        "deletedDateTime": null,
+        "appId": app_id,
+        "applicationTemplateId": null,
+        "disabledByMicrosoftStatus": null,
+        "createdDateTime": "2025-03-04T10:11:12Z",
+        "displayName": display_name,
+        "description": null,
+        "groupMembershipClaims": null,
+        "identifierUris": [],
+        "isDeviceOnlyAuthSupported": null,
+        "isFallbackPublicClient": null,
+        "nativeAuthenticationApisEnabled": null,
+        "notes": null,
+        "publisherDomain": "contoso.onmicrosoft.com",
+        "serviceManagementReference": null,
+        "signInAudience": "AzureADMyOrg",
+        "tags": [],
+        "tokenEncryptionKeyId": null,
+        "uniqueName": null,
+        "samlMetadataUrl": null,
+        "defaultRedirectUri": null,
+        "certification": null,
+        "optionalClaims": null,
+        "requestSignatureVerification": null,
+        "servicePrincipalLockConfiguration": {"isEnabled": true, "allProperties": true,
+            "credentialsWithUsageVerify": true, "credentialsWithUsageSign": true, "tokenEncryptionKeyId": true},
+        "addIns": [],
+        "api": {"acceptMappedClaims": null, "knownClientApplications": [], "requestedAccessTokenVersion": null,
+                "oauth2PermissionScopes": [], "preAuthorizedApplications": []},
+        "appRoles": [],
+        "info": {"logoUrl": null, "marketingUrl": null, "privacyStatementUrl": null, "supportUrl": null,
+                 "termsOfServiceUrl": null},
+        "keyCredentials": [],
+        "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
+        "passwordCredentials": [],
+        "publicClient": {"redirectUris": []},
+        "requiredResourceAccess": [{"resourceAppId": GRAPH_APP_ID,
+            "resourceAccess": [{"id": "e1fe6dd8-ba31-4d61-89e7-88639da4683d", "type": "Scope"}]}],
+        "verifiedPublisher": {"displayName": null, "verifiedPublisherId": null, "addedDateTime": null},
+        "web": {"homePageUrl": null, "logoutUrl": null, "redirectUris": [], "redirectUriSettings": [],
+                "implicitGrantSettings": {"enableAccessTokenIssuance": false, "enableIdTokenIssuance": false}},
+        "spa": {"redirectUris": []}
+    })
+}
+
+/// A client secret as `addPassword` reports it (`secretText` null on read), ending at `end`.
+pub fn password_credential(display_name: &str, end: jiff::Timestamp) -> Value {
+    let start = end
+        .checked_sub(jiff::SignedDuration::from_hours(24 * 365))
+        .unwrap_or(end);
+    json!({
+        "customKeyIdentifier": null,
+        "displayName": display_name,
+        "endDateTime": end.to_string(),
+        "hint": "Q~x",
+        "keyId": new_id(),
+        "secretText": null,
+        "startDateTime": start.to_string(),
+    })
+}
+
+fn graph_service_principal() -> Map<String, Value> {
+    let scopes: Vec<Value> = GRAPH_SCOPES
+        .iter()
+        .map(|(value, id, ty)| {
+            json!({"adminConsentDescription": format!("Allows the app to use {value}."),
+                   "adminConsentDisplayName": value, "id": id, "isEnabled": true, "origin": "Application",
+                   "type": ty, "userConsentDescription": format!("Allows the app to use {value}."),
+                   "userConsentDisplayName": value, "value": value})
+        })
+        .collect();
+    obj(json!({
+        "id": GRAPH_SP_ID,
+        "deletedDateTime": null,
+        "accountEnabled": true,
+        "appDisplayName": "Microsoft Graph",
+        "appId": GRAPH_APP_ID,
+        "appOwnerOrganizationId": "f8cdef31-a31e-4b4a-93e4-5f571e91255a",
+        "displayName": "Microsoft Graph",
+        "servicePrincipalType": "Application",
+        "signInAudience": "AzureADMultipleOrgs",
+        "servicePrincipalNames": ["https://graph.microsoft.com", GRAPH_APP_ID],
+        "appRoles": [],
+        "oauth2PermissionScopes": scopes,
+    }))
+}
+
+fn app_service_principal(app: &Map<String, Value>) -> Map<String, Value> {
+    obj(json!({
+        "id": new_id(),
+        "deletedDateTime": null,
+        "accountEnabled": true,
+        "appDisplayName": app.get("displayName").cloned().unwrap_or(Value::Null),
+        "appId": str_field(app, "appId"),
+        "displayName": app.get("displayName").cloned().unwrap_or(Value::Null),
+        "servicePrincipalType": "Application",
+        "signInAudience": app.get("signInAudience").cloned().unwrap_or(Value::Null),
+        "servicePrincipalNames": [str_field(app, "appId")],
+        "appRoles": [],
+        "oauth2PermissionScopes": [],
+    }))
+}
+
+fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": code, "message": message, "innerError": {
+        "date": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+        "request-id": new_id(), "client-request-id": new_id()}}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn denied() -> Response {
+    graph_error(
+        StatusCode::FORBIDDEN,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+    )
+}
+
+fn not_found(id: &str) -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        &format!(
+            "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+}
+
+fn bad_request(message: &str) -> Response {
+    graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", message)
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn ok_json(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+/// AAD token-endpoint error.
+fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%d %H:%M:%SZ")
+        .to_string();
+    let trace = new_id();
+    let correlation = new_id();
+    let body = json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {correlation} Timestamp: {now}"),
+        "error_codes": [code],
+        "timestamp": now,
+        "trace_id": trace,
+        "correlation_id": correlation,
+        "error_uri": "https://login.microsoftonline.com/error?code={code}",
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+impl SimHandle {
+    fn state(&self) -> MutexGuard<'_, SimState> {
+        lock(&self.inner.state)
+    }
+
+    /// `http://127.0.0.1:PORT`: both the `authorityHost` and the `graphEndpoint` of the spec.
+    pub fn base_url(&self) -> String {
+        self.inner.base_url.clone()
+    }
+
+    /// Adds a tenant (idempotent) with Microsoft Graph's service principal.
+    pub fn add_tenant(&self, tenant_id: &str) {
+        let mut st = self.state();
+        st.tenants.entry(tenant_id.to_string()).or_insert_with(|| {
+            let mut t = Tenant::default();
+            t.sps
+                .insert(GRAPH_SP_ID.to_string(), graph_service_principal());
+            t
+        });
+    }
+
+    fn with_tenant<R>(&self, tenant: &str, f: impl FnOnce(&mut Tenant) -> R) -> R {
+        let mut st = self.state();
+        let t = st
+            .tenants
+            .get_mut(tenant)
+            .unwrap_or_else(|| panic!("no tenant {tenant} in the simulator"));
+        f(t)
+    }
+
+    /// Adds an app registration (a JSON object with at least `appId`; `id` is generated when
+    /// absent) and its service principal. Returns the object id.
+    pub fn add_application(&self, tenant: &str, app: Value) -> String {
+        let mut app = obj(app);
+        let id = match app.get("id").and_then(Value::as_str) {
+            Some(id) => id.to_string(),
+            None => {
+                let id = new_id();
+                app.insert("id".into(), json!(id));
+                id
+            }
+        };
+        self.with_tenant(tenant, |t| {
+            let sp = app_service_principal(&app);
+            t.sps.insert(str_field(&sp, "id").to_string(), sp);
+            t.apps.insert(id.clone(), app);
+        });
+        id
+    }
+
+    /// Removes the service principal of an application (as if nobody had consented yet).
+    pub fn remove_service_principal(&self, tenant: &str, app_id: &str) {
+        self.with_tenant(tenant, |t| {
+            t.sps.retain(|_, s| str_field(s, "appId") != app_id)
+        });
+    }
+
+    /// Object id of an application's service principal.
+    pub fn service_principal_id(&self, tenant: &str, app_id: &str) -> Option<String> {
+        self.with_tenant(tenant, |t| {
+            t.sp_by_app_id(app_id)
+                .map(|s| str_field(s, "id").to_string())
+        })
+    }
+
+    /// Adds a management app (client-credentials principal) with application permissions.
+    pub fn add_management_app(&self, tenant: &str, client_id: &str, secret: &str, perms: &[&str]) {
+        self.with_tenant(tenant, |t| {
+            t.management.insert(
+                client_id.to_string(),
+                ManagementApp {
+                    secret: secret.to_string(),
+                    permissions: perms.iter().map(|s| s.to_string()).collect(),
+                },
+            );
+        });
+    }
+
+    /// Replaces a management app's application permissions.
+    pub fn set_permissions(&self, tenant: &str, client_id: &str, perms: &[&str]) {
+        self.with_tenant(tenant, |t| {
+            if let Some(m) = t.management.get_mut(client_id) {
+                m.permissions = perms.iter().map(|s| s.to_string()).collect();
+            }
+        });
+    }
+
+    /// Replaces a management app's secret.
+    pub fn set_management_secret(&self, tenant: &str, client_id: &str, secret: &str) {
+        self.with_tenant(tenant, |t| {
+            if let Some(m) = t.management.get_mut(client_id) {
+                m.secret = secret.to_string();
+            }
+        });
+    }
+
+    /// Makes a management app an owner of an application (for `Application.ReadWrite.OwnedBy`).
+    pub fn add_owner(&self, tenant: &str, app_id: &str, client_id: &str) {
+        self.with_tenant(tenant, |t| {
+            if let Some(id) = t.app_id_of(app_id) {
+                t.owners
+                    .entry(id)
+                    .or_default()
+                    .insert(client_id.to_string());
+            }
+        });
+    }
+
+    /// The application with this `appId`, as stored.
+    pub fn application(&self, tenant: &str, app_id: &str) -> Option<Value> {
+        self.with_tenant(tenant, |t| {
+            t.app_id_of(app_id)
+                .and_then(|id| t.apps.get(&id).cloned())
+                .map(Value::Object)
+        })
+    }
+
+    /// Edits an application directly (drift, test setup). No counters, no replication delay.
+    pub fn update_application(
+        &self,
+        tenant: &str,
+        app_id: &str,
+        f: impl FnOnce(&mut Map<String, Value>),
+    ) {
+        self.with_tenant(tenant, |t| {
+            if let Some(id) = t.app_id_of(app_id)
+                && let Some(a) = t.apps.get_mut(&id)
+            {
+                f(a);
+            }
+        });
+    }
+
+    /// Changes the id Microsoft Graph's service principal publishes for a delegated permission.
+    pub fn set_graph_scope_id(&self, tenant: &str, value: &str, id: &str) {
+        self.with_tenant(tenant, |t| {
+            if let Some(sp) = t.sps.get_mut(GRAPH_SP_ID)
+                && let Some(Value::Array(scopes)) = sp.get_mut("oauth2PermissionScopes")
+            {
+                for s in scopes.iter_mut() {
+                    if s.get("value").and_then(Value::as_str) == Some(value) {
+                        s["id"] = json!(id);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Adds a delegated permission grant to Microsoft Graph for an application's service
+    /// principal. `consent_type` is `AllPrincipals` (tenant-wide admin consent) or `Principal`.
+    pub fn add_permission_grant(
+        &self,
+        tenant: &str,
+        app_id: &str,
+        consent_type: &str,
+        scope: &str,
+    ) -> String {
+        let gid = new_id();
+        self.with_tenant(tenant, |t| {
+            let client = t
+                .sp_by_app_id(app_id)
+                .map(|s| str_field(s, "id").to_string())
+                .unwrap_or_default();
+            let principal = if consent_type == "AllPrincipals" {
+                Value::Null
+            } else {
+                json!(new_id())
+            };
+            t.grants.push(obj(json!({
+                "id": gid, "clientId": client, "consentType": consent_type, "principalId": principal,
+                "resourceId": GRAPH_SP_ID, "scope": scope,
+            })));
+        });
+        gid
+    }
+
+    /// Every token lifetime policy of the tenant.
+    pub fn token_lifetime_policies(&self, tenant: &str) -> Vec<Value> {
+        self.with_tenant(tenant, |t| {
+            t.policies.values().cloned().map(Value::Object).collect()
+        })
+    }
+
+    /// The token lifetime policies assigned to an application.
+    pub fn assigned_policies(&self, tenant: &str, app_id: &str) -> Vec<Value> {
+        self.with_tenant(tenant, |t| {
+            let Some(id) = t.app_id_of(app_id) else {
+                return Vec::new();
+            };
+            t.assigned
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter_map(|pid| t.policies.get(pid).cloned().map(Value::Object))
+                .collect()
+        })
+    }
+
+    /// Creates a token lifetime policy directly. Returns its id.
+    pub fn add_token_lifetime_policy(
+        &self,
+        tenant: &str,
+        display_name: &str,
+        definition: &str,
+    ) -> String {
+        let id = new_id();
+        self.with_tenant(tenant, |t| {
+            t.policies.insert(
+                id.clone(),
+                obj(json!({"id": id, "deletedDateTime": null, "definition": [definition],
+                           "description": null, "displayName": display_name, "isOrganizationDefault": false})),
+            );
+        });
+        id
+    }
+
+    /// Assigns a policy to an application directly.
+    pub fn assign_policy(&self, tenant: &str, app_id: &str, policy_id: &str) {
+        self.with_tenant(tenant, |t| {
+            if let Some(id) = t.app_id_of(app_id) {
+                t.assigned
+                    .entry(id)
+                    .or_default()
+                    .push(policy_id.to_string());
+            }
+        });
+    }
+
+    /// Turns the simulated replication delay on or off.
+    pub fn set_replication_delay(&self, on: bool) {
+        let mut st = self.state();
+        st.replication_delay = on;
+        if !on {
+            st.stale.clear();
+        }
+    }
+
+    /// Expires every issued token (the next Graph call with one answers 401).
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for t in self.state().tokens.values_mut() {
+            t.expires = now;
+        }
+    }
+
+    /// Tokens issued and not expired.
+    pub fn live_tokens(&self) -> usize {
+        let now = Instant::now();
+        self.state()
+            .tokens
+            .values()
+            .filter(|t| t.expires > now)
+            .count()
+    }
+
+    /// Seeds a realistic tenant: Coder's app registration before the operator (Microsoft Graph
+    /// `User.Read`, `openid`, `profile`, `email` but no `offline_access`, a `Role` permission and
+    /// another API's permission that must survive, "allow public client flows" on, Coder's
+    /// callback under `web`, one client secret valid for 200 more days) and a management app
+    /// with `Application.ReadWrite.All`.
+    pub fn seed_sandbox(&self) -> SandboxSeed {
+        let tenant = "8f0c6c0e-5a53-4d2a-9c1e-2b7d4a6e9f31";
+        let app_id = "3d7f2b9a-6c41-4e85-a0d2-9b1c7e5f4a68";
+        let mgmt = "c5a1e7d3-2f84-4b96-8e0a-71d3f9b2c645";
+        let secret = format!("sim~{}", uuid::Uuid::new_v4().simple());
+        self.add_tenant(tenant);
+        let mut app = obj(stock_application(app_id, "Coder"));
+        let end = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(24 * 200))
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        app.insert(
+            "passwordCredentials".into(),
+            json!([password_credential("coder-oidc", end)]),
+        );
+        app.insert("isFallbackPublicClient".into(), json!(true));
+        app.insert("groupMembershipClaims".into(), json!("SecurityGroup"));
+        app.insert("tags".into(), json!(["coder", "sso"]));
+        app.insert(
+            "web".into(),
+            json!({"homePageUrl": "https://coder.example.com", "logoutUrl": null,
+                   "redirectUris": ["https://coder.example.com/api/v2/users/oidc/callback"],
+                   "redirectUriSettings": [{"uri": "https://coder.example.com/api/v2/users/oidc/callback", "index": null}],
+                   "implicitGrantSettings": {"enableAccessTokenIssuance": false, "enableIdTokenIssuance": false}}),
+        );
+        app.insert(
+            "optionalClaims".into(),
+            json!({"accessToken": [], "saml2Token": [],
+                   "idToken": [{"name": "groups", "source": null, "essential": false, "additionalProperties": []}]}),
+        );
+        app.insert(
+            "requiredResourceAccess".into(),
+            json!([
+                {"resourceAppId": GRAPH_APP_ID, "resourceAccess": [
+                    {"id": "e1fe6dd8-ba31-4d61-89e7-88639da4683d", "type": "Scope"},
+                    {"id": "37f7f235-527c-4136-accd-4a02d197296e", "type": "Scope"},
+                    {"id": "14dad69e-099b-42c9-810b-d002981feec1", "type": "Scope"},
+                    {"id": "64a6cdd6-aab1-4aaf-94b8-3cc8405e90d0", "type": "Scope"},
+                    {"id": "5b567255-7703-4780-807c-7be8301ae99b", "type": "Role"}]},
+                {"resourceAppId": "797f4846-ba00-4fd7-ba43-dac1f8f63013", "resourceAccess": [
+                    {"id": "41094075-9dad-400e-a0bd-54e686782033", "type": "Scope"}]}
+            ]),
+        );
+        self.add_application(tenant, Value::Object(app));
+        self.add_management_app(tenant, mgmt, &secret, &[p::APPLICATION_READWRITE_ALL]);
+        self.state().sandbox = Some((tenant.to_string(), app_id.to_string()));
+        let base = self.base_url();
+        SandboxSeed {
+            spec: json!({"entraId": {"tenantId": tenant, "applicationId": app_id,
+                         "credentialsSecret": "graph-admin", "authorityHost": base, "graphEndpoint": base}}),
+            secret_name: "graph-admin".into(),
+            secret_data: BTreeMap::from([
+                ("client-id".to_string(), mgmt.to_string()),
+                ("client-secret".to_string(), secret),
+            ]),
+        }
+    }
+
+    /// After [`seed_sandbox`](Self::seed_sandbox): the refresh-relevant settings of Coder's app
+    /// registration as (setting, value) lines.
+    pub fn describe_client(&self) -> Vec<(String, String)> {
+        let Some((tenant, app_id)) = self.state().sandbox.clone() else {
+            return Vec::new();
+        };
+        self.describe(&tenant, &app_id)
+    }
+
+    /// The refresh-relevant settings of an application as (setting, value) lines.
+    pub fn describe(&self, tenant: &str, app_id: &str) -> Vec<(String, String)> {
+        let Some(app) = self.application(tenant, app_id) else {
+            return vec![("application".into(), format!("{app_id} not found"))];
+        };
+        let names: HashMap<&str, &str> = GRAPH_SCOPES.iter().map(|(v, id, _)| (*id, *v)).collect();
+        let mut graph = Vec::new();
+        let mut others = Vec::new();
+        for r in app
+            .get("requiredResourceAccess")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let res = r
+                .get("resourceAppId")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            for a in r
+                .get("resourceAccess")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let id = a.get("id").and_then(Value::as_str).unwrap_or_default();
+                let ty = a.get("type").and_then(Value::as_str).unwrap_or_default();
+                if res == GRAPH_APP_ID && ty == "Scope" {
+                    graph.push(
+                        names
+                            .get(id)
+                            .map(|s| s.to_string())
+                            .unwrap_or(id.to_string()),
+                    );
+                } else {
+                    others.push(format!("{res}/{id} ({ty})"));
+                }
+            }
+        }
+        let list = |v: Option<&Value>| -> String {
+            let items: Vec<String> = v
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            if items.is_empty() {
+                "none".into()
+            } else {
+                items.join(", ")
+            }
+        };
+        let secrets: Vec<String> = app
+            .get("passwordCredentials")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                format!(
+                    "{} (expires {})",
+                    c.get("displayName")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unnamed"),
+                    c.get("endDateTime")
+                        .and_then(Value::as_str)
+                        .unwrap_or("never")
+                )
+            })
+            .collect();
+        let policies: Vec<String> = self
+            .assigned_policies(tenant, app_id)
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {}",
+                    p.get("displayName")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    list(p.get("definition"))
+                )
+            })
+            .collect();
+        vec![
+            (
+                "displayName".into(),
+                app.get("displayName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            ("appId".into(), app_id.to_string()),
+            (
+                "Microsoft Graph delegated permissions".into(),
+                if graph.is_empty() {
+                    "none".into()
+                } else {
+                    graph.join(", ")
+                },
+            ),
+            (
+                "other API permissions".into(),
+                if others.is_empty() {
+                    "none".into()
+                } else {
+                    others.join(", ")
+                },
+            ),
+            (
+                "isFallbackPublicClient (allow public client flows)".into(),
+                app.get("isFallbackPublicClient")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "null".into()),
+            ),
+            (
+                "web.redirectUris".into(),
+                list(app.get("web").and_then(|w| w.get("redirectUris"))),
+            ),
+            (
+                "spa.redirectUris".into(),
+                list(app.get("spa").and_then(|w| w.get("redirectUris"))),
+            ),
+            (
+                "client secrets".into(),
+                if secrets.is_empty() {
+                    "none".into()
+                } else {
+                    secrets.join(", ")
+                },
+            ),
+            (
+                "token lifetime policy".into(),
+                if policies.is_empty() {
+                    "none (access tokens live 60-90 min)".into()
+                } else {
+                    policies.join("; ")
+                },
+            ),
+            (
+                "refresh tokens".into(),
+                "90-day inactivity window, fixed by Microsoft (24 h for SPA redirect URIs)".into(),
+            ),
+        ]
+    }
+
+    /// Request counters so far.
+    pub fn counters(&self) -> SimCounters {
+        self.state().counters.clone()
+    }
+
+    /// Shorthand for `counters().writes()`.
+    pub fn writes(&self) -> u64 {
+        self.counters().writes()
+    }
+
+    /// Clears the counters (not the recorded bodies).
+    pub fn reset_counters(&self) {
+        self.state().counters = SimCounters::default();
+    }
+
+    /// Every Graph request body received so far, in order (token requests are not recorded:
+    /// they hold secrets).
+    pub fn recorded_bodies(&self) -> Vec<RecordedBody> {
+        self.state().bodies.clone()
+    }
+
+    /// Validates every recorded body against its contract entity type. Returns how many were
+    /// checked, or one line per problem.
+    pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
+        let bodies = self.recorded_bodies();
+        let mut errors = Vec::new();
+        for b in &bodies {
+            if let Err(e) = validate_body(&b.entity, &b.body) {
+                errors.extend(
+                    e.into_iter()
+                        .map(|e| format!("{} {} ({}): {e}", b.method, b.route, b.entity)),
+                );
+            }
+        }
+        if errors.is_empty() {
+            Ok(bodies.len())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Delay before every answer from now on.
+    pub fn set_latency(&self, d: Duration) {
+        self.state().latency = d;
+    }
+
+    /// The next `n` Graph calls (paths under `/v1.0/`) answer `status` with a Graph error body,
+    /// and `Retry-After: <secs>` when given. `n = 0` clears a pending failure.
+    pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
+        self.state().failure = (n > 0).then_some(Failure {
+            remaining: n,
+            status,
+            retry_after,
+        });
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(&self) {
+        if let Some(tx) = lock(&self.inner.shutdown).take() {
+            let _ = tx.send(());
+        }
+        let task = lock(&self.inner.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Percent-decodes a path or query component (`+` stays `+`).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            )
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect()
+}
+
+/// `applications(appId='x')` → `("applications", "appId", "x")`.
+fn alternate_key(seg: &str) -> Option<(&str, &str, &str)> {
+    let (set, rest) = seg.split_once('(')?;
+    let inner = rest.strip_suffix(')')?;
+    let (key, value) = inner.split_once('=')?;
+    let value = value.strip_prefix('\'')?.strip_suffix('\'')?;
+    Some((set, key, value))
+}
+
+/// The route template of a path, for counters.
+pub fn route_template(path: &str) -> String {
+    let segs = segments(path);
+    if segs.len() == 4 && segs[1] == "oauth2" && segs[2] == "v2.0" && segs[3] == "token" {
+        return TOKEN_ROUTE.to_string();
+    }
+    if segs.first().map(String::as_str) != Some("v1.0") {
+        return "<unmatched>".into();
+    }
+    let mut out = String::from("/v1.0");
+    let mut prev = "";
+    for s in &segs[1..] {
+        let t = if let Some((set, key, _)) = alternate_key(s) {
+            format!("{set}({key}='{{{key}}}')")
+        } else if s.starts_with('$') {
+            s.clone()
+        } else {
+            match prev {
+                "applications" | "servicePrincipals" | "oauth2PermissionGrants" => "{id}".into(),
+                "tokenLifetimePolicies" if out.starts_with("/v1.0/policies") => "{id}".into(),
+                "tokenLifetimePolicies" => "{policyId}".into(),
+                _ => s.clone(),
+            }
+        };
+        out.push('/');
+        out.push_str(&t);
+        prev = s;
+    }
+    out
+}
+
+/// Latency, failure injection and counters around every call.
+async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let route = route_template(req.uri().path());
+    let (latency, injected) = {
+        let mut st = lock(&sim.state);
+        let mut injected = None;
+        if route.starts_with("/v1.0/")
+            && let Some(f) = st.failure.as_mut()
+        {
+            injected = Some((f.status, f.retry_after));
+            f.remaining -= 1;
+            if f.remaining == 0 {
+                st.failure = None;
+            }
+        }
+        (st.latency, injected)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let response = match injected {
+        Some((status, retry_after)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let (code, msg) = match status.as_u16() {
+                429 => (
+                    "TooManyRequests",
+                    "Too many requests. Please try again later.",
+                ),
+                503 => ("serviceNotAvailable", "Service is temporarily unavailable."),
+                504 => ("UnknownError", "Gateway timeout."),
+                _ => ("UnknownError", "An internal server error occurred."),
+            };
+            let mut resp = graph_error(status, code, msg);
+            if let Some(secs) = retry_after
+                && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+            {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
+        None => next.run(req).await,
+    };
+    let mut st = lock(&sim.state);
+    *st.counters
+        .by_route
+        .entry((method, route, response.status().as_u16()))
+        .or_default() += 1;
+    response
+}
+
+fn query_params(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .unwrap_or_default()
+}
+
+fn query<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Parses `prop eq 'value'`.
+fn eq_filter<'a>(filter: &'a str, prop: &str) -> Option<&'a str> {
+    let rest = filter.trim().strip_prefix(prop)?.trim_start();
+    let rest = rest.strip_prefix("eq")?.trim();
+    rest.strip_prefix('\'')?.strip_suffix('\'')
+}
+
+fn select(v: &Map<String, Value>, q: &[(String, String)]) -> Map<String, Value> {
+    match query(q, "$select") {
+        Some(sel) => {
+            let keys: Vec<&str> = sel.split(',').map(str::trim).collect();
+            v.iter()
+                .filter(|(k, _)| k.as_str() == "id" || keys.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }
+        None => v.clone(),
+    }
+}
+
+async fn dispatch(
+    State(sim): State<Sim>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let segs = segments(uri.path());
+    if segs.len() == 4 && segs[1] == "oauth2" && segs[2] == "v2.0" && segs[3] == "token" {
+        if method != Method::POST {
+            return aad_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                900561,
+                "The endpoint only accepts POST requests.",
+            );
+        }
+        return token(&sim, &segs[0], &body);
+    }
+    if segs.first().map(String::as_str) != Some("v1.0") {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "BadRequest",
+            &format!(
+                "Resource not found for the segment '{}'.",
+                segs.first().cloned().unwrap_or_default()
+            ),
+        );
+    }
+    let mut st = lock(&sim.state);
+    // Authentication.
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
+    if bearer.is_empty() {
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty.",
+        );
+    }
+    let Some(tok) = st.tokens.get(&bearer).cloned() else {
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "IDX14100: JWT is not well formed.",
+        );
+    };
+    if tok.expires <= Instant::now() {
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Lifetime validation failed, the token is expired.",
+        );
+    }
+    let q = query_params(&uri);
+    let route = route_template(uri.path());
+    let mut ctx = Ctx {
+        st: &mut st,
+        tenant: tok.tenant.clone(),
+        client: tok.client_id.clone(),
+        base: sim.base_url.clone(),
+        route,
+        method: method.clone(),
+    };
+    // Normalize `applications(appId='x')` into `applications/{id}`.
+    let mut rest: Vec<String> = segs[1..].to_vec();
+    if let Some(first) = rest.first().cloned()
+        && let Some((set, key, value)) = alternate_key(&first)
+    {
+        let t = ctx.tenant_mut();
+        match (set, key) {
+            ("applications", "appId") => match t.app_id_of(value) {
+                Some(id) => {
+                    rest.splice(0..1, ["applications".to_string(), id]);
+                }
+                None => {
+                    return if ctx.can_read_apps(None) {
+                        not_found(&format!("appId '{value}'"))
+                    } else {
+                        denied()
+                    };
+                }
+            },
+            ("servicePrincipals", "appId") => {
+                if !ctx.has_any(&[
+                    p::APPLICATION_READ_ALL,
+                    p::APPLICATION_READWRITE_ALL,
+                    p::DIRECTORY_READ_ALL,
+                ]) {
+                    return denied();
+                }
+                return match ctx.tenant_mut().sp_by_app_id(value) {
+                    Some(sp) if method == Method::GET => ok_json(Value::Object(select(sp, &q))),
+                    Some(_) => method_not_allowed(),
+                    None => not_found(&format!("appId '{value}'")),
+                };
+            }
+            _ => return bad_request(&format!("Invalid key '{key}' for entity set '{set}'.")),
+        }
+    }
+    let parts: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match (method.clone(), parts.as_slice()) {
+        (Method::GET, ["applications"]) => ctx.list_apps(&q),
+        (Method::GET, ["applications", id]) => ctx.get_app(id, &q),
+        (Method::PATCH, ["applications", id]) => ctx.patch_app(id, &body),
+        (Method::GET, ["applications", id, "tokenLifetimePolicies"]) => ctx.app_policies(id),
+        (Method::POST, ["applications", id, "tokenLifetimePolicies", "$ref"]) => {
+            ctx.assign(id, &body)
+        }
+        (Method::DELETE, ["applications", id, "tokenLifetimePolicies", pid, "$ref"]) => {
+            ctx.unassign(id, pid)
+        }
+        (Method::GET, ["servicePrincipals"]) => ctx.list_sps(&q),
+        (Method::GET, ["servicePrincipals", id]) => ctx.get_sp(id, &q),
+        (Method::GET, ["oauth2PermissionGrants"]) => ctx.list_grants(&q),
+        (Method::GET, ["policies", "tokenLifetimePolicies"]) => ctx.list_policies(),
+        (Method::POST, ["policies", "tokenLifetimePolicies"]) => ctx.create_policy(&body),
+        (Method::GET, ["policies", "tokenLifetimePolicies", id]) => ctx.get_policy(id),
+        (Method::PATCH, ["policies", "tokenLifetimePolicies", id]) => ctx.patch_policy(id, &body),
+        (Method::DELETE, ["policies", "tokenLifetimePolicies", id]) => ctx.delete_policy(id),
+        (
+            _,
+            ["applications"]
+            | ["applications", _]
+            | ["applications", _, "tokenLifetimePolicies", ..]
+            | ["servicePrincipals", ..]
+            | ["oauth2PermissionGrants"]
+            | ["policies", "tokenLifetimePolicies", ..],
+        ) => method_not_allowed(),
+        _ => graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "Resource not found for the segment '{}'.",
+                rest.last().cloned().unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+fn method_not_allowed() -> Response {
+    graph_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Request_BadRequest",
+        "The HTTP method is not allowed for the requested resource.",
+    )
+}
+
+fn token(sim: &Sim, tenant: &str, body: &[u8]) -> Response {
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    let mut st = lock(&sim.state);
+    let Some(t) = st.tenants.get(tenant) else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
+        );
+    };
+    if field("grant_type") != "client_credentials" {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.",
+        );
+    }
+    let client_id = field("client_id");
+    let Some(m) = t.management.get(client_id) else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."
+            ),
+        );
+    };
+    if field("client_secret").is_empty() {
+        return aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        );
+    }
+    if m.secret != field("client_secret") {
+        return aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+            ),
+        );
+    }
+    let scope = field("scope");
+    let resource = scope.strip_suffix("/.default").unwrap_or_default();
+    if resource != sim.base_url && resource != "https://graph.microsoft.com" {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1002012,
+            &format!(
+                "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
+        );
+    }
+    let access = format!("eyJ0eXAiOiJKV1Qi.sim.{}", uuid::Uuid::new_v4().simple());
+    let lifetime = st.token_lifetime;
+    st.tokens.insert(
+        access.clone(),
+        Token {
+            tenant: tenant.to_string(),
+            client_id: client_id.to_string(),
+            expires: Instant::now() + lifetime,
+        },
+    );
+    ok_json(
+        json!({"token_type": "Bearer", "expires_in": lifetime.as_secs(),
+                   "ext_expires_in": lifetime.as_secs(), "access_token": access}),
+    )
+}
+
+/// Definition check for token lifetime policies: one JSON string with
+/// `{"TokenLifetimePolicy":{"Version":1,...}}`; `AccessTokenLifetime` between 10 minutes and 1 day.
+pub fn check_definition(definition: &Value) -> Result<(), String> {
+    let Some(items) = definition.as_array() else {
+        return Err("definition must be an array of strings".into());
+    };
+    let [Value::String(text)] = items.as_slice() else {
+        return Err("definition must hold exactly one JSON string".into());
+    };
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| format!("definition is not valid JSON: {e}"))?;
+    let Some(tlp) = v.get("TokenLifetimePolicy").and_then(Value::as_object) else {
+        return Err("definition lacks the TokenLifetimePolicy object".into());
+    };
+    if tlp.get("Version").and_then(Value::as_i64) != Some(1) {
+        return Err("TokenLifetimePolicy.Version must be 1".into());
+    }
+    if let Some(at) = tlp.get("AccessTokenLifetime") {
+        let secs = at.as_str().and_then(parse_timespan).ok_or_else(|| {
+            format!("AccessTokenLifetime {at} is not a timespan such as 01:00:00")
+        })?;
+        if !(600..=86_400).contains(&secs) {
+            return Err(format!(
+                "AccessTokenLifetime {at} is out of range: it must be between 00:10:00 and 1.00:00:00"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a .NET `TimeSpan` (`[d.]hh:mm:ss[.fffffff]`) into whole seconds.
+pub fn parse_timespan(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (days, rest) = match s.split_once(':') {
+        Some((head, _)) if head.contains('.') => {
+            let (d, _) = head.split_once('.')?;
+            (d.parse::<u64>().ok()?, &s[d.len() + 1..])
+        }
+        _ => (0, s),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let [h, m, sec] = parts.as_slice() else {
+        return None;
+    };
+    let sec = sec.split('.').next()?;
+    let (h, m, sec): (u64, u64, u64) = (h.parse().ok()?, m.parse().ok()?, sec.parse().ok()?);
+    if h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// One Graph call being served.
+struct Ctx<'a> {
+    st: &'a mut SimState,
+    tenant: String,
+    client: String,
+    base: String,
+    route: String,
+    method: Method,
+}
+
+impl Ctx<'_> {
+    fn tenant_mut(&mut self) -> &mut Tenant {
+        self.st.tenants.entry(self.tenant.clone()).or_default()
+    }
+
+    fn perms(&self) -> BTreeSet<String> {
+        self.st
+            .tenants
+            .get(&self.tenant)
+            .and_then(|t| t.management.get(&self.client))
+            .map(|m| m.permissions.clone())
+            .unwrap_or_default()
+    }
+
+    fn has_any(&self, perms: &[&str]) -> bool {
+        let mine = self.perms();
+        perms.iter().any(|p| mine.contains(*p))
+    }
+
+    fn owns(&self, app: &str) -> bool {
+        self.st
+            .tenants
+            .get(&self.tenant)
+            .and_then(|t| t.owners.get(app))
+            .is_some_and(|o| o.contains(&self.client))
+    }
+
+    /// Read access to applications (to one, when `app` is given).
+    fn can_read_apps(&self, app: Option<&str>) -> bool {
+        self.has_any(&[
+            p::APPLICATION_READ_ALL,
+            p::APPLICATION_READWRITE_ALL,
+            p::DIRECTORY_READ_ALL,
+        ]) || (self.has_any(&[p::APPLICATION_READWRITE_OWNEDBY])
+            && app.is_none_or(|a| self.owns(a)))
+    }
+
+    fn can_write_app(&self, app: &str) -> bool {
+        self.has_any(&[p::APPLICATION_READWRITE_ALL])
+            || (self.has_any(&[p::APPLICATION_READWRITE_OWNEDBY]) && self.owns(app))
+    }
+
+    // A Graph error answer is the natural error here; these run once per request.
+    #[allow(clippy::result_large_err)]
+    fn record(&mut self, entity: &str, body: &[u8]) -> Result<Value, Response> {
+        let parsed = serde_json::from_slice::<Value>(body);
+        let recorded = match &parsed {
+            Ok(v) => v.clone(),
+            Err(_) => Value::String(String::from_utf8_lossy(body).into_owned()),
+        };
+        self.st.bodies.push(RecordedBody {
+            method: self.method.to_string(),
+            route: self.route.clone(),
+            entity: entity.to_string(),
+            body: recorded,
+        });
+        parsed.map_err(|e| {
+            bad_request(&format!(
+                "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format. ({e})"
+            ))
+        })
+    }
+
+    /// Consumes a pending replication delay for an application: true means "answer 404 now".
+    fn stale(&mut self, app: &str) -> bool {
+        self.st
+            .stale
+            .remove(&(self.tenant.clone(), app.to_string()))
+    }
+
+    fn written(&mut self, app: &str) {
+        if self.st.replication_delay {
+            self.st.stale.insert((self.tenant.clone(), app.to_string()));
+        }
+    }
+
+    fn list_apps(&mut self, q: &[(String, String)]) -> Response {
+        if !self.has_any(&[
+            p::APPLICATION_READ_ALL,
+            p::APPLICATION_READWRITE_ALL,
+            p::DIRECTORY_READ_ALL,
+        ]) {
+            return denied();
+        }
+        let filter = query(q, "$filter")
+            .and_then(|f| eq_filter(f, "appId"))
+            .map(str::to_string);
+        let t = self.tenant_mut();
+        let value: Vec<Value> = t
+            .apps
+            .values()
+            .filter(|a| filter.as_deref().is_none_or(|f| str_field(a, "appId") == f))
+            .map(|a| Value::Object(select(a, q)))
+            .collect();
+        ok_json(
+            json!({"@odata.context": format!("{}/v1.0/$metadata#applications", self.base), "value": value}),
+        )
+    }
+
+    fn get_app(&mut self, id: &str, q: &[(String, String)]) -> Response {
+        let exists = self.tenant_mut().apps.contains_key(id);
+        if !self.can_read_apps(exists.then_some(id)) {
+            return denied();
+        }
+        if !exists || self.stale(id) {
+            return not_found(id);
+        }
+        let base = self.base.clone();
+        let app = self.tenant_mut().apps.get(id).cloned().unwrap_or_default();
+        let mut out = Map::new();
+        out.insert(
+            "@odata.context".into(),
+            json!(format!("{base}/v1.0/$metadata#applications/$entity")),
+        );
+        out.extend(select(&app, q));
+        ok_json(Value::Object(out))
+    }
+
+    fn patch_app(&mut self, id: &str, body: &[u8]) -> Response {
+        let exists = self.tenant_mut().apps.contains_key(id);
+        if !exists {
+            return if self.can_read_apps(None) {
+                not_found(id)
+            } else {
+                denied()
+            };
+        }
+        if !self.can_write_app(id) {
+            return denied();
+        }
+        let patch = match self.record("application", body) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        if let Err(errors) = schema::contract().validate_entity("application", &patch) {
+            return bad_request(&errors.join(" "));
+        }
+        let Some(patch) = patch.as_object() else {
+            return bad_request("The request body must be a JSON object.");
+        };
+        for ro in [
+            "id",
+            "appId",
+            "createdDateTime",
+            "deletedDateTime",
+            "publisherDomain",
+            "passwordCredentials",
+        ] {
+            if patch.contains_key(ro) {
+                return bad_request(&format!(
+                    "Property '{ro}' is read-only and cannot be set{}.",
+                    if ro == "passwordCredentials" {
+                        "; use addPassword and removePassword"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        if let Some(Value::Array(rra)) = patch.get("requiredResourceAccess") {
+            for r in rra {
+                let mut seen = BTreeSet::new();
+                for a in r
+                    .get("resourceAccess")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let ty = a.get("type").and_then(Value::as_str).unwrap_or_default();
+                    if ty != "Scope" && ty != "Role" {
+                        return bad_request(&format!(
+                            "Invalid value specified for property 'type' of resource 'ResourceAccess': {ty:?} (Scope or Role)."
+                        ));
+                    }
+                    let key = (
+                        a.get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        ty.to_string(),
+                    );
+                    if !seen.insert(key.clone()) {
+                        return bad_request(&format!(
+                            "Duplicate resourceAccess entry {} ({}) in requiredResourceAccess.",
+                            key.0, key.1
+                        ));
+                    }
+                }
+            }
+        }
+        let contract = schema::contract();
+        let t = self.tenant_mut();
+        let Some(app) = t.apps.get_mut(id) else {
+            return not_found(id);
+        };
+        for (k, v) in patch {
+            if k.starts_with('@') {
+                continue;
+            }
+            let collection = contract
+                .property("application", k)
+                .is_some_and(|p| p.ty.starts_with("Collection("));
+            match (app.get_mut(k), v) {
+                (Some(Value::Object(cur)), Value::Object(new)) if !collection => {
+                    merge_complex(cur, new)
+                }
+                _ => {
+                    app.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        self.written(id);
+        no_content()
+    }
+
+    fn app_policies(&mut self, id: &str) -> Response {
+        let exists = self.tenant_mut().apps.contains_key(id);
+        if !self.can_read_apps(exists.then_some(id)) {
+            return denied();
+        }
+        if !exists || self.stale(id) {
+            return not_found(id);
+        }
+        let base = self.base.clone();
+        let t = self.tenant_mut();
+        let value: Vec<Value> = t
+            .assigned
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|pid| t.policies.get(pid))
+            .map(|p| {
+                let mut m = Map::new();
+                m.insert(
+                    "@odata.type".into(),
+                    json!("#microsoft.graph.tokenLifetimePolicy"),
+                );
+                m.extend(p.clone());
+                Value::Object(m)
+            })
+            .collect();
+        ok_json(
+            json!({"@odata.context": format!("{base}/v1.0/$metadata#policies/tokenLifetimePolicies"), "value": value}),
+        )
+    }
+
+    fn policy_writer(&self) -> bool {
+        self.has_any(&[p::POLICY_READWRITE_APPLICATIONCONFIGURATION])
+    }
+
+    fn assign(&mut self, id: &str, body: &[u8]) -> Response {
+        let exists = self.tenant_mut().apps.contains_key(id);
+        if !exists {
+            return if self.can_read_apps(None) {
+                not_found(id)
+            } else {
+                denied()
+            };
+        }
+        if !self.can_write_app(id) || !self.policy_writer() {
+            return denied();
+        }
+        let v = match self.record("$ref", body) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        if let Err(e) = validate_body("$ref", &v) {
+            return bad_request(&e.join(" "));
+        }
+        let url = v
+            .get("@odata.id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(pid) = url
+            .rsplit_once("/policies/tokenLifetimePolicies/")
+            .map(|(_, pid)| pid.trim_end_matches('/').to_string())
+        else {
+            return bad_request(&format!("Invalid object identifier '{url}'."));
+        };
+        if self.stale(&pid) {
+            return not_found(&pid);
+        }
+        let t = self.tenant_mut();
+        if !t.policies.contains_key(&pid) {
+            return not_found(&pid);
+        }
+        let list = t.assigned.entry(id.to_string()).or_default();
+        if list.contains(&pid) {
+            return bad_request(
+                "One or more added object references already exist for the following modified properties: 'tokenLifetimePolicies'.",
+            );
+        }
+        if let Some(other) = list.first() {
+            return bad_request(&format!(
+                "An application can have only one token lifetime policy; policy '{other}' is already assigned."
+            ));
+        }
+        list.push(pid);
+        self.written(id);
+        no_content()
+    }
+
+    fn unassign(&mut self, id: &str, pid: &str) -> Response {
+        let exists = self.tenant_mut().apps.contains_key(id);
+        if !exists {
+            return not_found(id);
+        }
+        if !self.can_write_app(id) || !self.policy_writer() {
+            return denied();
+        }
+        let t = self.tenant_mut();
+        let list = t.assigned.entry(id.to_string()).or_default();
+        let before = list.len();
+        list.retain(|x| x != pid);
+        if list.len() == before {
+            return not_found(pid);
+        }
+        self.written(id);
+        no_content()
+    }
+
+    fn list_sps(&mut self, q: &[(String, String)]) -> Response {
+        if !self.has_any(&[
+            p::APPLICATION_READ_ALL,
+            p::APPLICATION_READWRITE_ALL,
+            p::DIRECTORY_READ_ALL,
+        ]) {
+            return denied();
+        }
+        let filter = query(q, "$filter")
+            .and_then(|f| eq_filter(f, "appId"))
+            .map(str::to_string);
+        let base = self.base.clone();
+        let t = self.tenant_mut();
+        let value: Vec<Value> = t
+            .sps
+            .values()
+            .filter(|s| filter.as_deref().is_none_or(|f| str_field(s, "appId") == f))
+            .map(|s| Value::Object(select(s, q)))
+            .collect();
+        ok_json(
+            json!({"@odata.context": format!("{base}/v1.0/$metadata#servicePrincipals"), "value": value}),
+        )
+    }
+
+    fn get_sp(&mut self, id: &str, q: &[(String, String)]) -> Response {
+        if !self.has_any(&[
+            p::APPLICATION_READ_ALL,
+            p::APPLICATION_READWRITE_ALL,
+            p::DIRECTORY_READ_ALL,
+        ]) {
+            return denied();
+        }
+        match self.tenant_mut().sps.get(id) {
+            Some(sp) => ok_json(Value::Object(select(sp, q))),
+            None => not_found(id),
+        }
+    }
+
+    fn list_grants(&mut self, q: &[(String, String)]) -> Response {
+        if !self.has_any(&[
+            p::DELEGATED_PERMISSION_GRANT_READ_ALL,
+            "DelegatedPermissionGrant.ReadWrite.All",
+            p::DIRECTORY_READ_ALL,
+        ]) {
+            return denied();
+        }
+        let filter = match query(q, "$filter") {
+            Some(f) => match eq_filter(f, "clientId") {
+                Some(c) => Some(c.to_string()),
+                None => return bad_request(&format!("Unsupported filter '{f}'.")),
+            },
+            None => None,
+        };
+        let base = self.base.clone();
+        let t = self.tenant_mut();
+        let value: Vec<Value> = t
+            .grants
+            .iter()
+            .filter(|g| {
+                filter
+                    .as_deref()
+                    .is_none_or(|f| str_field(g, "clientId") == f)
+            })
+            .cloned()
+            .map(Value::Object)
+            .collect();
+        ok_json(
+            json!({"@odata.context": format!("{base}/v1.0/$metadata#oauth2PermissionGrants"), "value": value}),
+        )
+    }
+
+    fn policy_reader(&self) -> bool {
+        self.has_any(&[
+            p::POLICY_READ_ALL,
+            "Policy.Read.ApplicationConfiguration",
+            p::POLICY_READWRITE_APPLICATIONCONFIGURATION,
+        ])
+    }
+
+    fn list_policies(&mut self) -> Response {
+        if !self.policy_reader() {
+            return denied();
+        }
+        let base = self.base.clone();
+        let value: Vec<Value> = self
+            .tenant_mut()
+            .policies
+            .values()
+            .cloned()
+            .map(Value::Object)
+            .collect();
+        ok_json(
+            json!({"@odata.context": format!("{base}/v1.0/$metadata#policies/tokenLifetimePolicies"), "value": value}),
+        )
+    }
+
+    fn get_policy(&mut self, id: &str) -> Response {
+        if !self.policy_reader() {
+            return denied();
+        }
+        match self.tenant_mut().policies.get(id) {
+            Some(p) => ok_json(Value::Object(p.clone())),
+            None => not_found(id),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn check_policy_body(&self, v: &Value, create: bool) -> Result<(), Response> {
+        if let Err(e) = schema::contract().validate_entity("tokenLifetimePolicy", v) {
+            return Err(bad_request(&e.join(" ")));
+        }
+        for ro in ["id", "deletedDateTime"] {
+            if v.get(ro).is_some() {
+                return Err(bad_request(&format!(
+                    "Property '{ro}' is read-only and cannot be set."
+                )));
+            }
+        }
+        match v.get("definition") {
+            Some(d) => check_definition(d)
+                .map_err(|e| bad_request(&format!("Invalid policy definition: {e}")))?,
+            None if create => return Err(bad_request("Property 'definition' is required.")),
+            None => {}
+        }
+        if create
+            && v.get("displayName")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.trim().is_empty())
+        {
+            return Err(bad_request("Property 'displayName' is required."));
+        }
+        Ok(())
+    }
+
+    fn create_policy(&mut self, body: &[u8]) -> Response {
+        if !self.policy_writer() {
+            return denied();
+        }
+        let v = match self.record("tokenLifetimePolicy", body) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        if let Err(r) = self.check_policy_body(&v, true) {
+            return r;
+        }
+        let id = new_id();
+        let mut policy = obj(
+            json!({"id": id, "deletedDateTime": null, "definition": [], "description": null,
+                                    "displayName": null, "isOrganizationDefault": false}),
+        );
+        for (k, val) in v.as_object().into_iter().flatten() {
+            if !k.starts_with('@') {
+                policy.insert(k.clone(), val.clone());
+            }
+        }
+        let base = self.base.clone();
+        self.tenant_mut()
+            .policies
+            .insert(id.clone(), policy.clone());
+        self.written(&id);
+        let mut out = Map::new();
+        out.insert(
+            "@odata.context".into(),
+            json!(format!(
+                "{base}/v1.0/$metadata#policies/tokenLifetimePolicies/$entity"
+            )),
+        );
+        out.extend(policy);
+        (StatusCode::CREATED, axum::Json(Value::Object(out))).into_response()
+    }
+
+    fn patch_policy(&mut self, id: &str, body: &[u8]) -> Response {
+        if !self.policy_writer() {
+            return denied();
+        }
+        if !self.tenant_mut().policies.contains_key(id) {
+            return not_found(id);
+        }
+        let v = match self.record("tokenLifetimePolicy", body) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        if let Err(r) = self.check_policy_body(&v, false) {
+            return r;
+        }
+        if let Some(p) = self.tenant_mut().policies.get_mut(id) {
+            for (k, val) in v.as_object().into_iter().flatten() {
+                if !k.starts_with('@') {
+                    p.insert(k.clone(), val.clone());
+                }
+            }
+        }
+        no_content()
+    }
+
+    fn delete_policy(&mut self, id: &str) -> Response {
+        if !self.policy_writer() {
+            return denied();
+        }
+        let t = self.tenant_mut();
+        if t.policies.remove(id).is_none() {
+            return not_found(id);
+        }
+        for list in t.assigned.values_mut() {
+            list.retain(|x| x != id);
+        }
+        no_content()
+    }
+}
+
+/// Graph merges complex-typed properties property by property; collections inside are replaced.
+fn merge_complex(cur: &mut Map<String, Value>, new: &Map<String, Value>) {
+    for (k, v) in new {
+        match (cur.get_mut(k), v) {
+            (Some(Value::Object(c)), Value::Object(n)) => merge_complex(c, n),
+            _ => {
+                cur.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates() {
+        assert_eq!(route_template("/abc/oauth2/v2.0/token"), TOKEN_ROUTE);
+        assert_eq!(
+            route_template("/v1.0/applications(appId='3d7f2b9a-6c41-4e85-a0d2-9b1c7e5f4a68')"),
+            "/v1.0/applications(appId='{appId}')"
+        );
+        assert_eq!(
+            route_template("/v1.0/applications(appId=%273d7f%27)"),
+            "/v1.0/applications(appId='{appId}')"
+        );
+        assert_eq!(
+            route_template("/v1.0/applications/x"),
+            "/v1.0/applications/{id}"
+        );
+        assert_eq!(
+            route_template("/v1.0/applications/x/tokenLifetimePolicies/$ref"),
+            "/v1.0/applications/{id}/tokenLifetimePolicies/$ref"
+        );
+        assert_eq!(
+            route_template("/v1.0/applications/x/tokenLifetimePolicies/y/$ref"),
+            "/v1.0/applications/{id}/tokenLifetimePolicies/{policyId}/$ref"
+        );
+        assert_eq!(
+            route_template("/v1.0/policies/tokenLifetimePolicies/y"),
+            "/v1.0/policies/tokenLifetimePolicies/{id}"
+        );
+        assert_eq!(
+            route_template("/v1.0/oauth2PermissionGrants"),
+            "/v1.0/oauth2PermissionGrants"
+        );
+    }
+
+    #[test]
+    fn timespans_and_definitions() {
+        assert_eq!(parse_timespan("01:00:00"), Some(3600));
+        assert_eq!(parse_timespan("1.00:00:00"), Some(86_400));
+        assert_eq!(parse_timespan("00:10:00.0000000"), Some(600));
+        assert_eq!(parse_timespan("1:2"), None);
+        assert_eq!(parse_timespan("00:61:00"), None);
+        check_definition(&json!([
+            "{\"TokenLifetimePolicy\":{\"Version\":1,\"AccessTokenLifetime\":\"02:00:00\"}}"
+        ]))
+        .unwrap();
+        assert!(
+            check_definition(&json!([
+                "{\"TokenLifetimePolicy\":{\"Version\":1,\"AccessTokenLifetime\":\"00:05:00\"}}"
+            ]))
+            .is_err()
+        );
+        assert!(check_definition(&json!(["{\"TokenLifetimePolicy\":{\"Version\":2}}"])).is_err());
+        assert!(check_definition(&json!([{"TokenLifetimePolicy": {"Version": 1}}])).is_err());
+        assert!(check_definition(&json!(["a", "b"])).is_err());
+    }
+
+    #[test]
+    fn filters() {
+        assert_eq!(eq_filter("clientId eq 'abc'", "clientId"), Some("abc"));
+        assert_eq!(eq_filter("appId eq 'abc'", "clientId"), None);
+    }
+
+    #[test]
+    fn complex_properties_merge_and_collections_replace() {
+        let mut cur = obj(
+            json!({"redirectUris": ["a"], "implicitGrantSettings": {"enableIdTokenIssuance": true, "enableAccessTokenIssuance": false}}),
+        );
+        merge_complex(
+            &mut cur,
+            &obj(
+                json!({"redirectUris": ["b"], "implicitGrantSettings": {"enableIdTokenIssuance": false}}),
+            ),
+        );
+        assert_eq!(
+            Value::Object(cur),
+            json!({"redirectUris": ["b"], "implicitGrantSettings": {"enableIdTokenIssuance": false, "enableAccessTokenIssuance": false}})
+        );
+    }
+
+    #[test]
+    fn stock_application_round_trips_known_types() {
+        let app = stock_application("3d7f2b9a-6c41-4e85-a0d2-9b1c7e5f4a68", "Coder");
+        schema::contract()
+            .validate_entity("application", &app)
+            .unwrap();
+    }
+}

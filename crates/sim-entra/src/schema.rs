@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 /// The contract file, embedded.
-pub const CONTRACT: &str = include_str!("../contracts/msgraph-v1.0-app-registration-subset.csdl.json");
+pub const CONTRACT: &str =
+    include_str!("../contracts/msgraph-v1.0-app-registration-subset.csdl.json");
 
 /// One structural property.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,7 +205,14 @@ impl Contract {
         }
     }
 
-    fn check_value(&self, ty: &str, nullable: bool, v: &Value, path: &str, errors: &mut Vec<String>) {
+    fn check_value(
+        &self,
+        ty: &str,
+        nullable: bool,
+        v: &Value,
+        path: &str,
+        errors: &mut Vec<String>,
+    ) {
         if v.is_null() {
             if !nullable {
                 errors.push(format!("{path}: null is not allowed ({ty})"));
@@ -251,9 +259,9 @@ impl Contract {
                 }
             }
             "Edm.DateTimeOffset" => {
-                if !v
-                    .as_str()
-                    .is_some_and(|s| s.parse::<jiff::Timestamp>().is_ok())
+                if v.as_str()
+                    .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                    .is_none()
                 {
                     bad(errors, "an RFC 3339 timestamp");
                 }
@@ -269,8 +277,7 @@ impl Contract {
                 if let Some(members) = self.enums.get(name) {
                     // Flags enums accept comma-separated member names.
                     let ok = v.as_str().is_some_and(|s| {
-                        s.split(',')
-                            .all(|m| members.iter().any(|x| x == m.trim()))
+                        s.split(',').all(|m| members.iter().any(|x| x == m.trim()))
                     });
                     if !ok {
                         bad(errors, &format!("one of {}", members.join(", ")));
@@ -285,9 +292,13 @@ impl Contract {
                             continue;
                         }
                         match t.properties.iter().find(|p| &p.name == k) {
-                            Some(p) => {
-                                self.check_value(&p.ty, p.nullable, item, &format!("{path}.{k}"), errors)
-                            }
+                            Some(p) => self.check_value(
+                                &p.ty,
+                                p.nullable,
+                                item,
+                                &format!("{path}.{k}"),
+                                errors,
+                            ),
                             None if t.open => {}
                             None => errors.push(format!(
                                 "Property '{k}' does not exist on type 'microsoft.graph.{name}'."
@@ -313,7 +324,7 @@ pub fn is_guid(s: &str) -> bool {
 }
 
 fn is_base64(s: &str) -> bool {
-    s.len() % 4 == 0
+    s.len().is_multiple_of(4)
         && s.trim_end_matches('=')
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
@@ -327,13 +338,24 @@ mod tests {
     #[test]
     fn application_properties_and_types() {
         let c = contract();
-        assert!(c.property("application", "requiredResourceAccess").is_some());
+        assert!(
+            c.property("application", "requiredResourceAccess")
+                .is_some()
+        );
         assert_eq!(
-            c.property("application", "isFallbackPublicClient").unwrap().ty,
+            c.property("application", "isFallbackPublicClient")
+                .unwrap()
+                .ty,
             "Edm.Boolean"
         );
-        assert!(c.property("application", "id").is_some(), "inherited from entity");
-        assert!(c.entity_navigation("application").contains(&"tokenLifetimePolicies".to_string()));
+        assert!(
+            c.property("application", "id").is_some(),
+            "inherited from entity"
+        );
+        assert!(
+            c.entity_navigation("application")
+                .contains(&"tokenLifetimePolicies".to_string())
+        );
         c.validate_entity(
             "application",
             &json!({"isFallbackPublicClient": false, "requiredResourceAccess": [
@@ -370,9 +392,15 @@ mod tests {
             .unwrap_err();
         assert!(e[0].contains("null is not allowed"), "{e:?}");
         let e = c
-            .validate_entity("application", &json!({"web": {"redirectUris": "https://x"}}))
+            .validate_entity(
+                "application",
+                &json!({"web": {"redirectUris": "https://x"}}),
+            )
             .unwrap_err();
-        assert!(e[0].starts_with("web.redirectUris: expected an array"), "{e:?}");
+        assert!(
+            e[0].starts_with("web.redirectUris: expected an array"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ pub async fn delete(sim: &SimHandle, path: &str) -> (u16, Value) {
 }
 
 pub fn rv(v: &Value) -> String {
-    v["metadata"]["resourceVersion"].as_str().unwrap().to_string()
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// An open watch stream yielding parsed events.
@@ -146,6 +149,11 @@ pub fn yaml(s: &str) -> Value {
 
 /// Create the test Widget CRD through the API.
 pub async fn install_crd(sim: &SimHandle) {
-    let (s, v) = post(sim, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml(CRD_YAML)).await;
+    let (s, v) = post(
+        sim,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        yaml(CRD_YAML),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
 }

@@ -1,0 +1,168 @@
+//! The real binary: `sandbox` end to end, and `run` pointed at a simulator with its admin server
+//! and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use oidc_refresh_operator::sandbox::{self, Sandbox};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_oidc-refresh-operator");
+
+#[tokio::test]
+async fn sandbox_command_converges_google_and_exits_zero() {
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new(BIN)
+            .args(["sandbox", "--provider", "google"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("CODER_OIDC_SCOPES: <unset: Coder default> -> openid,profile,email,groups"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"{"access_type":"offline","hd":"example.com","prompt":"consent"}"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Ready.") && stdout.contains("UsersMustSignInAgain"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn sandbox_command_converges_keycloak_and_exits_zero() {
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new(BIN)
+            .args(["sandbox", "--provider", "keycloak"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("use.refresh.tokens: false -> true"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("IdentityProviderUpdated"), "{stdout}");
+}
+
+#[tokio::test]
+async fn run_command_converges_serves_metrics_and_stops_on_sigterm() {
+    let (sim, client) = Sandbox::start_cluster().await.unwrap();
+    sandbox::create_coder(&client, sandbox::coder_deployment("coder", json!([])))
+        .await
+        .unwrap();
+    sandbox::create_policy(
+        &client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    let (_dir, kubeconfig) = kubeconfig(&sim);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--admin-addr",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&client, "coder").await;
+
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                if let Ok(r) = http
+                    .get(format!("http://127.0.0.1:{port}{path}"))
+                    .send()
+                    .await
+                {
+                    return (r.status().as_u16(), r.text().await.unwrap());
+                }
+                assert!(start.elapsed() < WAIT, "admin server not up");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    let (code, metrics) = get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("oidc_refresh_reconciles_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"oidc_refresh_writes_total{category="deployment"} 1"#),
+        "{metrics}"
+    );
+
+    // SIGTERM: graceful shutdown, exit 0.
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (s, err);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    // JSON logs, with the policy on reconcile lines.
+    let line = status
+        .1
+        .lines()
+        .find(|l| l.contains("policy ready"))
+        .unwrap_or_else(|| panic!("no ready log line:\n{}", status.1));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["span"]["policy.name"], "coder", "{line}");
+    sim.shutdown().await;
+}

@@ -1,0 +1,207 @@
+//! End to end with identity-provider simulators: the controller configures Keycloak and
+//! PingFederate through their admin APIs, wires Coder, and then leaves a converged policy alone.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use oidc_refresh_operator::crd::OidcRefreshPolicy;
+use oidc_refresh_operator::sandbox::{self, NAMESPACE, Sandbox, SandboxProvider};
+use serde_json::json;
+
+async fn setup(provider: SandboxProvider) -> (Sandbox, sandbox::IdpSetup) {
+    let sb = cluster().await;
+    let idp = sandbox::start_idp(provider).await.unwrap();
+    let (name, data) = idp.secret.clone().unwrap();
+    sandbox::create_secret(&sb.client, &name, &data)
+        .await
+        .unwrap();
+    sandbox::create_coder(&sb.client, sandbox::coder_deployment("coder", json!([])))
+        .await
+        .unwrap();
+    (sb, idp)
+}
+
+fn policy(idp: &sandbox::IdpSetup) -> serde_json::Value {
+    let mut p = sandbox::example_policy("coder", idp.provider.clone());
+    p["spec"]["refreshTokens"] =
+        json!({"idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"});
+    p
+}
+
+async fn converge_then_stay_quiet(provider: SandboxProvider) {
+    let (sb, idp) = setup(provider).await;
+    sandbox::create_policy(&sb.client, policy(&idp))
+        .await
+        .unwrap();
+    let p = wait_ready(&sb.client, "coder").await;
+    let (scopes, params) = sandbox::coder_env(&sb.client, "coder").await.unwrap();
+    assert_eq!(
+        scopes.as_deref(),
+        Some("openid,profile,email,offline_access,groups")
+    );
+    assert_eq!(
+        params.as_deref(),
+        Some(r#"{"access_type":"offline","hd":"example.com"}"#)
+    );
+    let status = p.status.clone().unwrap();
+    let seen = status.identity_provider.unwrap();
+    assert_eq!(
+        (seen.refresh_token_grant, seen.offline_access),
+        (Some(true), Some(true))
+    );
+    assert_eq!(seen.idle_timeout.as_deref(), Some("720h"));
+    assert_eq!(seen.lifetime.as_deref(), Some("2160h"));
+    let events = sandbox::policy_events(&sb.client, "coder").await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.1 == "IdentityProviderUpdated")
+            .count(),
+        1,
+        "{events:?}"
+    );
+
+    // A restarted controller finds everything converged: no writes anywhere.
+    let (sim, client) = (sb.kube.clone(), sb.client.clone());
+    sb.stop_controller_only().await;
+    let (k_before, idp_before) = (sim.counters(), idp.sim.writes());
+    let sb = Sandbox::start_controller(sim.clone(), client.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let diff = sim.counters().diff(&k_before);
+    assert!(
+        diff.get("get", "deployments") >= 1,
+        "the reconcile ran: {:?}",
+        diff.entries()
+    );
+    assert_eq!(
+        diff.writes(),
+        0,
+        "no Kubernetes writes: {:?}",
+        diff.entries()
+    );
+    assert_eq!(idp.sim.writes(), idp_before, "no identity-provider writes");
+    let api: Api<OidcRefreshPolicy> = Api::namespaced(client, NAMESPACE);
+    assert_eq!(
+        api.get("coder").await.unwrap().metadata.resource_version,
+        p.metadata.resource_version
+    );
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn keycloak_converges_and_a_second_reconcile_writes_nothing() {
+    converge_then_stay_quiet(SandboxProvider::Keycloak).await;
+}
+
+#[tokio::test]
+async fn pingfederate_12_converges_and_a_second_reconcile_writes_nothing() {
+    converge_then_stay_quiet(SandboxProvider::Pingfederate).await;
+}
+
+#[tokio::test]
+async fn pingfederate_11_converges_and_a_second_reconcile_writes_nothing() {
+    converge_then_stay_quiet(SandboxProvider::Pingfederate11).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_backs_off_and_recovers_without_touching_coder() {
+    let (sb, idp) = setup(SandboxProvider::Keycloak).await;
+    let sandbox::IdpSim::Keycloak(kc) = &idp.sim else {
+        unreachable!()
+    };
+    kc.fail_next(3, 503, None);
+    sandbox::create_policy(&sb.client, policy(&idp))
+        .await
+        .unwrap();
+    let p = wait_reason(&sb.client, "coder", "Reconciling", "True", "Unreachable").await;
+    assert_eq!(
+        cond(&p, "Stalled").0,
+        "False",
+        "a transient error is not a stall"
+    );
+    assert_eq!(cond(&p, "CoderConfigured").1, "WaitingForIdentityProvider");
+    assert_eq!(
+        sandbox::coder_env(&sb.client, "coder").await.unwrap(),
+        (None, None),
+        "Coder untouched while the provider is down"
+    );
+    wait_ready(&sb.client, "coder").await;
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn throttling_is_reported_with_the_servers_retry_after() {
+    let (sb, idp) = setup(SandboxProvider::Pingfederate).await;
+    let sandbox::IdpSim::PingFederate(pf) = &idp.sim else {
+        unreachable!()
+    };
+    pf.fail_next(1, 429, Some(2));
+    sandbox::create_policy(&sb.client, policy(&idp))
+        .await
+        .unwrap();
+    let p = wait_reason(&sb.client, "coder", "Reconciling", "True", "Throttled").await;
+    assert!(
+        cond(&p, "Reconciling").2.contains("retrying after 2s"),
+        "{:?}",
+        cond(&p, "Reconciling")
+    );
+    wait_ready(&sb.client, "coder").await;
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_credentials_stall_and_a_fixed_secret_is_picked_up_without_restart() {
+    let (sb, idp) = setup(SandboxProvider::Keycloak).await;
+    let (name, mut data) = idp.secret.clone().unwrap();
+    let real = data.clone();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(sb.client.clone(), NAMESPACE);
+    for v in data.values_mut() {
+        v.push_str("-wrong");
+    }
+    secrets
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": data})),
+        )
+        .await
+        .unwrap();
+    sandbox::create_policy(&sb.client, policy(&idp))
+        .await
+        .unwrap();
+    let p = wait_reason(
+        &sb.client,
+        "coder",
+        "IdentityProviderConfigured",
+        "False",
+        "AuthenticationFailed",
+    )
+    .await;
+    let msg = cond(&p, "Ready").2;
+    assert_eq!(cond(&p, "Stalled").0, "True");
+    for secret in real.values() {
+        assert!(
+            !msg.contains(secret.as_str()),
+            "no credential in the message: {msg}"
+        );
+    }
+    secrets
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": real})),
+        )
+        .await
+        .unwrap();
+    wait_ready(&sb.client, "coder").await;
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}
