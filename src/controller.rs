@@ -40,6 +40,10 @@ pub struct Settings {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// Identity-provider requests per second per host (0: unlimited).
+    pub provider_qps: f64,
+    /// Burst allowed above `provider_qps`.
+    pub provider_burst: u32,
 }
 
 impl Default for Settings {
@@ -51,6 +55,8 @@ impl Default for Settings {
             instance: None,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
+            provider_qps: 10.0,
+            provider_burst: 20,
         }
     }
 }
@@ -138,7 +144,8 @@ async fn run_one(
         instance: settings.instance.clone(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let deps = ProviderDeps::new(metrics.clone(), settings.provider_timeout);
+    let deps = ProviderDeps::new(metrics.clone(), settings.provider_timeout)
+        .with_rate_limit(settings.provider_qps, settings.provider_burst);
     let mut context = Context::new(client.clone(), recorder, metrics.clone(), deps);
     context.backoff_base = settings.backoff_base;
     context.backoff_max = settings.backoff_max;

@@ -276,10 +276,23 @@ pub struct OidcRefreshPolicyStatus {
     /// The values Coder is configured with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coder: Option<CoderStatus>,
+    /// Things worth knowing that do not block refresh tokens (for example a client secret that
+    /// expires soon, or a consent that is missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<PolicyWarning>,
     /// When Coder first got settings that need every user to sign out and in again to obtain a
     /// refresh token (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users_must_sign_in_again_since: Option<String>,
+}
+
+/// A non-blocking finding.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub struct PolicyWarning {
+    /// CamelCase reason, e.g. `ClientSecretExpiring`.
+    pub reason: String,
+    /// What it means and what to do.
+    pub message: String,
 }
 
 /// Observed identity-provider settings.

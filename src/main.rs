@@ -53,6 +53,12 @@ struct RunArgs {
     /// Timeout of each identity-provider call (Kubernetes duration).
     #[arg(long, env = "PROVIDER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     provider_timeout: Duration,
+    /// Identity-provider requests per second, per IdP host, across all policies (0: unlimited).
+    #[arg(long, env = "PROVIDER_QPS", default_value_t = 10.0)]
+    provider_qps: f64,
+    /// Requests allowed in a burst above `--provider-qps`.
+    #[arg(long, env = "PROVIDER_BURST", default_value_t = 20)]
+    provider_burst: u32,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -136,6 +142,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         provider_timeout: args.provider_timeout,
         instance: args.pod_name.clone(),
+        provider_qps: args.provider_qps,
+        provider_burst: args.provider_burst,
         ..controller::Settings::default()
     };
     if args.leader_elect {

@@ -39,6 +39,13 @@ pub struct Metrics {
     provider_duration: Family<ProviderLabels, Histogram>,
     writes: Family<CategoryLabels, Counter>,
     policies_ready: Gauge,
+    findings: Family<ReasonLabels, Counter>,
+    problems: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -91,7 +98,21 @@ impl Metrics {
             "Policies whose Ready condition is True",
             policies_ready.clone(),
         );
+        let problems = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "reconcile_problems",
+            "Reconciles that ended blocked or retrying, by condition reason",
+            problems.clone(),
+        );
+        let findings = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "findings",
+            "Warnings newly reported on policies, by reason (e.g. ClientSecretExpiring)",
+            findings.clone(),
+        );
         Metrics {
+            findings,
+            problems,
             registry: Mutex::new(registry),
             reconciles,
             failures,
@@ -142,6 +163,16 @@ impl Metrics {
         self.writes
             .get_or_create(&CategoryLabels { category: target })
             .inc();
+    }
+
+    /// A pass ended blocked or retrying for `reason` (a bounded condition reason).
+    pub fn reconcile_problem(&self, reason: &'static str) {
+        self.problems.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// A warning newly reported on a policy.
+    pub fn finding(&self, reason: &'static str) {
+        self.findings.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// Sets the number of Ready policies.

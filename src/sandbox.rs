@@ -40,6 +40,8 @@ pub enum SandboxProvider {
     Pingfederate,
     /// PingFederate 11.3.
     Pingfederate11,
+    /// Microsoft Entra ID (Microsoft Graph simulator).
+    EntraId,
 }
 
 /// A running identity-provider simulator.
@@ -50,6 +52,8 @@ pub enum IdpSim {
     Keycloak(sim_keycloak::SimHandle),
     /// PingFederate.
     PingFederate(sim_pingfederate::SimHandle),
+    /// Microsoft Graph.
+    Entra(sim_entra::SimHandle),
 }
 
 /// What the sandbox puts into the policy and the Secret for a provider.
@@ -69,6 +73,7 @@ impl IdpSim {
             IdpSim::None => Vec::new(),
             IdpSim::Keycloak(s) => s.describe_client(),
             IdpSim::PingFederate(s) => s.describe_client(),
+            IdpSim::Entra(s) => s.describe_client(),
         }
     }
 
@@ -78,6 +83,7 @@ impl IdpSim {
             IdpSim::None => 0,
             IdpSim::Keycloak(s) => s.counters().writes(),
             IdpSim::PingFederate(s) => s.counters().writes(),
+            IdpSim::Entra(s) => s.counters().writes(),
         }
     }
 
@@ -87,6 +93,7 @@ impl IdpSim {
             IdpSim::None => {}
             IdpSim::Keycloak(s) => s.shutdown().await,
             IdpSim::PingFederate(s) => s.shutdown().await,
+            IdpSim::Entra(s) => s.shutdown().await,
         }
     }
 }
@@ -104,6 +111,15 @@ pub async fn start_idp(provider: SandboxProvider) -> anyhow::Result<IdpSetup> {
             let seed = sim.seed_sandbox();
             IdpSetup {
                 sim: IdpSim::Keycloak(sim),
+                provider: seed.spec,
+                secret: Some((seed.secret_name, seed.secret_data)),
+            }
+        }
+        SandboxProvider::EntraId => {
+            let sim = sim_entra::start(sim_entra::SimConfig::default()).await?;
+            let seed = sim.seed_sandbox();
+            IdpSetup {
+                sim: IdpSim::Entra(sim),
                 provider: seed.spec,
                 secret: Some((seed.secret_name, seed.secret_data)),
             }
@@ -331,6 +347,18 @@ pub fn example_policy(name: &str, provider: Value) -> Value {
     })
 }
 
+/// Refresh-token settings the sandbox asks of each provider: what that provider can honour.
+pub fn example_refresh_tokens(provider: SandboxProvider) -> Value {
+    match provider {
+        SandboxProvider::Google => json!({}),
+        // Entra ID fixes refresh-token lifetimes; only offline_access applies.
+        SandboxProvider::EntraId => json!({"offlineAccess": true}),
+        _ => {
+            json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"})
+        }
+    }
+}
+
 /// Creates a policy.
 pub async fn create_policy(client: &Client, policy: Value) -> anyhow::Result<OidcRefreshPolicy> {
     let api: Api<OidcRefreshPolicy> = Api::namespaced(client.clone(), NAMESPACE);
@@ -467,9 +495,7 @@ async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     create_coder(&client, coder_deployment("coder", json!([]))).await?;
     let before = coder_env(&client, "coder").await?;
     let mut policy = example_policy("coder", idp.provider.clone());
-    if args.provider != SandboxProvider::Google {
-        policy["spec"]["refreshTokens"] = json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"});
-    }
+    policy["spec"]["refreshTokens"] = example_refresh_tokens(args.provider);
     println!(
         "\nPolicy:\n{}",
         serde_json::to_string_pretty(&policy["spec"])?

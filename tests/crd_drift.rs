@@ -29,3 +29,21 @@ fn committed_crd_parses_as_a_crd() {
         Some(&["orp".to_string()][..])
     );
 }
+
+#[test]
+fn chart_crd_copy_matches_committed_crd() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/oidcrefreshpolicies.oidcrefresh.dev.yaml"
+    ))
+    .unwrap();
+    let chart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/oidc-refresh-operator/crds/oidcrefreshpolicies.oidcrefresh.dev.yaml"
+    ))
+    .expect("charts/oidc-refresh-operator/crds/oidcrefreshpolicies.oidcrefresh.dev.yaml exists");
+    assert!(
+        chart == committed,
+        "the chart's CRD copy is stale: run `cp crds/oidcrefreshpolicies.oidcrefresh.dev.yaml charts/oidc-refresh-operator/crds/`"
+    );
+}

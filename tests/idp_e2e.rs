@@ -25,16 +25,15 @@ async fn setup(provider: SandboxProvider) -> (Sandbox, sandbox::IdpSetup) {
     (sb, idp)
 }
 
-fn policy(idp: &sandbox::IdpSetup) -> serde_json::Value {
+fn policy(provider: SandboxProvider, idp: &sandbox::IdpSetup) -> serde_json::Value {
     let mut p = sandbox::example_policy("coder", idp.provider.clone());
-    p["spec"]["refreshTokens"] =
-        json!({"idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"});
+    p["spec"]["refreshTokens"] = sandbox::example_refresh_tokens(provider);
     p
 }
 
 async fn converge_then_stay_quiet(provider: SandboxProvider) {
     let (sb, idp) = setup(provider).await;
-    sandbox::create_policy(&sb.client, policy(&idp))
+    sandbox::create_policy(&sb.client, policy(provider, &idp))
         .await
         .unwrap();
     let p = wait_ready(&sb.client, "coder").await;
@@ -53,8 +52,13 @@ async fn converge_then_stay_quiet(provider: SandboxProvider) {
         (seen.refresh_token_grant, seen.offline_access),
         (Some(true), Some(true))
     );
-    assert_eq!(seen.idle_timeout.as_deref(), Some("720h"));
-    assert_eq!(seen.lifetime.as_deref(), Some("2160h"));
+    if provider == SandboxProvider::EntraId {
+        // Fixed by Microsoft, reported as it is.
+        assert_eq!(seen.idle_timeout.as_deref(), Some("2160h"));
+    } else {
+        assert_eq!(seen.idle_timeout.as_deref(), Some("720h"));
+        assert_eq!(seen.lifetime.as_deref(), Some("2160h"));
+    }
     let events = sandbox::policy_events(&sb.client, "coder").await.unwrap();
     assert_eq!(
         events
@@ -109,13 +113,100 @@ async fn pingfederate_11_converges_and_a_second_reconcile_writes_nothing() {
 }
 
 #[tokio::test]
+async fn entra_id_converges_and_a_second_reconcile_writes_nothing() {
+    converge_then_stay_quiet(SandboxProvider::EntraId).await;
+}
+
+#[tokio::test]
+async fn observe_mode_makes_no_identity_provider_writes() {
+    let (sb, idp) = setup(SandboxProvider::Keycloak).await;
+    let mut p = policy(SandboxProvider::Keycloak, &idp);
+    p["spec"]["managementPolicy"] = json!("Observe");
+    sandbox::create_policy(&sb.client, p).await.unwrap();
+    let p = wait_reason(
+        &sb.client,
+        "coder",
+        "IdentityProviderConfigured",
+        "False",
+        "Drifted",
+    )
+    .await;
+    let msg = cond(&p, "IdentityProviderConfigured").2;
+    assert!(
+        msg.contains("use.refresh.tokens"),
+        "lists what differs: {msg}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(idp.sim.writes(), 0);
+    assert_eq!(
+        sandbox::coder_env(&sb.client, "coder").await.unwrap(),
+        (None, None)
+    );
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expiring_client_secret_is_a_warning_reported_once() {
+    let (sb, idp) = setup(SandboxProvider::EntraId).await;
+    let sandbox::IdpSim::Entra(graph) = &idp.sim else {
+        unreachable!()
+    };
+    let spec = &idp.provider["entraId"];
+    let (tenant, app) = (
+        spec["tenantId"].as_str().unwrap(),
+        spec["applicationId"].as_str().unwrap(),
+    );
+    let soon = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24 * 10))
+        .unwrap();
+    graph.update_application(tenant, app, |a| {
+        a.insert(
+            "passwordCredentials".into(),
+            json!([sim_entra::password_credential("coder-oidc", soon)]),
+        );
+    });
+    sandbox::create_policy(&sb.client, policy(SandboxProvider::EntraId, &idp))
+        .await
+        .unwrap();
+    let p = wait_ready(&sb.client, "coder").await;
+    let warnings = p.status.as_ref().unwrap().warnings.clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].reason, "ClientSecretExpiring");
+    // Reconciles keep finding it, but it is announced once.
+    let api: Api<OidcRefreshPolicy> = Api::namespaced(sb.client.clone(), NAMESPACE);
+    api.patch(
+        "coder",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let events = sandbox::policy_events(&sb.client, "coder").await.unwrap();
+    let found: Vec<_> = events
+        .iter()
+        .filter(|e| e.1 == "ClientSecretExpiring")
+        .collect();
+    assert_eq!(found.len(), 1, "{events:?}");
+    assert_eq!(found[0].0, "Warning");
+    assert!(
+        sb.metrics
+            .encode()
+            .contains(r#"oidc_refresh_findings_total{reason="ClientSecretExpiring"} 1"#)
+    );
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_provider_backs_off_and_recovers_without_touching_coder() {
     let (sb, idp) = setup(SandboxProvider::Keycloak).await;
     let sandbox::IdpSim::Keycloak(kc) = &idp.sim else {
         unreachable!()
     };
     kc.fail_next(3, 503, None);
-    sandbox::create_policy(&sb.client, policy(&idp))
+    sandbox::create_policy(&sb.client, policy(SandboxProvider::Keycloak, &idp))
         .await
         .unwrap();
     let p = wait_reason(&sb.client, "coder", "Reconciling", "True", "Unreachable").await;
@@ -142,7 +233,7 @@ async fn throttling_is_reported_with_the_servers_retry_after() {
         unreachable!()
     };
     pf.fail_next(1, 429, Some(2));
-    sandbox::create_policy(&sb.client, policy(&idp))
+    sandbox::create_policy(&sb.client, policy(SandboxProvider::Pingfederate, &idp))
         .await
         .unwrap();
     let p = wait_reason(&sb.client, "coder", "Reconciling", "True", "Throttled").await;
@@ -174,7 +265,7 @@ async fn wrong_credentials_stall_and_a_fixed_secret_is_picked_up_without_restart
         )
         .await
         .unwrap();
-    sandbox::create_policy(&sb.client, policy(&idp))
+    sandbox::create_policy(&sb.client, policy(SandboxProvider::Keycloak, &idp))
         .await
         .unwrap();
     let p = wait_reason(

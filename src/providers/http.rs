@@ -107,6 +107,54 @@ impl TokenCache {
     }
 }
 
+/// A token bucket per identity-provider host, shared by every policy, so many policies pointing
+/// at one IdP do not exceed `qps` (with bursts up to `burst`). `qps <= 0` means unlimited.
+pub struct RateLimiter {
+    qps: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, tokio::time::Instant)>>,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `qps` requests per second per host, bursts of `burst`.
+    pub fn new(qps: f64, burst: u32) -> Self {
+        RateLimiter {
+            qps,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// No limit.
+    pub fn unlimited() -> Self {
+        Self::new(0.0, 1)
+    }
+
+    /// Takes a token for `host`, waiting as long as needed.
+    pub async fn acquire(&self, host: &str) {
+        if self.qps <= 0.0 {
+            return;
+        }
+        let wait = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            let now = tokio::time::Instant::now();
+            let (tokens, last) = buckets.entry(host.to_string()).or_insert((self.burst, now));
+            *tokens =
+                (*tokens + now.duration_since(*last).as_secs_f64() * self.qps).min(self.burst);
+            *last = now;
+            *tokens -= 1.0;
+            if *tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-*tokens / self.qps)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// Parses `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers
@@ -207,8 +255,21 @@ pub async fn send(
     operation: &'static str,
     request: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, ProviderError> {
+    let (client, built) = request.build_split();
+    let request = built.map_err(|e| ProviderError::Protocol {
+        provider,
+        operation: operation.to_string(),
+        detail: describe_reqwest_error(&e),
+    })?;
+    if let Some(host) = request.url().host_str() {
+        let key = format!(
+            "{host}:{}",
+            request.url().port_or_known_default().unwrap_or(0)
+        );
+        deps.limiter.acquire(&key).await;
+    }
     let started = Instant::now();
-    let result = request.send().await;
+    let result = client.execute(request).await;
     let elapsed = started.elapsed();
     match result {
         Ok(resp) => {
@@ -326,6 +387,28 @@ mod tests {
         assert!(c.get("a").is_none());
         c.put("b", SecretString::from("t".to_string()), Duration::ZERO);
         assert!(c.get("b").is_none(), "an expired token is not handed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_spaces_requests_per_host() {
+        let l = RateLimiter::new(10.0, 2);
+        let start = tokio::time::Instant::now();
+        for _ in 0..4 {
+            l.acquire("kc:443").await;
+        }
+        // Two from the burst, then one every 100 ms.
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+        let other = tokio::time::Instant::now();
+        l.acquire("pf:9999").await;
+        assert_eq!(
+            other.elapsed(),
+            Duration::ZERO,
+            "hosts have their own buckets"
+        );
+        let u = RateLimiter::unlimited();
+        for _ in 0..100 {
+            u.acquire("x").await;
+        }
     }
 
     #[test]

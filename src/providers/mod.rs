@@ -402,6 +402,8 @@ pub struct ProviderDeps {
     pub tokens: Arc<http::TokenCache>,
     /// Metrics for provider calls.
     pub metrics: Arc<Metrics>,
+    /// Per-host request rate limit.
+    pub limiter: Arc<http::RateLimiter>,
 }
 
 impl ProviderDeps {
@@ -411,7 +413,14 @@ impl ProviderDeps {
             http: Arc::new(http::HttpClients::new(timeout)),
             tokens: Arc::new(http::TokenCache::default()),
             metrics,
+            limiter: Arc::new(http::RateLimiter::unlimited()),
         }
+    }
+
+    /// The same, with a per-host rate limit of `qps` requests per second (bursts of `burst`).
+    pub fn with_rate_limit(mut self, qps: f64, burst: u32) -> Self {
+        self.limiter = Arc::new(http::RateLimiter::new(qps, burst));
+        self
     }
 }
 

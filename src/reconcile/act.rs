@@ -12,7 +12,7 @@ use super::plan::{CoderStep, IdpStep, Plan, conflict_message, provider_verdict};
 use crate::coder::{PARAMS_ENV, SCOPES_ENV};
 use crate::crd::FIELD_MANAGER;
 use crate::error::{Error, Result};
-use crate::providers::{DesiredSettings, IdpSettings};
+use crate::providers::{DesiredSettings, Finding, IdpSettings};
 use crate::status::{Reason, State, Verdict};
 
 /// An Event to publish.
@@ -32,6 +32,8 @@ pub struct Acted {
     pub idp: Verdict,
     /// Settings to show in status.
     pub idp_settings: Option<IdpSettings>,
+    /// Non-blocking findings to report as warnings.
+    pub findings: Vec<Finding>,
     /// Coder verdict.
     pub coder: Verdict,
     /// The Deployment's env was written.
@@ -56,11 +58,15 @@ pub async fn act(
 ) -> Result<Acted> {
     let mut events = Vec::new();
     let mut retry_after = None;
+    let mut findings = Vec::new();
     let (provider, mut settings) = match &observed.idp {
         IdpObserved::Seen {
             provider,
             observation,
-        } => (Some(provider.clone()), Some(observation.settings.clone())),
+        } => {
+            findings = observation.findings.clone();
+            (Some(provider.clone()), Some(observation.settings.clone()))
+        }
         IdpObserved::Failed(e) => {
             retry_after = e.retry_after();
             (None, None)
@@ -75,6 +81,7 @@ pub async fn act(
             Ok(applied) => {
                 ctx.metrics.wrote("identity_provider");
                 settings = Some(applied.observation.settings.clone());
+                findings = applied.observation.findings.clone();
                 let done: Vec<String> = if applied.actions.is_empty() {
                     changes.iter().map(ToString::to_string).collect()
                 } else {
@@ -195,6 +202,7 @@ pub async fn act(
     Ok(Acted {
         idp,
         idp_settings: settings,
+        findings: findings.into_iter().filter(|f| !f.blocking).collect(),
         coder,
         coder_written,
         coder_values,

@@ -23,11 +23,12 @@ use tracing::{Instrument, debug, info, warn};
 use crate::coder;
 use crate::crd::{
     CoderStatus, FIELD_MANAGER, IdentityProviderStatus, OidcRefreshPolicy, OidcRefreshPolicyStatus,
+    PolicyWarning,
 };
 use crate::duration;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::providers::{DesiredSettings, IdpSettings, ProviderDeps};
+use crate::providers::{DesiredSettings, Finding, IdpSettings, ProviderDeps};
 use crate::status::{self, ConditionType, Reason, State, Verdict, Verdicts};
 
 use self::act::{EventNote, event_type};
@@ -145,132 +146,137 @@ enum Next {
     Backoff(Option<Duration>),
 }
 
+/// Everything one pass found and did, for status, Events and the requeue decision.
+struct Pass {
+    verdicts: Verdicts,
+    idp_settings: Option<IdpSettings>,
+    findings: Vec<Finding>,
+    coder_values: Option<(String, String)>,
+    written: bool,
+    events: Vec<EventNote>,
+    next: Next,
+}
+
+impl Pass {
+    fn invalid_spec(msg: String) -> Pass {
+        let unknown = Verdict::new(
+            State::Unknown,
+            Reason::InvalidSpec,
+            "Not evaluated until the spec is fixed.",
+        );
+        Pass {
+            verdicts: Verdicts {
+                idp: Verdict::new(
+                    State::Stalled,
+                    Reason::InvalidSpec,
+                    format!("{msg}. Fix the policy."),
+                ),
+                coder: unknown.clone(),
+                rollout: unknown,
+            },
+            idp_settings: None,
+            findings: Vec::new(),
+            coder_values: None,
+            written: false,
+            events: Vec::new(),
+            next: Next::Interval,
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        let v = &self.verdicts;
+        [&v.idp, &v.coder, &v.rollout]
+            .iter()
+            .all(|p| p.state == State::Done)
+    }
+
+    fn is_stalled(&self) -> bool {
+        let v = &self.verdicts;
+        [&v.idp, &v.coder, &v.rollout]
+            .iter()
+            .any(|p| p.state == State::Stalled)
+    }
+
+    /// Bounded metrics category of the pass's problem, if any.
+    fn problem(&self) -> Option<&'static str> {
+        let v = &self.verdicts;
+        [&v.idp, &v.coder, &v.rollout]
+            .iter()
+            .find(|p| {
+                matches!(p.state, State::Stalled)
+                    || (p.state == State::Progressing && p.reason != Reason::RolloutInProgress)
+            })
+            .map(|p| p.reason.as_str())
+    }
+}
+
+/// observe → plan → act.
+async fn run_pass(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result<Pass> {
+    let desired = match desired_settings(policy) {
+        Ok(d) => d,
+        Err(msg) => return Ok(Pass::invalid_spec(msg)),
+    };
+    let observed = observe::observe(policy, &desired, ctx).await?;
+    let view = match &observed.idp {
+        IdpObserved::SecretNotFound(n) => IdpView::SecretNotFound(n),
+        IdpObserved::Failed(e) => IdpView::Failed(e),
+        IdpObserved::Seen { observation, .. } => IdpView::Seen(observation),
+    };
+    let plan = plan::plan(&policy.spec, ns, view, observed.deployment.as_ref());
+    debug!(?plan, "planned");
+    let acted = act::act(plan, observed, &desired, ns, ctx).await?;
+    let rollout = rollout_verdict(&acted.deployment, &acted.coder);
+    let next = if acted.idp.state == State::Progressing {
+        Next::Backoff(acted.retry_after)
+    } else if rollout.state == State::Progressing || acted.coder_written {
+        Next::Soon
+    } else {
+        Next::Interval
+    };
+    Ok(Pass {
+        verdicts: Verdicts {
+            idp: acted.idp,
+            coder: acted.coder,
+            rollout,
+        },
+        idp_settings: acted.idp_settings,
+        findings: acted.findings,
+        coder_values: acted.coder_values,
+        written: acted.coder_written,
+        events: acted.events,
+        next,
+    })
+}
+
 async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result<Action> {
     let key = (ns.to_string(), policy.name_any());
     let interval = duration::parse(&policy.spec.interval)
         .unwrap_or(Duration::from_secs(600))
         .max(Duration::from_secs(30));
-    let generation = policy.metadata.generation.unwrap_or(0);
-    let now = Timestamp::now();
+    let pass = run_pass(policy, ctx, ns).await?;
 
-    let (verdicts, idp_settings, coder_values, written, events, next) =
-        match desired_settings(policy) {
-            Err(msg) => {
-                let v = Verdict::new(
-                    State::Stalled,
-                    Reason::InvalidSpec,
-                    format!("{msg}. Fix the policy."),
-                );
-                let unknown = Verdict::new(
-                    State::Unknown,
-                    Reason::InvalidSpec,
-                    "Not evaluated until the spec is fixed.",
-                );
-                (
-                    Verdicts {
-                        idp: v,
-                        coder: unknown.clone(),
-                        rollout: unknown,
-                    },
-                    None,
-                    None,
-                    false,
-                    Vec::new(),
-                    Next::Interval,
-                )
-            }
-            Ok(desired) => {
-                let observed = observe::observe(policy, &desired, ctx).await?;
-                let view = match &observed.idp {
-                    IdpObserved::SecretNotFound(n) => IdpView::SecretNotFound(n),
-                    IdpObserved::Failed(e) => IdpView::Failed(e),
-                    IdpObserved::Seen { observation, .. } => IdpView::Seen(observation),
-                };
-                let plan = plan::plan(&policy.spec, ns, view, observed.deployment.as_ref());
-                debug!(?plan, "planned");
-                let acted = act::act(plan, observed, &desired, ns, ctx).await?;
-                let rollout = rollout_verdict(&acted.deployment, &acted.coder);
-                let next = if acted.idp.state == State::Progressing {
-                    Next::Backoff(acted.retry_after)
-                } else if rollout.state == State::Progressing || acted.coder_written {
-                    Next::Soon
-                } else {
-                    Next::Interval
-                };
-                (
-                    Verdicts {
-                        idp: acted.idp,
-                        coder: acted.coder,
-                        rollout,
-                    },
-                    acted.idp_settings,
-                    acted.coder_values,
-                    acted.coder_written,
-                    acted.events,
-                    next,
-                )
-            }
-        };
-
-    let old = policy.status.clone();
-    let new_status = build_status(
-        policy,
-        old.as_ref(),
-        &verdicts,
-        idp_settings.as_ref(),
-        coder_values,
-        written,
-        generation,
-        now,
-    );
-    let mut events = events;
-    if written
-        && old
-            .as_ref()
-            .and_then(|s| s.users_must_sign_in_again_since.as_ref())
-            .is_none()
-    {
-        events.push(EventNote {
-            warning: false,
-            reason: "UsersMustSignInAgain",
-            note: "Coder now requests refresh tokens; every user must sign out and in once to obtain one".into(),
-        });
-    }
-    let old_conditions = old
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    for c in status::transitions(&old_conditions, &new_status.conditions) {
-        if c.type_ == ConditionType::Ready.as_str() {
-            let ready = c.status == "True";
-            events.push(EventNote {
-                warning: !ready && verdicts_stalled(&verdicts),
-                reason: if ready { "Ready" } else { "NotReady" },
-                note: format!(
-                    "{}: {}",
-                    c.reason,
-                    status::find(&new_status.conditions, ConditionType::Ready)
-                        .map(|c| c.message.as_str())
-                        .unwrap_or_default()
-                ),
-            });
+    let old = policy.status.as_ref();
+    let new_status = build_status(policy, old, &pass, Timestamp::now());
+    let events = [pass.events.clone(), status_events(old, &new_status, &pass)].concat();
+    for e in &events {
+        if pass.findings.iter().any(|f| f.reason == e.reason) {
+            ctx.metrics.finding(e.reason);
         }
     }
-    if status::changed(old.as_ref(), &new_status) {
+    if status::changed(old, &new_status) {
         patch_status(policy, ns, &new_status, ctx).await?;
     }
     publish(policy, &events, ctx).await;
-
-    let ready = verdicts.idp.state == State::Done
-        && verdicts.coder.state == State::Done
-        && verdicts.rollout.state == State::Done;
-    if ready {
+    if let Some(problem) = pass.problem() {
+        ctx.metrics.reconcile_problem(problem);
+    }
+    if pass.is_ready() {
         info!("policy ready");
     }
-    Ok(match next {
+    Ok(match pass.next {
         Next::Backoff(retry_after) => {
             let d = ctx.next_backoff(&key, retry_after);
-            warn!(delay_s = d.as_secs_f64(), reason = %verdicts.idp.reason, "identity provider not reachable, backing off");
+            warn!(delay_s = d.as_secs_f64(), reason = %pass.verdicts.idp.reason, "identity provider not reachable, backing off");
             Action::requeue(d)
         }
         Next::Soon => {
@@ -284,10 +290,46 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
     })
 }
 
-fn verdicts_stalled(v: &Verdicts) -> bool {
-    [&v.idp, &v.coder, &v.rollout]
-        .iter()
-        .any(|p| p.state == State::Stalled)
+/// Events for what changed between the stored and the new status: the Ready transition, the
+/// first time users must sign in again, and warnings that appeared.
+fn status_events(
+    old: Option<&OidcRefreshPolicyStatus>,
+    new: &OidcRefreshPolicyStatus,
+    pass: &Pass,
+) -> Vec<EventNote> {
+    let mut events = Vec::new();
+    if new.users_must_sign_in_again_since.is_some()
+        && old
+            .and_then(|s| s.users_must_sign_in_again_since.as_ref())
+            .is_none()
+    {
+        events.push(EventNote {
+            warning: false,
+            reason: "UsersMustSignInAgain",
+            note: "Coder now requests refresh tokens; every user must sign out and in once to obtain one".into(),
+        });
+    }
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    for c in status::transitions(old_conditions, &new.conditions) {
+        if c.type_ == ConditionType::Ready.as_str() {
+            let ready = c.status == "True";
+            events.push(EventNote {
+                warning: !ready && pass.is_stalled(),
+                reason: if ready { "Ready" } else { "NotReady" },
+                note: format!("{}: {}", c.reason, c.message),
+            });
+        }
+    }
+    for f in &pass.findings {
+        if !old.is_some_and(|o| o.warnings.iter().any(|w| w.reason == f.reason)) {
+            events.push(EventNote {
+                warning: true,
+                reason: f.reason,
+                note: f.message.clone(),
+            });
+        }
+    }
+    events
 }
 
 fn rollout_verdict(
@@ -330,23 +372,21 @@ fn rollout_verdict(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The status a pass leads to. Pure: `now` is only used for a condition that changes status and
+/// for the first `usersMustSignInAgainSince`.
 fn build_status(
     policy: &OidcRefreshPolicy,
     old: Option<&OidcRefreshPolicyStatus>,
-    verdicts: &Verdicts,
-    idp: Option<&IdpSettings>,
-    coder_values: Option<(String, String)>,
-    written: bool,
-    generation: i64,
+    pass: &Pass,
     now: Timestamp,
 ) -> OidcRefreshPolicyStatus {
+    let generation = policy.metadata.generation.unwrap_or(0);
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let conditions = status::merge_conditions(
         old_conditions,
-        status::conditions(verdicts, generation, now),
+        status::conditions(&pass.verdicts, generation, now),
     );
-    let identity_provider = match idp {
+    let identity_provider = match &pass.idp_settings {
         Some(s) => Some(IdentityProviderStatus {
             refresh_token_grant: s.refresh_token_grant,
             offline_access: s.offline_access,
@@ -357,17 +397,32 @@ fn build_status(
         }),
         None => old.and_then(|s| s.identity_provider.clone()),
     };
-    let coder = match coder_values {
+    let coder = match &pass.coder_values {
         Some((scopes, params)) => Some(CoderStatus {
-            scopes: Some(scopes),
-            auth_url_params: Some(params),
+            scopes: Some(scopes.clone()),
+            auth_url_params: Some(params.clone()),
         }),
         None => old.and_then(|s| s.coder.clone()),
+    };
+    // Warnings are only known when the provider was read; otherwise keep the previous ones.
+    let warnings = if pass.idp_settings.is_some() {
+        let mut w: Vec<PolicyWarning> = pass
+            .findings
+            .iter()
+            .map(|f| PolicyWarning {
+                reason: f.reason.to_string(),
+                message: f.message.clone(),
+            })
+            .collect();
+        w.sort_by(|a, b| a.reason.cmp(&b.reason));
+        w
+    } else {
+        old.map(|s| s.warnings.clone()).unwrap_or_default()
     };
     let since = old
         .and_then(|s| s.users_must_sign_in_again_since.clone())
         .or_else(|| {
-            written.then(|| {
+            pass.written.then(|| {
                 now.round(jiff::Unit::Second)
                     .map(|t| t.to_string())
                     .unwrap_or_else(|_| now.to_string())
@@ -379,6 +434,7 @@ fn build_status(
         conditions,
         identity_provider,
         coder,
+        warnings,
         users_must_sign_in_again_since: since,
     }
 }

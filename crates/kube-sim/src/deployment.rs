@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::Shared;
+use crate::errors::{FieldError, FieldErrorKind};
 use crate::util::{fnv32, now_rfc3339, safe_encode};
 
 /// Apply the API server's Deployment defaults.
@@ -68,6 +69,105 @@ pub fn defaults(d: &mut Value) {
             }
         }
     }
+}
+
+/// The Deployment validation rules the operator is most likely to meet
+/// (a subset of the real ones).
+pub fn validate(d: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let mut errs = vec![];
+    let selector = d.pointer("/spec/selector");
+    let match_labels = selector
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(|m| m.as_object());
+    let has_exprs = selector
+        .and_then(|s| s.get("matchExpressions"))
+        .and_then(|m| m.as_array())
+        .is_some_and(|a| !a.is_empty());
+    if selector.is_none() {
+        errs.push(FieldError::new(
+            "spec.selector",
+            FieldErrorKind::Required,
+            "",
+        ));
+    } else if match_labels.is_none_or(|m| m.is_empty()) && !has_exprs {
+        errs.push(FieldError::new(
+            "spec.selector",
+            FieldErrorKind::Invalid(selector.cloned().unwrap_or(Value::Null)),
+            "empty selector is invalid for deployment",
+        ));
+    }
+    let labels = d
+        .pointer("/spec/template/metadata/labels")
+        .and_then(|l| l.as_object());
+    if let Some(ml) = match_labels
+        && !ml
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+    {
+        errs.push(FieldError::new(
+            "spec.template.metadata.labels",
+            FieldErrorKind::InvalidRaw(crate::errors::go_string_map(
+                d.pointer("/spec/template/metadata/labels"),
+            )),
+            "`selector` does not match template `labels`",
+        ));
+    }
+    match d
+        .pointer("/spec/template/spec/containers")
+        .and_then(|c| c.as_array())
+    {
+        None => errs.push(FieldError::new(
+            "spec.template.spec.containers",
+            FieldErrorKind::Required,
+            "",
+        )),
+        Some(cs) if cs.is_empty() => errs.push(FieldError::new(
+            "spec.template.spec.containers",
+            FieldErrorKind::Required,
+            "",
+        )),
+        Some(cs) => {
+            for (i, c) in cs.iter().enumerate() {
+                if c["name"].as_str().is_none_or(|n| n.is_empty()) {
+                    errs.push(FieldError::new(
+                        format!("spec.template.spec.containers[{i}].name"),
+                        FieldErrorKind::Required,
+                        "",
+                    ));
+                }
+                if c["image"].as_str().is_none_or(|n| n.is_empty()) {
+                    errs.push(FieldError::new(
+                        format!("spec.template.spec.containers[{i}].image"),
+                        FieldErrorKind::Required,
+                        "",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(r) = d.pointer("/spec/replicas").and_then(|r| r.as_i64())
+        && r < 0
+    {
+        errs.push(FieldError::new(
+            "spec.replicas",
+            FieldErrorKind::Invalid(json!(r)),
+            "must be greater than or equal to 0",
+        ));
+    }
+    if let Some(o) = old
+        && o.pointer("/spec/selector") != selector
+    {
+        let rendered = format!(
+            "v1.LabelSelector{{MatchLabels:{}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}}",
+            crate::errors::go_string_map(selector.and_then(|s| s.get("matchLabels")))
+        );
+        errs.push(FieldError::new(
+            "spec.selector",
+            FieldErrorKind::InvalidRaw(rendered),
+            "field is immutable",
+        ));
+    }
+    errs
 }
 
 fn rs_name(d: &Value) -> String {

@@ -13,7 +13,7 @@ pub struct SimError {
     /// Human-readable message, formatted like the real API server's.
     pub message: String,
     /// `details` of the Status object, if any.
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
 }
 
 impl SimError {
@@ -29,7 +29,7 @@ impl SimError {
 
     /// Attach `details`.
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -155,7 +155,7 @@ impl SimError {
             "reason": self.reason,
         });
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         s["code"] = json!(self.code);
         s
@@ -175,6 +175,8 @@ fn qualified(group: &str, resource: &str) -> String {
 pub enum FieldErrorKind {
     /// `Invalid value: <value>: <detail>`
     Invalid(Value),
+    /// `Invalid value: <raw Go-formatted value>: <detail>`
+    InvalidRaw(String),
     /// `Required value`
     Required,
     /// `Unsupported value: <value>: supported values: "a", "b"`
@@ -196,7 +198,7 @@ pub enum FieldErrorKind {
 impl FieldErrorKind {
     fn reason(&self) -> &'static str {
         match self {
-            FieldErrorKind::Invalid(_) => "FieldValueInvalid",
+            FieldErrorKind::Invalid(_) | FieldErrorKind::InvalidRaw(_) => "FieldValueInvalid",
             FieldErrorKind::Required => "FieldValueRequired",
             FieldErrorKind::NotSupported(..) => "FieldValueNotSupported",
             FieldErrorKind::Duplicate(_) => "FieldValueDuplicate",
@@ -246,6 +248,7 @@ impl FieldError {
     pub fn cause_message(&self) -> String {
         let body = match &self.kind {
             FieldErrorKind::Invalid(v) => format!("Invalid value: {}", go_value(v)),
+            FieldErrorKind::InvalidRaw(v) => format!("Invalid value: {v}"),
             FieldErrorKind::Required => "Required value".to_string(),
             FieldErrorKind::NotSupported(v, allowed) => {
                 let quoted: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
@@ -321,4 +324,22 @@ mod tests {
             "spec.mode: Unsupported value: \"x\": supported values: \"a\", \"b\""
         );
     }
+}
+
+/// Go's `%#v` of a `map[string]string` (`map[string]string{"a":"b"}`).
+pub fn go_string_map(v: Option<&Value>) -> String {
+    let items: Vec<String> = v
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            let mut kv: Vec<(&String, &Value)> = m.iter().collect();
+            kv.sort_by(|a, b| a.0.cmp(b.0));
+            kv.into_iter()
+                .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    if v.is_none() {
+        return "map[string]string(nil)".into();
+    }
+    format!("map[string]string{{{}}}", items.join(", "))
 }

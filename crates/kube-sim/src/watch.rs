@@ -123,7 +123,24 @@ pub fn watch(shared: &Arc<Shared>, req: &ApiRequest) -> Reply {
                 }
             },
         };
-        if send_initial || from.is_none() {
+        let resume_from = if send_initial { None } else { from };
+        if let Some(n) = resume_from {
+            if n < st.compacted_rv {
+                initial.push(line(
+                    "ERROR",
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": format!("too old resource version: {n} ({})", st.compacted_rv + 1),
+                        "reason": "Expired", "code": 410}),
+                ));
+                close_after_initial = true;
+            } else {
+                for ev in st.history.iter().filter(|e| e.rv > n) {
+                    if let Some(b) = w.translate(ev) {
+                        initial.push(b);
+                    }
+                }
+            }
+        } else {
             if let Some(b) = st.objects.get(&w.ri.storage) {
                 for o in b.values() {
                     if w.filters.matches(o) {
@@ -134,27 +151,8 @@ pub fn watch(shared: &Arc<Shared>, req: &ApiRequest) -> Reply {
             if send_initial {
                 initial.push(w.bookmark(cur, true));
             }
-            (sub, cur)
-        } else {
-            let n = from.unwrap();
-            if n < st.compacted_rv {
-                initial.push(line(
-                    "ERROR",
-                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                        "message": format!("too old resource version: {n} ({})", st.compacted_rv + 1),
-                        "reason": "Expired", "code": 410}),
-                ));
-                close_after_initial = true;
-                (sub, cur)
-            } else {
-                for ev in st.history.iter().filter(|e| e.rv > n) {
-                    if let Some(b) = w.translate(ev) {
-                        initial.push(b);
-                    }
-                }
-                (sub, cur)
-            }
         }
+        (sub, cur)
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut breaker = shared.breaker.subscribe();

@@ -232,7 +232,9 @@ pub fn list(shared: &Shared, req: &ApiRequest) -> Reply {
         let mut next = None;
         let mut remaining = 0usize;
         if let Some(bucket) = st.objects.get(&req.ri.storage) {
-            let iter: Box<dyn Iterator<Item = (&(String, String), &Arc<Value>)>> = match &cont {
+            type Entries<'a> =
+                Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Value>)> + 'a>;
+            let iter: Entries<'_> = match &cont {
                 Some((_, ns, name)) => Box::new(bucket.range((
                     std::ops::Bound::Excluded((ns.clone(), name.clone())),
                     std::ops::Bound::Unbounded,
@@ -801,10 +803,11 @@ pub fn commit(
         if ri.has_generation {
             meta.insert("generation".into(), json!(1));
         }
-        if ri.status_subresource && !(ri.resource == "namespaces") {
-            if let Some(o) = new.as_object_mut() {
-                o.remove("status");
-            }
+        if ri.status_subresource
+            && ri.resource != "namespaces"
+            && let Some(o) = new.as_object_mut()
+        {
+            o.remove("status");
         }
     } else {
         let old_v = old_req.as_ref().unwrap();
@@ -1080,10 +1083,16 @@ fn normalize_kind(
                 new["spec"] = o.get("spec").cloned().unwrap_or(json!({}));
             }
         }
-        ("apps", "deployments") => crate::deployment::defaults(new),
-        ("", "events") | ("events.k8s.io", "events") => {
-            if new.pointer("/metadata/namespace").is_none() {
-                return Ok(());
+        ("apps", "deployments") => {
+            crate::deployment::defaults(new);
+            let errs = crate::deployment::validate(new, old);
+            if !errs.is_empty() {
+                let name = new
+                    .pointer("/metadata/name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                return Err(SimError::invalid("apps", "Deployment", &name, &errs));
             }
         }
         _ => {}
@@ -1360,10 +1369,10 @@ pub fn delete_collection(shared: &Shared, req: &ApiRequest) -> Reply {
         .unwrap_or_default();
     let mut items = vec![];
     for (ns, name) in keys {
-        if let Ok((_, v)) = delete_inner(&mut st, &req.ri, &ns, &name, &opts) {
-            if v["kind"] != "Status" {
-                items.push(v);
-            }
+        if let Ok((_, v)) = delete_inner(&mut st, &req.ri, &ns, &name, &opts)
+            && v["kind"] != "Status"
+        {
+            items.push(v);
         }
     }
     let rv = st.rv;

@@ -325,3 +325,49 @@ async fn events_are_served_by_both_apis() {
     assert_eq!(v["series"]["count"], 5);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn deployment_validation_and_dry_run() {
+    let sim = start_with(SimConfig {
+        deployment_controller: false,
+        ..Default::default()
+    })
+    .await;
+    let mut d = deployment("web", "nginx:1");
+    d["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("");
+    let (s, e) = post(&sim, D, d).await;
+    assert_eq!(s, 422);
+    assert_eq!(
+        e["message"],
+        "Deployment.apps \"web\" is invalid: [spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`, spec.template.spec.containers[0].image: Required value]"
+    );
+    // Dry run: validated, answered, not stored.
+    let (s, v) = post(
+        &sim,
+        &format!("{D}?dryRun=All"),
+        deployment("web", "nginx:1"),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(v["metadata"]["name"], "web");
+    let (s, _) = get(&sim, &format!("{D}/web")).await;
+    assert_eq!(s, 404);
+    post(&sim, D, deployment("web", "nginx:1")).await;
+    let (s, e) = patch(
+        &sim,
+        &format!("{D}/web"),
+        "application/merge-patch+json",
+        json!({"spec": {"selector": {"matchLabels": {"app": "web", "x": "y"}}}}),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\", \"x\":\"y\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"),
+        "{e}"
+    );
+    sim.shutdown().await;
+}

@@ -476,3 +476,33 @@ async fn direct_store_access() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn dropping_the_last_handle_stops_the_server() {
+    let sim = start().await;
+    let url = format!("{}/version", sim.base_url());
+    let clone = sim.clone();
+    assert_eq!(
+        http().get(&url).send().await.unwrap().status().as_u16(),
+        200
+    );
+    drop(sim);
+    assert_eq!(
+        http().get(&url).send().await.unwrap().status().as_u16(),
+        200,
+        "a clone keeps it alive"
+    );
+    drop(clone);
+    let mut stopped = false;
+    for _ in 0..50 {
+        if http().get(&url).send().await.is_err() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        stopped,
+        "server still answering after the last handle was dropped"
+    );
+}
