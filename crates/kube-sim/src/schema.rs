@@ -797,4 +797,59 @@ mod tests {
         apply_defaults(&s, &mut v);
         assert_eq!(v["spec"]["n"], 5);
     }
+
+    #[test]
+    fn formats_bounds_maps_and_special_types() {
+        let s = json!({"type": "object", "properties": {
+            "port": {"x-kubernetes-int-or-string": true},
+            "opt": {"type": "string", "nullable": true},
+            "when": {"type": "string", "format": "date-time"},
+            "short": {"type": "string", "minLength": 2, "maxLength": 3},
+            "list": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "integer"}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 1},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "ratio": {"type": "number", "minimum": 0, "exclusiveMinimum": true}
+        }});
+        let ok = json!({"port": "http", "opt": null, "when": "2024-01-01T00:00:00Z", "short": "ab", "list": [1],
+            "labels": {"a": "b"}, "free": {"anything": {"goes": [1]}}, "ratio": 0.5});
+        let mut errs = vec![];
+        validate(&s, &ok, None, &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        let mut pruned = ok.clone();
+        let mut unknown = vec![];
+        prune(&s, &mut pruned, "", &mut unknown);
+        assert!(unknown.is_empty());
+        assert_eq!(
+            pruned, ok,
+            "preserve-unknown-fields and maps keep their content"
+        );
+
+        let bad = json!({"port": true, "when": "yesterday", "short": "abcd", "list": [1, 2, 3],
+            "labels": {"a": "b", "c": 1}, "ratio": 0});
+        let mut errs = vec![];
+        validate(&s, &bad, None, &mut errs);
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "port: Invalid value: \"boolean\": port in body must be of type integer,string: \"boolean\"",
+                "when: Invalid value: \"yesterday\": when in body must be of type date-time: \"yesterday\"",
+                "short: Too long: may not be more than 3 bytes",
+                "list: Too many: 3: must have at most 2 items",
+                "labels: Too many: 2: must have at most 1 items",
+                "labels.c: Invalid value: \"integer\": labels.c in body must be of type string: \"integer\"",
+                "ratio: Invalid value: 0: ratio in body should be greater than 0",
+            ]
+        );
+        let mut errs = vec![];
+        validate(&s, &json!({"short": "a", "list": []}), None, &mut errs);
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "short: Invalid value: \"a\": short in body should be at least 2 chars long",
+                "list: Invalid value: 0: list in body should have at least 1 items",
+            ]
+        );
+    }
 }

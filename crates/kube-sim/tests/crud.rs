@@ -506,3 +506,68 @@ async fn dropping_the_last_handle_stops_the_server() {
         "server still answering after the last handle was dropped"
     );
 }
+
+#[tokio::test]
+async fn storage_only_kinds_round_trip() {
+    let sim = start().await;
+    let cases = [
+        (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "cr"}, "rules": []}),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "rb"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}, "subjects": []}),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "crb"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cr"}}),
+        ),
+        (
+            "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}),
+        ),
+        (
+            "/api/v1/namespaces/default/serviceaccounts",
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"}}),
+        ),
+        (
+            "/api/v1/namespaces/default/services",
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}}),
+        ),
+        (
+            "/api/v1/namespaces/default/pods",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        ),
+    ];
+    for (path, obj) in cases {
+        let (s, created) = post(&sim, path, obj.clone()).await;
+        assert_eq!(s, 201, "{path}: {created}");
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        let (s, got) = get(&sim, &format!("{path}/{name}")).await;
+        assert_eq!(s, 200);
+        assert_eq!(got["kind"], obj["kind"]);
+        assert_eq!(rv(&got), rv(&created));
+        if obj["metadata"]["name"] == "leader" {
+            // Leader election relies on optimistic concurrency.
+            let mut stale = got.clone();
+            let mut newer = got.clone();
+            newer["spec"]["holderIdentity"] = json!("b");
+            assert_eq!(put(&sim, &format!("{path}/{name}"), newer).await.0, 200);
+            stale["spec"]["holderIdentity"] = json!("c");
+            assert_eq!(put(&sim, &format!("{path}/{name}"), stale).await.0, 409);
+        }
+    }
+    // Wrong scope in the path.
+    let (s, _) = get(
+        &sim,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/clusterroles",
+    )
+    .await;
+    assert_eq!(s, 404);
+    sim.shutdown().await;
+}
