@@ -298,6 +298,67 @@ pub async fn send(
     }
 }
 
+/// Answer of an OAuth token endpoint.
+pub enum TokenAnswer {
+    /// A token, now cached under the given key.
+    Token(SecretString),
+    /// The endpoint refused; the provider maps this to its own error.
+    Refused {
+        /// HTTP status.
+        status: StatusCode,
+        /// Headers (for `Retry-After`).
+        headers: HeaderMap,
+        /// Body text.
+        body: String,
+    },
+}
+
+/// Posts a token request (`form`) and caches a successful answer under `cache_key` for its
+/// `expires_in` (default `default_ttl`).
+pub async fn request_token(
+    deps: &ProviderDeps,
+    provider: ProviderKind,
+    operation: &'static str,
+    request: reqwest::RequestBuilder,
+    cache_key: &str,
+    default_ttl: Duration,
+) -> Result<TokenAnswer, ProviderError> {
+    let resp = send(deps, provider, "token", request).await?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Ok(TokenAnswer::Refused {
+            status,
+            headers,
+            body,
+        });
+    }
+    let protocol = |detail: String| ProviderError::Protocol {
+        provider,
+        operation: operation.into(),
+        detail,
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+        protocol(format!(
+            "the token endpoint answered something that is not JSON: {e}"
+        ))
+    })?;
+    let token = v
+        .get("access_token")
+        .and_then(serde_json::Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| protocol("the token endpoint answered without access_token".into()))?;
+    let ttl = v
+        .get("expires_in")
+        .and_then(|e| e.as_u64().or_else(|| e.as_str()?.parse().ok()))
+        .map(Duration::from_secs)
+        .unwrap_or(default_ttl);
+    let token = SecretString::from(token.to_string());
+    deps.tokens.put(cache_key, token.clone(), ttl);
+    Ok(TokenAnswer::Token(token))
+}
+
 /// A reqwest error with its causes (request URLs never carry credentials).
 pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
     let mut msg = if e.is_timeout() {

@@ -761,34 +761,23 @@ impl Keycloak {
             ],
         };
         let req = self.http.post(url).form(&form);
-        let resp = http::send(&self.deps, KIND, "token", req).await?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.text().await.unwrap_or_default();
-        if status.is_success() {
-            let v: Value = serde_json::from_str(&body).map_err(|e| ProviderError::Protocol {
-                provider: KIND,
-                operation: "get an admin token".into(),
-                detail: format!("the token endpoint answered something that is not JSON: {e}"),
-            })?;
-            let token = v
-                .get("access_token")
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| ProviderError::Protocol {
-                    provider: KIND,
-                    operation: "get an admin token".into(),
-                    detail: "the token endpoint answered without access_token".into(),
-                })?;
-            let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(60);
-            let token = SecretString::from(token.to_string());
-            self.deps.tokens.put(
-                &self.token_key,
-                token.clone(),
-                Duration::from_secs(expires_in),
-            );
-            return Ok(token);
-        }
+        let (status, headers, body) = match http::request_token(
+            &self.deps,
+            KIND,
+            "get an admin token",
+            req,
+            &self.token_key,
+            Duration::from_secs(60),
+        )
+        .await?
+        {
+            http::TokenAnswer::Token(token) => return Ok(token),
+            http::TokenAnswer::Refused {
+                status,
+                headers,
+                body,
+            } => (status, headers, body),
+        };
         let msg = keycloak_message(&body);
         match status.as_u16() {
             400 | 401 => {

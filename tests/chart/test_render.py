@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
 
 import helm_python as helm
 import pytest
@@ -366,3 +367,17 @@ def test_chart_metadata():
     assert meta["apiVersion"] == "v2"
     assert meta["appVersion"] == "0.1.0"
     assert meta["name"] == "oidc-refresh-operator"
+
+
+def test_packaged_chart_ships_the_health_check_but_not_its_tests(tmp_path):
+    archive = helm.package(CHART, destination=tmp_path)
+    names = tarfile.open(archive).getnames()
+    prefix = "oidc-refresh-operator/"
+    assert prefix + "argocd/resource_customizations/oidcrefresh.dev/OidcRefreshPolicy/health.lua" in names
+    assert prefix + "crds/oidcrefreshpolicies.oidcrefresh.dev.yaml" in names
+    assert prefix + "values.schema.json" in names and prefix + "README.md" in names
+    assert not [n for n in names if "testdata" in n or n.endswith("health_test.yaml")], names
+    # The packaged chart renders the same as the directory.
+    with helm.Chart.load(archive) as packaged, helm.Chart.load(CHART) as directory:
+        assert packaged.render(None, name="oidc-refresh-operator", namespace=NAMESPACE) == \
+            directory.render(None, name="oidc-refresh-operator", namespace=NAMESPACE)

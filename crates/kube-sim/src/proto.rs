@@ -110,7 +110,7 @@ fn object_meta(b: &[u8]) -> Option<Value> {
             (2, Field::Bytes(x)) => {
                 m.insert("generateName".into(), s(x));
             }
-            (3, Field::Bytes(x)) => {
+            (3, Field::Bytes(x)) if !x.is_empty() => {
                 m.insert("namespace".into(), s(x));
             }
             (6, Field::Bytes(x)) => {

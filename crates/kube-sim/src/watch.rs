@@ -33,7 +33,9 @@ impl Watcher {
             Output::Metadata => {
                 json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v.get("metadata").cloned().unwrap_or(json!({}))})
             }
-            _ => v,
+            // As the real server: each watch event carries a one-row Table.
+            Output::Table { include } => crate::table::table(&self.ri, &[v], include, None),
+            Output::Full => v,
         }
     }
 
@@ -87,10 +89,7 @@ pub fn watch(shared: &Arc<Shared>, req: &ApiRequest) -> Reply {
     };
     let w = Watcher {
         ri: req.ri.clone(),
-        output: match req.output {
-            Output::Metadata => Output::Metadata,
-            _ => Output::Full,
-        },
+        output: req.output,
         filters,
     };
     let bookmarks = req.q_bool("allowWatchBookmarks");

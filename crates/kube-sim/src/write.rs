@@ -360,6 +360,7 @@ pub fn create_inner(
     let body_ns = body
         .pointer("/metadata/namespace")
         .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
         .map(String::from);
     if let (Some(bns), Some(rns)) = (&body_ns, ns)
         && bns != rns

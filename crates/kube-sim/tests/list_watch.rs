@@ -510,5 +510,12 @@ async fn table_and_metadata_answers() {
     let ev = mw.next(T).await.unwrap();
     assert_eq!(ev["object"]["kind"], "PartialObjectMetadata");
     assert!(ev["object"].get("data").is_none());
+    // `kubectl get -w` watches with Table output: one-row Tables per event.
+    let mut tw = Watch::open_accept(&sim, &format!("{CMS}?watch=1"), Some(TABLE)).await;
+    let ev = tw.next(T).await.unwrap();
+    assert_eq!(ev["type"], "ADDED");
+    assert_eq!(ev["object"]["kind"], "Table");
+    assert_eq!(ev["object"]["rows"][0]["cells"][0], "c");
+    assert_eq!(ev["object"]["rows"][0]["cells"][1], 2);
     sim.shutdown().await;
 }
