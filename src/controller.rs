@@ -12,14 +12,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::crd::{FIELD_MANAGER, OidcRefreshPolicy};
+use crate::crd::OidcRefreshPolicy;
 use crate::error::Error;
+use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::providers::ProviderDeps;
 use crate::reconcile::{self, Context};
@@ -139,14 +139,10 @@ async fn run_one(
     let deployments: Api<PartialObjectMeta<Deployment>> = api(&client, &namespace);
     let secrets: Api<PartialObjectMeta<Secret>> = api(&client, &namespace);
 
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: settings.instance.clone(),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let events = Publisher::new(client.clone(), settings.instance.clone());
     let deps = ProviderDeps::new(metrics.clone(), settings.provider_timeout)
         .with_rate_limit(settings.provider_qps, settings.provider_burst);
-    let mut context = Context::new(client.clone(), recorder, metrics.clone(), deps);
+    let mut context = Context::new(client.clone(), events, metrics.clone(), deps);
     context.backoff_base = settings.backoff_base;
     context.backoff_max = settings.backoff_max;
     let ctx = Arc::new(context);

@@ -14,6 +14,7 @@ pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod error;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod providers;

@@ -296,3 +296,56 @@ async fn wrong_credentials_stall_and_a_fixed_secret_is_picked_up_without_restart
     sb.stop().await;
     idp.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn identity_provider_drift_is_corrected_on_the_interval() {
+    let (sb, idp) = setup(SandboxProvider::Keycloak).await;
+    let sandbox::IdpSim::Keycloak(kc) = &idp.sim else {
+        unreachable!()
+    };
+    let mut p = policy(SandboxProvider::Keycloak, &idp);
+    p["spec"]["interval"] = json!("30s");
+    sandbox::create_policy(&sb.client, p).await.unwrap();
+    wait_ready(&sb.client, "coder").await;
+    let use_refresh = |kc: &sim_keycloak::SimHandle| {
+        kc.client("coder", "coder").unwrap()["attributes"]["use.refresh.tokens"]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert_eq!(use_refresh(kc).as_deref(), Some("true"));
+    // Let the rollout's follow-up reconciles pass: from here on only the interval triggers one.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Someone switches refresh tokens off in the admin console; nothing in Kubernetes changes.
+    kc.update_client("coder", "coder", |c| {
+        c["attributes"]["use.refresh.tokens"] = json!("false");
+    });
+    let start = std::time::Instant::now();
+    while use_refresh(kc).as_deref() != Some("true") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "drift not corrected within the interval"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let events = sandbox::policy_events(&sb.client, "coder").await.unwrap();
+        let updates: Vec<_> = events
+            .iter()
+            .filter(|e| e.1 == "IdentityProviderUpdated")
+            .collect();
+        if updates.len() == 2 {
+            assert!(
+                updates[1]
+                    .2
+                    .contains("use.refresh.tokens to true (was false)"),
+                "{updates:?}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}

@@ -4,7 +4,6 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::EventType;
 
 use super::Context;
 use super::observe::{IdpObserved, Observed};
@@ -12,19 +11,9 @@ use super::plan::{CoderStep, IdpStep, Plan, conflict_message, provider_verdict};
 use crate::coder::{PARAMS_ENV, SCOPES_ENV};
 use crate::crd::FIELD_MANAGER;
 use crate::error::{Error, Result};
+use crate::events::EventNote;
 use crate::providers::{DesiredSettings, Finding, IdpSettings};
 use crate::status::{Reason, State, Verdict};
-
-/// An Event to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventNote {
-    /// Normal or Warning.
-    pub warning: bool,
-    /// CamelCase reason.
-    pub reason: &'static str,
-    /// Message.
-    pub note: String,
-}
 
 /// What `act` did.
 pub struct Acted {
@@ -231,15 +220,6 @@ fn conflict_owners(message: &str) -> Vec<String> {
         out.push("another field manager".into());
     }
     out
-}
-
-/// Event type for a note.
-pub fn event_type(note: &EventNote) -> EventType {
-    if note.warning {
-        EventType::Warning
-    } else {
-        EventType::Normal
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
@@ -31,16 +30,16 @@ use crate::metrics::Metrics;
 use crate::providers::{DesiredSettings, Finding, IdpSettings, ProviderDeps};
 use crate::status::{self, ConditionType, Reason, State, Verdict, Verdicts};
 
-use self::act::{EventNote, event_type};
 use self::observe::IdpObserved;
 use self::plan::IdpView;
+use crate::events::{EventNote, Publisher};
 
 /// Shared state of the controller.
 pub struct Context {
     /// Kubernetes client.
     pub client: kube::Client,
     /// Event recorder (events.k8s.io/v1).
-    pub recorder: Recorder,
+    pub events: Publisher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Provider HTTP clients and token cache.
@@ -57,13 +56,13 @@ impl Context {
     /// New context.
     pub fn new(
         client: kube::Client,
-        recorder: Recorder,
+        events: Publisher,
         metrics: Arc<Metrics>,
         providers: ProviderDeps,
     ) -> Self {
         Context {
             client,
-            recorder,
+            events,
             metrics,
             providers,
             backoff: Mutex::new(HashMap::new()),
@@ -473,14 +472,7 @@ async fn patch_status(
 async fn publish(policy: &OidcRefreshPolicy, notes: &[EventNote], ctx: &Context) {
     let reference = policy.object_ref(&());
     for note in notes {
-        let ev = Event {
-            type_: event_type(note),
-            reason: note.reason.to_string(),
-            note: Some(crate::providers::http::truncate(&note.note, 1000)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        match ctx.recorder.publish(&ev, &reference).await {
+        match ctx.events.publish(&reference, note).await {
             Ok(()) => ctx.metrics.wrote("event"),
             Err(e) => warn!(error = %e, reason = note.reason, "could not publish Event"),
         }

@@ -283,6 +283,24 @@ impl std::fmt::Display for FieldError {
     }
 }
 
+/// Go's `%#v` of a `map[string]string` (`map[string]string{"a":"b"}`).
+pub fn go_string_map(v: Option<&Value>) -> String {
+    let items: Vec<String> = v
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            let mut kv: Vec<(&String, &Value)> = m.iter().collect();
+            kv.sort_by(|a, b| a.0.cmp(b.0));
+            kv.into_iter()
+                .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    if v.is_none() {
+        return "map[string]string(nil)".into();
+    }
+    format!("map[string]string{{{}}}", items.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,22 +342,4 @@ mod tests {
             "spec.mode: Unsupported value: \"x\": supported values: \"a\", \"b\""
         );
     }
-}
-
-/// Go's `%#v` of a `map[string]string` (`map[string]string{"a":"b"}`).
-pub fn go_string_map(v: Option<&Value>) -> String {
-    let items: Vec<String> = v
-        .and_then(|m| m.as_object())
-        .map(|m| {
-            let mut kv: Vec<(&String, &Value)> = m.iter().collect();
-            kv.sort_by(|a, b| a.0.cmp(b.0));
-            kv.into_iter()
-                .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or("")))
-                .collect()
-        })
-        .unwrap_or_default();
-    if v.is_none() {
-        return "map[string]string(nil)".into();
-    }
-    format!("map[string]string{{{}}}", items.join(", "))
 }

@@ -92,12 +92,20 @@ fn op(r: &ResourceInfo, action: &str, id: &str, with_write_params: bool, patch: 
         "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
     });
     if patch {
-        o["requestBody"] = json!({"content": {
-            "application/apply-patch+yaml": {"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}},
-            "application/json-patch+json": {"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}},
-            "application/merge-patch+json": {"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}},
-            "application/strategic-merge-patch+json": {"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}}
-        }, "required": true});
+        let patch_schema = json!({"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}});
+        let mut content = Map::new();
+        content.insert("application/apply-patch+yaml".into(), patch_schema.clone());
+        content.insert("application/json-patch+json".into(), patch_schema.clone());
+        content.insert("application/merge-patch+json".into(), patch_schema.clone());
+        // Custom resources do not support strategic merge patch (kubectl's
+        // client-side apply checks this to choose the patch type).
+        if !r.custom {
+            content.insert(
+                "application/strategic-merge-patch+json".into(),
+                patch_schema,
+            );
+        }
+        o["requestBody"] = json!({"content": content, "required": true});
     }
     o
 }

@@ -534,6 +534,56 @@ fn validate_node(
         }
         _ => {}
     }
+    // Value validations of structural schemas: allOf / anyOf / oneOf / not.
+    let sub_ok = |sub: &Value| {
+        let mut e = vec![];
+        validate_node(sub, v, old, path, &mut e, root);
+        e
+    };
+    if let Some(all) = schema.get("allOf").and_then(|a| a.as_array()) {
+        for sub in all {
+            errs.extend(sub_ok(sub));
+        }
+    }
+    if let Some(any) = schema.get("anyOf").and_then(|a| a.as_array())
+        && !any.iter().any(|sub| sub_ok(sub).is_empty())
+    {
+        errs.push(FieldError::new(
+            path,
+            FieldErrorKind::Invalid(json!(type_name(v))),
+            format!(
+                "{} in body must validate at least one schema (anyOf)",
+                shown(path)
+            ),
+        ));
+    }
+    if let Some(one) = schema.get("oneOf").and_then(|a| a.as_array()) {
+        let valid = one.iter().filter(|sub| sub_ok(sub).is_empty()).count();
+        if valid != 1 {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid(json!(type_name(v))),
+                format!(
+                    "{} in body must validate one and only one schema (oneOf). Found {}",
+                    shown(path),
+                    if valid == 0 {
+                        "none valid".to_string()
+                    } else {
+                        format!("{valid} valid alternatives")
+                    }
+                ),
+            ));
+        }
+    }
+    if let Some(not) = schema.get("not")
+        && sub_ok(not).is_empty()
+    {
+        errs.push(FieldError::new(
+            path,
+            FieldErrorKind::Invalid(json!(type_name(v))),
+            format!("{} in body must not validate the schema (not)", shown(path)),
+        ));
+    }
     // CEL rules run only when the value itself passed the schema checks.
     if errs.len() == before
         && let Some(rules) = schema
@@ -851,5 +901,24 @@ mod tests {
                 "list: Invalid value: 0: list in body should have at least 1 items",
             ]
         );
+    }
+
+    #[test]
+    fn one_of_any_of_not() {
+        let s = json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+            "oneOf": [{"required": ["a"]}, {"required": ["b"]}], "not": {"required": ["c"]}});
+        let mut errs = vec![];
+        validate(&s, &json!({"a": "x"}), None, &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        let mut errs = vec![];
+        validate(&s, &json!({"a": "x", "b": "y"}), None, &mut errs);
+        assert_eq!(errs[0].to_string(), "<root>: Invalid value: \"object\": <root> in body must validate one and only one schema (oneOf). Found 2 valid alternatives".replace("<root>: ", ""));
+        let mut errs = vec![];
+        validate(&s, &json!({"c": 1, "a": "x"}), None, &mut errs);
+        assert_eq!(errs.len(), 1);
+        let any = json!({"anyOf": [{"type": "integer"}, {"type": "string"}]});
+        let mut errs = vec![];
+        validate(&any, &json!(true), None, &mut errs);
+        assert_eq!(errs.len(), 1);
     }
 }

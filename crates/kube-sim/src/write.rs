@@ -587,6 +587,10 @@ fn apply(shared: &Shared, req: &ApiRequest) -> Result<(u16, Value, Vec<String>),
             "the name of the object ({cname}) does not match the name on the URL ({name})"
         )));
     }
+    if config.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(decode_error(ri, "metadata", "ObjectMeta"));
+    }
+    check_metadata(ri, &config)?;
     config["metadata"]["name"] = json!(name);
     let mut ctx = WriteCtx::from_req(req, &manager);
     ctx.manager = manager.clone();
@@ -715,9 +719,16 @@ pub fn commit(
     let old_req = old.as_ref().map(|o| present(ri, o));
     new["apiVersion"] = json!(ri.api_version());
     new["kind"] = json!(ri.kind);
+    if new
+        .get("metadata")
+        .is_some_and(|m| !m.is_null() && !m.is_object())
+    {
+        return Err(decode_error(ri, "metadata", "ObjectMeta"));
+    }
     if !new["metadata"].is_object() {
         new["metadata"] = json!({});
     }
+    check_metadata(ri, &new)?;
     let is_create = old.is_none();
     // --- metadata ---
     if is_create {
@@ -1571,4 +1582,66 @@ fn scale_write(
         &mut ctx,
     )?;
     Ok(Reply::Json(200, to_scale(&v), ctx.warnings))
+}
+
+fn decode_error(ri: &ResourceInfo, field: &str, go_type: &str) -> SimError {
+    SimError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: json: cannot unmarshal into Go struct field {}.{field} of type {go_type}",
+        ri.kind, ri.version, ri.kind, ri.kind
+    ))
+}
+
+/// Reject metadata whose shape the real server could not decode.
+fn check_metadata(ri: &ResourceInfo, obj: &Value) -> Result<(), SimError> {
+    let Some(m) = obj.get("metadata").and_then(|m| m.as_object()) else {
+        return Ok(());
+    };
+    for (k, ty) in [
+        ("labels", "map[string]string"),
+        ("annotations", "map[string]string"),
+    ] {
+        if let Some(v) = m.get(k)
+            && !v.is_null()
+            && !v
+                .as_object()
+                .is_some_and(|o| o.values().all(|x| x.is_string()))
+        {
+            return Err(decode_error(ri, &format!("metadata.{k}"), ty));
+        }
+    }
+    if let Some(v) = m.get("finalizers")
+        && !v.is_null()
+        && !v
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x.is_string()))
+    {
+        return Err(decode_error(ri, "metadata.finalizers", "[]string"));
+    }
+    if let Some(v) = m.get("ownerReferences")
+        && !v.is_null()
+        && !v
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x.is_object()))
+    {
+        return Err(decode_error(
+            ri,
+            "metadata.ownerReferences",
+            "[]v1.OwnerReference",
+        ));
+    }
+    for k in [
+        "name",
+        "generateName",
+        "namespace",
+        "resourceVersion",
+        "uid",
+    ] {
+        if let Some(v) = m.get(k)
+            && !v.is_null()
+            && !v.is_string()
+        {
+            return Err(decode_error(ri, &format!("metadata.{k}"), "string"));
+        }
+    }
+    Ok(())
 }

@@ -571,3 +571,26 @@ async fn storage_only_kinds_round_trip() {
     assert_eq!(s, 404);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn malformed_metadata_is_a_bad_request_not_a_crash() {
+    let sim = start().await;
+    for body in [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x", "labels": "oops"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": "oops"}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": 5}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "y", "finalizers": [1]}}),
+    ] {
+        let (s, e) = post(&sim, "/api/v1/namespaces", body).await;
+        assert_eq!(s, 400, "{e}");
+        assert_eq!(e["reason"], "BadRequest");
+    }
+    let (s, _) = post(&sim, CMS, json!("not an object")).await;
+    assert_eq!(s, 400);
+    let (s, _) = call(&sim, "POST", CMS, None, None).await;
+    assert_eq!(s, 400);
+    // Still serving.
+    let (s, _) = get(&sim, "/api/v1/namespaces/default").await;
+    assert_eq!(s, 200);
+    sim.shutdown().await;
+}

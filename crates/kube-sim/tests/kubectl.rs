@@ -45,6 +45,14 @@ impl Kubectl {
     }
 
     async fn run(&self, args: &[&str]) -> Out {
+        self.run_env(args, &[]).await
+    }
+
+    async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let kc = self.kubeconfig.clone();
         let cache = self.dir.join("cache");
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -55,6 +63,7 @@ impl Kubectl {
                 .arg("--cache-dir")
                 .arg(&cache)
                 .args(&args)
+                .envs(env)
                 .output()
                 .expect("run kubectl");
             Out {
@@ -116,6 +125,15 @@ async fn crd_custom_resource_get_describe_explain() {
     let w = k.file("w.yaml", WIDGET);
     let out = k.ok(&["apply", "-f", &w]).await;
     assert_eq!(out.trim(), "widget.example.dev/w1 created");
+    // Client-side re-apply of a changed custom resource (JSON merge patch).
+    let w2 = k.file("w2.yaml", &WIDGET.replace("interval: 45s", "interval: 60s"));
+    let out = k.ok(&["apply", "-f", &w2]).await;
+    assert_eq!(out.trim(), "widget.example.dev/w1 configured");
+    let w = k.file("w3.yaml", WIDGET);
+    let out = k.ok(&["apply", "-f", &w]).await;
+    assert_eq!(out.trim(), "widget.example.dev/w1 configured");
+    let out = k.ok(&["apply", "-f", &w]).await;
+    assert_eq!(out.trim(), "widget.example.dev/w1 unchanged");
 
     // Status through the subresource, then columns.
     let (s, _) = patch(&sim, "/apis/example.dev/v1alpha1/namespaces/default/widgets/w1/status", "application/merge-patch+json",
@@ -140,7 +158,7 @@ async fn crd_custom_resource_get_describe_explain() {
     )
     .unwrap();
     assert_eq!(j["spec"]["mode"], "Auto");
-    assert_eq!(j["metadata"]["generation"], 1);
+    assert_eq!(j["metadata"]["generation"], 3, "two spec changes");
     let jp = k
         .ok(&["get", "wg", "w1", "-o", "jsonpath={.spec.url}"])
         .await;
@@ -425,6 +443,35 @@ async fn edit_round_trip_and_conflict() {
         .ok(&["get", "cm", "settings", "-o", "jsonpath={.data.b}"])
         .await;
     assert_eq!(out, "2");
+    // The real `kubectl edit`, with sed as the editor.
+    let o = k
+        .run_env(
+            &["edit", "cm", "settings"],
+            &[("KUBE_EDITOR", "sed -i -e s/b:.*/b:\\ \\\"3\\\"/")],
+        )
+        .await;
+    assert!(o.ok, "edit failed: {} {}", o.stdout, o.stderr);
+    assert_eq!(o.stdout.trim(), "configmap/settings edited");
+    let j: Value = serde_json::from_str(
+        &k.ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(j["data"], json!({"a": "1", "b": "3"}));
+    let managers: Vec<&str> = j["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["manager"].as_str().unwrap())
+        .collect();
+    assert!(managers.contains(&"kubectl-edit"), "{managers:?}");
     sim.shutdown().await;
 }
 
@@ -514,6 +561,10 @@ async fn generators_rollout_status_scale_and_wait() {
         .ok(&["get", "cm", "cfg", "-n", "team", "-o", "jsonpath={.data.a}"])
         .await;
     assert_eq!(out, "b");
+    let out = k
+        .ok(&["create", "configmap", "plain", "--from-literal=x=y"])
+        .await;
+    assert_eq!(out.trim(), "configmap/plain created");
     // Rollout status follows the emulated controller.
     let d1 = k.file("d1.yaml", DEPLOY);
     k.ok(&["apply", "-f", &d1]).await;

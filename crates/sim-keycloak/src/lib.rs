@@ -273,11 +273,53 @@ struct Failure {
     retry_after: Option<u64>,
 }
 
+/// Probabilistic throttling: a share of admin calls answers 429 with `Retry-After`, decided by a
+/// seeded PRNG (xorshift64*), so a run is reproducible.
+#[derive(Clone, Copy, Debug)]
+struct Throttle {
+    ratio: f64,
+    retry_after: u64,
+    rng: u64,
+}
+
+/// Seed of the throttle PRNG (any non-zero value).
+const THROTTLE_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Throttle {
+    fn new(ratio: f64, retry_after: u64) -> Self {
+        Throttle {
+            ratio: if ratio.is_nan() {
+                0.0
+            } else {
+                ratio.clamp(0.0, 1.0)
+            },
+            retry_after,
+            rng: THROTTLE_SEED,
+        }
+    }
+
+    /// Next uniform draw in [0, 1).
+    fn next_unit(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Whether this call is throttled.
+    fn hit(&mut self) -> bool {
+        self.ratio > 0.0 && self.next_unit() < self.ratio
+    }
+}
+
 struct SimState {
     realms: BTreeMap<String, RealmState>,
     tokens: HashMap<String, Token>,
     latency: Duration,
     failure: Option<Failure>,
+    throttle: Option<Throttle>,
     counters: SimCounters,
     bodies: Vec<RecordedBody>,
     sandbox: Option<(String, String)>,
@@ -315,6 +357,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             tokens: HashMap::new(),
             latency: config.latency,
             failure: None,
+            throttle: None,
             counters: SimCounters::default(),
             bodies: Vec::new(),
             sandbox: None,
@@ -1003,6 +1046,16 @@ impl SimHandle {
         });
     }
 
+    /// From now on, a share `ratio` (0..=1) of admin-API calls (paths under `/admin`, not the token
+    /// endpoint) answers 429 with `Retry-After: <retry_after_secs>`, as a throttling IdP does.
+    /// The choice is made by a PRNG seeded the same way on every call of this method, so a given
+    /// sequence of calls is throttled the same way each time. `ratio = 0` turns it off. A pending
+    /// [`Self::fail_next`] takes precedence.
+    pub fn set_throttle(&self, ratio: f64, retry_after_secs: u64) {
+        self.state().throttle =
+            (ratio > 0.0).then(|| Throttle::new(ratio, retry_after_secs));
+    }
+
     /// When on, `PUT /clients/{id}` answers 204 but stores nothing (as a client policy or a
     /// faulty proxy might), so a client can prove it reads back after writing.
     pub fn ignore_client_updates(&self, on: bool) {
@@ -1133,6 +1186,13 @@ async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
             if f.remaining == 0 {
                 st.failure = None;
             }
+        }
+        if injected.is_none()
+            && route.starts_with("/admin/")
+            && let Some(t) = st.throttle.as_mut()
+            && t.hit()
+        {
+            injected = Some((429, Some(t.retry_after)));
         }
         (st.latency, injected)
     };
@@ -1805,5 +1865,61 @@ async fn get_role(
     match r.roles.iter().find(|x| x.name == name) {
         Some(role) => axum::Json(r.role_json(role)).into_response(),
         None => keycloak_error(StatusCode::NOT_FOUND, "Could not find role", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_hits_about_the_ratio_and_is_deterministic() {
+        let draws = |ratio: f64| {
+            let mut t = Throttle::new(ratio, 1);
+            (0..10_000).map(|_| t.hit()).collect::<Vec<bool>>()
+        };
+        let a = draws(0.2);
+        assert_eq!(a, draws(0.2), "same seed, same sequence");
+        let hits = a.iter().filter(|h| **h).count();
+        assert!((1_800..=2_200).contains(&hits), "{hits} of 10000");
+        assert!(draws(0.0).iter().all(|h| !h));
+        assert!(draws(1.0).iter().all(|h| *h));
+        assert!(draws(f64::NAN).iter().all(|h| !h));
+    }
+
+    #[tokio::test]
+    async fn throttle_answers_429_with_retry_after_on_admin_calls_only() {
+        let sim = start(SimConfig::default()).await.unwrap();
+        sim.set_throttle(1.0, 7);
+        let addr = sim.base_url().trim_start_matches("http://").to_string();
+        let get = |path: &'static str| {
+            let addr = addr.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    use std::io::{Read, Write};
+                    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let req = format!(
+                        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+                    );
+                    s.write_all(req.as_bytes()).unwrap();
+                    let mut out = String::new();
+                    s.read_to_string(&mut out).unwrap();
+                    out
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let admin = get("/admin/realms/master").await;
+        assert!(admin.starts_with("HTTP/1.1 429"), "{admin}");
+        assert!(admin.to_ascii_lowercase().contains("retry-after: 7"), "{admin}");
+        let discovery = get("/realms/master/.well-known/openid-configuration").await;
+        assert!(discovery.starts_with("HTTP/1.1 200"), "{discovery}");
+        sim.set_throttle(0.0, 7);
+        let admin = get("/admin/realms/master").await;
+        assert!(!admin.starts_with("HTTP/1.1 429"), "{admin}");
+        assert_eq!(sim.counters().with_status(429), 1);
+        sim.shutdown().await;
     }
 }
