@@ -87,6 +87,17 @@ impl IdpSim {
         }
     }
 
+    /// Validates every admin-API request body the simulator received against the provider's
+    /// contract; returns how many were checked.
+    pub fn validate_bodies(&self) -> Result<usize, Vec<String>> {
+        match self {
+            IdpSim::None => Ok(0),
+            IdpSim::Keycloak(s) => s.validate_recorded_bodies(),
+            IdpSim::PingFederate(s) => s.validate_recorded_bodies(),
+            IdpSim::Entra(s) => s.validate_recorded_bodies(),
+        }
+    }
+
     /// Stops the simulator.
     pub async fn shutdown(&self) {
         match self {

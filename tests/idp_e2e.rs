@@ -69,6 +69,13 @@ async fn converge_then_stay_quiet(provider: SandboxProvider) {
         "{events:?}"
     );
 
+    // Every body the operator sent validates against the provider's contract.
+    let checked = idp
+        .sim
+        .validate_bodies()
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(checked > 0, "bodies were sent and checked");
+
     // A restarted controller finds everything converged: no writes anywhere.
     let (sim, client) = (sb.kube.clone(), sb.client.clone());
     sb.stop_controller_only().await;

@@ -297,13 +297,33 @@ pub fn list(shared: &Shared, req: &ApiRequest) -> Reply {
             "items": items.iter().map(|o| partial(o)).collect::<Vec<_>>(),
         })),
         Output::Full => {
-            let out: Vec<Value> = items.iter().map(|o| present(&req.ri, o)).collect();
-            Reply::ok(json!({
+            // Serialize straight from the stored objects when no conversion is
+            // needed (saves a deep copy per item on large lists).
+            let needs_conversion = req.ri.custom || req.ri.group == "events.k8s.io";
+            let mut body = serde_json::to_vec(&json!({
                 "kind": format!("{}List", req.ri.kind),
                 "apiVersion": req.ri.api_version(),
                 "metadata": meta,
-                "items": out,
             }))
+            .unwrap_or_default();
+            body.pop(); // the closing brace
+            body.extend_from_slice(b",\"items\":[");
+            for (i, o) in items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                let _ = if needs_conversion {
+                    serde_json::to_writer(&mut body, &present(&req.ri, o))
+                } else {
+                    serde_json::to_writer(&mut body, &**o)
+                };
+            }
+            body.extend_from_slice(b"]}");
+            Reply::Raw(
+                200,
+                String::from_utf8(body).unwrap_or_default(),
+                "application/json",
+            )
         }
     }
 }

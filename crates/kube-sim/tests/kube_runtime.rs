@@ -306,3 +306,68 @@ async fn recorder_events_visible_through_core_api() {
     assert_eq!(sim.counters().get("patch", "events"), 1);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_streaming_lists_and_field_selectors() {
+    let sim = start().await;
+    let client = client(&sim);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for n in ["one", "two"] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(cm(n, serde_json::json!({}))).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let cfg = watcher::Config::default()
+        .streaming_lists()
+        .fields("metadata.name=two");
+    let mut stream = watcher(cms.clone(), cfg).boxed();
+    let mut initial = vec![];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitApply(o) => initial.push(o.name_any()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(initial, vec!["two".to_string()]);
+    cms.patch(
+        "one",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"x": "1"}})),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "two",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"x": "2"}})),
+    )
+    .await
+    .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        watcher::Event::Apply(o) => {
+            assert_eq!(o.name_any(), "two");
+            assert_eq!(o.data.unwrap()["x"], "2");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        sim.counters().get("list", "configmaps"),
+        0,
+        "streaming lists need no list call"
+    );
+    sim.shutdown().await;
+}

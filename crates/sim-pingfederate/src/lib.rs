@@ -389,6 +389,42 @@ impl SimHandle {
         self.lock().counters.clone()
     }
 
+    /// Validates every recorded request body against the contract schema of this version's
+    /// operation (Client, ScopeEntry, AuthorizationServerSettings). Returns how many bodies were
+    /// checked, or one line per problem (including requests sent without the XSRF header).
+    pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
+        let version = self.version();
+        let mut errors = Vec::new();
+        let mut checked = 0;
+        for r in self.requests() {
+            if !r.xsrf_header {
+                errors.push(format!("{} {} without X-XSRF-Header", r.method, r.path));
+            }
+            let Some(body) = &r.body else { continue };
+            let schema = match (r.method.as_str(), r.route.as_str()) {
+                ("PUT", "/oauth/clients/{id}") | ("POST", "/oauth/clients") => "Client",
+                ("POST", "/oauth/authServerSettings/scopes/commonScopes")
+                | ("PUT", "/oauth/authServerSettings/scopes/commonScopes/{name}") => "ScopeEntry",
+                ("PUT", "/oauth/authServerSettings") => "AuthorizationServerSettings",
+                (m, route) => {
+                    errors.push(format!(
+                        "{m} {route}: no contract schema for this request body"
+                    ));
+                    continue;
+                }
+            };
+            checked += 1;
+            for e in validate(version, schema, body) {
+                errors.push(format!("{} {} ({schema}): {e:?}", r.method, r.route));
+            }
+        }
+        if errors.is_empty() {
+            Ok(checked)
+        } else {
+            Err(errors)
+        }
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
