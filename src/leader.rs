@@ -1,9 +1,13 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease (kube-lease-manager, server-side apply),
 //! so that with several replicas only one reconciles. A replica that loses the lease stops its
 //! controllers and waits to win it again.
+//!
+//! `/readyz` answers 200 on a healthy standby too: readiness means "this replica works", and a
+//! standby that never became ready would stall rolling updates (the new pod cannot take the Lease
+//! while the old leader holds it) and Argo CD's health of the operator's Deployment.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
@@ -35,6 +39,9 @@ pub async fn run_elected(
         .build()
         .await?;
     let (mut leader, task) = manager.watch().await;
+    ready.store(true, Ordering::SeqCst);
+    // The controllers' own readiness flag; this replica's readiness is `ready`.
+    let running = Arc::new(AtomicBool::new(false));
     loop {
         // Wait to lead (or to stop).
         tokio::select! {
@@ -48,7 +55,7 @@ pub async fn run_elected(
             client.clone(),
             settings.clone(),
             metrics.clone(),
-            ready.clone(),
+            running.clone(),
             async move {
                 tokio::select! {
                     _ = lost.wait_for(|l| !*l) => warn!("lost leadership; stopping controllers"),
@@ -61,6 +68,7 @@ pub async fn run_elected(
             break;
         }
     }
+    ready.store(false, Ordering::SeqCst);
     drop(leader);
     match task.await {
         Ok(Ok(_)) => info!("released the lease"),

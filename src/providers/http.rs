@@ -5,15 +5,17 @@
 //! the `ca.crt` key of the policy's credentials Secret.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
-use secrecy::SecretString;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{ProviderDeps, ProviderError, ProviderKind};
+use super::{Credentials, ProviderDeps, ProviderError, ProviderKind};
 
 /// Builds and caches HTTP clients (one per distinct CA bundle).
 pub struct HttpClients {
@@ -28,6 +30,19 @@ impl HttpClients {
             timeout,
             clients: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A client for a policy: trusts the platform roots plus the `ca.crt` of its credentials
+    /// Secret, if present.
+    pub fn client_for(
+        &self,
+        provider: ProviderKind,
+        credentials: &Credentials,
+    ) -> Result<reqwest::Client, ProviderError> {
+        let ca = credentials
+            .get("ca.crt")
+            .map(|c| c.expose_secret().as_bytes().to_vec());
+        self.client(provider, ca.as_deref())
     }
 
     /// A client trusting the platform roots plus `ca_pem` if given.
@@ -357,6 +372,105 @@ pub async fn request_token(
     let token = SecretString::from(token.to_string());
     deps.tokens.put(cache_key, token.clone(), ttl);
     Ok(TokenAnswer::Token(token))
+}
+
+/// A short fingerprint of credential values for token-cache keys: the first 8 bytes (hex) of the
+/// SHA-256 of the values, each followed by a NUL byte.
+pub fn credentials_fingerprint(parts: &[&SecretString]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.expose_secret().as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hasher.finalize();
+    format!(
+        "{:x}",
+        u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
+    )
+}
+
+/// The `error` code of an OAuth token-endpoint error body (`{"error": "..."}`).
+pub fn oauth_error_code(body: &str) -> Option<String> {
+    serde_json::from_str::<Value>(body)
+        .ok()?
+        .get("error")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// One JSON call of an admin API that takes a bearer token.
+pub struct BearerCall<'a> {
+    /// Metric label.
+    pub metric: &'static str,
+    /// What the call does, for messages.
+    pub what: &'a str,
+    /// HTTP method.
+    pub method: Method,
+    /// Full URL.
+    pub url: &'a str,
+    /// JSON body, if any.
+    pub body: Option<&'a Value>,
+}
+
+/// Answer of a [`BearerCall`].
+pub enum BearerAnswer {
+    /// A success, with its JSON body (`None` for an empty body such as 204).
+    Ok(Option<Value>),
+    /// Any other status (a 401 only after a renewal), for the provider to map.
+    Status(StatusCode, HeaderMap, String),
+}
+
+/// Sends `call` with a bearer token from `token(force)` (`Accept: application/json`, the body as
+/// JSON). A 401 drops the cached token under `token_key`, fetches a fresh one and retries once.
+pub async fn bearer_call<F, Fut>(
+    deps: &ProviderDeps,
+    client: &reqwest::Client,
+    provider: ProviderKind,
+    token_key: &str,
+    token: F,
+    call: BearerCall<'_>,
+) -> Result<BearerAnswer, ProviderError>
+where
+    F: Fn(bool) -> Fut,
+    Fut: Future<Output = Result<SecretString, ProviderError>>,
+{
+    let mut renewed = false;
+    loop {
+        let token = token(renewed).await?;
+        let mut req = client
+            .request(call.method.clone(), call.url)
+            .bearer_auth(token.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = call.body {
+            req = req.json(b);
+        }
+        let resp = send(deps, provider, call.metric, req).await?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED && !renewed {
+            deps.tokens.invalidate(token_key);
+            renewed = true;
+            continue;
+        }
+        let headers = resp.headers().clone();
+        let text = resp.text().await.map_err(|e| ProviderError::Unreachable {
+            provider,
+            operation: call.what.to_string(),
+            detail: describe_reqwest_error(&e),
+        })?;
+        if status.is_success() {
+            if text.trim().is_empty() {
+                return Ok(BearerAnswer::Ok(None));
+            }
+            return serde_json::from_str(&text)
+                .map(|v| BearerAnswer::Ok(Some(v)))
+                .map_err(|e| ProviderError::Protocol {
+                    provider,
+                    operation: call.what.to_string(),
+                    detail: format!("the answer is not JSON: {e}"),
+                });
+        }
+        return Ok(BearerAnswer::Status(status, headers, text));
+    }
 }
 
 /// A reqwest error with its causes (request URLs never carry credentials).

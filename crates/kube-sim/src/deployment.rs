@@ -3,7 +3,6 @@
 //! written through the store as `kube-controller-manager` on `/status`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -381,6 +380,3 @@ async fn rollout(shared: Arc<Shared>, ns: String, name: String) {
         "kube-controller-manager",
     );
 }
-
-#[allow(dead_code)]
-fn _d(_: Duration) {}

@@ -63,9 +63,20 @@
 //! * Paginated lists do not serve a snapshot: continuation pages show the
 //!   current state after the continue key (the real server reads the snapshot
 //!   at the first page's resourceVersion from etcd). Continue tokens never expire.
-//! * Built-in kinds are not schema-validated (only a few semantic checks such as
-//!   names); their hand-written schemas are partial. Unknown fields in built-in
-//!   objects are stored as given.
+//! * Built-in kinds are not schema-validated: only object names, metadata
+//!   shapes, Secret immutability and a subset of the Deployment rules (selector
+//!   required, non-empty and immutable, template labels matching it, container
+//!   names and images, non-negative replicas) are checked. Their hand-written
+//!   schemas are partial, so unknown fields in built-in objects are stored as
+//!   given even with `fieldValidation=Strict`.
+//! * Value validations `allOf`/`anyOf`/`oneOf`/`not` are checked with
+//!   go-openapi-style messages; `x-kubernetes-validations` supports the CEL
+//!   standard library plus the strings, lists and math extensions, not the
+//!   Kubernetes-specific libraries (`quantity`, `url`, `ip`, `cidr`, `format`,
+//!   `isSorted`...), and has no cost budget.
+//! * An update that removes the last finalizer of an object being deleted
+//!   deletes it; the DELETED event carries the last stored state (as the real
+//!   registry does).
 //! * Custom resources with several versions are stored once; reading another
 //!   version only rewrites `apiVersion` (conversion strategy `None`); webhook
 //!   conversion is not supported.
@@ -105,7 +116,7 @@
 //! finalizers, garbage collection and CRD registration. All state lives in
 //! one `store::State` behind a mutex; watch fan-out uses a broadcast channel.
 //!
-//! ## Benchmark (2 cores, `cargo bench -p kube-sim`, debug-free release profile)
+//! ## Benchmark
 //!
 //! `benches/throughput.rs` (release profile, client and server in one process
 //! on the same 2 cores, 1,000 ConfigMaps of ~64 bytes of data each; the

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::errors::{FieldError, FieldErrorKind, SimError};
@@ -1016,6 +1016,14 @@ pub fn commit(
     }
     let stored = to_storage(ri, new);
     if ctx.dry_run {
+        // Nothing is persisted: an update answers with the current resourceVersion.
+        let mut stored = stored;
+        if let Some(rv) = old
+            .as_ref()
+            .and_then(|o| o.pointer("/metadata/resourceVersion"))
+        {
+            stored["metadata"]["resourceVersion"] = rv.clone();
+        }
         return Ok((if is_create { 201 } else { 200 }, stored));
     }
     let key_ns = ns_key(ri, ns.as_deref());
@@ -1523,9 +1531,6 @@ pub fn controller_status_write(
     .ok()
     .map(|(_, v)| v)
 }
-
-#[allow(dead_code)]
-fn _unused(_: Map<String, Value>) {}
 
 /// The `autoscaling/v1` Scale view of a Deployment.
 fn to_scale(d: &Value) -> Value {

@@ -12,7 +12,7 @@ const D: &str = "/apis/apps/v1/namespaces/default/deployments";
 const W: &str = "/apis/example.dev/v1alpha1/namespaces/default/widgets";
 
 async fn wait_for(sim: &SimHandle, path: &str, f: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..200 {
+    for _ in 0..600 {
         let (_, v) = get(sim, path).await;
         if f(&v) {
             return v;

@@ -202,6 +202,22 @@ async fn crd_custom_resource_get_describe_explain() {
         "{e}"
     );
 
+    // kubectl diff uses server-side dry-run: shows the change, persists nothing.
+    let manual = k.file("manual.yaml", &WIDGET.replace("mode: Auto", "mode: Manual"));
+    let d = k.run(&["diff", "-f", &manual]).await;
+    assert!(!d.ok, "diff exits 1 when there are differences");
+    assert!(
+        d.stdout.contains("-  mode: Auto") && d.stdout.contains("+  mode: Manual"),
+        "{}",
+        d.stdout
+    );
+    assert!(!d.stdout.contains("-  resourceVersion"), "{}", d.stdout);
+    assert!(d.stderr.is_empty(), "{}", d.stderr);
+    let out = k
+        .ok(&["get", "wg", "w1", "-o", "jsonpath={.spec.mode}"])
+        .await;
+    assert_eq!(out, "Auto");
+
     // Delete.
     let out = k.ok(&["delete", "wg", "w1"]).await;
     assert_eq!(out.trim(), "widget.example.dev \"w1\" deleted");

@@ -1,0 +1,761 @@
+//! Microsoft Entra ID (Azure AD) through Microsoft Graph v1.0.
+//!
+//! # Authentication
+//! The policy's Secret holds `client-id` + `client-secret` of a *management* app registration
+//! (optionally `ca.crt`, a PEM bundle for a TLS-inspecting proxy or a private sovereign cloud).
+//! The operator gets a client-credentials token from
+//! `{authorityHost}/{tenantId}/oauth2/v2.0/token` with scope `{graphEndpoint}/.default`, caches it
+//! in [`ProviderDeps::tokens`] until shortly before it expires (keyed by authority, Graph
+//! endpoint, tenant, Secret name, Secret `resourceVersion` and a hash of the credentials), and on a
+//! 401 from Graph drops it, fetches a new one and retries the call once.
+//!
+//! Application permissions the management app needs (admin-consented):
+//! `Application.ReadWrite.All` (or `Application.ReadWrite.OwnedBy` as an owner of Coder's app;
+//! `Application.Read.All` is enough for `managementPolicy: Observe`); with `accessTokenLifetime`,
+//! also `Policy.ReadWrite.ApplicationConfiguration` (and the tenant needs Entra ID P1); optionally
+//! `DelegatedPermissionGrant.Read.All` so the operator can report missing admin consent.
+//!
+//! # What is configured
+//! Coder's app registration is read through its alternate key
+//! `GET /v1.0/applications(appId='…')` (never created or deleted). Updates are
+//! `PATCH /v1.0/applications/{id}` with only the properties that change; Graph replaces
+//! collections as a whole, so `requiredResourceAccess` is sent complete, with every other resource
+//! and permission exactly as read. Everything is read back afterwards (a 404 right after a write is
+//! retried: Graph is eventually consistent) and compared.
+//!
+//! | policy (`spec.refreshTokens`) | Entra ID / Graph |
+//! |---|---|
+//! | always | `requiredResourceAccess` holds Microsoft Graph's delegated `openid`, `profile`, `email`; `isFallbackPublicClient` is not `true` (Coder is a confidential client) |
+//! | `offlineAccess: true` | also delegated `offline_access`; Coder requests scope `offline_access` |
+//! | `accessTokenLifetime` | a token lifetime policy named `oidc-refresh-operator <appId>` with `AccessTokenLifetime`, assigned to the app (updated in place, never duplicated) |
+//! | `lifetime`, `idleTimeout`, `rotation` | [`ProviderError::Unsupported`]: Entra ID fixed refresh-token lifetimes in January 2021 |
+//!
+//! Permission ids are looked up from Microsoft Graph's service principal
+//! (`oauth2PermissionScopes`), with the well-known ids as fallback when that read is refused.
+//!
+//! Reported, never changed: Coder's callback under `spa.redirectUris` (refresh tokens then live
+//! 24 h), client secrets that expire within 30 days or have all expired (blocking), and missing
+//! tenant-wide admin consent for the delegated permissions (when the management app may read
+//! `oauth2PermissionGrants`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use super::http::{self, BearerAnswer as Answer};
+use super::{
+    Applied, Credentials, DesiredSettings, IdentityProvider, Observation, ProviderDeps,
+    ProviderError, ProviderKind, missing_credentials,
+};
+use crate::crd::EntraIdSpec;
+
+mod errors;
+mod model;
+
+use model::OTHER_KNOWN_SCOPES;
+
+pub use errors::graph_message;
+pub use model::{
+    CALLBACK_PATH, Consent, GRAPH_APP_ID, Plan, PolicyPlan, REFRESH_TOKEN_INACTIVITY, RraMerge,
+    SECRET_WARNING_DAYS, SPA_REFRESH_TOKEN_LIFETIME, Snapshot, WELL_KNOWN_SCOPES, changes,
+    findings, format_timespan, graph_scope_names, merge_required_resource_access, missing_consent,
+    observation, parse_timespan, plan, policy_access_token_lifetime, policy_definition,
+    policy_name, wanted_scopes,
+};
+
+const KIND: ProviderKind = ProviderKind::EntraId;
+
+/// Default token authority (public cloud).
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// Default Microsoft Graph endpoint (public cloud).
+pub const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
+/// Bounds of `AccessTokenLifetime` in a token lifetime policy.
+pub const ACCESS_TOKEN_MIN: Duration = Duration::from_secs(600);
+/// Upper bound of `AccessTokenLifetime`.
+pub const ACCESS_TOKEN_MAX: Duration = Duration::from_secs(86_400);
+/// Reads retried after a write that answer 404 (Graph replication).
+const CONSISTENCY_RETRIES: u32 = 5;
+
+/// Message for the refresh-token settings Entra ID cannot honour.
+pub const UNSUPPORTED_REFRESH_SETTINGS: &str = "Microsoft Entra ID uses a fixed 90-day inactivity window for refresh tokens (24 h, not extended by use, for tokens issued to SPA redirect URIs); refresh-token lifetimes are not configurable since January 2021 (token lifetime policies ignore MaxInactiveTime and MaxAge*). Remove lifetime, idleTimeout and rotation from spec.refreshTokens and use Conditional Access sign-in frequency to force users to sign in again";
+
+/// Builds the provider for a policy.
+pub fn connect(
+    spec: &EntraIdSpec,
+    credentials: Option<Credentials>,
+    deps: &ProviderDeps,
+) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
+    let credentials = credentials.ok_or_else(|| missing_credentials(KIND))?;
+    for (field, value) in [
+        ("tenantId", &spec.tenant_id),
+        ("applicationId", &spec.application_id),
+    ] {
+        if !is_guid(value) {
+            return Err(ProviderError::Unsupported {
+                provider: KIND,
+                detail: format!(
+                    "spec.provider.entraId.{field} {value:?} is not a GUID; use the Directory (tenant) ID and the Application (client) ID shown on the app registration's Overview page"
+                ),
+            });
+        }
+    }
+    let authority = normalize_url(
+        "authorityHost",
+        spec.authority_host.as_deref().unwrap_or(DEFAULT_AUTHORITY),
+    )?;
+    let graph = normalize_url(
+        "graphEndpoint",
+        spec.graph_endpoint.as_deref().unwrap_or(DEFAULT_GRAPH),
+    )?;
+    let v = credentials.require(KIND, &["client-id", "client-secret"])?;
+    let (client_id, client_secret) = (v[0].clone(), v[1].clone());
+    let client = deps.http.client_for(KIND, &credentials)?;
+    let token_key = format!(
+        "entra|{authority}|{graph}|{}|{}|{}|{}",
+        spec.tenant_id.to_ascii_lowercase(),
+        credentials.secret_name,
+        credentials.version,
+        http::credentials_fingerprint(&[&client_id, &client_secret])
+    );
+    Ok(Arc::new(EntraId {
+        authority,
+        graph,
+        tenant: spec.tenant_id.to_ascii_lowercase(),
+        app_id: spec.application_id.to_ascii_lowercase(),
+        secret_name: credentials.secret_name.clone(),
+        client_id,
+        client_secret,
+        http: client,
+        deps: deps.clone(),
+        token_key,
+    }))
+}
+
+fn normalize_url(field: &str, url: &str) -> Result<String, ProviderError> {
+    let u = url.trim().trim_end_matches('/').to_string();
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(u),
+        _ => Err(ProviderError::Unsupported {
+            provider: KIND,
+            detail: format!(
+                "spec.provider.entraId.{field} {url:?} is not an http(s) URL such as https://login.microsoftonline.com"
+            ),
+        }),
+    }
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with hex digits.
+pub fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// One kind of Graph call, for metrics and messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    ReadApp,
+    PatchApp,
+    ReadGraphSp,
+    ReadAppSp,
+    ReadGrants,
+    ReadAppPolicies,
+    ListPolicies,
+    CreatePolicy,
+    PatchPolicy,
+    AssignPolicy,
+}
+
+impl Op {
+    fn metric(self) -> &'static str {
+        match self {
+            Op::ReadApp => "get_application",
+            Op::PatchApp => "update_application",
+            Op::ReadGraphSp => "get_graph_service_principal",
+            Op::ReadAppSp => "get_service_principal",
+            Op::ReadGrants => "list_permission_grants",
+            Op::ReadAppPolicies => "get_application_token_lifetime_policies",
+            Op::ListPolicies => "list_token_lifetime_policies",
+            Op::CreatePolicy => "create_token_lifetime_policy",
+            Op::PatchPolicy => "update_token_lifetime_policy",
+            Op::AssignPolicy => "assign_token_lifetime_policy",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Op::ReadApp => "read the app registration",
+            Op::PatchApp => "update the app registration",
+            Op::ReadGraphSp => "read Microsoft Graph's permission catalogue",
+            Op::ReadAppSp => "read the app's service principal",
+            Op::ReadGrants => "read admin consent (oauth2PermissionGrants)",
+            Op::ReadAppPolicies => "read the app's token lifetime policies",
+            Op::ListPolicies => "list token lifetime policies",
+            Op::CreatePolicy => "create a token lifetime policy",
+            Op::PatchPolicy => "update a token lifetime policy",
+            Op::AssignPolicy => "assign a token lifetime policy to the app",
+        }
+    }
+
+    fn permission(self) -> &'static str {
+        match self {
+            Op::ReadApp | Op::ReadAppPolicies => {
+                "the Microsoft Graph application permission Application.Read.All or Application.ReadWrite.All (or Application.ReadWrite.OwnedBy as an owner of the app)"
+            }
+            Op::PatchApp => {
+                "the Microsoft Graph application permission Application.ReadWrite.All (or Application.ReadWrite.OwnedBy as an owner of the app)"
+            }
+            Op::ReadGraphSp | Op::ReadAppSp => {
+                "the Microsoft Graph application permission Application.Read.All or Application.ReadWrite.All"
+            }
+            Op::ReadGrants => {
+                "the Microsoft Graph application permission DelegatedPermissionGrant.Read.All"
+            }
+            Op::ListPolicies | Op::CreatePolicy | Op::PatchPolicy => {
+                "the Microsoft Graph application permission Policy.ReadWrite.ApplicationConfiguration"
+            }
+            Op::AssignPolicy => {
+                "the Microsoft Graph application permissions Policy.ReadWrite.ApplicationConfiguration and Application.ReadWrite.All"
+            }
+        }
+    }
+
+    /// What else the operation needs.
+    fn note(self) -> &'static str {
+        match self {
+            Op::ListPolicies | Op::CreatePolicy | Op::PatchPolicy | Op::AssignPolicy => {
+                "; token lifetime policies also need a Microsoft Entra ID P1 license in the tenant (or remove accessTokenLifetime from spec.refreshTokens)"
+            }
+            _ => "",
+        }
+    }
+}
+
+/// The Entra ID provider for one policy.
+pub struct EntraId {
+    authority: String,
+    graph: String,
+    tenant: String,
+    app_id: String,
+    secret_name: String,
+    client_id: SecretString,
+    client_secret: SecretString,
+    http: reqwest::Client,
+    deps: ProviderDeps,
+    token_key: String,
+}
+
+impl std::fmt::Debug for EntraId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntraId")
+            .field("authority", &self.authority)
+            .field("graph", &self.graph)
+            .field("tenant", &self.tenant)
+            .field("app_id", &self.app_id)
+            .field("secret_name", &self.secret_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Percent-encodes a query value (spaces as `%20`, as OData expects).
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b',') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl EntraId {
+    fn v1(&self, path: &str) -> String {
+        format!("{}/v1.0{path}", self.graph)
+    }
+
+    async fn token(&self, force: bool) -> Result<SecretString, ProviderError> {
+        if !force && let Some(t) = self.deps.tokens.get(&self.token_key) {
+            return Ok(t);
+        }
+        let url = format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant);
+        let scope = format!("{}/.default", self.graph);
+        let form: [(&str, &str); 4] = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.expose_secret()),
+            ("client_secret", self.client_secret.expose_secret()),
+            ("scope", scope.as_str()),
+        ];
+        let req = self.http.post(url).form(&form);
+        let (status, headers, body) = match http::request_token(
+            &self.deps,
+            KIND,
+            "get a Microsoft Graph token",
+            req,
+            &self.token_key,
+            Duration::from_secs(300),
+        )
+        .await?
+        {
+            http::TokenAnswer::Token(token) => return Ok(token),
+            http::TokenAnswer::Refused {
+                status,
+                headers,
+                body,
+            } => (status, headers, body),
+        };
+        Err(self.token_error(status, &headers, &body))
+    }
+
+    /// One Graph call: token, send, one renewal on 401. Non-success statuses other than 401
+    /// are returned for the caller to map.
+    async fn send(
+        &self,
+        op: Op,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, ProviderError> {
+        let call = http::BearerCall {
+            metric: op.metric(),
+            what: op.what(),
+            method,
+            url,
+            body,
+        };
+        let token = |force| self.token(force);
+        http::bearer_call(&self.deps, &self.http, KIND, &self.token_key, token, call).await
+    }
+
+    /// A call whose every failure is an error.
+    async fn call(
+        &self,
+        op: Op,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ProviderError> {
+        match self.send(op, method, url, body).await? {
+            Answer::Ok(v) => Ok(v),
+            Answer::Status(s, h, t) => Err(self.error(op, s, &h, &t)),
+        }
+    }
+
+    /// Retries a read that answers 404 right after a write (Graph replication).
+    async fn read_consistent(
+        &self,
+        op: Op,
+        url: &str,
+        after_write: bool,
+    ) -> Result<Option<Value>, ProviderError> {
+        let mut attempt = 0;
+        loop {
+            match self.send(op, Method::GET, url, None).await? {
+                Answer::Ok(v) => return Ok(v),
+                Answer::Status(s, _, _)
+                    if s == StatusCode::NOT_FOUND
+                        && after_write
+                        && attempt < CONSISTENCY_RETRIES =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Answer::Status(s, h, t) => return Err(self.error(op, s, &h, &t)),
+            }
+        }
+    }
+
+    async fn read_app(&self, after_write: bool) -> Result<Value, ProviderError> {
+        let url = self.v1(&format!(
+            "/applications(appId='{}')?$select={}",
+            self.app_id,
+            enc("id,appId,displayName,requiredResourceAccess,isFallbackPublicClient,web,spa,publicClient,passwordCredentials,signInAudience")
+        ));
+        self.read_consistent(Op::ReadApp, &url, after_write)
+            .await?
+            .filter(|v| v.get("id").and_then(Value::as_str).is_some())
+            .ok_or_else(|| ProviderError::Protocol {
+                provider: KIND,
+                operation: Op::ReadApp.what().into(),
+                detail: "the answer has no object id".into(),
+            })
+    }
+
+    async fn read_policies(
+        &self,
+        object_id: &str,
+        needed: bool,
+        after_write: bool,
+    ) -> Result<Option<Vec<Value>>, ProviderError> {
+        let url = self.v1(&format!("/applications/{object_id}/tokenLifetimePolicies"));
+        match self
+            .read_consistent(Op::ReadAppPolicies, &url, after_write)
+            .await
+        {
+            Ok(v) => Ok(Some(
+                v.and_then(|v| v.get("value").and_then(Value::as_array).cloned())
+                    .unwrap_or_default(),
+            )),
+            Err(ProviderError::Forbidden { .. }) if !needed => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads everything needed. No writes.
+    async fn read(
+        &self,
+        desired: &DesiredSettings,
+        after_write: bool,
+    ) -> Result<Snapshot, ProviderError> {
+        let app = self.read_app(after_write).await?;
+        let object_id = app
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+
+        // Microsoft Graph's permission catalogue.
+        let mut scope_ids = BTreeMap::new();
+        let mut scope_names: BTreeMap<String, String> = WELL_KNOWN_SCOPES
+            .iter()
+            .chain(OTHER_KNOWN_SCOPES.iter())
+            .map(|(n, id)| (id.to_string(), n.to_string()))
+            .collect();
+        let url = self.v1(&format!(
+            "/servicePrincipals(appId='{GRAPH_APP_ID}')?$select={}",
+            enc("id,appId,oauth2PermissionScopes")
+        ));
+        let mut graph_sp_id = None;
+        match self.send(Op::ReadGraphSp, Method::GET, &url, None).await? {
+            Answer::Ok(Some(sp)) => {
+                graph_sp_id = sp.get("id").and_then(Value::as_str).map(str::to_string);
+                for s in sp
+                    .get("oauth2PermissionScopes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(v), Some(id)) = (
+                        s.get("value").and_then(Value::as_str),
+                        s.get("id").and_then(Value::as_str),
+                    ) {
+                        scope_names.insert(id.to_ascii_lowercase(), v.to_string());
+                        if WELL_KNOWN_SCOPES.iter().any(|(n, _)| *n == v) {
+                            scope_ids.insert(v.to_string(), id.to_string());
+                        }
+                    }
+                }
+            }
+            Answer::Ok(None) => {}
+            Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND => {
+            }
+            Answer::Status(s, h, t) => return Err(self.error(Op::ReadGraphSp, s, &h, &t)),
+        }
+        let scopes_from_graph = !scope_ids.is_empty();
+
+        // Admin consent, when readable.
+        let consent = match &graph_sp_id {
+            None => Consent::NotChecked,
+            Some(graph_sp_id) => {
+                let url = self.v1(&format!(
+                    "/servicePrincipals(appId='{}')?$select={}",
+                    self.app_id,
+                    enc("id,appId")
+                ));
+                match self.send(Op::ReadAppSp, Method::GET, &url, None).await? {
+                    Answer::Ok(Some(sp)) => {
+                        let sp_id = sp.get("id").and_then(Value::as_str).unwrap_or_default();
+                        let url = self.v1(&format!(
+                            "/oauth2PermissionGrants?$filter={}",
+                            enc(&format!("clientId eq '{sp_id}'"))
+                        ));
+                        match self.send(Op::ReadGrants, Method::GET, &url, None).await? {
+                            Answer::Ok(v) => Consent::Grants {
+                                graph_sp_id: graph_sp_id.clone(),
+                                grants: v
+                                    .and_then(|v| v.get("value").and_then(Value::as_array).cloned())
+                                    .unwrap_or_default(),
+                            },
+                            Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN => {
+                                Consent::NotChecked
+                            }
+                            Answer::Status(s, h, t) => {
+                                return Err(self.error(Op::ReadGrants, s, &h, &t));
+                            }
+                        }
+                    }
+                    Answer::Ok(None) => Consent::NotChecked,
+                    Answer::Status(s, _, _) if s == StatusCode::NOT_FOUND => {
+                        Consent::NoServicePrincipal
+                    }
+                    Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN => Consent::NotChecked,
+                    Answer::Status(s, h, t) => return Err(self.error(Op::ReadAppSp, s, &h, &t)),
+                }
+            }
+        };
+
+        let policies = self
+            .read_policies(
+                &object_id,
+                desired.access_token_lifetime.is_some(),
+                after_write,
+            )
+            .await?;
+        Ok(Snapshot {
+            app,
+            scope_ids,
+            scope_names,
+            scopes_from_graph,
+            consent,
+            policies,
+        })
+    }
+
+    async fn write(&self, snap: &Snapshot, plan: &Plan) -> Result<Vec<String>, ProviderError> {
+        let mut actions = Vec::new();
+        let object_id = snap.object_id().to_string();
+        let mut patch = serde_json::Map::new();
+        if let Some(m) = &plan.required_resource_access {
+            patch.insert("requiredResourceAccess".into(), m.value.clone());
+        }
+        if plan.disable_public_client {
+            patch.insert("isFallbackPublicClient".into(), json!(false));
+        }
+        if !patch.is_empty() {
+            let url = self.v1(&format!("/applications/{object_id}"));
+            self.call(
+                Op::PatchApp,
+                Method::PATCH,
+                &url,
+                Some(&Value::Object(patch)),
+            )
+            .await?;
+            if let Some(m) = &plan.required_resource_access {
+                actions.push(format!(
+                    "added Microsoft Graph delegated permission{} {} to app {}",
+                    if m.added.len() == 1 { "" } else { "s" },
+                    m.added.join(", "),
+                    self.app_id
+                ));
+            }
+            if plan.disable_public_client {
+                actions.push(format!(
+                    "turned off \"allow public client flows\" (isFallbackPublicClient) of app {}",
+                    self.app_id
+                ));
+            }
+        }
+        match &plan.policy {
+            PolicyPlan::Keep => {}
+            PolicyPlan::Update { id, lifetime, .. } => {
+                let url = self.v1(&format!("/policies/tokenLifetimePolicies/{id}"));
+                let body = json!({"definition": [policy_definition(*lifetime)]});
+                self.call(Op::PatchPolicy, Method::PATCH, &url, Some(&body))
+                    .await?;
+                actions.push(format!(
+                    "set AccessTokenLifetime of token lifetime policy {:?} to {}",
+                    policy_name(&self.app_id),
+                    format_timespan(*lifetime)
+                ));
+            }
+            PolicyPlan::Create { lifetime } => {
+                let name = policy_name(&self.app_id);
+                // Reuse an operator policy left unassigned by an interrupted run.
+                let list_url = self.v1("/policies/tokenLifetimePolicies");
+                let existing = self
+                    .call(Op::ListPolicies, Method::GET, &list_url, None)
+                    .await?
+                    .and_then(|v| v.get("value").and_then(Value::as_array).cloned())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|p| p.get("displayName").and_then(Value::as_str) == Some(name.as_str()));
+                let id = match existing {
+                    Some(p) => {
+                        let id = p
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string();
+                        if policy_access_token_lifetime(&p) != Some(*lifetime) {
+                            let url = self.v1(&format!("/policies/tokenLifetimePolicies/{id}"));
+                            let body = json!({"definition": [policy_definition(*lifetime)]});
+                            self.call(Op::PatchPolicy, Method::PATCH, &url, Some(&body))
+                                .await?;
+                        }
+                        id
+                    }
+                    None => {
+                        let body = json!({
+                            "definition": [policy_definition(*lifetime)],
+                            "displayName": name,
+                            "isOrganizationDefault": false,
+                        });
+                        let created = self
+                            .call(Op::CreatePolicy, Method::POST, &list_url, Some(&body))
+                            .await?;
+                        created
+                            .as_ref()
+                            .and_then(|v| v.get("id").and_then(Value::as_str))
+                            .map(str::to_string)
+                            .ok_or_else(|| ProviderError::Protocol {
+                                provider: KIND,
+                                operation: Op::CreatePolicy.what().into(),
+                                detail: "the answer has no policy id".into(),
+                            })?
+                    }
+                };
+                let url = self.v1(&format!(
+                    "/applications/{object_id}/tokenLifetimePolicies/$ref"
+                ));
+                let body =
+                    json!({"@odata.id": self.v1(&format!("/policies/tokenLifetimePolicies/{id}"))});
+                // A policy created a moment ago may not be visible yet (Graph replication).
+                let mut attempt = 0;
+                loop {
+                    match self
+                        .send(Op::AssignPolicy, Method::POST, &url, Some(&body))
+                        .await?
+                    {
+                        Answer::Ok(_) => break,
+                        Answer::Status(s, _, _)
+                            if s == StatusCode::NOT_FOUND && attempt < CONSISTENCY_RETRIES =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt)))
+                                .await;
+                        }
+                        Answer::Status(s, h, t) => {
+                            return Err(self.error(Op::AssignPolicy, s, &h, &t));
+                        }
+                    }
+                }
+                actions.push(format!(
+                    "assigned token lifetime policy {name:?} (AccessTokenLifetime {}) to app {}",
+                    format_timespan(*lifetime),
+                    self.app_id
+                ));
+            }
+        }
+        Ok(actions)
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for EntraId {
+    fn kind(&self) -> ProviderKind {
+        KIND
+    }
+
+    fn check(&self, desired: &DesiredSettings) -> Result<(), ProviderError> {
+        let mut fields = Vec::new();
+        if desired.lifetime.is_some() {
+            fields.push("lifetime");
+        }
+        if desired.idle_timeout.is_some() {
+            fields.push("idleTimeout");
+        }
+        if desired.rotation.is_some() {
+            fields.push("rotation");
+        }
+        if !fields.is_empty() {
+            return Err(ProviderError::Unsupported {
+                provider: KIND,
+                detail: format!(
+                    "spec.refreshTokens.{} cannot be set: {UNSUPPORTED_REFRESH_SETTINGS}",
+                    fields.join(", spec.refreshTokens.")
+                ),
+            });
+        }
+        if let Some(d) = desired.access_token_lifetime
+            && !(ACCESS_TOKEN_MIN..=ACCESS_TOKEN_MAX).contains(&d)
+        {
+            return Err(ProviderError::Unsupported {
+                provider: KIND,
+                detail: format!(
+                    "spec.refreshTokens.accessTokenLifetime {} is out of range: Entra ID token lifetime policies accept 10m to 24h",
+                    crate::duration::format(d)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn observe(&self, desired: &DesiredSettings) -> Result<Observation, ProviderError> {
+        self.check(desired)?;
+        let snap = self.read(desired, false).await?;
+        let todo = plan(desired, &snap, &self.app_id)?;
+        Ok(observation(
+            desired,
+            &snap,
+            &todo,
+            &self.app_id,
+            jiff::Timestamp::now(),
+        ))
+    }
+
+    async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError> {
+        self.check(desired)?;
+        let snap = self.read(desired, false).await?;
+        let todo = plan(desired, &snap, &self.app_id)?;
+        if todo.is_empty() {
+            return Ok(Applied {
+                observation: observation(
+                    desired,
+                    &snap,
+                    &todo,
+                    &self.app_id,
+                    jiff::Timestamp::now(),
+                ),
+                actions: Vec::new(),
+            });
+        }
+        let actions = self.write(&snap, &todo).await?;
+        let after = self.read(desired, true).await?;
+        let left = plan(desired, &after, &self.app_id)?;
+        if !left.is_empty() {
+            let list: Vec<String> = changes(&left, &after)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return Err(ProviderError::NotPersisted {
+                provider: KIND,
+                detail: format!("these settings still differ: {}", list.join("; ")),
+            });
+        }
+        Ok(Applied {
+            observation: observation(desired, &after, &left, &self.app_id, jiff::Timestamp::now()),
+            actions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "3d7f2b9a-6c41-4e85-a0d2-9b1c7e5f4a68";
+
+    #[test]
+    fn guids_and_urls() {
+        assert!(is_guid(APP));
+        assert!(!is_guid("coder"));
+        assert_eq!(
+            normalize_url("x", "https://login.microsoftonline.com/").unwrap(),
+            "https://login.microsoftonline.com"
+        );
+        assert!(normalize_url("x", "login.microsoftonline.com").is_err());
+        assert_eq!(enc("clientId eq 'a'"), "clientId%20eq%20%27a%27");
+    }
+}

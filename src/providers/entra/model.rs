@@ -1,0 +1,951 @@
+//! The pure part of the Entra ID provider: .NET `TimeSpan`s and token lifetime policy
+//! definitions, the merge of `requiredResourceAccess`, admin consent, the findings about the app
+//! registration, what is read (the snapshot), the plan, its changes and the observation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::KIND;
+use crate::providers::{
+    Change, CoderNeeds, DesiredSettings, Finding, IdpSettings, Observation, ProviderError,
+    show_duration,
+};
+
+/// `appId` of Microsoft Graph (the resource of the delegated OIDC permissions).
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+/// Coder's OIDC callback path.
+pub const CALLBACK_PATH: &str = "/api/v2/users/oidc/callback";
+/// Well-known ids of Microsoft Graph's delegated OIDC permissions (stable across tenants), used
+/// when Graph's service principal cannot be read.
+pub const WELL_KNOWN_SCOPES: [(&str, &str); 4] = [
+    ("openid", "37f7f235-527c-4136-accd-4a02d197296e"),
+    ("profile", "14dad69e-099b-42c9-810b-d002981feec1"),
+    ("email", "64a6cdd6-aab1-4aaf-94b8-3cc8405e90d0"),
+    ("offline_access", "7427e0e9-2fba-42fe-b0c0-848c9e6a8182"),
+];
+/// Other well-known Microsoft Graph delegated permission ids, for readable messages.
+pub(super) const OTHER_KNOWN_SCOPES: [(&str, &str); 1] =
+    [("User.Read", "e1fe6dd8-ba31-4d61-89e7-88639da4683d")];
+/// Entra ID's fixed refresh-token inactivity window.
+pub const REFRESH_TOKEN_INACTIVITY: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Lifetime of refresh tokens issued to SPA redirect URIs.
+pub const SPA_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// A client secret expiring within this many days is reported.
+pub const SECRET_WARNING_DAYS: i64 = 30;
+
+/// Formats a duration as a .NET `TimeSpan` (`hh:mm:ss`, or `d.hh:mm:ss` from one day on).
+pub fn format_timespan(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (days, h, m, s) = (
+        secs / 86_400,
+        (secs % 86_400) / 3600,
+        (secs % 3600) / 60,
+        secs % 60,
+    );
+    if days > 0 {
+        format!("{days}.{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+/// Parses a .NET `TimeSpan` (`[d.]hh:mm:ss[.fffffff]`), ignoring fractions of a second.
+pub fn parse_timespan(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (days, rest) = match s.split_once(':') {
+        Some((head, _)) if head.contains('.') => {
+            let (d, _) = head.split_once('.')?;
+            (d.parse::<u64>().ok()?, &s[d.len() + 1..])
+        }
+        _ => (0, s),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let [h, m, sec] = parts.as_slice() else {
+        return None;
+    };
+    let sec = sec.split('.').next()?;
+    let (h, m, sec): (u64, u64, u64) = (h.parse().ok()?, m.parse().ok()?, sec.parse().ok()?);
+    if h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    Some(Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + sec))
+}
+
+/// The token lifetime policy definition string for an access-token lifetime.
+pub fn policy_definition(access_token_lifetime: Duration) -> String {
+    json!({"TokenLifetimePolicy": {"Version": 1, "AccessTokenLifetime": format_timespan(access_token_lifetime)}})
+        .to_string()
+}
+
+/// `AccessTokenLifetime` of a token lifetime policy (its `definition` strings), if set.
+pub fn policy_access_token_lifetime(policy: &Value) -> Option<Duration> {
+    policy
+        .get("definition")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find_map(|d| {
+            d.get("TokenLifetimePolicy")?
+                .get("AccessTokenLifetime")?
+                .as_str()
+                .and_then(parse_timespan)
+        })
+}
+
+/// Display name of the token lifetime policy the operator creates for an application.
+pub fn policy_name(app_id: &str) -> String {
+    format!("oidc-refresh-operator {app_id}")
+}
+
+/// Result of merging the wanted delegated permissions into `requiredResourceAccess`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RraMerge {
+    /// The complete new array (every other resource and permission as read).
+    pub value: Value,
+    /// Names of the permissions added.
+    pub added: Vec<String>,
+}
+
+/// Merges Microsoft Graph delegated permissions `(name, id)` into `requiredResourceAccess`:
+/// appends the missing ones to the (first) Microsoft Graph entry, or adds that entry, keeping
+/// every other entry, permission and property exactly. `None` when nothing is missing.
+pub fn merge_required_resource_access(
+    current: Option<&Value>,
+    wanted: &[(String, String)],
+) -> Option<RraMerge> {
+    let mut list: Vec<Value> = current
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let graph_idx = list
+        .iter()
+        .position(|r| r.get("resourceAppId").and_then(Value::as_str) == Some(GRAPH_APP_ID));
+    let present = |r: &Value, id: &str| {
+        r.get("resourceAccess")
+            .and_then(Value::as_array)
+            .is_some_and(|a| {
+                a.iter().any(|x| {
+                    x.get("type").and_then(Value::as_str) == Some("Scope")
+                        && x.get("id")
+                            .and_then(Value::as_str)
+                            .is_some_and(|x| x.eq_ignore_ascii_case(id))
+                })
+            })
+    };
+    let missing: Vec<&(String, String)> = wanted
+        .iter()
+        .filter(|(_, id)| {
+            !list.iter().any(|r| {
+                r.get("resourceAppId").and_then(Value::as_str) == Some(GRAPH_APP_ID)
+                    && present(r, id)
+            })
+        })
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let items: Vec<Value> = missing
+        .iter()
+        .map(|(_, id)| json!({"id": id, "type": "Scope"}))
+        .collect();
+    match graph_idx {
+        Some(i) => {
+            let entry = &mut list[i];
+            match entry
+                .get_mut("resourceAccess")
+                .and_then(Value::as_array_mut)
+            {
+                Some(a) => a.extend(items),
+                None => entry["resourceAccess"] = Value::Array(items),
+            }
+        }
+        None => list.push(json!({"resourceAppId": GRAPH_APP_ID, "resourceAccess": items})),
+    }
+    Some(RraMerge {
+        value: Value::Array(list),
+        added: missing.iter().map(|(n, _)| n.clone()).collect(),
+    })
+}
+
+/// Names of the Microsoft Graph delegated permissions in `requiredResourceAccess`, sorted
+/// (unknown ids as themselves).
+pub fn graph_scope_names(rra: Option<&Value>, names: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out: Vec<String> = rra
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.get("resourceAppId").and_then(Value::as_str) == Some(GRAPH_APP_ID))
+        .flat_map(|r| {
+            r.get("resourceAccess")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|a| a.get("type").and_then(Value::as_str) == Some("Scope"))
+        .filter_map(|a| {
+            a.get("id")
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase)
+        })
+        .map(|id| names.get(&id).cloned().unwrap_or(id))
+        .collect();
+    out.sort_by_key(|s| s.to_ascii_lowercase());
+    out.dedup();
+    out
+}
+
+/// What is known about tenant-wide admin consent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Consent {
+    /// Not readable by the management app (or Graph's service principal unknown): not reported.
+    NotChecked,
+    /// The app has no service principal (enterprise application) in the tenant yet.
+    NoServicePrincipal,
+    /// Delegated permission grants of the app's service principal, and the object id of
+    /// Microsoft Graph's service principal.
+    Grants {
+        /// Object id of Microsoft Graph's service principal (grants' `resourceId`).
+        graph_sp_id: String,
+        /// `oauth2PermissionGrants` with `clientId` = the app's service principal.
+        grants: Vec<Value>,
+    },
+}
+
+/// Delegated permissions (of `wanted`) not covered by tenant-wide (`AllPrincipals`) consent.
+pub fn missing_consent(consent: &Consent, wanted: &[String]) -> Option<Vec<String>> {
+    match consent {
+        Consent::NotChecked => None,
+        Consent::NoServicePrincipal => Some(wanted.to_vec()),
+        Consent::Grants {
+            graph_sp_id,
+            grants,
+        } => {
+            let granted: Vec<&str> = grants
+                .iter()
+                .filter(|g| g.get("consentType").and_then(Value::as_str) == Some("AllPrincipals"))
+                .filter(|g| {
+                    g.get("resourceId")
+                        .and_then(Value::as_str)
+                        .is_some_and(|r| r.eq_ignore_ascii_case(graph_sp_id))
+                })
+                .filter_map(|g| g.get("scope").and_then(Value::as_str))
+                .flat_map(str::split_whitespace)
+                .collect();
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|w| !granted.iter().any(|g| g.eq_ignore_ascii_case(w)))
+                .cloned()
+                .collect();
+            (!missing.is_empty()).then_some(missing)
+        }
+    }
+}
+
+/// Where Coder's callback is registered.
+fn callbacks(app: &Value, platform: &str) -> Vec<String> {
+    app.get(platform)
+        .and_then(|p| p.get("redirectUris"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|u| {
+            u.split(['?', '#'])
+                .next()
+                .is_some_and(|u| u.trim_end_matches('/').ends_with(CALLBACK_PATH))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Findings about the app registration that the operator reports but never changes: Coder's
+/// callback under `spa`, client-secret expiry, admin consent. `now` is passed in (pure).
+pub fn findings(
+    app: &Value,
+    app_id: &str,
+    consent: &Consent,
+    wanted_scopes: &[String],
+    now: jiff::Timestamp,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let spa = callbacks(app, "spa");
+    if !spa.is_empty() {
+        out.push(Finding {
+            reason: "SpaRedirectUri",
+            message: format!(
+                "Coder's callback {} is registered as a single-page-application redirect URI (spa.redirectUris) of app {app_id}: Entra ID limits refresh tokens issued to SPA redirect URIs to 24 hours. Move it to the Web platform (web.redirectUris) under App registrations > Authentication; the operator does not change redirect URIs",
+                spa.join(", ")
+            ),
+            blocking: false,
+        });
+    }
+    let ends: Vec<(jiff::Timestamp, String)> = app
+        .get("passwordCredentials")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let end = c
+                .get("endDateTime")?
+                .as_str()?
+                .parse::<jiff::Timestamp>()
+                .ok()?;
+            let name = c
+                .get("displayName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("{s:?}"))
+                .or_else(|| {
+                    c.get("keyId")
+                        .and_then(Value::as_str)
+                        .map(|k| format!("with key id {k}"))
+                })
+                .unwrap_or_else(|| "without a name".into());
+            Some((end, name))
+        })
+        .collect();
+    if let Some((end, name)) = ends.iter().max_by_key(|(e, _)| *e) {
+        let date = end.strftime("%Y-%m-%d %H:%M UTC");
+        if *end <= now {
+            out.push(Finding {
+                reason: "ClientSecretExpired",
+                message: format!(
+                    "every client secret of app {app_id} has expired (the latest, {name}, on {date}): Coder cannot sign users in. Add a new client secret under App registrations > Certificates & secrets and update Coder's CODER_OIDC_CLIENT_SECRET"
+                ),
+                blocking: true,
+            });
+        } else {
+            let left = end.duration_since(now).as_secs() / 86_400;
+            if left < SECRET_WARNING_DAYS {
+                out.push(Finding {
+                    reason: "ClientSecretExpiring",
+                    message: format!(
+                        "the latest client secret of app {app_id} ({name}) expires on {date}, in {left} day{}: add a new client secret under App registrations > Certificates & secrets and update Coder's CODER_OIDC_CLIENT_SECRET before then",
+                        if left == 1 { "" } else { "s" }
+                    ),
+                    blocking: false,
+                });
+            }
+        }
+    }
+    if let Some(missing) = missing_consent(consent, wanted_scopes) {
+        let why = if matches!(consent, Consent::NoServicePrincipal) {
+            "the app has no enterprise application (service principal) in the tenant yet, so nobody has consented"
+        } else {
+            "tenant-wide admin consent does not cover them"
+        };
+        out.push(Finding {
+            reason: "ConsentMissing",
+            message: format!(
+                "Microsoft Graph delegated permissions {} of app {app_id} lack admin consent ({why}); users are asked to consent at sign-in, or blocked when user consent is disabled. Grant admin consent under App registrations > API permissions > Grant admin consent",
+                missing.join(", ")
+            ),
+            blocking: false,
+        });
+    }
+    out
+}
+
+/// Everything read from Graph for one observation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// The application as read (`$select`ed properties).
+    pub app: Value,
+    /// Ids of Microsoft Graph's delegated permissions: name → id.
+    pub scope_ids: BTreeMap<String, String>,
+    /// id (lower case) → name, for messages.
+    pub scope_names: BTreeMap<String, String>,
+    /// Whether the ids come from Graph's service principal (false: well-known fallback).
+    pub scopes_from_graph: bool,
+    /// Admin consent.
+    pub consent: Consent,
+    /// Token lifetime policies assigned to the app (`None`: not readable).
+    pub policies: Option<Vec<Value>>,
+}
+
+impl Snapshot {
+    pub(super) fn object_id(&self) -> &str {
+        self.app
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    fn access_token_lifetime(&self) -> Option<Duration> {
+        self.policies
+            .as_ref()?
+            .iter()
+            .find_map(policy_access_token_lifetime)
+    }
+}
+
+/// What to do about the token lifetime policy.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PolicyPlan {
+    /// Nothing.
+    Keep,
+    /// Create (or reuse an unassigned operator policy) and assign.
+    Create {
+        /// Wanted `AccessTokenLifetime`.
+        lifetime: Duration,
+    },
+    /// PATCH the assigned operator policy.
+    Update {
+        /// Policy id.
+        id: String,
+        /// Current value.
+        current: Option<Duration>,
+        /// Wanted value.
+        lifetime: Duration,
+    },
+}
+
+/// Writes needed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// New `requiredResourceAccess`.
+    pub required_resource_access: Option<RraMerge>,
+    /// `isFallbackPublicClient` must become false.
+    pub disable_public_client: bool,
+    /// Token lifetime policy.
+    pub policy: PolicyPlan,
+}
+
+impl Plan {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.required_resource_access.is_none()
+            && !self.disable_public_client
+            && self.policy == PolicyPlan::Keep
+    }
+}
+
+/// Microsoft Graph delegated permissions wanted: (name, id).
+pub fn wanted_scopes(
+    desired: &DesiredSettings,
+    ids: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    WELL_KNOWN_SCOPES
+        .iter()
+        .filter(|(n, _)| desired.offline_access || *n != "offline_access")
+        .map(|(n, fallback)| {
+            (
+                n.to_string(),
+                ids.get(*n).cloned().unwrap_or_else(|| fallback.to_string()),
+            )
+        })
+        .collect()
+}
+
+/// Computes the writes needed (pure). Errors when another token lifetime policy is assigned.
+pub fn plan(
+    desired: &DesiredSettings,
+    snap: &Snapshot,
+    app_id: &str,
+) -> Result<Plan, ProviderError> {
+    let wanted = wanted_scopes(desired, &snap.scope_ids);
+    let required_resource_access =
+        merge_required_resource_access(snap.app.get("requiredResourceAccess"), &wanted);
+    let disable_public_client = snap
+        .app
+        .get("isFallbackPublicClient")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let policy = match (desired.access_token_lifetime, &snap.policies) {
+        (None, _) => PolicyPlan::Keep,
+        (Some(_), None) => PolicyPlan::Keep,
+        (Some(want), Some(assigned)) => {
+            let name = policy_name(app_id);
+            let ours = assigned
+                .iter()
+                .find(|p| p.get("displayName").and_then(Value::as_str) == Some(name.as_str()));
+            match ours {
+                Some(p) => {
+                    let current = policy_access_token_lifetime(p);
+                    if current == Some(want) {
+                        PolicyPlan::Keep
+                    } else {
+                        PolicyPlan::Update {
+                            id: p
+                                .get("id")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                            current,
+                            lifetime: want,
+                        }
+                    }
+                }
+                None => match assigned.first() {
+                    None => PolicyPlan::Create { lifetime: want },
+                    Some(p) if policy_access_token_lifetime(p) == Some(want) => PolicyPlan::Keep,
+                    Some(p) => {
+                        return Err(ProviderError::Unsupported {
+                            provider: KIND,
+                            detail: format!(
+                                "app {app_id} already has the token lifetime policy {:?} (id {}, AccessTokenLifetime {}) that the operator did not create, and an application can have only one. Set its AccessTokenLifetime to {} yourself, unassign it from the app, or remove accessTokenLifetime from spec.refreshTokens",
+                                p.get("displayName")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default(),
+                                p.get("id").and_then(Value::as_str).unwrap_or_default(),
+                                policy_access_token_lifetime(p)
+                                    .map(format_timespan)
+                                    .unwrap_or_else(|| "unset".into()),
+                                format_timespan(want)
+                            ),
+                        });
+                    }
+                },
+            }
+        }
+    };
+    Ok(Plan {
+        required_resource_access,
+        disable_public_client,
+        policy,
+    })
+}
+
+/// The changes of a plan, for people.
+pub fn changes(plan: &Plan, snap: &Snapshot) -> Vec<Change> {
+    let mut out = Vec::new();
+    if let Some(m) = &plan.required_resource_access {
+        let before = graph_scope_names(snap.app.get("requiredResourceAccess"), &snap.scope_names);
+        let after = graph_scope_names(Some(&m.value), &snap.scope_names);
+        let show = |v: Vec<String>| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        out.push(Change {
+            setting: "requiredResourceAccess (Microsoft Graph delegated permissions)".into(),
+            from: show(before),
+            to: show(after),
+        });
+    }
+    if plan.disable_public_client {
+        out.push(Change {
+            setting: "isFallbackPublicClient (allow public client flows)".into(),
+            from: "true".into(),
+            to: "false".into(),
+        });
+    }
+    match &plan.policy {
+        PolicyPlan::Keep => {}
+        PolicyPlan::Create { lifetime } => out.push(Change {
+            setting: "accessTokenLifetime (token lifetime policy)".into(),
+            from: show_duration(snap.access_token_lifetime()),
+            to: show_duration(Some(*lifetime)),
+        }),
+        PolicyPlan::Update {
+            current, lifetime, ..
+        } => out.push(Change {
+            setting: "accessTokenLifetime (token lifetime policy)".into(),
+            from: show_duration(*current),
+            to: show_duration(Some(*lifetime)),
+        }),
+    }
+    out
+}
+
+/// Builds the observation from a snapshot and a plan (pure; `now` for secret expiry).
+pub fn observation(
+    desired: &DesiredSettings,
+    snap: &Snapshot,
+    plan: &Plan,
+    app_id: &str,
+    now: jiff::Timestamp,
+) -> Observation {
+    let offline_id = snap
+        .scope_ids
+        .get("offline_access")
+        .cloned()
+        .unwrap_or_else(|| WELL_KNOWN_SCOPES[3].1.to_string());
+    let offline = merge_required_resource_access(
+        snap.app.get("requiredResourceAccess"),
+        &[("offline_access".into(), offline_id)],
+    )
+    .is_none();
+    let spa_only =
+        !callbacks(&snap.app, "spa").is_empty() && callbacks(&snap.app, "web").is_empty();
+    let wanted: Vec<String> = wanted_scopes(desired, &snap.scope_ids)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    Observation {
+        settings: IdpSettings {
+            refresh_token_grant: Some(true),
+            offline_access: Some(offline),
+            lifetime: spa_only.then_some(SPA_REFRESH_TOKEN_LIFETIME),
+            idle_timeout: (!spa_only).then_some(REFRESH_TOKEN_INACTIVITY),
+            rotation: None,
+            access_token_lifetime: snap.access_token_lifetime(),
+        },
+        changes: changes(plan, snap),
+        findings: findings(&snap.app, app_id, &snap.consent, &wanted, now),
+        coder: CoderNeeds {
+            add_scopes: if desired.offline_access {
+                vec!["offline_access".into()]
+            } else {
+                Vec::new()
+            },
+            remove_scopes: Vec::new(),
+            params: BTreeMap::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFLINE: &str = "7427e0e9-2fba-42fe-b0c0-848c9e6a8182";
+    const OPENID: &str = "37f7f235-527c-4136-accd-4a02d197296e";
+    const USER_READ: &str = "e1fe6dd8-ba31-4d61-89e7-88639da4683d";
+    const APP: &str = "3d7f2b9a-6c41-4e85-a0d2-9b1c7e5f4a68";
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn wanted_all() -> Vec<(String, String)> {
+        WELL_KNOWN_SCOPES
+            .iter()
+            .map(|(n, id)| (n.to_string(), id.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn merge_keeps_every_other_resource_and_permission() {
+        let current = json!([
+            {"resourceAppId": "797f4846-ba00-4fd7-ba43-dac1f8f63013",
+             "resourceAccess": [{"id": "41094075-9dad-400e-a0bd-54e686782033", "type": "Scope"}]},
+            {"resourceAppId": GRAPH_APP_ID, "resourceAccess": [
+                {"id": USER_READ, "type": "Scope"},
+                {"id": OPENID, "type": "Scope"},
+                {"id": "5b567255-7703-4780-807c-7be8301ae99b", "type": "Role"}]}
+        ]);
+        let m = merge_required_resource_access(Some(&current), &wanted_all()).unwrap();
+        assert_eq!(m.added, vec!["profile", "email", "offline_access"]);
+        assert_eq!(
+            m.value,
+            json!([
+                {"resourceAppId": "797f4846-ba00-4fd7-ba43-dac1f8f63013",
+                 "resourceAccess": [{"id": "41094075-9dad-400e-a0bd-54e686782033", "type": "Scope"}]},
+                {"resourceAppId": GRAPH_APP_ID, "resourceAccess": [
+                    {"id": USER_READ, "type": "Scope"},
+                    {"id": OPENID, "type": "Scope"},
+                    {"id": "5b567255-7703-4780-807c-7be8301ae99b", "type": "Role"},
+                    {"id": "14dad69e-099b-42c9-810b-d002981feec1", "type": "Scope"},
+                    {"id": "64a6cdd6-aab1-4aaf-94b8-3cc8405e90d0", "type": "Scope"},
+                    {"id": OFFLINE, "type": "Scope"}]}
+            ])
+        );
+        assert_eq!(
+            merge_required_resource_access(Some(&m.value), &wanted_all()),
+            None
+        );
+    }
+
+    #[test]
+    fn merge_adds_a_graph_entry_and_treats_roles_as_different() {
+        let m = merge_required_resource_access(None, &wanted_all()[3..]).unwrap();
+        assert_eq!(
+            m.value,
+            json!([{"resourceAppId": GRAPH_APP_ID, "resourceAccess": [{"id": OFFLINE, "type": "Scope"}]}])
+        );
+        // The same id as an application permission (Role) is not the delegated permission.
+        let current = json!([{"resourceAppId": GRAPH_APP_ID, "resourceAccess": [{"id": OFFLINE, "type": "Role"}]}]);
+        let m = merge_required_resource_access(Some(&current), &wanted_all()[3..]).unwrap();
+        assert_eq!(m.value[0]["resourceAccess"].as_array().unwrap().len(), 2);
+        // Ids compare case-insensitively.
+        let current = json!([{"resourceAppId": GRAPH_APP_ID, "resourceAccess": [{"id": OFFLINE.to_uppercase(), "type": "Scope"}]}]);
+        assert_eq!(
+            merge_required_resource_access(Some(&current), &wanted_all()[3..]),
+            None
+        );
+    }
+
+    #[test]
+    fn merge_sees_permissions_in_any_graph_entry() {
+        let current = json!([
+            {"resourceAppId": GRAPH_APP_ID, "resourceAccess": [{"id": OPENID, "type": "Scope"}]},
+            {"resourceAppId": GRAPH_APP_ID, "resourceAccess": [{"id": OFFLINE, "type": "Scope"}]}
+        ]);
+        let m = merge_required_resource_access(Some(&current), &wanted_all()).unwrap();
+        assert_eq!(m.added, vec!["profile", "email"]);
+        assert_eq!(m.value[1], current[1]);
+        assert_eq!(m.value[0]["resourceAccess"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn timespans_round_trip() {
+        for (secs, text) in [
+            (3600, "01:00:00"),
+            (600, "00:10:00"),
+            (86_400, "1.00:00:00"),
+            (5430, "01:30:30"),
+            (90_061, "1.01:01:01"),
+        ] {
+            assert_eq!(format_timespan(Duration::from_secs(secs)), text);
+            assert_eq!(parse_timespan(text), Some(Duration::from_secs(secs)));
+        }
+        assert_eq!(
+            parse_timespan("02:00:00.0000000"),
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(parse_timespan("2h"), None);
+        assert_eq!(parse_timespan("24:00:00"), None);
+        assert_eq!(
+            policy_definition(Duration::from_secs(3600)),
+            r#"{"TokenLifetimePolicy":{"Version":1,"AccessTokenLifetime":"01:00:00"}}"#
+        );
+        let p = json!({"definition": [policy_definition(Duration::from_secs(7200))]});
+        assert_eq!(
+            policy_access_token_lifetime(&p),
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(
+            policy_access_token_lifetime(
+                &json!({"definition": ["{\"TokenLifetimePolicy\":{\"Version\":1}}"]})
+            ),
+            None
+        );
+    }
+
+    fn app_with(secrets: Value, web: Value, spa: Value) -> Value {
+        json!({"id": "o", "appId": APP, "passwordCredentials": secrets,
+               "web": {"redirectUris": web}, "spa": {"redirectUris": spa}})
+    }
+
+    fn secret(name: &str, end: &str) -> Value {
+        json!({"displayName": name, "keyId": "k", "endDateTime": end, "hint": "abc", "secretText": null})
+    }
+
+    #[test]
+    fn secret_expiry_findings_from_dates() {
+        let now = ts("2026-11-22T00:00:00Z");
+        let cb = json!(["https://coder.example.com/api/v2/users/oidc/callback"]);
+        let none = json!([]);
+        // Latest in 200 days: nothing.
+        let app = app_with(
+            json!([
+                secret("old", "2026-01-01T00:00:00Z"),
+                secret("new", "2027-06-10T00:00:00Z")
+            ]),
+            cb.clone(),
+            none.clone(),
+        );
+        assert_eq!(findings(&app, APP, &Consent::NotChecked, &[], now), vec![]);
+        // Latest in 10 days.
+        let app = app_with(
+            json!([
+                secret("old", "2026-01-01T00:00:00Z"),
+                secret("soon", "2026-12-02T00:00:00Z")
+            ]),
+            cb.clone(),
+            none.clone(),
+        );
+        let f = findings(&app, APP, &Consent::NotChecked, &[], now);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].reason, f[0].blocking),
+            ("ClientSecretExpiring", false)
+        );
+        assert!(
+            f[0].message.contains("\"soon\"")
+                && f[0].message.contains("2026-12-02")
+                && f[0].message.contains("in 10 days"),
+            "{}",
+            f[0].message
+        );
+        // All expired.
+        let app = app_with(
+            json!([
+                secret("a", "2026-01-01T00:00:00Z"),
+                secret("b", "2026-11-21T00:00:00Z")
+            ]),
+            cb.clone(),
+            none.clone(),
+        );
+        let f = findings(&app, APP, &Consent::NotChecked, &[], now);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].reason, f[0].blocking), ("ClientSecretExpired", true));
+        assert!(
+            f[0].message.contains("\"b\"") && f[0].message.contains("2026-11-21"),
+            "{}",
+            f[0].message
+        );
+        assert!(!f[0].message.contains("abc"), "the hint is not shown");
+        // No secrets (certificate or federated credential): nothing.
+        let app = app_with(json!([]), cb, none);
+        assert_eq!(findings(&app, APP, &Consent::NotChecked, &[], now), vec![]);
+    }
+
+    #[test]
+    fn spa_callback_and_consent_findings() {
+        let now = ts("2026-11-22T00:00:00Z");
+        let app = app_with(
+            json!([]),
+            json!([]),
+            json!(["https://coder.example.com/api/v2/users/oidc/callback"]),
+        );
+        let f = findings(&app, APP, &Consent::NotChecked, &[], now);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].reason, f[0].blocking), ("SpaRedirectUri", false));
+        assert!(f[0].message.contains("24 hours") && f[0].message.contains("web.redirectUris"));
+
+        let wanted: Vec<String> = ["openid", "profile", "email", "offline_access"]
+            .map(String::from)
+            .to_vec();
+        let grants = Consent::Grants {
+            graph_sp_id: "g".into(),
+            grants: vec![
+                json!({"consentType": "AllPrincipals", "resourceId": "g", "scope": "openid profile email User.Read"}),
+                json!({"consentType": "Principal", "resourceId": "g", "scope": "offline_access"}),
+            ],
+        };
+        assert_eq!(
+            missing_consent(&grants, &wanted),
+            Some(vec!["offline_access".to_string()])
+        );
+        let app = app_with(json!([]), json!([]), json!([]));
+        let f = findings(&app, APP, &grants, &wanted, now);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].reason, f[0].blocking), ("ConsentMissing", false));
+        assert!(
+            f[0].message.contains("offline_access") && f[0].message.contains("Grant admin consent")
+        );
+        let full = Consent::Grants {
+            graph_sp_id: "g".into(),
+            grants: vec![
+                json!({"consentType": "AllPrincipals", "resourceId": "g", "scope": " openid profile email offline_access "}),
+            ],
+        };
+        assert_eq!(missing_consent(&full, &wanted), None);
+        assert_eq!(missing_consent(&Consent::NotChecked, &wanted), None);
+        assert_eq!(
+            missing_consent(&Consent::NoServicePrincipal, &wanted[3..]),
+            Some(vec!["offline_access".to_string()])
+        );
+    }
+
+    fn snap(app: Value, policies: Option<Vec<Value>>) -> Snapshot {
+        Snapshot {
+            app,
+            scope_ids: BTreeMap::new(),
+            scope_names: WELL_KNOWN_SCOPES
+                .iter()
+                .map(|(n, id)| (id.to_string(), n.to_string()))
+                .collect(),
+            scopes_from_graph: false,
+            consent: Consent::NotChecked,
+            policies,
+        }
+    }
+
+    #[test]
+    fn plans_policies_without_duplicates() {
+        let rra = json!([{"resourceAppId": GRAPH_APP_ID, "resourceAccess": WELL_KNOWN_SCOPES.iter().map(|(_, id)| json!({"id": id, "type": "Scope"})).collect::<Vec<_>>()}]);
+        let app = json!({"id": "o", "requiredResourceAccess": rra, "isFallbackPublicClient": null});
+        let d = DesiredSettings {
+            offline_access: true,
+            access_token_lifetime: Some(Duration::from_secs(3600)),
+            ..DesiredSettings::default()
+        };
+        let p = plan(&d, &snap(app.clone(), Some(vec![])), APP).unwrap();
+        assert_eq!(
+            p.policy,
+            PolicyPlan::Create {
+                lifetime: Duration::from_secs(3600)
+            }
+        );
+        assert!(p.required_resource_access.is_none() && !p.disable_public_client);
+        let ours = json!({"id": "p1", "displayName": policy_name(APP), "definition": [policy_definition(Duration::from_secs(7200))]});
+        let p = plan(&d, &snap(app.clone(), Some(vec![ours.clone()])), APP).unwrap();
+        assert_eq!(
+            p.policy,
+            PolicyPlan::Update {
+                id: "p1".into(),
+                current: Some(Duration::from_secs(7200)),
+                lifetime: Duration::from_secs(3600)
+            }
+        );
+        let s = snap(app.clone(), Some(vec![ours]));
+        let c = changes(&p, &s);
+        assert_eq!(
+            c,
+            vec![Change {
+                setting: "accessTokenLifetime (token lifetime policy)".into(),
+                from: "2h".into(),
+                to: "1h".into()
+            }]
+        );
+        let same = json!({"id": "p1", "displayName": policy_name(APP), "definition": [policy_definition(Duration::from_secs(3600))]});
+        assert!(
+            plan(&d, &snap(app.clone(), Some(vec![same])), APP)
+                .unwrap()
+                .is_empty()
+        );
+        let foreign = json!({"id": "f", "displayName": "corp", "definition": [policy_definition(Duration::from_secs(7200))]});
+        let e = plan(&d, &snap(app.clone(), Some(vec![foreign])), APP).unwrap_err();
+        assert!(
+            matches!(e, ProviderError::Unsupported { .. }) && e.to_string().contains("\"corp\""),
+            "{e}"
+        );
+        let public = json!({"id": "o", "requiredResourceAccess": app["requiredResourceAccess"], "isFallbackPublicClient": true});
+        let p = plan(
+            &DesiredSettings {
+                offline_access: true,
+                ..DesiredSettings::default()
+            },
+            &snap(public, None),
+            APP,
+        )
+        .unwrap();
+        assert!(p.disable_public_client && p.policy == PolicyPlan::Keep);
+    }
+
+    #[test]
+    fn changes_name_the_permissions() {
+        let app = json!({"id": "o", "requiredResourceAccess": [{"resourceAppId": GRAPH_APP_ID, "resourceAccess": [
+            {"id": USER_READ, "type": "Scope"}, {"id": OPENID, "type": "Scope"}]}]});
+        let mut s = snap(app, None);
+        s.scope_names.insert(USER_READ.into(), "User.Read".into());
+        let p = plan(
+            &DesiredSettings {
+                offline_access: true,
+                ..DesiredSettings::default()
+            },
+            &s,
+            APP,
+        )
+        .unwrap();
+        assert_eq!(
+            changes(&p, &s),
+            vec![Change {
+                setting: "requiredResourceAccess (Microsoft Graph delegated permissions)".into(),
+                from: "openid, User.Read".into(),
+                to: "email, offline_access, openid, profile, User.Read".into(),
+            }]
+        );
+        let o = observation(
+            &DesiredSettings {
+                offline_access: true,
+                ..DesiredSettings::default()
+            },
+            &s,
+            &p,
+            APP,
+            ts("2026-01-01T00:00:00Z"),
+        );
+        assert_eq!(o.settings.offline_access, Some(false));
+        assert_eq!(o.settings.idle_timeout, Some(REFRESH_TOKEN_INACTIVITY));
+        assert_eq!(o.coder.add_scopes, vec!["offline_access".to_string()]);
+    }
+}

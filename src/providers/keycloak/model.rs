@@ -1,0 +1,716 @@
+//! The pure part of the Keycloak provider: what is read (realm settings, the client, its scope
+//! links), what differs from the policy (the plan), the effective values and the findings.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::OFFLINE_ACCESS;
+use crate::crd::Rotation;
+use crate::providers::{Change, DesiredSettings, Finding, IdpSettings};
+
+/// Client attribute: issue refresh tokens.
+pub const ATTR_USE_REFRESH_TOKENS: &str = "use.refresh.tokens";
+/// Client attribute: offline-session idle timeout (seconds).
+pub const ATTR_OFFLINE_IDLE: &str = "client.offline.session.idle.timeout";
+/// Client attribute: offline-session max lifespan (seconds).
+pub const ATTR_OFFLINE_MAX: &str = "client.offline.session.max.lifespan";
+/// Client attribute: client-session idle timeout (seconds).
+pub const ATTR_SESSION_IDLE: &str = "client.session.idle.timeout";
+/// Client attribute: client-session max lifespan (seconds).
+pub const ATTR_SESSION_MAX: &str = "client.session.max.lifespan";
+/// Client attribute: access-token lifespan (seconds).
+pub const ATTR_ACCESS_TOKEN: &str = "access.token.lifespan";
+
+/// Realm token/session settings (seconds).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RealmSettings {
+    /// `accessTokenLifespan`.
+    pub access_token_lifespan: u64,
+    /// `ssoSessionIdleTimeout`.
+    pub sso_idle: u64,
+    /// `ssoSessionMaxLifespan`.
+    pub sso_max: u64,
+    /// `clientSessionIdleTimeout` (0 = none).
+    pub client_session_idle: u64,
+    /// `clientSessionMaxLifespan` (0 = none).
+    pub client_session_max: u64,
+    /// `offlineSessionIdleTimeout`.
+    pub offline_idle: u64,
+    /// `offlineSessionMaxLifespanEnabled`.
+    pub offline_max_enabled: bool,
+    /// `offlineSessionMaxLifespan`.
+    pub offline_max: u64,
+    /// `clientOfflineSessionIdleTimeout` (0 = none).
+    pub client_offline_idle: u64,
+    /// `clientOfflineSessionMaxLifespan` (0 = none).
+    pub client_offline_max: u64,
+    /// `revokeRefreshToken`.
+    pub revoke_refresh_token: bool,
+    /// `refreshTokenMaxReuse`.
+    pub refresh_token_max_reuse: u64,
+}
+
+impl RealmSettings {
+    /// Reads the settings from a `RealmRepresentation`; `None` when it is the brief
+    /// representation Keycloak gives admins without `view-realm`. Absent fields other than the
+    /// marker take Keycloak's defaults.
+    pub fn from_json(v: &Value) -> Option<RealmSettings> {
+        v.get("ssoSessionIdleTimeout")?;
+        let n = |k: &str, d: u64| v.get(k).and_then(Value::as_u64).unwrap_or(d);
+        let b = |k: &str, d: bool| v.get(k).and_then(Value::as_bool).unwrap_or(d);
+        Some(RealmSettings {
+            access_token_lifespan: n("accessTokenLifespan", 300),
+            sso_idle: n("ssoSessionIdleTimeout", 1800),
+            sso_max: n("ssoSessionMaxLifespan", 36000),
+            client_session_idle: n("clientSessionIdleTimeout", 0),
+            client_session_max: n("clientSessionMaxLifespan", 0),
+            offline_idle: n("offlineSessionIdleTimeout", 2_592_000),
+            offline_max_enabled: b("offlineSessionMaxLifespanEnabled", false),
+            offline_max: n("offlineSessionMaxLifespan", 5_184_000),
+            client_offline_idle: n("clientOfflineSessionIdleTimeout", 0),
+            client_offline_max: n("clientOfflineSessionMaxLifespan", 0),
+            revoke_refresh_token: b("revokeRefreshToken", false),
+            refresh_token_max_reuse: n("refreshTokenMaxReuse", 0),
+        })
+    }
+}
+
+/// How the `offline_access` client scope is linked to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeLink {
+    /// Default scope (always in tokens).
+    Default,
+    /// Optional scope (when requested).
+    Optional,
+    /// Not linked.
+    None,
+}
+
+/// Everything read from Keycloak for one observation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Realm settings.
+    pub realm: RealmSettings,
+    /// The client's representation, as read.
+    pub client: Value,
+    /// Link of the `offline_access` client scope.
+    pub offline_scope: ScopeLink,
+    /// Id of the realm's `offline_access` client scope (read only when a link is needed).
+    pub offline_scope_id: Option<String>,
+    /// Whether the realm has an `offline_access` client scope (`None`: not looked up).
+    pub offline_scope_exists: Option<bool>,
+    /// `offline_access` realm role in the client's realm scope mappings (`None`: not read
+    /// because `fullScopeAllowed` is true).
+    pub offline_role_mapped: Option<bool>,
+    /// The realm's `offline_access` role (read only when a mapping is needed).
+    pub offline_role: Option<Value>,
+    /// The discovery document, or why it could not be read.
+    pub discovery: Result<Value, String>,
+}
+
+impl Snapshot {
+    fn attr(&self, key: &str) -> Option<&str> {
+        self.client
+            .get("attributes")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+    }
+
+    pub(super) fn full_scope_allowed(&self) -> bool {
+        self.client
+            .get("fullScopeAllowed")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+}
+
+/// A client attribute to set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttrChange {
+    /// Attribute key.
+    pub key: &'static str,
+    /// Current value (`None`: absent).
+    pub from: Option<String>,
+    /// Wanted value.
+    pub to: String,
+}
+
+/// A realm setting to set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealmChange {
+    /// `RealmRepresentation` field.
+    pub field: &'static str,
+    /// Current value.
+    pub from: Value,
+    /// Wanted value.
+    pub to: Value,
+}
+
+/// What differs between the policy and Keycloak.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Plan {
+    /// Client attributes to set.
+    pub attributes: Vec<AttrChange>,
+    /// Link the `offline_access` client scope as optional.
+    pub link_offline_scope: bool,
+    /// Add the `offline_access` realm role to the client's realm scope mappings.
+    pub map_offline_role: bool,
+    /// Realm-wide settings to change.
+    pub realm: Vec<RealmChange>,
+}
+
+impl Plan {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.attributes.is_empty()
+            && !self.link_offline_scope
+            && !self.map_offline_role
+            && self.realm.is_empty()
+    }
+
+    /// The changes, for people.
+    pub fn changes(&self, realm: &str) -> Vec<Change> {
+        let mut out: Vec<Change> = self
+            .attributes
+            .iter()
+            .map(|a| Change {
+                setting: format!("client attribute {}", a.key),
+                from: a.from.clone().unwrap_or_else(|| "unset".into()),
+                to: a.to.clone(),
+            })
+            .collect();
+        if self.link_offline_scope {
+            out.push(Change {
+                setting: "client scope offline_access".into(),
+                from: "not linked".into(),
+                to: "optional".into(),
+            });
+        }
+        if self.map_offline_role {
+            out.push(Change {
+                setting: "realm role offline_access in the client's scope mappings".into(),
+                from: "absent".into(),
+                to: "present".into(),
+            });
+        }
+        out.extend(self.realm.iter().map(|r| Change {
+            setting: format!("realm {realm} {}", r.field),
+            from: r.from.to_string(),
+            to: r.to.to_string(),
+        }));
+        out
+    }
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+/// Client attributes the policy wants, in a fixed order.
+pub fn desired_attributes(desired: &DesiredSettings) -> Vec<(&'static str, String)> {
+    let mut out = vec![(ATTR_USE_REFRESH_TOKENS, "true".to_string())];
+    let (idle_key, max_key) = if desired.offline_access {
+        (ATTR_OFFLINE_IDLE, ATTR_OFFLINE_MAX)
+    } else {
+        (ATTR_SESSION_IDLE, ATTR_SESSION_MAX)
+    };
+    if let Some(d) = desired.idle_timeout {
+        out.push((idle_key, secs(d).to_string()));
+    }
+    if let Some(d) = desired.lifetime {
+        out.push((max_key, secs(d).to_string()));
+    }
+    if let Some(d) = desired.access_token_lifetime {
+        out.push((ATTR_ACCESS_TOKEN, secs(d).to_string()));
+    }
+    out
+}
+
+/// Realm settings the policy needs, given the current ones.
+pub fn realm_changes(desired: &DesiredSettings, realm: &RealmSettings) -> Vec<RealmChange> {
+    let mut out = Vec::new();
+    let mut at_least = |field: &'static str, current: u64, want: Option<Duration>| {
+        if let Some(w) = want.map(secs)
+            && current < w
+        {
+            out.push(RealmChange {
+                field,
+                from: json!(current),
+                to: json!(w),
+            });
+        }
+    };
+    if desired.offline_access {
+        at_least(
+            "offlineSessionIdleTimeout",
+            realm.offline_idle,
+            desired.idle_timeout,
+        );
+    } else {
+        at_least(
+            "ssoSessionIdleTimeout",
+            realm.sso_idle,
+            desired.idle_timeout,
+        );
+        at_least("ssoSessionMaxLifespan", realm.sso_max, desired.lifetime);
+    }
+    if desired.offline_access && desired.lifetime.is_some() {
+        if !realm.offline_max_enabled {
+            out.push(RealmChange {
+                field: "offlineSessionMaxLifespanEnabled",
+                from: json!(false),
+                to: json!(true),
+            });
+        }
+        if let Some(w) = desired.lifetime.map(secs)
+            && realm.offline_max < w
+        {
+            out.push(RealmChange {
+                field: "offlineSessionMaxLifespan",
+                from: json!(realm.offline_max),
+                to: json!(w),
+            });
+        }
+    }
+    match desired.rotation {
+        Some(Rotation::Rotate) => {
+            if !realm.revoke_refresh_token {
+                out.push(RealmChange {
+                    field: "revokeRefreshToken",
+                    from: json!(false),
+                    to: json!(true),
+                });
+            }
+            if realm.refresh_token_max_reuse != 0 {
+                out.push(RealmChange {
+                    field: "refreshTokenMaxReuse",
+                    from: json!(realm.refresh_token_max_reuse),
+                    to: json!(0),
+                });
+            }
+        }
+        Some(Rotation::Reuse) if realm.revoke_refresh_token => out.push(RealmChange {
+            field: "revokeRefreshToken",
+            from: json!(true),
+            to: json!(false),
+        }),
+        _ => {}
+    }
+    out
+}
+
+/// Computes what differs (pure).
+pub fn plan(desired: &DesiredSettings, snap: &Snapshot) -> Plan {
+    let attributes = desired_attributes(desired)
+        .into_iter()
+        .filter_map(|(key, to)| {
+            let from = snap.attr(key).map(str::to_string);
+            (from.as_deref() != Some(to.as_str())).then_some(AttrChange { key, from, to })
+        })
+        .collect();
+    let link_offline_scope = desired.offline_access
+        && snap.offline_scope == ScopeLink::None
+        && snap.offline_scope_id.is_some();
+    let map_offline_role = desired.offline_access
+        && !snap.full_scope_allowed()
+        && snap.offline_role_mapped == Some(false)
+        && snap.offline_role.is_some();
+    Plan {
+        attributes,
+        link_offline_scope,
+        map_offline_role,
+        realm: realm_changes(desired, &snap.realm),
+    }
+}
+
+/// Parses a duration attribute: `None` when unset, empty or not a number.
+fn attr_secs(v: Option<&str>) -> Option<u64> {
+    v.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| s.parse::<i64>().ok())
+        .map(|n| n.max(0) as u64)
+}
+
+/// Keycloak's rule: the client value (attribute, else the realm's client default) caps the
+/// user-session value when it is positive.
+fn capped(user_session: u64, client_attr: Option<&str>, realm_client_default: u64) -> u64 {
+    let client = attr_secs(client_attr).unwrap_or(realm_client_default);
+    if client > 0 {
+        client.min(user_session)
+    } else {
+        user_session
+    }
+}
+
+/// Effective settings (pure). `offline` selects offline tokens (Coder requests `offline_access`)
+/// or ordinary refresh tokens.
+pub fn effective(snap: &Snapshot, offline: bool) -> IdpSettings {
+    let r = &snap.realm;
+    let (idle, lifetime) = if offline {
+        let idle = capped(
+            r.offline_idle,
+            snap.attr(ATTR_OFFLINE_IDLE),
+            r.client_offline_idle,
+        );
+        let lifetime = r.offline_max_enabled.then(|| {
+            capped(
+                r.offline_max,
+                snap.attr(ATTR_OFFLINE_MAX),
+                r.client_offline_max,
+            )
+        });
+        (idle, lifetime)
+    } else {
+        (
+            capped(
+                r.sso_idle,
+                snap.attr(ATTR_SESSION_IDLE),
+                r.client_session_idle,
+            ),
+            Some(capped(
+                r.sso_max,
+                snap.attr(ATTR_SESSION_MAX),
+                r.client_session_max,
+            )),
+        )
+    };
+    let access = attr_secs(snap.attr(ATTR_ACCESS_TOKEN))
+        .filter(|n| *n > 0)
+        .unwrap_or(r.access_token_lifespan);
+    let linked = snap.offline_scope != ScopeLink::None;
+    let role_ok = snap.full_scope_allowed() || snap.offline_role_mapped == Some(true);
+    IdpSettings {
+        refresh_token_grant: Some(snap.attr(ATTR_USE_REFRESH_TOKENS) != Some("false")),
+        offline_access: Some(linked && role_ok),
+        lifetime: lifetime.map(Duration::from_secs),
+        idle_timeout: Some(Duration::from_secs(idle)),
+        rotation: Some(
+            if r.revoke_refresh_token && r.refresh_token_max_reuse == 0 {
+                Rotation::Rotate
+            } else {
+                Rotation::Reuse
+            },
+        ),
+        access_token_lifetime: Some(Duration::from_secs(access)),
+    }
+}
+
+/// Findings to report (pure).
+pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    match &snap.discovery {
+        Ok(doc) => {
+            let list_has = |field: &str, item: &str| -> Option<bool> {
+                doc.get(field)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().any(|v| v.as_str() == Some(item)))
+            };
+            if list_has("grant_types_supported", "refresh_token") == Some(false) {
+                out.push(Finding {
+                    reason: "RefreshGrantNotAdvertised",
+                    message: format!(
+                        "the discovery document of realm {realm} does not list refresh_token in grant_types_supported; check that nothing in front of Keycloak rewrites it"
+                    ),
+                    blocking: false,
+                });
+            }
+            if desired.offline_access && list_has("scopes_supported", OFFLINE_ACCESS) == Some(false)
+            {
+                out.push(Finding {
+                    reason: "OfflineAccessNotSupported",
+                    message: format!(
+                        "the discovery document of realm {realm} does not list offline_access in scopes_supported, so Coder's sign-in would fail with invalid_scope; restore the offline_access client scope in the realm or set spec.refreshTokens.offlineAccess: false"
+                    ),
+                    blocking: true,
+                });
+            }
+        }
+        Err(e) => out.push(Finding {
+            reason: "DiscoveryUnavailable",
+            message: format!("could not read the discovery document of realm {realm}: {e}"),
+            blocking: false,
+        }),
+    }
+    if desired.offline_access
+        && snap.offline_scope == ScopeLink::None
+        && snap.offline_scope_exists == Some(false)
+    {
+        out.push(Finding {
+            reason: "OfflineAccessScopeMissing",
+            message: format!(
+                "realm {realm} has no client scope named offline_access (Keycloak creates it in every realm); recreate it under Client scopes, or set spec.refreshTokens.offlineAccess: false"
+            ),
+            blocking: true,
+        });
+    }
+    if desired.offline_access
+        && !snap.full_scope_allowed()
+        && snap.offline_role_mapped == Some(false)
+        && snap.offline_role.is_none()
+    {
+        out.push(Finding {
+            reason: "OfflineAccessRoleMissing",
+            message: format!(
+                "realm {realm} has no realm role offline_access, which users need for offline tokens; recreate it and add it to default-roles-{realm}, or set spec.refreshTokens.offlineAccess: false"
+            ),
+            blocking: true,
+        });
+    }
+    let flag = |k: &str| snap.client.get(k).and_then(Value::as_bool);
+    if flag("publicClient") == Some(true) {
+        out.push(Finding {
+            reason: "PublicClient",
+            message: "the client is public (Client authentication off); Coder needs a confidential client with a secret".into(),
+            blocking: false,
+        });
+    }
+    if flag("standardFlowEnabled") == Some(false) {
+        out.push(Finding {
+            reason: "StandardFlowDisabled",
+            message: "the client has Standard flow (authorization code) disabled; Coder's OIDC sign-in needs it".into(),
+            blocking: false,
+        });
+    }
+    if flag("enabled") == Some(false) {
+        out.push(Finding {
+            reason: "ClientDisabled",
+            message: "the client is disabled in Keycloak; nobody can sign in to Coder".into(),
+            blocking: false,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn realm_defaults() -> RealmSettings {
+        RealmSettings::from_json(&json!({"ssoSessionIdleTimeout": 1800})).unwrap()
+    }
+
+    fn snap(client: Value) -> Snapshot {
+        Snapshot {
+            realm: realm_defaults(),
+            client,
+            offline_scope: ScopeLink::Optional,
+            offline_scope_id: None,
+            offline_scope_exists: None,
+            offline_role_mapped: None,
+            offline_role: None,
+            discovery: Ok(
+                json!({"grant_types_supported": ["refresh_token"], "scopes_supported": ["openid", "offline_access"]}),
+            ),
+        }
+    }
+
+    fn h(n: u64) -> Duration {
+        Duration::from_secs(n * 3600)
+    }
+
+    #[test]
+    fn attribute_mapping_depends_on_offline_access() {
+        let mut d = DesiredSettings {
+            offline_access: true,
+            lifetime: Some(h(720)),
+            idle_timeout: Some(h(24)),
+            rotation: None,
+            access_token_lifetime: Some(h(1)),
+        };
+        assert_eq!(
+            desired_attributes(&d),
+            vec![
+                ("use.refresh.tokens", "true".to_string()),
+                ("client.offline.session.idle.timeout", "86400".to_string()),
+                ("client.offline.session.max.lifespan", "2592000".to_string()),
+                ("access.token.lifespan", "3600".to_string()),
+            ]
+        );
+        d.offline_access = false;
+        d.access_token_lifetime = None;
+        assert_eq!(
+            desired_attributes(&d),
+            vec![
+                ("use.refresh.tokens", "true".to_string()),
+                ("client.session.idle.timeout", "86400".to_string()),
+                ("client.session.max.lifespan", "2592000".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_lists_only_what_differs() {
+        let d = DesiredSettings {
+            offline_access: true,
+            idle_timeout: Some(h(24)),
+            ..Default::default()
+        };
+        let mut s =
+            snap(json!({"id": "1", "attributes": {"use.refresh.tokens": "false", "other": "x"}}));
+        s.offline_scope = ScopeLink::None;
+        s.offline_scope_id = Some("scope-1".into());
+        let p = plan(&d, &s);
+        assert_eq!(
+            p.attributes,
+            vec![
+                AttrChange {
+                    key: "use.refresh.tokens",
+                    from: Some("false".into()),
+                    to: "true".into()
+                },
+                AttrChange {
+                    key: "client.offline.session.idle.timeout",
+                    from: None,
+                    to: "86400".into()
+                },
+            ]
+        );
+        assert!(p.link_offline_scope);
+        assert!(!p.map_offline_role, "fullScopeAllowed defaults to true");
+        assert!(p.realm.is_empty());
+        assert_eq!(
+            p.changes("coder")[0].to_string(),
+            "client attribute use.refresh.tokens: false -> true"
+        );
+
+        let converged = snap(
+            json!({"id": "1", "attributes": {"use.refresh.tokens": "true", "client.offline.session.idle.timeout": "86400"}}),
+        );
+        assert!(plan(&d, &converged).is_empty());
+
+        let mut no_full = snap(
+            json!({"id": "1", "fullScopeAllowed": false, "attributes": {"use.refresh.tokens": "true", "client.offline.session.idle.timeout": "86400"}}),
+        );
+        no_full.offline_role_mapped = Some(false);
+        no_full.offline_role = Some(json!({"id": "r1", "name": "offline_access"}));
+        assert!(plan(&d, &no_full).map_offline_role);
+    }
+
+    #[test]
+    fn realm_changes_for_lifetime_rotation_and_caps() {
+        let r = realm_defaults();
+        let d = DesiredSettings {
+            offline_access: true,
+            lifetime: Some(h(24 * 90)),
+            idle_timeout: Some(h(24 * 45)),
+            rotation: Some(Rotation::Rotate),
+            access_token_lifetime: None,
+        };
+        let fields: Vec<(&str, Value)> = realm_changes(&d, &r)
+            .into_iter()
+            .map(|c| (c.field, c.to))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("offlineSessionIdleTimeout", json!(3_888_000)),
+                ("offlineSessionMaxLifespanEnabled", json!(true)),
+                ("offlineSessionMaxLifespan", json!(7_776_000)),
+                ("revokeRefreshToken", json!(true)),
+            ]
+        );
+        let online = DesiredSettings {
+            offline_access: false,
+            idle_timeout: Some(h(1)),
+            lifetime: Some(h(8)),
+            rotation: Some(Rotation::Reuse),
+            ..Default::default()
+        };
+        let fields: Vec<&str> = realm_changes(&online, &r)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec!["ssoSessionIdleTimeout"],
+            "1h > 30m idle; 8h < 10h max; Reuse is the default"
+        );
+    }
+
+    #[test]
+    fn effective_values_take_the_smaller_cap() {
+        let mut s = snap(
+            json!({"attributes": {"client.offline.session.idle.timeout": "86400", "client.offline.session.max.lifespan": "", "access.token.lifespan": "600"}}),
+        );
+        let e = effective(&s, true);
+        assert_eq!(e.idle_timeout, Some(h(24)));
+        assert_eq!(
+            e.lifetime, None,
+            "offline max lifespan disabled in the realm"
+        );
+        assert_eq!(e.access_token_lifetime, Some(Duration::from_secs(600)));
+        assert_eq!(
+            e.refresh_token_grant,
+            Some(true),
+            "absent use.refresh.tokens means true"
+        );
+        assert_eq!(e.offline_access, Some(true));
+        assert_eq!(e.rotation, Some(Rotation::Reuse));
+        s.realm.offline_max_enabled = true;
+        s.realm.client_offline_max = 86400 * 7;
+        assert_eq!(
+            effective(&s, true).lifetime,
+            Some(h(24 * 7)),
+            "empty attribute inherits the realm's client default"
+        );
+        s.client = json!({"attributes": {"client.offline.session.idle.timeout": "99999999", "client.session.idle.timeout": "600", "use.refresh.tokens": "false"}});
+        assert_eq!(
+            effective(&s, true).idle_timeout,
+            Some(Duration::from_secs(2_592_000)),
+            "realm cap wins"
+        );
+        let online = effective(&s, false);
+        assert_eq!(online.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(online.lifetime, Some(Duration::from_secs(36000)));
+        assert_eq!(online.refresh_token_grant, Some(false));
+        s.realm.revoke_refresh_token = true;
+        assert_eq!(effective(&s, true).rotation, Some(Rotation::Rotate));
+        s.client = json!({"fullScopeAllowed": false});
+        s.offline_role_mapped = Some(false);
+        assert_eq!(effective(&s, true).offline_access, Some(false));
+    }
+
+    #[test]
+    fn brief_realm_representation_is_detected() {
+        assert_eq!(
+            RealmSettings::from_json(&json!({"id": "x", "realm": "coder"})),
+            None
+        );
+        let r = RealmSettings::from_json(
+            &json!({"ssoSessionIdleTimeout": 60, "revokeRefreshToken": true}),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.sso_idle, r.revoke_refresh_token, r.offline_idle),
+            (60, true, 2_592_000)
+        );
+    }
+
+    #[test]
+    fn discovery_findings() {
+        let d = DesiredSettings {
+            offline_access: true,
+            ..Default::default()
+        };
+        let mut s = snap(json!({}));
+        assert_eq!(findings(&d, &s, "coder"), vec![]);
+        s.discovery = Ok(
+            json!({"grant_types_supported": ["authorization_code"], "scopes_supported": ["openid"]}),
+        );
+        let f = findings(&d, &s, "coder");
+        assert_eq!(
+            f.iter().map(|f| (f.reason, f.blocking)).collect::<Vec<_>>(),
+            vec![
+                ("RefreshGrantNotAdvertised", false),
+                ("OfflineAccessNotSupported", true)
+            ]
+        );
+        s.discovery = Ok(json!({}));
+        assert_eq!(
+            findings(&d, &s, "coder"),
+            vec![],
+            "absent lists mean unknown, not no"
+        );
+    }
+}
