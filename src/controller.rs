@@ -203,3 +203,56 @@ fn error_policy(policy: Arc<OidcRefreshPolicy>, err: &Error, ctx: Arc<Context>) 
     warn!(policy.namespace = %key.0, policy.name = %key.1, error = %err, delay_s = delay.as_secs_f64(), "retrying after error");
     Action::requeue(delay)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+
+    fn policy(ns: &str, name: &str, deployment: &str, secret: Option<&str>) -> OidcRefreshPolicy {
+        let provider = match secret {
+            Some(s) => {
+                serde_json::json!({"keycloak": {"url": "https://kc", "realm": "r", "clientId": "c", "credentialsSecret": s}})
+            }
+            None => serde_json::json!({"google": {}}),
+        };
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "oidcrefresh.dev/v1alpha1", "kind": "OidcRefreshPolicy",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"provider": provider, "coder": {"deployment": deployment}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn related_objects_map_to_the_policies_in_their_namespace_only() {
+        let (store, mut writer) = reflector::store::<OidcRefreshPolicy>();
+        for p in [
+            policy("a", "p1", "coder", Some("kc")),
+            policy("a", "p2", "coder", None),
+            policy("a", "p3", "other", Some("kc")),
+            policy("b", "p4", "coder", Some("kc")),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(p));
+        }
+        let names = |refs: Vec<ObjectRef<OidcRefreshPolicy>>| {
+            let mut n: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+            n.sort();
+            n
+        };
+        let by_deployment = referencing(&store, Some("a".into()), "coder".into(), |p| {
+            Some(p.spec.coder.deployment.as_str())
+        });
+        assert_eq!(names(by_deployment), ["p1", "p2"]);
+        let by_secret = referencing(&store, Some("a".into()), "kc".into(), |p| {
+            p.spec.provider.credentials_secret()
+        });
+        assert_eq!(names(by_secret), ["p1", "p3"]);
+        assert!(
+            referencing(&store, Some("c".into()), "coder".into(), |p| Some(
+                p.spec.coder.deployment.as_str()
+            ))
+            .is_empty()
+        );
+    }
+}

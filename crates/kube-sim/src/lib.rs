@@ -119,15 +119,16 @@
 //! ## Benchmark
 //!
 //! `benches/throughput.rs` (release profile, client and server in one process
-//! on the same 2 cores, 1,000 ConfigMaps of ~64 bytes of data each; the
-//! client-side JSON parsing is included in the list numbers). One run:
+//! on the same 2 cores, other builds running on the machine, 1,000 ConfigMaps
+//! of ~64 bytes of data each; the client-side JSON parsing is included in the
+//! list numbers). One run:
 //!
 //! | measurement                                        | result            |
 //! |----------------------------------------------------|-------------------|
-//! | direct creates (`SimHandle::create_object`)        | 8,316 objects/s   |
-//! | full lists (1,000 items, no pagination)            | 23.4 lists/s      |
-//! | paginated lists (`limit=100`, 10 pages per list)   | 19.4 lists/s (194 pages/s) |
-//! | watch fan-out (100 watches x 200 patches)          | 24,254 events/s delivered |
+//! | direct creates (`SimHandle::create_object`)        | 8,923 objects/s   |
+//! | full lists (1,000 items, no pagination)            | 57.9 lists/s      |
+//! | paginated lists (`limit=100`, 10 pages per list)   | 33.0 lists/s (330 pages/s) |
+//! | watch fan-out (100 watches x 200 patches)          | 28,229 events/s delivered (20,000 events) |
 
 #![warn(missing_docs)]
 
