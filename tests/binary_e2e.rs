@@ -166,3 +166,130 @@ async fn run_command_converges_serves_metrics_and_stops_on_sigterm() {
     assert_eq!(v["span"]["policy.name"], "coder", "{line}");
     sim.shutdown().await;
 }
+
+fn reconciles(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("oidc_refresh_reconciles_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn metrics_of(port: u16) -> Option<String> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?;
+    r.text().await.ok()
+}
+
+async fn status_of(port: u16, path: &str) -> u16 {
+    match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
+    let (sim, client) = Sandbox::start_cluster().await.unwrap();
+    sandbox::create_coder(&client, sandbox::coder_deployment("coder", json!([])))
+        .await
+        .unwrap();
+    let (_dir, kubeconfig) = kubeconfig(&sim);
+    let spawn = |name: &str| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(BIN)
+            .args([
+                "run",
+                "--leader-elect",
+                "--lease-namespace",
+                "coder",
+                "--admin-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--pod-name", name])
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, port)
+    };
+    let (mut a, port_a) = spawn("replica-a");
+    // Let the first replica take the Lease before the second starts.
+    let start = Instant::now();
+    loop {
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(client.clone(), "coder");
+        if let Ok(l) = leases.get("oidc-refresh-operator").await
+            && l.spec.and_then(|s| s.holder_identity).as_deref() == Some("replica-a")
+        {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "replica-a never took the Lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut b, port_b) = spawn("replica-b");
+    sandbox::create_policy(
+        &client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    wait_ready(&client, "coder").await;
+    // Both are ready (the standby is healthy), only the leader reconciles.
+    let start = Instant::now();
+    while status_of(port_b, "/readyz").await != 200 {
+        assert!(start.elapsed() < WAIT, "standby not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status_of(port_a, "/readyz").await, 200);
+    assert!(reconciles(&metrics_of(port_a).await.unwrap()) >= 1);
+    assert_eq!(
+        reconciles(&metrics_of(port_b).await.unwrap()),
+        0,
+        "the standby must not reconcile"
+    );
+
+    // The leader dies without releasing the Lease; the standby takes over within its duration.
+    a.kill().unwrap();
+    let _ = a.wait();
+    let killed = Instant::now();
+    let api: kube::Api<oidc_refresh_operator::crd::OidcRefreshPolicy> =
+        kube::Api::namespaced(client.clone(), "coder");
+    api.patch(
+        "coder",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"coder": {"scopes": ["groups", "teams"]}}})),
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let (scopes, _) = sandbox::coder_env(&client, "coder").await.unwrap();
+        if scopes.as_deref() == Some("openid,profile,email,groups,teams") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "replica-b did not take over: {scopes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(15 + 5 + 10),
+        "hand-over took {:?}",
+        killed.elapsed()
+    );
+    assert!(reconciles(&metrics_of(port_b).await.unwrap()) >= 1);
+    let _ = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || b.wait()).await;
+    sim.shutdown().await;
+}
