@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 
 use super::Context;
 use super::observe::{IdpObserved, Observed};
-use super::plan::{CoderStep, IdpStep, Plan, conflict_message, provider_verdict};
+use super::plan::{CoderStep, IdpStep, Plan, conflict_message, provider_verdict, rbac_message};
 use crate::coder::{PARAMS_ENV, SCOPES_ENV};
 use crate::crd::FIELD_MANAGER;
 use crate::error::{Error, Result};
@@ -60,7 +60,7 @@ pub async fn act(
             retry_after = e.retry_after();
             (None, None)
         }
-        IdpObserved::SecretNotFound(_) => (None, None),
+        IdpObserved::SecretNotFound(_) | IdpObserved::SecretForbidden(_) => (None, None),
     };
 
     let mut idp_ok = true;
@@ -170,6 +170,17 @@ pub async fn act(
                         ),
                     )
                 }
+                Err(kube::Error::Api(s)) if s.code == 403 => Verdict::new(
+                    State::Stalled,
+                    Reason::Forbidden,
+                    rbac_message(
+                        &format!("patch Deployment {name:?}"),
+                        "get, list, watch and patch",
+                        "deployments",
+                        namespace,
+                        &s.message,
+                    ),
+                ),
                 Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => Verdict::new(
                     State::Stalled,
                     Reason::KubernetesError,

@@ -218,10 +218,15 @@ async fn run_pass(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result
     let observed = observe::observe(policy, &desired, ctx).await?;
     let view = match &observed.idp {
         IdpObserved::SecretNotFound(n) => IdpView::SecretNotFound(n),
+        IdpObserved::SecretForbidden(m) => IdpView::SecretForbidden(m),
         IdpObserved::Failed(e) => IdpView::Failed(e),
         IdpObserved::Seen { observation, .. } => IdpView::Seen(observation),
     };
-    let plan = plan::plan(&policy.spec, ns, view, observed.deployment.as_ref());
+    let deployment = match (&observed.deployment, &observed.deployment_forbidden) {
+        (_, Some(m)) => plan::DeploymentView::Forbidden(m),
+        (d, None) => d.as_ref().into(),
+    };
+    let plan = plan::plan(&policy.spec, ns, view, deployment);
     debug!(?plan, "planned");
     let acted = act::act(plan, observed, &desired, ns, ctx).await?;
     let rollout = rollout_verdict(&acted.deployment, &acted.coder);

@@ -21,12 +21,16 @@ pub struct Observed {
     pub idp: IdpObserved,
     /// The Coder Deployment, if it exists.
     pub deployment: Option<Deployment>,
+    /// The API server refused to let the operator read the Deployment (its message).
+    pub deployment_forbidden: Option<String>,
 }
 
 /// The identity-provider side of [`Observed`].
 pub enum IdpObserved {
     /// The credentials Secret does not exist.
     SecretNotFound(String),
+    /// The operator may not read the credentials Secret (the API server's message).
+    SecretForbidden(String),
     /// The provider could not be built, checked or read.
     Failed(ProviderError),
     /// Read successfully.
@@ -47,16 +51,22 @@ pub async fn observe(
     let ns = policy.metadata.namespace.as_deref().unwrap_or("default");
     let idp = observe_idp(policy, ns, desired, ctx).await?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let deployment = deployments
-        .get_opt(&policy.spec.coder.deployment)
-        .await
-        .map_err(|e| {
-            Error::kube(
-                format!("read Deployment {ns}/{}", policy.spec.coder.deployment),
-                e,
-            )
-        })?;
-    Ok(Observed { idp, deployment })
+    let (deployment, deployment_forbidden) =
+        match deployments.get_opt(&policy.spec.coder.deployment).await {
+            Ok(d) => (d, None),
+            Err(kube::Error::Api(s)) if s.code == 403 => (None, Some(s.message)),
+            Err(e) => {
+                return Err(Error::kube(
+                    format!("read Deployment {ns}/{}", policy.spec.coder.deployment),
+                    e,
+                ));
+            }
+        };
+    Ok(Observed {
+        idp,
+        deployment,
+        deployment_forbidden,
+    })
 }
 
 async fn observe_idp(
@@ -69,10 +79,13 @@ async fn observe_idp(
         None => None,
         Some(name) => {
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-            let secret = secrets
-                .get_opt(name)
-                .await
-                .map_err(|e| Error::kube(format!("read Secret {ns}/{name}"), e))?;
+            let secret = match secrets.get_opt(name).await {
+                Ok(s) => s,
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    return Ok(IdpObserved::SecretForbidden(s.message));
+                }
+                Err(e) => return Err(Error::kube(format!("read Secret {ns}/{name}"), e)),
+            };
             let Some(secret) = secret else {
                 return Ok(IdpObserved::SecretNotFound(name.to_string()));
             };

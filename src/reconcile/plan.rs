@@ -16,10 +16,42 @@ use crate::status::{Reason, State, Verdict};
 pub enum IdpView<'a> {
     /// The credentials Secret is missing.
     SecretNotFound(&'a str),
+    /// The operator may not read the credentials Secret.
+    SecretForbidden(&'a str),
     /// Reading failed.
     Failed(&'a ProviderError),
     /// Read.
     Seen(&'a Observation),
+}
+
+/// The Coder Deployment as `plan` sees it.
+pub enum DeploymentView<'a> {
+    /// It exists.
+    Found(&'a Deployment),
+    /// It does not exist.
+    Missing,
+    /// The operator may not read it (the API server's message).
+    Forbidden(&'a str),
+}
+
+impl<'a> From<Option<&'a Deployment>> for DeploymentView<'a> {
+    fn from(d: Option<&'a Deployment>) -> Self {
+        d.map_or(DeploymentView::Missing, DeploymentView::Found)
+    }
+}
+
+/// Message for a request the API server refused to the operator's service account.
+pub fn rbac_message(
+    what: &str,
+    verbs: &str,
+    resource: &str,
+    namespace: &str,
+    server: &str,
+) -> String {
+    format!(
+        "The operator may not {what} ({server}). Grant its service account {verbs} on {resource} in namespace {namespace:?}, \
+         as the Helm chart's RBAC does; the policy is retried on the next interval."
+    )
 }
 
 /// What to do at the identity provider.
@@ -88,12 +120,13 @@ pub fn provider_verdict(e: &ProviderError) -> Verdict {
 }
 
 /// Plans a reconcile.
-pub fn plan(
+pub fn plan<'a>(
     spec: &OidcRefreshPolicySpec,
     namespace: &str,
     idp: IdpView<'_>,
-    deployment: Option<&Deployment>,
+    deployment: impl Into<DeploymentView<'a>>,
 ) -> Plan {
+    let deployment = deployment.into();
     let observe_only = spec.management_policy == ManagementPolicy::Observe;
     let (idp_step, idp_ready, observation) = match idp {
         IdpView::SecretNotFound(name) => (
@@ -102,6 +135,24 @@ pub fn plan(
                 Reason::SecretNotFound,
                 format!(
                     "Secret {name:?} not found in namespace {namespace:?}. Create it with the admin credentials the provider needs; the policy is retried as soon as it appears."
+                ),
+            )),
+            false,
+            None,
+        ),
+        IdpView::SecretForbidden(server) => (
+            IdpStep::None(Verdict::new(
+                State::Stalled,
+                Reason::Forbidden,
+                rbac_message(
+                    &format!(
+                        "read the credentials Secret {:?}",
+                        spec.provider.credentials_secret().unwrap_or_default()
+                    ),
+                    "get, list and watch",
+                    "secrets",
+                    namespace,
+                    server,
                 ),
             )),
             false,
@@ -211,7 +262,7 @@ fn plan_coder(
     spec: &OidcRefreshPolicySpec,
     namespace: &str,
     o: &Observation,
-    deployment: Option<&Deployment>,
+    deployment: DeploymentView<'_>,
     idp_ready: bool,
 ) -> (CoderStep, Option<(String, String)>) {
     let name = &spec.coder.deployment;
@@ -222,13 +273,28 @@ fn plan_coder(
             None,
         )
     };
-    let Some(d) = deployment else {
-        return stalled(
-            Reason::DeploymentNotFound,
-            format!(
-                "Deployment {name:?} not found in namespace {namespace:?}. Create it or fix spec.coder.deployment; the policy is retried as soon as it appears."
-            ),
-        );
+    let d = match deployment {
+        DeploymentView::Found(d) => d,
+        DeploymentView::Forbidden(server) => {
+            return stalled(
+                Reason::Forbidden,
+                rbac_message(
+                    &format!("read Deployment {name:?}"),
+                    "get, list, watch and patch",
+                    "deployments",
+                    namespace,
+                    server,
+                ),
+            );
+        }
+        DeploymentView::Missing => {
+            return stalled(
+                Reason::DeploymentNotFound,
+                format!(
+                    "Deployment {name:?} not found in namespace {namespace:?}. Create it or fix spec.coder.deployment; the policy is retried as soon as it appears."
+                ),
+            );
+        }
     };
     let (scopes, params) = match coder::inspect(d, container) {
         ContainerState::Missing(names) => {
@@ -637,6 +703,43 @@ mod tests {
         assert!(matches!(&p.idp, IdpStep::None(v) if v.reason.as_str() == "ClientSecretExpired"));
         assert!(
             matches!(&p.coder, CoderStep::None(v) if v.reason == Reason::WaitingForIdentityProvider)
+        );
+    }
+
+    #[test]
+    fn rbac_denials_stall_with_what_to_grant() {
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            DeploymentView::Forbidden("deployments.apps \"coder\" is forbidden"),
+        );
+        let CoderStep::None(v) = &p.coder else {
+            panic!()
+        };
+        assert_eq!((v.state, v.reason), (State::Stalled, Reason::Forbidden));
+        assert!(
+            v.message.contains("read Deployment \"coder\"")
+                && v.message
+                    .contains("patch on deployments in namespace \"coder\""),
+            "{}",
+            v.message
+        );
+        let kc = spec(
+            json!({"provider": {"google": null, "keycloak": {"url": "https://kc", "realm": "r", "clientId": "c", "credentialsSecret": "kc-admin"}}}),
+        );
+        let p = plan(
+            &kc,
+            "coder",
+            IdpView::SecretForbidden("secrets \"kc-admin\" is forbidden"),
+            None,
+        );
+        let IdpStep::None(v) = &p.idp else { panic!() };
+        assert_eq!((v.state, v.reason), (State::Stalled, Reason::Forbidden));
+        assert!(
+            v.message.contains("Secret \"kc-admin\"") && v.message.contains("on secrets"),
+            "{}",
+            v.message
         );
     }
 }
