@@ -199,7 +199,7 @@ async fn run_one(
 /// Kubernetes API failures: retried with backoff per policy.
 fn error_policy(policy: Arc<OidcRefreshPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = (policy.namespace().unwrap_or_default(), policy.name_any());
-    let delay = ctx.next_backoff(&key, err.retry_after());
+    let delay = ctx.next_backoff(&key, None);
     warn!(policy.namespace = %key.0, policy.name = %key.1, error = %err, delay_s = delay.as_secs_f64(), "retrying after error");
     Action::requeue(delay)
 }

@@ -1,8 +1,6 @@
 //! Top-level errors of the controller. Provider errors are reported in conditions, not here; these
 //! are failures to talk to Kubernetes, which are retried with backoff.
 
-use std::time::Duration;
-
 /// Controller errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,11 +33,6 @@ impl Error {
             } if s.code == 409 => "kube_conflict",
             Error::Kube { .. } => "kube",
         }
-    }
-
-    /// Server-requested wait (429 from the API server), if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        None
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -38,7 +37,6 @@ pub struct Metrics {
     provider_calls: Family<ProviderCallLabels, Counter>,
     provider_duration: Family<ProviderLabels, Histogram>,
     writes: Family<CategoryLabels, Counter>,
-    policies_ready: Gauge,
     findings: Family<ReasonLabels, Counter>,
     problems: Family<ReasonLabels, Counter>,
 }
@@ -92,12 +90,6 @@ impl Metrics {
             "Writes made, by target (identity_provider, deployment, status, event)",
             writes.clone(),
         );
-        let policies_ready = Gauge::default();
-        registry.register(
-            "policies_ready",
-            "Policies whose Ready condition is True",
-            policies_ready.clone(),
-        );
         let problems = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "reconcile_problems",
@@ -120,7 +112,6 @@ impl Metrics {
             provider_calls,
             provider_duration,
             writes,
-            policies_ready,
         }
     }
 
@@ -173,11 +164,6 @@ impl Metrics {
     /// A warning newly reported on a policy.
     pub fn finding(&self, reason: &'static str) {
         self.findings.get_or_create(&ReasonLabels { reason }).inc();
-    }
-
-    /// Sets the number of Ready policies.
-    pub fn set_ready(&self, n: i64) {
-        self.policies_ready.set(n);
     }
 
     /// Text exposition format.

@@ -41,9 +41,26 @@
 //!
 //! ## Known differences from a real API server
 //!
-//! * No authentication or authorization: every request is allowed. Bearer
-//!   tokens are parsed into [`RequestUser`] so an authorizer can be
-//!   hooked in later.
+//! * Authentication and authorization are off by default: every request is
+//!   allowed (bearer tokens are still parsed into [`RequestUser`]). With
+//!   [`SimConfig::rbac`] on, requests need a token the simulator issued
+//!   ([`SimHandle::admin_token`], [`SimHandle::service_account_token`],
+//!   [`SimHandle::user_token`]; anything else gets `401 Unauthorized`, there is
+//!   no anonymous user, and `/healthz`, `/readyz`, `/livez` need no token) and
+//!   are authorized by RBAC (module `rbac`): Roles, ClusterRoles,
+//!   RoleBindings and ClusterRoleBindings with User, Group and ServiceAccount
+//!   subjects; `apiGroups`, `resources` (`resource/subresource`,
+//!   `*/subresource`, `*`), `verbs`, `resourceNames` (a `metadata.name` field
+//!   selector names a list/watch, as in the real server); a RoleBinding to a
+//!   ClusterRole grants in its namespace only; `system:masters` is always
+//!   allowed; a server-side apply that creates also needs `create`. Denials
+//!   are the real `403 Forbidden` Status (message, reason, details). Discovery
+//!   and OpenAPI are allowed to every authenticated user; `nonResourceURLs`
+//!   rules are ignored; no aggregated ClusterRoles, no escalation checks
+//!   (anyone allowed to write Roles may grant anything), no impersonation, no
+//!   `SelfSubjectAccessReview`/`SelfSubjectRulesReview` (`kubectl auth can-i`
+//!   does not work); ServiceAccount tokens do not expire and are not checked
+//!   against the ServiceAccount existing.
 //! * JSON on the wire. YAML request bodies are accepted. Protobuf request
 //!   bodies are decoded only for Namespace, ConfigMap, Secret and
 //!   ServiceAccount (what `kubectl create namespace|configmap|secret|serviceaccount`
@@ -105,7 +122,8 @@
 //!
 //! `server` parses the REST path into an `ApiRequest` (verb, resource,
 //! namespace, name, subresource, negotiated output, bearer token as
-//! [`RequestUser`]), passes an authorization hook (currently allow-all),
+//! [`RequestUser`], authenticated by `rbac` when RBAC is on), passes the
+//! authorization hook (RBAC, or allow-all),
 //! counts the request by verb, resource/subresource and HTTP outcome, and
 //! dispatches: `write` (get/list/create/update/patch/delete and the write
 //! pipeline), `watch`, `discovery`, `openapi`. The write pipeline handles
@@ -142,6 +160,7 @@ mod events;
 mod openapi;
 mod patch;
 mod proto;
+mod rbac;
 mod resources;
 pub mod schema;
 pub mod selectors;
@@ -177,6 +196,9 @@ pub struct SimConfig {
     pub watch_history: usize,
     /// Interval of BOOKMARK events for watches with `allowWatchBookmarks=true`. Default 5s (real: ~1 min).
     pub bookmark_interval: Duration,
+    /// Authenticate requests by bearer token and authorize them with RBAC.
+    /// Default false (every request is allowed, with or without a token).
+    pub rbac: bool,
 }
 
 impl Default for SimConfig {
@@ -187,6 +209,7 @@ impl Default for SimConfig {
             rollout_delay: Duration::from_millis(200),
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(5),
+            rbac: false,
         }
     }
 }
@@ -202,6 +225,7 @@ pub(crate) struct Shared {
     pub deploy_notify: Notify,
     pub config: SimConfig,
     pub server_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub tokens: rbac::Tokens,
 }
 
 impl Shared {
@@ -239,6 +263,7 @@ impl Simulator {
             deploy_notify: Notify::new(),
             config: config.clone(),
             server_task: Mutex::new(None),
+            tokens: rbac::Tokens::new(),
         });
         write::bootstrap(&shared);
         let router = server::router(shared.clone());
@@ -286,15 +311,58 @@ impl SimHandle {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig pointing at this simulator (context `sandbox`, no auth).
+    /// A kubeconfig pointing at this simulator (context `sandbox`): no auth, or
+    /// the cluster-admin token when RBAC is on.
     pub fn kubeconfig_yaml(&self, namespace: Option<&str>) -> String {
+        if self.shared.config.rbac {
+            return self.kubeconfig_yaml_with_token(namespace, &self.shared.tokens.admin);
+        }
+        self.kubeconfig(namespace, "{}")
+    }
+
+    /// A kubeconfig pointing at this simulator (context `sandbox`) that
+    /// authenticates with `token`.
+    pub fn kubeconfig_yaml_with_token(&self, namespace: Option<&str>, token: &str) -> String {
+        self.kubeconfig(namespace, &format!("\n    token: {token}"))
+    }
+
+    fn kubeconfig(&self, namespace: Option<&str>, user: &str) -> String {
         let ns = namespace
             .map(|n| format!("\n    namespace: {n}"))
             .unwrap_or_default();
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {}\ncontexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: sandbox{ns}\ncurrent-context: sandbox\nusers:\n- name: sandbox\n  user: {{}}\npreferences: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {}\ncontexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: sandbox{ns}\ncurrent-context: sandbox\nusers:\n- name: sandbox\n  user: {user}\npreferences: {{}}\n",
             self.base_url()
         )
+    }
+
+    /// The cluster-admin token (user `kubernetes-admin`, group
+    /// `system:masters`: always allowed). Only checked when
+    /// [`SimConfig::rbac`] is on.
+    pub fn admin_token(&self) -> String {
+        self.shared.tokens.admin.clone()
+    }
+
+    /// Issue a token for the ServiceAccount `namespace/name`: user
+    /// `system:serviceaccount:<namespace>:<name>`, groups
+    /// `system:serviceaccounts`, `system:serviceaccounts:<namespace>` and
+    /// `system:authenticated`. A new token each call; tokens never expire.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.shared
+            .tokens
+            .issue(rbac::UserInfo::service_account(namespace, name))
+    }
+
+    /// Issue a token for user `name` in `groups` (plus `system:authenticated`).
+    pub fn user_token(&self, name: &str, groups: &[&str]) -> String {
+        let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".into());
+        }
+        self.shared.tokens.issue(rbac::UserInfo {
+            name: name.into(),
+            groups,
+        })
     }
 
     /// Snapshot of the request counters.

@@ -14,12 +14,17 @@ use crate::Shared;
 use crate::errors::SimError;
 use crate::resources::ResourceInfo;
 
-/// The user a request is made as (from a bearer token). No authorizer is
-/// installed yet: every request is allowed.
+/// The user a request is made as (from a bearer token). With
+/// [`SimConfig::rbac`](crate::SimConfig::rbac) off every request is allowed and
+/// only `token` is set.
 #[derive(Debug, Clone, Default)]
 pub struct RequestUser {
     /// Bearer token, if any.
     pub token: Option<String>,
+    /// The authenticated user's name (RBAC on only).
+    pub name: Option<String>,
+    /// The authenticated user's groups (RBAC on only).
+    pub groups: Vec<String>,
 }
 
 /// What the client asked to get back.
@@ -222,6 +227,15 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let user = match authenticate(&shared, token, &segs) {
+        Ok(u) => u,
+        Err(e) => return into_response(e.into()),
+    };
     // Non-resource endpoints.
     match segs.as_slice() {
         ["version"] => return into_response(Reply::ok(crate::discovery::version())),
@@ -343,13 +357,6 @@ async fn handle(
         }
     };
     let output = negotiate(&headers, &query);
-    let user = RequestUser {
-        token: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(String::from),
-    };
     let req = ApiRequest {
         method,
         verb,
@@ -372,7 +379,7 @@ async fn handle(
         req.body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
         ct = "application/json".into();
     }
-    let reply = if let Err(e) = authorize(&req) {
+    let reply = if let Err(e) = authorize(&shared, &req) {
         e.into()
     } else if !req.body.is_empty()
         && matches!(verb, "create" | "update")
@@ -420,8 +427,84 @@ async fn handle(
     into_response(reply)
 }
 
-/// The authorization hook: allows everything for now.
-fn authorize(_req: &ApiRequest) -> Result<(), SimError> {
+/// Authentication: with RBAC on, a request needs a token the simulator issued
+/// (401 otherwise), except the health endpoints.
+fn authenticate(
+    shared: &Shared,
+    token: Option<String>,
+    segs: &[&str],
+) -> Result<RequestUser, SimError> {
+    if !shared.config.rbac {
+        return Ok(RequestUser {
+            token,
+            ..Default::default()
+        });
+    }
+    let info = token.as_deref().and_then(|t| shared.tokens.lookup(t));
+    match info {
+        Some(u) => Ok(RequestUser {
+            token,
+            name: Some(u.name),
+            groups: u.groups,
+        }),
+        None if token.is_none() && matches!(segs, ["healthz"] | ["readyz"] | ["livez"]) => {
+            Ok(RequestUser::default())
+        }
+        None => Err(crate::rbac::unauthorized()),
+    }
+}
+
+/// The authorization hook: the RBAC authorizer when RBAC is on, else allow-all.
+/// A server-side apply that would create the object also needs `create`.
+fn authorize(shared: &Shared, req: &ApiRequest) -> Result<(), SimError> {
+    if !shared.config.rbac {
+        return Ok(());
+    }
+    let user = crate::rbac::UserInfo {
+        name: req.user.name.clone().unwrap_or_default(),
+        groups: req.user.groups.clone(),
+    };
+    let selector_name = if matches!(req.verb, "list" | "watch") {
+        crate::rbac::selector_name(req.q("fieldSelector"))
+    } else {
+        None
+    };
+    // As the real RequestInfoFactory: `/api/v1/namespaces/<ns>[/status]` is in namespace <ns>.
+    let namespace = if req.ri.group.is_empty() && req.ri.resource == "namespaces" {
+        req.name.as_deref()
+    } else {
+        req.namespace.as_deref()
+    };
+    let mut attrs = crate::rbac::Attributes {
+        user: &user,
+        verb: req.verb,
+        group: &req.ri.group,
+        resource: &req.ri.resource,
+        subresource: req.subresource.as_deref(),
+        namespace,
+        name: req.name.as_deref().or(selector_name.as_deref()),
+    };
+    let st = shared.lock();
+    if let Err(reason) = crate::rbac::authorize(&st, &attrs) {
+        return Err(crate::rbac::forbidden(&attrs, &reason));
+    }
+    if req.verb == "patch"
+        && req.subresource.is_none()
+        && req.content_type() == "application/apply-patch+yaml"
+    {
+        let ns = if req.ri.namespaced {
+            req.namespace.as_deref().unwrap_or("")
+        } else {
+            ""
+        };
+        let name = req.name.as_deref().unwrap_or("");
+        if st.get(&req.ri.storage, ns, name).is_none() {
+            attrs.verb = "create";
+            if let Err(reason) = crate::rbac::authorize(&st, &attrs) {
+                return Err(crate::rbac::forbidden_create_on_patch(&attrs, &reason));
+            }
+        }
+    }
     Ok(())
 }
 
