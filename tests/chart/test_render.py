@@ -21,7 +21,7 @@ EXPECTED_RULES = {
     ("oidcrefresh.dev", "oidcrefreshpolicies/status"): ["get", "patch"],
     ("apps", "deployments"): ["get", "list", "watch", "patch"],
     ("", "secrets"): ["get", "list", "watch"],
-    ("events.k8s.io", "events"): ["create", "patch"],
+    ("events.k8s.io", "events"): ["create"],
 }
 # Leader election, in the operator's own namespace only.
 EXPECTED_LEASE_RULES = [

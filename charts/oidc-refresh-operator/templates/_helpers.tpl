@@ -78,5 +78,5 @@ The rules the operator needs on the namespaces it watches: exactly the verbs it 
 # Events about policies.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
