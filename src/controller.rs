@@ -50,13 +50,13 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             namespaces: Vec::new(),
-            concurrency: 8,
+            concurrency: 32,
             provider_timeout: Duration::from_secs(30),
             instance: None,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
-            provider_qps: 10.0,
-            provider_burst: 20,
+            provider_qps: 100.0,
+            provider_burst: 200,
         }
     }
 }

@@ -48,16 +48,16 @@ struct RunArgs {
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     admin_addr: SocketAddr,
     /// Policies reconciled concurrently.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
     /// Timeout of each identity-provider call (Kubernetes duration).
     #[arg(long, env = "PROVIDER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     provider_timeout: Duration,
     /// Identity-provider requests per second, per IdP host, across all policies (0: unlimited).
-    #[arg(long, env = "PROVIDER_QPS", default_value_t = 10.0)]
+    #[arg(long, env = "PROVIDER_QPS", default_value_t = 100.0)]
     provider_qps: f64,
     /// Requests allowed in a burst above `--provider-qps`.
-    #[arg(long, env = "PROVIDER_BURST", default_value_t = 20)]
+    #[arg(long, env = "PROVIDER_BURST", default_value_t = 200)]
     provider_burst: u32,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]

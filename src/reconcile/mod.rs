@@ -140,9 +140,23 @@ pub async fn reconcile(policy: Arc<OidcRefreshPolicy>, ctx: Arc<Context>) -> Res
 
 /// Requeue decision of a finished pass.
 enum Next {
+    /// Converged or blocked by something a watch will report: come back at `interval`.
     Interval,
+    /// A rollout is under way: look again shortly.
     Soon,
+    /// Transient failure: exponential backoff, honouring `Retry-After`.
     Backoff(Option<Duration>),
+    /// Blocked by something fixed outside any object the operator watches (RBAC, IdP
+    /// credentials or permissions): exponential backoff, but never later than `interval`.
+    Retry,
+}
+
+/// Stall reasons whose fix changes no object the operator watches, so only a retry notices it.
+fn fixed_outside_kubernetes(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::Forbidden | Reason::AuthenticationFailed | Reason::ClientNotFound
+    )
 }
 
 /// Everything one pass found and did, for status, Events and the requeue decision.
@@ -230,8 +244,13 @@ async fn run_pass(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result
     debug!(?plan, "planned");
     let acted = act::act(plan, observed, &desired, ns, ctx).await?;
     let rollout = rollout_verdict(&acted.deployment, &acted.coder);
+    let fixed_elsewhere = [&acted.idp, &acted.coder]
+        .iter()
+        .any(|v| v.state == State::Stalled && fixed_outside_kubernetes(v.reason));
     let next = if acted.idp.state == State::Progressing {
         Next::Backoff(acted.retry_after)
+    } else if fixed_elsewhere {
+        Next::Retry
     } else if rollout.state == State::Progressing || acted.coder_written {
         Next::Soon
     } else {
@@ -281,6 +300,14 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
         Next::Backoff(retry_after) => {
             let d = ctx.next_backoff(&key, retry_after);
             warn!(delay_s = d.as_secs_f64(), reason = %pass.verdicts.idp.reason, "identity provider not reachable, backing off");
+            Action::requeue(d)
+        }
+        Next::Retry => {
+            let d = ctx.next_backoff(&key, None).min(jitter(interval));
+            debug!(
+                delay_s = d.as_secs_f64(),
+                "blocked by a permission or credential outside Kubernetes; retrying"
+            );
             Action::requeue(d)
         }
         Next::Soon => {

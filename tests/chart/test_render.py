@@ -17,8 +17,8 @@ from conftest import VARIANTS, container, env_of, find, kinds, one
 
 # Exactly what the operator uses on the namespaces it watches (README "Install on a cluster").
 EXPECTED_RULES = {
-    ("oidcrefresh.dev", "oidcrefreshpolicies"): ["get", "list", "watch"],
-    ("oidcrefresh.dev", "oidcrefreshpolicies/status"): ["get", "patch"],
+    ("oidcrefresh.dev", "oidcrefreshpolicies"): ["list", "watch"],
+    ("oidcrefresh.dev", "oidcrefreshpolicies/status"): ["patch"],
     ("apps", "deployments"): ["get", "list", "watch", "patch"],
     ("", "secrets"): ["get", "list", "watch"],
     ("events.k8s.io", "events"): ["create"],

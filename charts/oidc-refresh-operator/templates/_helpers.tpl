@@ -63,10 +63,10 @@ The rules the operator needs on the namespaces it watches: exactly the verbs it 
 # The policies, and their status (server-side apply of conditions).
 - apiGroups: ["oidcrefresh.dev"]
   resources: ["oidcrefreshpolicies"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["oidcrefresh.dev"]
   resources: ["oidcrefreshpolicies/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # The Coder Deployments: watched, and server-side apply of the two env entries.
 - apiGroups: ["apps"]
   resources: ["deployments"]

@@ -492,9 +492,8 @@ fn seed_cluster(sim: &kube_sim::SimHandle, plan: &Plan, crd: &Value, idp_url: &s
         loop {
             match sim.create_object("oidcrefresh.dev/v1alpha1", "OidcRefreshPolicy", policy.clone()) {
                 Ok(_) => break,
-                Err(e) if attempt < 50 => {
+                Err(_) if attempt < 50 => {
                     attempt += 1;
-                    let _ = e;
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => return Err(format!("create policy: {e:?}")),
@@ -972,7 +971,10 @@ fn machine() -> Value {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .unwrap_or(0);
-    json!({"cpus": cpus, "cpu_model": model, "mem_total_gib": (mem_kib as f64 / 1048576.0 * 10.0).round() / 10.0})
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    json!({"cpus": cpus, "cpu_model": model, "mem_total_gib": (mem_kib as f64 / 1048576.0 * 10.0).round() / 10.0, "loadavg_at_end": load})
 }
 
 fn main() -> ExitCode {

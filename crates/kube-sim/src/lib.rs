@@ -23,8 +23,8 @@
 //!   Events, converted on the fly); `apps/v1` `deployments` (+`/status`);
 //!   `coordination.k8s.io/v1` `leases`; `apiextensions.k8s.io/v1`
 //!   `customresourcedefinitions` (+`/status`); `rbac.authorization.k8s.io/v1`
-//!   roles/bindings (storage only); and every custom resource a CRD registers,
-//!   as soon as the CRD is created (removed with it).
+//!   roles/bindings (enforced with [`SimConfig::rbac`]); and every custom
+//!   resource a CRD registers, as soon as the CRD is created (removed with it).
 //! * Discovery (`/version`, `/api`, `/apis`, per group-version resource lists;
 //!   legacy format only: aggregated discovery requests are answered with plain
 //!   `application/json`, which makes kubectl fall back), OpenAPI v3
@@ -60,7 +60,10 @@
 //!   (anyone allowed to write Roles may grant anything), no impersonation, no
 //!   `SelfSubjectAccessReview`/`SelfSubjectRulesReview` (`kubectl auth can-i`
 //!   does not work); ServiceAccount tokens do not expire and are not checked
-//!   against the ServiceAccount existing.
+//!   against the ServiceAccount existing. The simulator serves plain HTTP and
+//!   client-go (kubectl) sends credentials only over TLS, so kubectl needs a
+//!   TLS-terminating proxy in front of an RBAC simulator (`tests/rbac.rs` has
+//!   one); kube-rs clients send tokens over HTTP.
 //! * JSON on the wire. YAML request bodies are accepted. Protobuf request
 //!   bodies are decoded only for Namespace, ConfigMap, Secret and
 //!   ServiceAccount (what `kubectl create namespace|configmap|secret|serviceaccount`

@@ -407,7 +407,7 @@ async fn handle(
         method = %req.method,
         verb = req.verb,
         resource = %req.counter_resource(),
-        authenticated = req.user.token.is_some(),
+        user = req.user.name.as_deref().unwrap_or(""),
         "handled"
     );
     let code = match &reply {
