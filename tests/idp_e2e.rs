@@ -239,7 +239,8 @@ async fn throttling_is_reported_with_the_servers_retry_after() {
     let sandbox::IdpSim::PingFederate(pf) = &idp.sim else {
         unreachable!()
     };
-    pf.fail_next(1, 429, Some(2));
+    // Throttled on every try of one call (the call itself retries three times): surfaced.
+    pf.fail_next(4, 429, Some(2));
     sandbox::create_policy(&sb.client, policy(SandboxProvider::Pingfederate, &idp))
         .await
         .unwrap();

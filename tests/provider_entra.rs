@@ -607,14 +607,14 @@ async fn token_is_renewed_once_on_401() {
 async fn throttling_is_surfaced_with_retry_after_and_survived() {
     let e = env().await;
     let p = e.provider(&deps());
-    e.sim.fail_next(1, 429, Some(7));
+    e.sim.fail_next(1, 429, Some(30));
     let err = p.apply(&offline()).await.unwrap_err();
     assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
-    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
     assert!(err.is_transient());
-    e.sim.fail_next(1, 503, Some(2));
+    e.sim.fail_next(1, 503, Some(20));
     let err = p.apply(&offline()).await.unwrap_err();
-    assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(20)));
     e.sim.fail_next(1, 504, Some(4));
     let err = p.apply(&offline()).await.unwrap_err();
     assert_eq!(err.retry_after(), Some(Duration::from_secs(4)));

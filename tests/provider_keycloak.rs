@@ -578,13 +578,14 @@ async fn throttling_and_server_errors() {
     let sim = sim().await;
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
-    sim.fail_next(1, 429, Some(7));
+    // A Retry-After longer than a call may wait is surfaced for the controller to requeue.
+    sim.fail_next(1, 429, Some(30));
     let e = kc.observe(&wanted()).await.unwrap_err();
-    assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
     assert!(e.is_transient());
     assert_eq!(
         e.to_string(),
-        "Keycloak is throttling requests (read realm \"coder\"); retrying after 7s"
+        "Keycloak is throttling requests (read realm \"coder\"); retrying after 30s"
     );
     assert_no_secrets(&e);
 
@@ -595,10 +596,37 @@ async fn throttling_and_server_errors() {
     assert!(e.to_string().contains("HTTP 502 Bad Gateway"), "{e}");
 
     // 503 with Retry-After is throttling too; afterwards it recovers.
-    sim.fail_next(1, 503, Some(2));
+    sim.fail_next(1, 503, Some(20));
     let e = kc.apply(&wanted()).await.unwrap_err();
-    assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(20)));
     kc.apply(&wanted()).await.unwrap();
+}
+
+#[tokio::test]
+async fn short_throttling_is_waited_out_inside_one_call() {
+    let sim = sim().await;
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    // Two 429s with Retry-After: 1: the call waits and retries, and the apply succeeds.
+    sim.fail_next(2, 429, Some(1));
+    let started = std::time::Instant::now();
+    let applied = kc.apply(&wanted()).await.expect("throttling waited out");
+    assert!(applied.observation.changes.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "honoured Retry-After"
+    );
+    assert_eq!(sim.counters().with_status(429), 2);
+    // Persistent throttling gives up after the retry budget and surfaces Throttled.
+    sim.fail_next(10, 429, Some(1));
+    let e = kc.observe(&wanted()).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Throttled { .. }), "{e}");
+    assert_eq!(
+        sim.counters().with_status(429),
+        2 + 4,
+        "one call and three retries"
+    );
+    sim.shutdown().await;
 }
 
 #[tokio::test]

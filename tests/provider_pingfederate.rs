@@ -491,10 +491,10 @@ async fn throttling_and_outages_are_transient_and_recover() {
         let (sim, seed) = sim(version).await;
         let pf = connect(&sim, &seed);
 
-        sim.fail_next(1, 429, Some(7));
+        sim.fail_next(1, 429, Some(30));
         let err = pf.apply(&want()).await.unwrap_err();
         assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
-        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
         assert!(err.is_transient());
 
         sim.fail_next(1, 503, None);

@@ -263,7 +263,17 @@ pub fn error_for_status(
     }
 }
 
-/// Sends a request with metrics; network failures and timeouts become [`ProviderError::Unreachable`].
+/// How often one call is retried when the server throttles (429, or 503 with `Retry-After`).
+pub const THROTTLE_RETRIES: u32 = 3;
+/// Longest `Retry-After` waited for inside one call; a longer one fails the call with
+/// [`ProviderError::Throttled`] so the controller requeues the policy instead.
+pub const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Sends a request with metrics, the per-host rate limit, and up to [`THROTTLE_RETRIES`] retries
+/// when the server throttles (waiting its `Retry-After`, 1 s when absent, at most
+/// [`MAX_INLINE_RETRY_AFTER`]), so a throttling IdP slows a reconcile down instead of failing it.
+/// Network failures and timeouts become [`ProviderError::Unreachable`]; the final answer,
+/// throttled or not, is returned for the provider to map.
 pub async fn send(
     deps: &ProviderDeps,
     provider: ProviderKind,
@@ -271,44 +281,69 @@ pub async fn send(
     request: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, ProviderError> {
     let (client, built) = request.build_split();
-    let request = built.map_err(|e| ProviderError::Protocol {
+    let mut request = built.map_err(|e| ProviderError::Protocol {
         provider,
         operation: operation.to_string(),
         detail: describe_reqwest_error(&e),
     })?;
-    if let Some(host) = request.url().host_str() {
-        let key = format!(
-            "{host}:{}",
-            request.url().port_or_known_default().unwrap_or(0)
-        );
-        deps.limiter.acquire(&key).await;
-    }
-    let started = Instant::now();
-    let result = client.execute(request).await;
-    let elapsed = started.elapsed();
-    match result {
-        Ok(resp) => {
-            deps.metrics.provider_call(
-                provider.as_str(),
-                operation,
-                outcome(resp.status()),
-                elapsed,
-            );
-            Ok(resp)
+    let host = request
+        .url()
+        .host_str()
+        .map(|h| format!("{h}:{}", request.url().port_or_known_default().unwrap_or(0)));
+    let mut attempt = 0;
+    loop {
+        // A copy for a retry (bodies here are in memory, so cloning succeeds).
+        let spare = if attempt < THROTTLE_RETRIES {
+            request.try_clone()
+        } else {
+            None
+        };
+        if let Some(host) = &host {
+            deps.limiter.acquire(host).await;
         }
-        Err(e) => {
-            let label = if e.is_timeout() {
-                "timeout"
-            } else {
-                "network_error"
-            };
-            deps.metrics
-                .provider_call(provider.as_str(), operation, label, elapsed);
-            Err(ProviderError::Unreachable {
-                provider,
-                operation: operation.to_string(),
-                detail: describe_reqwest_error(&e),
-            })
+        let started = Instant::now();
+        let result = client.execute(request).await;
+        let elapsed = started.elapsed();
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let label = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "network_error"
+                };
+                deps.metrics
+                    .provider_call(provider.as_str(), operation, label, elapsed);
+                return Err(ProviderError::Unreachable {
+                    provider,
+                    operation: operation.to_string(),
+                    detail: describe_reqwest_error(&e),
+                });
+            }
+        };
+        deps.metrics.provider_call(
+            provider.as_str(),
+            operation,
+            outcome(resp.status()),
+            elapsed,
+        );
+        let throttled = resp.status() == StatusCode::TOO_MANY_REQUESTS
+            || (resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                && resp.headers().contains_key(reqwest::header::RETRY_AFTER));
+        let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
+        match spare {
+            Some(next) if throttled && wait <= MAX_INLINE_RETRY_AFTER => {
+                tracing::debug!(
+                    provider = provider.as_str(),
+                    operation,
+                    wait_s = wait.as_secs_f64(),
+                    "throttled; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+                request = next;
+            }
+            _ => return Ok(resp),
         }
     }
 }

@@ -312,7 +312,10 @@ fn idp_map(c: &sim_keycloak::SimCounters) -> BTreeMap<String, u64> {
     m
 }
 
-fn idp_diff(a: &sim_keycloak::SimCounters, b: &sim_keycloak::SimCounters) -> sim_keycloak::SimCounters {
+fn idp_diff(
+    a: &sim_keycloak::SimCounters,
+    b: &sim_keycloak::SimCounters,
+) -> sim_keycloak::SimCounters {
     let mut out = sim_keycloak::SimCounters::default();
     for (k, v) in &b.by_route {
         let before = a.by_route.get(k).copied().unwrap_or(0);
@@ -424,7 +427,9 @@ fn seed_keycloak(kc: &sim_keycloak::SimHandle, plan: &Plan) {
         let name = policy_name(i);
         let mut c = sim_keycloak::stock_client(&name);
         c["name"] = json!("Coder");
-        c["redirectUris"] = json!([format!("https://{name}.example.com/api/v2/users/oidc/callback")]);
+        c["redirectUris"] = json!([format!(
+            "https://{name}.example.com/api/v2/users/oidc/callback"
+        )]);
         c["fullScopeAllowed"] = json!(false);
         c["attributes"]["use.refresh.tokens"] = json!("false");
         c["attributes"]["pkce.code.challenge.method"] = json!("S256");
@@ -433,7 +438,12 @@ fn seed_keycloak(kc: &sim_keycloak::SimHandle, plan: &Plan) {
     }
 }
 
-fn create(sim: &kube_sim::SimHandle, api_version: &str, kind: &str, obj: Value) -> Result<(), String> {
+fn create(
+    sim: &kube_sim::SimHandle,
+    api_version: &str,
+    kind: &str,
+    obj: Value,
+) -> Result<(), String> {
     sim.create_object(api_version, kind, obj)
         .map(|_| ())
         .map_err(|e| format!("create {kind}: {e:?}"))
@@ -453,10 +463,25 @@ fn crd_json(operator: &Path) -> Result<Value, String> {
 
 /// Seeds the cluster: CRD, namespaces, per policy a Coder Deployment, a credentials Secret and the
 /// policy; then the unrelated objects.
-fn seed_cluster(sim: &kube_sim::SimHandle, plan: &Plan, crd: &Value, idp_url: &str) -> Result<(), String> {
-    create(sim, "apiextensions.k8s.io/v1", "CustomResourceDefinition", crd.clone())?;
+fn seed_cluster(
+    sim: &kube_sim::SimHandle,
+    plan: &Plan,
+    crd: &Value,
+    idp_url: &str,
+) -> Result<(), String> {
+    create(
+        sim,
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        crd.clone(),
+    )?;
     for n in 0..plan.namespaces {
-        create(sim, "v1", "Namespace", json!({"metadata": {"name": format!("bench-{n:03}")}}))?;
+        create(
+            sim,
+            "v1",
+            "Namespace",
+            json!({"metadata": {"name": format!("bench-{n:03}")}}),
+        )?;
     }
     let interval = format!("{}s", plan.interval.as_secs());
     for i in 0..plan.policies {
@@ -490,7 +515,11 @@ fn seed_cluster(sim: &kube_sim::SimHandle, plan: &Plan, crd: &Value, idp_url: &s
         // The CRD is served as soon as it is created; retry briefly in case registration lags.
         let mut attempt = 0;
         loop {
-            match sim.create_object("oidcrefresh.dev/v1alpha1", "OidcRefreshPolicy", policy.clone()) {
+            match sim.create_object(
+                "oidcrefresh.dev/v1alpha1",
+                "OidcRefreshPolicy",
+                policy.clone(),
+            ) {
                 Ok(_) => break,
                 Err(_) if attempt < 50 => {
                     attempt += 1;
@@ -503,7 +532,12 @@ fn seed_cluster(sim: &kube_sim::SimHandle, plan: &Plan, crd: &Value, idp_url: &s
     for u in 0..plan.unrelated {
         let ns = format!("bench-{:03}", u % plan.namespaces);
         let name = format!("app-{u:05}");
-        create(sim, "apps/v1", "Deployment", unrelated_deployment(&ns, &name))?;
+        create(
+            sim,
+            "apps/v1",
+            "Deployment",
+            unrelated_deployment(&ns, &name),
+        )?;
         create(
             sim,
             "v1",
@@ -636,7 +670,10 @@ async fn run_once(plan: &Plan, args: &Args, crd: &Value, run: usize) -> Result<R
     let log = match &args.keep_logs {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
-            d.join(format!("{}-run{run}.log", plan.label.replace([' ', '/', '='], "_")))
+            d.join(format!(
+                "{}-run{run}.log",
+                plan.label.replace([' ', '/', '='], "_")
+            ))
         }
         None => dir.join("operator.log"),
     };
@@ -666,7 +703,10 @@ async fn run_once(plan: &Plan, args: &Args, crd: &Value, run: usize) -> Result<R
             break;
         }
         if let Ok(Some(status)) = op.child.try_wait() {
-            return Err(format!("the operator exited early ({status}); log: {}", log.display()));
+            return Err(format!(
+                "the operator exited early ({status}); log: {}",
+                log.display()
+            ));
         }
     }
     r.time_to_ready_s = started.elapsed().as_secs_f64();
@@ -724,6 +764,9 @@ async fn run_once(plan: &Plan, args: &Args, crd: &Value, run: usize) -> Result<R
     }
     kc.shutdown().await;
     kube.shutdown().await;
+    if args.keep_logs.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(r)
 }
 
@@ -741,7 +784,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn median_map(runs: &[RunResult], pick: fn(&RunResult) -> &BTreeMap<String, u64>) -> BTreeMap<String, f64> {
+fn median_map(
+    runs: &[RunResult],
+    pick: fn(&RunResult) -> &BTreeMap<String, u64>,
+) -> BTreeMap<String, f64> {
     let mut keys: Vec<&String> = runs.iter().flat_map(|r| pick(r).keys()).collect();
     keys.sort();
     keys.dedup();
@@ -749,7 +795,11 @@ fn median_map(runs: &[RunResult], pick: fn(&RunResult) -> &BTreeMap<String, u64>
         .map(|k| {
             (
                 k.clone(),
-                median(runs.iter().map(|r| *pick(r).get(k).unwrap_or(&0) as f64).collect()),
+                median(
+                    runs.iter()
+                        .map(|r| *pick(r).get(k).unwrap_or(&0) as f64)
+                        .collect(),
+                ),
             )
         })
         .collect()
@@ -828,16 +878,26 @@ impl Summary {
 }
 
 fn f1(v: f64) -> String {
-    if v.is_nan() { "-".into() } else { format!("{v:.1}") }
+    if v.is_nan() {
+        "-".into()
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 fn f2(v: f64) -> String {
-    if v.is_nan() { "-".into() } else { format!("{v:.2}") }
+    if v.is_nan() {
+        "-".into()
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 fn print_tables(summaries: &[Summary]) {
     println!("\n## Results (medians)\n");
-    println!("| scenario | policies | unrelated | IdP latency | throttle | operator args | runs (all Ready) | time to all-Ready (s) | reconciles/s | peak RSS (MiB) | CPU s | K8s writes/policy | IdP req/policy | IdP writes/policy | IdP 429/policy |");
+    println!(
+        "| scenario | policies | unrelated | IdP latency | throttle | operator args | runs (all Ready) | time to all-Ready (s) | reconciles/s | peak RSS (MiB) | CPU s | K8s writes/policy | IdP req/policy | IdP writes/policy | IdP 429/policy |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in summaries {
         let p = s.plan.policies as f64;
@@ -863,7 +923,10 @@ fn print_tables(summaries: &[Summary]) {
     }
     for s in summaries {
         let p = s.plan.policies as f64;
-        println!("\n### {}: requests per policy during first convergence (medians)\n", s.plan.label);
+        println!(
+            "\n### {}: requests per policy during first convergence (medians)\n",
+            s.plan.label
+        );
         println!("| API | request | per policy |\n|---|---|---|");
         for (k, v) in median_map(&s.runs, |r| &r.kube_converge) {
             println!("| Kubernetes | {k} | {} |", f2(v / p));
@@ -952,7 +1015,9 @@ fn plans(args: &Args) -> Vec<Plan> {
 }
 
 fn machine() -> Value {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -985,7 +1050,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tokio: {e}");
@@ -1041,5 +1109,9 @@ fn main() -> ExitCode {
         println!("machine: {}", machine());
         print_tables(&summaries);
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

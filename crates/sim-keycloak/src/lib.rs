@@ -1052,8 +1052,7 @@ impl SimHandle {
     /// sequence of calls is throttled the same way each time. `ratio = 0` turns it off. A pending
     /// [`Self::fail_next`] takes precedence.
     pub fn set_throttle(&self, ratio: f64, retry_after_secs: u64) {
-        self.state().throttle =
-            (ratio > 0.0).then(|| Throttle::new(ratio, retry_after_secs));
+        self.state().throttle = (ratio > 0.0).then(|| Throttle::new(ratio, retry_after_secs));
     }
 
     /// When on, `PUT /clients/{id}` answers 204 but stores nothing (as a client policy or a
@@ -1899,9 +1898,8 @@ mod tests {
                     use std::io::{Read, Write};
                     let mut s = std::net::TcpStream::connect(&addr).unwrap();
                     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                    let req = format!(
-                        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-                    );
+                    let req =
+                        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
                     s.write_all(req.as_bytes()).unwrap();
                     let mut out = String::new();
                     s.read_to_string(&mut out).unwrap();
@@ -1913,7 +1911,10 @@ mod tests {
         };
         let admin = get("/admin/realms/master").await;
         assert!(admin.starts_with("HTTP/1.1 429"), "{admin}");
-        assert!(admin.to_ascii_lowercase().contains("retry-after: 7"), "{admin}");
+        assert!(
+            admin.to_ascii_lowercase().contains("retry-after: 7"),
+            "{admin}"
+        );
         let discovery = get("/realms/master/.well-known/openid-configuration").await;
         assert!(discovery.starts_with("HTTP/1.1 200"), "{discovery}");
         sim.set_throttle(0.0, 7);
