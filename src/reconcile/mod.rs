@@ -44,12 +44,22 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Provider HTTP clients and token cache.
     pub providers: ProviderDeps,
-    /// Per-policy retry attempts for transient errors.
-    backoff: Mutex<HashMap<(String, String), u32>>,
+    /// Per-policy retry state after failures.
+    backoff: Mutex<HashMap<(String, String), Retry>>,
     /// Backoff bounds.
     pub backoff_base: Duration,
     /// Backoff cap.
     pub backoff_max: Duration,
+}
+
+/// Retry state of one policy.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    attempts: u32,
+    /// No new pass of the same generation before this, whatever triggers it (for transient
+    /// failures: a status write or a watch event must not override the backoff).
+    not_before: Option<Instant>,
+    generation: i64,
 }
 
 impl Context {
@@ -71,13 +81,41 @@ impl Context {
         }
     }
 
-    /// Next delay for a transient failure of `key` (exponential with jitter, capped, at least
-    /// `retry_after`).
+    /// Next delay for a failure of `key` (exponential with jitter, capped, at least
+    /// `retry_after`). With `hold`, passes of the same `generation` triggered before the delay
+    /// has passed are skipped (see [`Context::held`]).
     pub fn next_backoff(&self, key: &(String, String), retry_after: Option<Duration>) -> Duration {
+        self.backoff_for(key, retry_after, None)
+    }
+
+    fn backoff_for(
+        &self,
+        key: &(String, String),
+        retry_after: Option<Duration>,
+        hold: Option<i64>,
+    ) -> Duration {
         let mut map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        let attempts = map.entry(key.clone()).or_insert(0);
-        *attempts = attempts.saturating_add(1);
-        backoff_delay(*attempts, self.backoff_base, self.backoff_max, retry_after)
+        let r = map.entry(key.clone()).or_insert(Retry {
+            attempts: 0,
+            not_before: None,
+            generation: 0,
+        });
+        r.attempts = r.attempts.saturating_add(1);
+        let d = backoff_delay(r.attempts, self.backoff_base, self.backoff_max, retry_after);
+        r.not_before = hold.map(|_| Instant::now() + d);
+        r.generation = hold.unwrap_or(r.generation);
+        d
+    }
+
+    /// Time left before `key` may be reconciled again after a transient failure of the same
+    /// `generation`; `None` when it may run now. A spec change (new generation) is never held.
+    pub fn held(&self, key: &(String, String), generation: i64) -> Option<Duration> {
+        let map = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let r = map.get(key)?;
+        let until = r.not_before?;
+        (r.generation == generation)
+            .then(|| until.checked_duration_since(Instant::now()))
+            .flatten()
     }
 
     /// Forgets the backoff of `key`.
@@ -276,6 +314,13 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
     let interval = duration::parse(&policy.spec.interval)
         .unwrap_or(Duration::from_secs(600))
         .max(Duration::from_secs(30));
+    let generation = policy.metadata.generation.unwrap_or(0);
+    if let Some(left) = ctx.held(&key, generation) {
+        // Triggered (by our own status write, a watch event, ...) while backing off from a
+        // transient failure: keep to the backoff instead of hammering the provider.
+        debug!(left_s = left.as_secs_f64(), "backing off; pass skipped");
+        return Ok(Action::requeue(left));
+    }
     let pass = run_pass(policy, ctx, ns).await?;
 
     let old = policy.status.as_ref();
@@ -298,7 +343,7 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
     }
     Ok(match pass.next {
         Next::Backoff(retry_after) => {
-            let d = ctx.next_backoff(&key, retry_after);
+            let d = ctx.backoff_for(&key, retry_after, Some(generation));
             warn!(delay_s = d.as_secs_f64(), reason = %pass.verdicts.idp.reason, "identity provider not reachable, backing off");
             Action::requeue(d)
         }
@@ -514,6 +559,33 @@ async fn publish(policy: &OidcRefreshPolicy, notes: &[EventNote], ctx: &Context)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_transient_backoff_holds_passes_of_the_same_generation_only() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let ctx = Context::new(
+            client.clone(),
+            Publisher::new(client, None),
+            metrics.clone(),
+            ProviderDeps::new(metrics, Duration::from_secs(1)),
+        );
+        let key = ("ns".to_string(), "p".to_string());
+        assert_eq!(ctx.held(&key, 1), None);
+        let d = ctx.backoff_for(&key, Some(Duration::from_secs(60)), Some(1));
+        assert_eq!(d, Duration::from_secs(60));
+        let left = ctx.held(&key, 1).expect("held");
+        assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60));
+        assert_eq!(ctx.held(&key, 2), None, "a spec change is never held");
+        // Stalls retry without holding other triggers (a fixed Secret must be seen at once).
+        ctx.next_backoff(&key, None);
+        assert_eq!(ctx.held(&key, 1), None);
+        ctx.reset_backoff(&key);
+        assert_eq!(ctx.held(&key, 1), None);
+    }
 
     #[test]
     fn backoff_doubles_caps_and_honours_retry_after() {
