@@ -76,7 +76,7 @@ def test_default_values_render_the_cluster_wide_install():
     env = env_of(objs)
     assert env["ADMIN_ADDR"] == "0.0.0.0:8080"
     assert env["LOG_FORMAT"] == "json"
-    assert env["CONCURRENCY"] == "8"
+    assert env["CONCURRENCY"] == "32"
     assert env["PROVIDER_TIMEOUT"] == "30s"
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
