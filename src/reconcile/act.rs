@@ -128,6 +128,10 @@ pub async fn act(
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            let container = body["spec"]["template"]["spec"]["containers"][0]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let mut pp = PatchParams::apply(FIELD_MANAGER);
             pp.force = force;
             match api.patch(&name, &pp, &Patch::Apply(&body)).await {
@@ -165,7 +169,7 @@ pub async fn act(
                         conflict_message(
                             &owners,
                             &[SCOPES_ENV, PARAMS_ENV],
-                            "coder",
+                            &container,
                             &format!("API server: {}", s.message),
                         ),
                     )
