@@ -87,6 +87,16 @@ impl IdpSim {
         }
     }
 
+    /// Admin-API requests received (reads, writes and token requests).
+    pub fn requests(&self) -> u64 {
+        match self {
+            IdpSim::None => 0,
+            IdpSim::Keycloak(s) => s.counters().total(),
+            IdpSim::PingFederate(s) => s.counters().total(),
+            IdpSim::Entra(s) => s.counters().total(),
+        }
+    }
+
     /// Validates every admin-API request body the simulator received against the provider's
     /// contract; returns how many were checked.
     pub fn validate_bodies(&self) -> Result<usize, Vec<String>> {

@@ -69,6 +69,42 @@ async fn converge_then_stay_quiet(provider: SandboxProvider) {
         "{events:?}"
     );
 
+    // Converging costs a bounded number of admin-API requests: one read before writing, the
+    // writes, one read-back; passes that follow the rollout reuse the verified state.
+    let converge_requests = idp.sim.requests();
+    assert!(
+        converge_requests <= max_requests_to_converge(provider),
+        "{provider:?}: {converge_requests} admin-API requests to converge"
+    );
+
+    // A pass triggered by the Deployment alone (here: an annotation edit) checks Coder and
+    // reuses the identity provider's state verified moments ago.
+    let k_before = sb.kube.counters();
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(sb.client.clone(), NAMESPACE);
+    deployments
+        .patch(
+            "coder",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while sb.kube.counters().diff(&k_before).get("get", "deployments") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no pass after the Deployment edit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        idp.sim.requests(),
+        converge_requests,
+        "a Deployment event does not re-read the identity provider"
+    );
+
     // Every body the operator sent validates against the provider's contract.
     let checked = idp
         .sim
@@ -102,6 +138,22 @@ async fn converge_then_stay_quiet(provider: SandboxProvider) {
     );
     sb.stop().await;
     idp.sim.shutdown().await;
+}
+
+/// Upper bound of admin-API requests (tokens included) for the sandbox client to converge.
+fn max_requests_to_converge(provider: SandboxProvider) -> u64 {
+    match provider {
+        SandboxProvider::Google => 0,
+        // Token; realm, client, client scopes, scope mappings, role, discovery document; four
+        // writes (realm rotation settings, client, scope link, role mapping); realm, client and
+        // scope mappings read back.
+        SandboxProvider::Keycloak => 14,
+        // Version, client, server settings; the common scope and the client; both read back.
+        SandboxProvider::Pingfederate | SandboxProvider::Pingfederate11 => 7,
+        // Token; app, Graph catalogue, service principal, grants (refused: no permission in the
+        // sandbox), token-lifetime policies; the app patch; app, grants and policies read back.
+        SandboxProvider::EntraId => 10,
+    }
 }
 
 #[tokio::test]

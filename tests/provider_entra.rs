@@ -877,3 +877,49 @@ async fn forbidden_reads_name_the_permission_exactly() {
     );
     e.assert_no_secrets(&err);
 }
+
+#[tokio::test]
+async fn the_graph_catalogue_and_the_service_principal_id_are_shared_per_tenant() {
+    let e = env().await;
+    e.permissions(&[
+        perm::APPLICATION_READWRITE_ALL,
+        perm::DELEGATED_PERMISSION_GRANT_READ_ALL,
+    ]);
+    e.sim.add_permission_grant(
+        &e.tenant,
+        &e.app_id,
+        "AllPrincipals",
+        "openid profile email offline_access",
+    );
+    let shared = deps();
+    let sp_reads = || {
+        e.sim
+            .counters()
+            .calls("GET", "/v1.0/servicePrincipals(appId='{appId}')")
+    };
+    e.provider(&shared).observe(&offline()).await.unwrap();
+    assert_eq!(sp_reads(), 2, "Microsoft Graph's and the app's");
+    // The next reconcile (a new provider object with the same dependencies) reads neither,
+    // but still reads the app and its grants.
+    let grants = e
+        .sim
+        .counters()
+        .calls("GET", "/v1.0/oauth2PermissionGrants");
+    e.provider(&shared).observe(&offline()).await.unwrap();
+    assert_eq!(sp_reads(), 2);
+    assert_eq!(
+        e.sim
+            .counters()
+            .calls("GET", "/v1.0/oauth2PermissionGrants"),
+        grants + 1
+    );
+    // Separate dependencies start from scratch.
+    e.provider(&deps()).observe(&offline()).await.unwrap();
+    assert_eq!(sp_reads(), 4);
+    // Without any grant, the remembered service principal is checked before consent is
+    // reported missing.
+    e.sim.remove_service_principal(&e.tenant, &e.app_id);
+    let o = e.provider(&shared).observe(&offline()).await.unwrap();
+    assert_eq!(sp_reads(), 5);
+    assert!(o.findings[0].message.contains("no enterprise application"));
+}

@@ -168,8 +168,21 @@ async fn first_convergence_with_client_credentials_touches_nothing_else() {
     assert_eq!(obs.coder.add_scopes, vec!["offline_access".to_string()]);
     assert!(obs.coder.params.is_empty());
     assert_eq!(obs.findings, vec![]);
+    let c = sim.counters();
+    assert_eq!(
+        c.reads(),
+        4,
+        "realm, client (with its linked scope names), the realm's client scopes, discovery"
+    );
 
+    // Apply writes from what observe read moments before, then reads back.
+    sim.reset_counters();
     let applied = kc.apply(&wanted()).await.unwrap();
+    assert_eq!(
+        sim.counters().reads(),
+        2,
+        "only the read-back: realm and client (discovery is shared per realm)"
+    );
     assert_eq!(
         applied.actions,
         vec![
@@ -229,8 +242,22 @@ async fn first_convergence_with_client_credentials_touches_nothing_else() {
     assert_eq!(c.token_requests(), 0, "the cached token is reused");
     assert_eq!(
         c.reads(),
-        5,
-        "realm, client, default scopes, optional scopes, discovery"
+        2,
+        "realm and client; nothing to write, nothing to read back"
+    );
+
+    // Another provider object (the next reconcile, or another policy of the realm) shares the
+    // discovery document; one with its own dependencies reads it.
+    sim.reset_counters();
+    let next = connect(&spec(&sim), operator_creds(), &deps);
+    next.observe(&wanted()).await.unwrap();
+    assert_eq!(sim.counters().reads(), 2, "realm and client");
+    let elsewhere = connect(&spec(&sim), operator_creds(), &self::deps());
+    elsewhere.observe(&wanted()).await.unwrap();
+    assert_eq!(
+        sim.counters()
+            .calls("GET", "/realms/{realm}/.well-known/openid-configuration"),
+        1
     );
     assert!(assert_bodies_valid(&sim) >= 1);
 }

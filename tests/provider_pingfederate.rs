@@ -239,6 +239,15 @@ async fn first_convergence_then_nothing_to_write() {
         let diff = sim.counters().diff(&before);
         assert_eq!(diff.writes(), 2, "{diff:?}");
         assert_eq!(
+            (
+                diff.get("GET", "/version"),
+                diff.get("GET", "/oauth/clients/{id}"),
+                diff.get("GET", "/oauth/authServerSettings")
+            ),
+            (0, 1, 1),
+            "apply writes from what observe read; only the read-back reads: {diff:?}"
+        );
+        assert_eq!(
             diff.get("POST", "/oauth/authServerSettings/scopes/commonScopes"),
             1
         );
@@ -274,6 +283,29 @@ async fn first_convergence_then_nothing_to_write() {
         assert_eq!(again.observation, applied.observation);
         let diff = sim.counters().diff(&before);
         assert_eq!(diff.writes(), 0, "{diff:?}");
+        assert_eq!(
+            diff.get("GET", "/version"),
+            0,
+            "the version is known: {diff:?}"
+        );
+
+        // Another provider object sharing the dependencies (the next reconcile, another policy
+        // of the server) knows the version too; one with its own dependencies reads it.
+        let shared = deps(Duration::from_secs(10));
+        let user = &seed.secret_data["username"];
+        let password = &seed.secret_data["password"];
+        let before = sim.counters();
+        connect_as(&sim, &seed, user, password, &shared)
+            .observe(&want())
+            .await
+            .unwrap();
+        connect_as(&sim, &seed, user, password, &shared)
+            .observe(&want())
+            .await
+            .unwrap();
+        let diff = sim.counters().diff(&before);
+        assert_eq!(diff.get("GET", "/version"), 1, "{diff:?}");
+        assert_eq!(diff.get("GET", "/oauth/clients/{id}"), 2, "{diff:?}");
 
         assert_bodies_valid(&sim);
         let described: BTreeMap<String, String> = sim.describe_client().into_iter().collect();

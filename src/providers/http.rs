@@ -4,9 +4,10 @@
 //! TLS verification is never switched off: a provider with a private CA takes a PEM bundle from
 //! the `ca.crt` key of the policy's credentials Secret.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
@@ -119,6 +120,60 @@ impl TokenCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+}
+
+/// How long a [`FactCache`] entry is trusted before it is read again.
+pub const FACT_TTL: Duration = Duration::from_secs(600);
+
+/// Facts that belong to a server, realm or tenant rather than to one client: a realm's discovery
+/// document, a server's version, Microsoft Graph's permission catalogue, an application's service
+/// principal id. They are shared by every policy that points there, so a thousand policies at one
+/// realm read them once per [`FACT_TTL`] instead of once per reconcile each. Only successful
+/// answers are kept; keys name the server (and realm or tenant) they came from.
+#[derive(Default)]
+pub struct FactCache {
+    facts: Mutex<HashMap<String, Fact>>,
+}
+
+/// A fact and when it expires.
+type Fact = (Arc<dyn Any + Send + Sync>, Instant);
+
+impl FactCache {
+    /// The fact stored under `key`, unless it expired or has another type.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self, key: &str) -> Option<T> {
+        let facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        let (value, until) = facts.get(key)?;
+        if *until <= Instant::now() {
+            return None;
+        }
+        value.downcast_ref::<T>().cloned()
+    }
+
+    /// Stores `value` under `key` for `ttl`; expired entries are dropped on the way.
+    pub fn put<T: Send + Sync + 'static>(&self, key: &str, value: T, ttl: Duration) {
+        let now = Instant::now();
+        let mut facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        facts.retain(|_, (_, until)| *until > now);
+        facts.insert(key.to_string(), (Arc::new(value), now + ttl));
+    }
+
+    /// Forgets `key` (the fact turned out to be wrong).
+    pub fn invalidate(&self, key: &str) {
+        self.facts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// Entries held (expired ones included until the next `put`).
+    pub fn len(&self) -> usize {
+        self.facts.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -540,6 +595,25 @@ pub fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn facts_expire_and_keep_their_type() {
+        let facts = FactCache::default();
+        facts.put("a", 7u32, Duration::from_secs(60));
+        assert_eq!(facts.get::<u32>("a"), Some(7));
+        assert_eq!(
+            facts.get::<String>("a"),
+            None,
+            "another type is not this fact"
+        );
+        assert_eq!(facts.get::<u32>("b"), None);
+        facts.put("gone", 1u32, Duration::ZERO);
+        assert_eq!(facts.get::<u32>("gone"), None, "expired");
+        facts.put("c", 2u32, Duration::from_secs(60));
+        assert_eq!(facts.len(), 2, "expired entries are dropped on put");
+        facts.invalidate("a");
+        assert_eq!(facts.get::<u32>("a"), None);
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {

@@ -2,8 +2,11 @@
 //!
 //! Nothing outside this module knows the JSON of an identity provider: providers take
 //! [`DesiredSettings`] and return an [`Observation`] (normalized settings, the list of changes
-//! needed, findings to report, and what Coder must send). Each provider reads fresh state before
-//! writing, changes only the settings it owns, and reads back after writing.
+//! needed, findings to report, and what Coder must send). A provider object lives for one
+//! reconcile: `apply` writes from the state its own `observe` read moments before (or reads it
+//! when `observe` was not called), changes only the settings it owns, and reads back after
+//! writing. Facts that belong to a whole server, realm or tenant are shared across policies
+//! through [`ProviderDeps::facts`].
 
 pub mod entra;
 pub mod google;
@@ -171,8 +174,9 @@ pub trait IdentityProvider: Send + Sync {
     /// Reads the provider's current state and computes what differs. Makes no writes.
     async fn observe(&self, desired: &DesiredSettings) -> Result<Observation, ProviderError>;
 
-    /// Reads fresh state, writes only what differs, and reads back. Idempotent: with nothing to
-    /// change it makes no writes.
+    /// Writes only what differs from the state read by this object's `observe` for the same
+    /// `desired` (or from a fresh read when there was none), then reads back. Idempotent: with
+    /// nothing to change it makes no writes.
     async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError>;
 }
 
@@ -404,6 +408,8 @@ pub struct ProviderDeps {
     pub metrics: Arc<Metrics>,
     /// Per-host request rate limit.
     pub limiter: Arc<http::RateLimiter>,
+    /// Per-server, per-realm and per-tenant facts shared across policies.
+    pub facts: Arc<http::FactCache>,
 }
 
 impl ProviderDeps {
@@ -414,6 +420,7 @@ impl ProviderDeps {
             tokens: Arc::new(http::TokenCache::default()),
             metrics,
             limiter: Arc::new(http::RateLimiter::unlimited()),
+            facts: Arc::new(http::FactCache::default()),
         }
     }
 
@@ -421,6 +428,33 @@ impl ProviderDeps {
     pub fn with_rate_limit(mut self, qps: f64, burst: u32) -> Self {
         self.limiter = Arc::new(http::RateLimiter::new(qps, burst));
         self
+    }
+}
+
+/// The state a provider object's `observe` read, kept for an `apply` on the same object (one
+/// reconcile) so it writes without reading everything again.
+pub(crate) struct LastRead<S>(std::sync::Mutex<Option<(DesiredSettings, S)>>);
+
+impl<S> Default for LastRead<S> {
+    fn default() -> Self {
+        LastRead(std::sync::Mutex::new(None))
+    }
+}
+
+impl<S> LastRead<S> {
+    /// Keeps what was read for `desired`.
+    pub(crate) fn keep(&self, desired: &DesiredSettings, state: S) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((desired.clone(), state));
+    }
+
+    /// Takes what was read, if it was read for the same `desired`.
+    pub(crate) fn take(&self, desired: &DesiredSettings) -> Option<S> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|(d, _)| d == desired)
+            .map(|(_, s)| s)
     }
 }
 

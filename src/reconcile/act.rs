@@ -5,9 +5,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-use super::Context;
 use super::observe::{IdpObserved, Observed};
 use super::plan::{CoderStep, IdpStep, Plan, conflict_message, provider_verdict, rbac_message};
+use super::{Context, MemoKey};
 use crate::coder::{PARAMS_ENV, SCOPES_ENV};
 use crate::crd::FIELD_MANAGER;
 use crate::error::{Error, Result};
@@ -42,18 +42,22 @@ pub async fn act(
     plan: Plan,
     observed: Observed,
     desired: &DesiredSettings,
+    memo: &MemoKey,
     namespace: &str,
     ctx: &Context,
 ) -> Result<Acted> {
     let mut events = Vec::new();
     let mut retry_after = None;
     let mut findings = Vec::new();
+    let mut secret_version = None;
     let (provider, mut settings) = match &observed.idp {
         IdpObserved::Seen {
             provider,
             observation,
+            secret_version: version,
         } => {
             findings = observation.findings.clone();
+            secret_version = version.clone();
             (Some(provider.clone()), Some(observation.settings.clone()))
         }
         IdpObserved::Failed(e) => {
@@ -69,6 +73,9 @@ pub async fn act(
         (IdpStep::Apply(changes), Some(provider)) => match provider.apply(desired).await {
             Ok(applied) => {
                 ctx.metrics.wrote("identity_provider");
+                // The read-back after the writes verified the provider: passes that follow the
+                // rollout need not read it again.
+                ctx.remember_idp(memo, secret_version.as_deref(), &applied.observation);
                 settings = Some(applied.observation.settings.clone());
                 findings = applied.observation.findings.clone();
                 let done: Vec<String> = if applied.actions.is_empty() {
@@ -89,6 +96,7 @@ pub async fn act(
             }
             Err(e) => {
                 idp_ok = false;
+                ctx.forget_idp(memo);
                 retry_after = e.retry_after();
                 provider_verdict(&e)
             }

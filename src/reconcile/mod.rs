@@ -27,7 +27,7 @@ use crate::crd::{
 use crate::duration;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::providers::{DesiredSettings, Finding, IdpSettings, ProviderDeps};
+use crate::providers::{DesiredSettings, Finding, IdpSettings, Observation, ProviderDeps};
 use crate::status::{self, ConditionType, Reason, State, Verdict, Verdicts};
 
 use self::observe::IdpObserved;
@@ -46,10 +46,43 @@ pub struct Context {
     pub providers: ProviderDeps,
     /// Per-policy retry state after failures.
     backoff: Mutex<HashMap<(String, String), Retry>>,
+    /// Per-policy last clean identity-provider observation.
+    memos: Mutex<Memos>,
     /// Backoff bounds.
     pub backoff_base: Duration,
     /// Backoff cap.
     pub backoff_max: Duration,
+}
+
+/// Which policy, at which generation and credentials, an identity-provider observation is for.
+#[derive(Clone, Debug)]
+pub struct MemoKey {
+    /// Namespace and name of the policy.
+    pub policy: (String, String),
+    /// `metadata.generation` (a spec change reads the provider again).
+    pub generation: i64,
+    /// How long a clean observation is reused: half the policy's interval, so every resync at
+    /// the interval reads the provider.
+    pub window: Duration,
+}
+
+/// A clean observation of a policy's identity provider (nothing to change, nothing blocking):
+/// passes that only follow the Coder side (the operator's own Deployment patch and status
+/// writes, the rollout, an edit of the Deployment) reuse it instead of reading the provider
+/// again. The provider is read again at every interval, on a spec change and when the
+/// credentials Secret changes.
+#[derive(Default)]
+struct Memos {
+    entries: HashMap<(String, String), Memo>,
+    /// Size after the last sweep of expired entries (sweeps are amortized).
+    swept_at: usize,
+}
+
+struct Memo {
+    generation: i64,
+    secret_version: Option<String>,
+    until: Instant,
+    observation: Observation,
 }
 
 /// Retry state of one policy.
@@ -76,6 +109,7 @@ impl Context {
             metrics,
             providers,
             backoff: Mutex::new(HashMap::new()),
+            memos: Mutex::new(Memos::default()),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
         }
@@ -116,6 +150,60 @@ impl Context {
         (r.generation == generation)
             .then(|| until.checked_duration_since(Instant::now()))
             .flatten()
+    }
+
+    /// The clean observation remembered for `key` with these credentials, if still fresh.
+    pub fn remembered_idp(
+        &self,
+        key: &MemoKey,
+        secret_version: Option<&str>,
+    ) -> Option<Observation> {
+        let memos = self.memos.lock().unwrap_or_else(|e| e.into_inner());
+        let m = memos.entries.get(&key.policy)?;
+        (m.generation == key.generation
+            && m.secret_version.as_deref() == secret_version
+            && m.until > Instant::now())
+        .then(|| m.observation.clone())
+    }
+
+    /// Remembers `observation` when it is clean (no change needed, nothing blocking); forgets
+    /// any earlier one otherwise.
+    pub fn remember_idp(
+        &self,
+        key: &MemoKey,
+        secret_version: Option<&str>,
+        observation: &Observation,
+    ) {
+        let clean =
+            observation.changes.is_empty() && !observation.findings.iter().any(|f| f.blocking);
+        let mut memos = self.memos.lock().unwrap_or_else(|e| e.into_inner());
+        if !clean {
+            memos.entries.remove(&key.policy);
+            return;
+        }
+        let now = Instant::now();
+        if memos.entries.len() >= 2 * memos.swept_at.max(64) {
+            memos.entries.retain(|_, m| m.until > now);
+            memos.swept_at = memos.entries.len();
+        }
+        memos.entries.insert(
+            key.policy.clone(),
+            Memo {
+                generation: key.generation,
+                secret_version: secret_version.map(str::to_string),
+                until: now + key.window,
+                observation: observation.clone(),
+            },
+        );
+    }
+
+    /// Forgets the remembered observation of `key`.
+    pub fn forget_idp(&self, key: &MemoKey) {
+        self.memos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .remove(&key.policy);
     }
 
     /// Forgets the backoff of `key`.
@@ -160,6 +248,13 @@ pub fn desired_settings(policy: &OidcRefreshPolicy) -> Result<DesiredSettings, S
         rotation: r.rotation,
         access_token_lifetime: parse("accessTokenLifetime", &r.access_token_lifetime)?,
     })
+}
+
+/// The policy's resync interval (at least 30 s).
+fn interval(policy: &OidcRefreshPolicy) -> Duration {
+    duration::parse(&policy.spec.interval)
+        .unwrap_or(Duration::from_secs(600))
+        .max(Duration::from_secs(30))
 }
 
 /// Entry point for the kube-runtime Controller.
@@ -267,7 +362,12 @@ async fn run_pass(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result
         Ok(d) => d,
         Err(msg) => return Ok(Pass::invalid_spec(msg)),
     };
-    let observed = observe::observe(policy, &desired, ctx).await?;
+    let memo = MemoKey {
+        policy: (ns.to_string(), policy.name_any()),
+        generation: policy.metadata.generation.unwrap_or(0),
+        window: interval(policy) / 2,
+    };
+    let observed = observe::observe(policy, &desired, &memo, ctx).await?;
     let view = match &observed.idp {
         IdpObserved::SecretNotFound(n) => IdpView::SecretNotFound(n),
         IdpObserved::SecretForbidden(m) => IdpView::SecretForbidden(m),
@@ -280,7 +380,7 @@ async fn run_pass(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result
     };
     let plan = plan::plan(&policy.spec, ns, view, deployment);
     debug!(?plan, "planned");
-    let acted = act::act(plan, observed, &desired, ns, ctx).await?;
+    let acted = act::act(plan, observed, &desired, &memo, ns, ctx).await?;
     let rollout = rollout_verdict(&acted.deployment, &acted.coder);
     let fixed_elsewhere = [&acted.idp, &acted.coder]
         .iter()
@@ -311,9 +411,7 @@ async fn run_pass(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result
 
 async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result<Action> {
     let key = (ns.to_string(), policy.name_any());
-    let interval = duration::parse(&policy.spec.interval)
-        .unwrap_or(Duration::from_secs(600))
-        .max(Duration::from_secs(30));
+    let interval = interval(policy);
     let generation = policy.metadata.generation.unwrap_or(0);
     if let Some(left) = ctx.held(&key, generation) {
         // Triggered (by our own status write, a watch event, ...) while backing off from a
@@ -559,20 +657,26 @@ async fn publish(policy: &OidcRefreshPolicy, notes: &[EventNote], ctx: &Context)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::Change;
 
-    #[tokio::test]
-    async fn a_transient_backoff_holds_passes_of_the_same_generation_only() {
+    /// A context whose client points nowhere (these tests make no API calls).
+    fn context() -> Context {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client =
             kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
                 .unwrap();
         let metrics = Arc::new(Metrics::new());
-        let ctx = Context::new(
+        Context::new(
             client.clone(),
             Publisher::new(client, None),
             metrics.clone(),
             ProviderDeps::new(metrics, Duration::from_secs(1)),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_transient_backoff_holds_passes_of_the_same_generation_only() {
+        let ctx = context();
         let key = ("ns".to_string(), "p".to_string());
         assert_eq!(ctx.held(&key, 1), None);
         let d = ctx.backoff_for(&key, Some(Duration::from_secs(60)), Some(1));
@@ -585,6 +689,91 @@ mod tests {
         assert_eq!(ctx.held(&key, 1), None);
         ctx.reset_backoff(&key);
         assert_eq!(ctx.held(&key, 1), None);
+    }
+
+    #[tokio::test]
+    async fn a_clean_observation_is_reused_only_for_the_same_generation_credentials_and_window() {
+        let ctx = context();
+        let key = MemoKey {
+            policy: ("ns".into(), "p".into()),
+            generation: 3,
+            window: Duration::from_secs(60),
+        };
+        let clean = Observation {
+            settings: IdpSettings {
+                refresh_token_grant: Some(true),
+                ..IdpSettings::default()
+            },
+            ..Observation::default()
+        };
+        assert_eq!(ctx.remembered_idp(&key, Some("7")), None);
+        ctx.remember_idp(&key, Some("7"), &clean);
+        assert_eq!(ctx.remembered_idp(&key, Some("7")), Some(clean.clone()));
+        assert_eq!(
+            ctx.remembered_idp(&key, Some("8")),
+            None,
+            "the Secret changed"
+        );
+        assert_eq!(ctx.remembered_idp(&key, None), None);
+        let next = MemoKey {
+            generation: 4,
+            ..key.clone()
+        };
+        assert_eq!(
+            ctx.remembered_idp(&next, Some("7")),
+            None,
+            "the spec changed"
+        );
+        let other = MemoKey {
+            policy: ("ns".into(), "q".into()),
+            ..key.clone()
+        };
+        assert_eq!(ctx.remembered_idp(&other, Some("7")), None);
+
+        // Something to change or a blocking finding: not remembered, and the old one is dropped.
+        let pending = Observation {
+            changes: vec![Change {
+                setting: "s".into(),
+                from: "a".into(),
+                to: "b".into(),
+            }],
+            ..clean.clone()
+        };
+        ctx.remember_idp(&key, Some("7"), &pending);
+        assert_eq!(ctx.remembered_idp(&key, Some("7")), None);
+        let blocked = Observation {
+            findings: vec![Finding {
+                reason: "X",
+                message: "m".into(),
+                blocking: true,
+            }],
+            ..clean.clone()
+        };
+        ctx.remember_idp(&key, Some("7"), &blocked);
+        assert_eq!(ctx.remembered_idp(&key, Some("7")), None);
+
+        ctx.remember_idp(&key, Some("7"), &clean);
+        ctx.forget_idp(&key);
+        assert_eq!(ctx.remembered_idp(&key, Some("7")), None);
+
+        // It expires after the window.
+        let short = MemoKey {
+            window: Duration::ZERO,
+            ..key.clone()
+        };
+        ctx.remember_idp(&short, Some("7"), &clean);
+        assert_eq!(ctx.remembered_idp(&short, Some("7")), None);
+
+        // Expired entries of many policies are swept as the map grows.
+        for i in 0..200 {
+            let k = MemoKey {
+                policy: ("ns".into(), format!("p{i}")),
+                ..short.clone()
+            };
+            ctx.remember_idp(&k, None, &clean);
+        }
+        let held = ctx.memos.lock().unwrap().entries.len();
+        assert!(held < 200, "expired entries are swept: {held}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
-use super::Context;
+use super::{Context, MemoKey};
 use crate::crd::OidcRefreshPolicy;
 use crate::error::{Error, Result};
 use crate::providers::{
@@ -33,12 +33,15 @@ pub enum IdpObserved {
     SecretForbidden(String),
     /// The provider could not be built, checked or read.
     Failed(ProviderError),
-    /// Read successfully.
+    /// Read successfully (or a clean observation of this pass's generation and credentials was
+    /// remembered).
     Seen {
         /// The connected provider (used by `act`).
         provider: Arc<dyn IdentityProvider>,
         /// What it reported.
         observation: Observation,
+        /// `resourceVersion` of the credentials Secret, if the provider has one.
+        secret_version: Option<String>,
     },
 }
 
@@ -46,10 +49,14 @@ pub enum IdpObserved {
 pub async fn observe(
     policy: &OidcRefreshPolicy,
     desired: &DesiredSettings,
+    memo: &MemoKey,
     ctx: &Context,
 ) -> Result<Observed> {
     let ns = policy.metadata.namespace.as_deref().unwrap_or("default");
-    let idp = observe_idp(policy, ns, desired, ctx).await?;
+    let idp = observe_idp(policy, ns, desired, memo, ctx).await?;
+    if !matches!(idp, IdpObserved::Seen { .. }) {
+        ctx.forget_idp(memo);
+    }
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let (deployment, deployment_forbidden) =
         match deployments.get_opt(&policy.spec.coder.deployment).await {
@@ -73,6 +80,7 @@ async fn observe_idp(
     policy: &OidcRefreshPolicy,
     ns: &str,
     desired: &DesiredSettings,
+    memo: &MemoKey,
     ctx: &Context,
 ) -> Result<IdpObserved> {
     let credentials = match policy.spec.provider.credentials_secret() {
@@ -102,6 +110,7 @@ async fn observe_idp(
             ))
         }
     };
+    let secret_version = credentials.as_ref().map(|c| c.version.clone());
     let provider = match providers::connect(&policy.spec.provider, credentials, &ctx.providers) {
         Ok(p) => p,
         Err(e) => return Ok(IdpObserved::Failed(e)),
@@ -109,11 +118,23 @@ async fn observe_idp(
     if let Err(e) = provider.check(desired) {
         return Ok(IdpObserved::Failed(e));
     }
-    Ok(match provider.observe(desired).await {
-        Ok(observation) => IdpObserved::Seen {
+    if let Some(observation) = ctx.remembered_idp(memo, secret_version.as_deref()) {
+        tracing::debug!("identity provider verified within the last half interval; not read again");
+        return Ok(IdpObserved::Seen {
             provider,
             observation,
-        },
+            secret_version,
+        });
+    }
+    Ok(match provider.observe(desired).await {
+        Ok(observation) => {
+            ctx.remember_idp(memo, secret_version.as_deref(), &observation);
+            IdpObserved::Seen {
+                provider,
+                observation,
+                secret_version,
+            }
+        }
         Err(e) => IdpObserved::Failed(e),
     })
 }

@@ -568,8 +568,17 @@ impl SimHandle {
 
     /// Removes the service principal of an application (as if nobody had consented yet).
     pub fn remove_service_principal(&self, tenant: &str, app_id: &str) {
+        // Like Entra ID, deleting the service principal deletes its delegated permission grants.
         self.with_tenant(tenant, |t| {
-            t.sps.retain(|_, s| str_field(s, "appId") != app_id)
+            let gone: Vec<String> = t
+                .sps
+                .values()
+                .filter(|s| str_field(s, "appId") == app_id)
+                .map(|s| str_field(s, "id").to_string())
+                .collect();
+            t.sps.retain(|_, s| str_field(s, "appId") != app_id);
+            t.grants
+                .retain(|g| !gone.iter().any(|id| str_field(g, "clientId") == id));
         });
     }
 

@@ -49,7 +49,7 @@ use serde_json::{Value, json};
 
 use super::http::{self, BearerAnswer as Answer};
 use super::{
-    Applied, Credentials, DesiredSettings, IdentityProvider, Observation, ProviderDeps,
+    Applied, Credentials, DesiredSettings, IdentityProvider, LastRead, Observation, ProviderDeps,
     ProviderError, ProviderKind, missing_credentials,
 };
 use crate::crd::EntraIdSpec;
@@ -133,6 +133,7 @@ pub fn connect(
         http: client,
         deps: deps.clone(),
         token_key,
+        observed: LastRead::default(),
     }))
 }
 
@@ -254,6 +255,8 @@ pub struct EntraId {
     http: reqwest::Client,
     deps: ProviderDeps,
     token_key: String,
+    /// What `observe` read, for an `apply` on the same provider object (one reconcile).
+    observed: LastRead<Snapshot>,
 }
 
 impl std::fmt::Debug for EntraId {
@@ -279,6 +282,26 @@ fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+/// Microsoft Graph's permission catalogue as the provider uses it.
+#[derive(Clone, Debug)]
+struct GraphCatalogue {
+    /// Object id of Microsoft Graph's service principal in the tenant.
+    graph_sp_id: Option<String>,
+    /// Ids of the well-known delegated scopes, by name, as the tenant's catalogue lists them.
+    scope_ids: BTreeMap<String, String>,
+    /// Scope names by lower-case id (catalogue and built-in).
+    scope_names: BTreeMap<String, String>,
+}
+
+/// The app's service principal.
+enum AppSp {
+    Id(String),
+    /// The app has no service principal (enterprise application) in the tenant.
+    Missing,
+    /// Not readable by the management app.
+    Unreadable,
 }
 
 impl EntraId {
@@ -413,6 +436,94 @@ impl EntraId {
         }
     }
 
+    /// Microsoft Graph's permission catalogue (the same for every app of the tenant), shared
+    /// for [`http::FACT_TTL`]; the built-in ids when it cannot be read.
+    async fn graph_catalogue(&self) -> Result<GraphCatalogue, ProviderError> {
+        let key = format!("entra-graph-catalogue|{}|{}", self.graph, self.tenant);
+        if let Some(c) = self.deps.facts.get::<GraphCatalogue>(&key) {
+            return Ok(c);
+        }
+        let mut catalogue = GraphCatalogue {
+            graph_sp_id: None,
+            scope_ids: BTreeMap::new(),
+            scope_names: WELL_KNOWN_SCOPES
+                .iter()
+                .chain(OTHER_KNOWN_SCOPES.iter())
+                .map(|(n, id)| (id.to_string(), n.to_string()))
+                .collect(),
+        };
+        let url = self.v1(&format!(
+            "/servicePrincipals(appId='{GRAPH_APP_ID}')?$select={}",
+            enc("id,appId,oauth2PermissionScopes")
+        ));
+        match self.send(Op::ReadGraphSp, Method::GET, &url, None).await? {
+            Answer::Ok(Some(sp)) => {
+                catalogue.graph_sp_id = sp.get("id").and_then(Value::as_str).map(str::to_string);
+                for s in sp
+                    .get("oauth2PermissionScopes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(v), Some(id)) = (
+                        s.get("value").and_then(Value::as_str),
+                        s.get("id").and_then(Value::as_str),
+                    ) {
+                        catalogue
+                            .scope_names
+                            .insert(id.to_ascii_lowercase(), v.to_string());
+                        if WELL_KNOWN_SCOPES.iter().any(|(n, _)| *n == v) {
+                            catalogue.scope_ids.insert(v.to_string(), id.to_string());
+                        }
+                    }
+                }
+                if catalogue.graph_sp_id.is_some() {
+                    self.deps.facts.put(&key, catalogue.clone(), http::FACT_TTL);
+                }
+            }
+            Answer::Ok(None) => {}
+            Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND => {
+            }
+            Answer::Status(s, h, t) => return Err(self.error(Op::ReadGraphSp, s, &h, &t)),
+        }
+        Ok(catalogue)
+    }
+
+    /// The object id of the app's service principal (stable for the life of the enterprise
+    /// application), shared for [`http::FACT_TTL`] once found.
+    /// With `fresh`, the remembered id is checked against Graph.
+    async fn app_service_principal(&self, fresh: bool) -> Result<AppSp, ProviderError> {
+        let key = format!(
+            "entra-app-sp|{}|{}|{}",
+            self.graph, self.tenant, self.app_id
+        );
+        if fresh {
+            self.deps.facts.invalidate(&key);
+        } else if let Some(id) = self.deps.facts.get::<String>(&key) {
+            return Ok(AppSp::Id(id));
+        }
+        let url = self.v1(&format!(
+            "/servicePrincipals(appId='{}')?$select={}",
+            self.app_id,
+            enc("id,appId")
+        ));
+        Ok(
+            match self.send(Op::ReadAppSp, Method::GET, &url, None).await? {
+                Answer::Ok(Some(sp)) => match sp.get("id").and_then(Value::as_str) {
+                    Some(id) if !id.is_empty() => {
+                        self.deps.facts.put(&key, id.to_string(), http::FACT_TTL);
+                        AppSp::Id(id.to_string())
+                    }
+                    _ => AppSp::Unreadable,
+                },
+                Answer::Ok(None) => AppSp::Unreadable,
+                Answer::Status(s, _, _) if s == StatusCode::NOT_FOUND => AppSp::Missing,
+                Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN => AppSp::Unreadable,
+                Answer::Status(s, h, t) => return Err(self.error(Op::ReadAppSp, s, &h, &t)),
+            },
+        )
+    }
+
     /// Reads everything needed. No writes.
     async fn read(
         &self,
@@ -426,84 +537,50 @@ impl EntraId {
             .unwrap_or_default()
             .to_string();
 
-        // Microsoft Graph's permission catalogue.
-        let mut scope_ids = BTreeMap::new();
-        let mut scope_names: BTreeMap<String, String> = WELL_KNOWN_SCOPES
-            .iter()
-            .chain(OTHER_KNOWN_SCOPES.iter())
-            .map(|(n, id)| (id.to_string(), n.to_string()))
-            .collect();
-        let url = self.v1(&format!(
-            "/servicePrincipals(appId='{GRAPH_APP_ID}')?$select={}",
-            enc("id,appId,oauth2PermissionScopes")
-        ));
-        let mut graph_sp_id = None;
-        match self.send(Op::ReadGraphSp, Method::GET, &url, None).await? {
-            Answer::Ok(Some(sp)) => {
-                graph_sp_id = sp.get("id").and_then(Value::as_str).map(str::to_string);
-                for s in sp
-                    .get("oauth2PermissionScopes")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let (Some(v), Some(id)) = (
-                        s.get("value").and_then(Value::as_str),
-                        s.get("id").and_then(Value::as_str),
-                    ) {
-                        scope_names.insert(id.to_ascii_lowercase(), v.to_string());
-                        if WELL_KNOWN_SCOPES.iter().any(|(n, _)| *n == v) {
-                            scope_ids.insert(v.to_string(), id.to_string());
-                        }
-                    }
-                }
-            }
-            Answer::Ok(None) => {}
-            Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND => {
-            }
-            Answer::Status(s, h, t) => return Err(self.error(Op::ReadGraphSp, s, &h, &t)),
-        }
-        let scopes_from_graph = !scope_ids.is_empty();
+        let catalogue = self.graph_catalogue().await?;
+        let scopes_from_graph = !catalogue.scope_ids.is_empty();
 
         // Admin consent, when readable.
-        let consent = match &graph_sp_id {
+        let consent = match &catalogue.graph_sp_id {
             None => Consent::NotChecked,
-            Some(graph_sp_id) => {
-                let url = self.v1(&format!(
-                    "/servicePrincipals(appId='{}')?$select={}",
-                    self.app_id,
-                    enc("id,appId")
-                ));
-                match self.send(Op::ReadAppSp, Method::GET, &url, None).await? {
-                    Answer::Ok(Some(sp)) => {
-                        let sp_id = sp.get("id").and_then(Value::as_str).unwrap_or_default();
-                        let url = self.v1(&format!(
-                            "/oauth2PermissionGrants?$filter={}",
-                            enc(&format!("clientId eq '{sp_id}'"))
-                        ));
-                        match self.send(Op::ReadGrants, Method::GET, &url, None).await? {
-                            Answer::Ok(v) => Consent::Grants {
-                                graph_sp_id: graph_sp_id.clone(),
-                                grants: v
-                                    .and_then(|v| v.get("value").and_then(Value::as_array).cloned())
-                                    .unwrap_or_default(),
-                            },
-                            Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN => {
-                                Consent::NotChecked
-                            }
-                            Answer::Status(s, h, t) => {
-                                return Err(self.error(Op::ReadGrants, s, &h, &t));
+            Some(graph_sp_id) => match self.app_service_principal(false).await? {
+                AppSp::Id(sp_id) => {
+                    let url = self.v1(&format!(
+                        "/oauth2PermissionGrants?$filter={}",
+                        enc(&format!("clientId eq '{sp_id}'"))
+                    ));
+                    match self.send(Op::ReadGrants, Method::GET, &url, None).await? {
+                        Answer::Ok(v) => {
+                            let grants: Vec<Value> = v
+                                .and_then(|v| v.get("value").and_then(Value::as_array).cloned())
+                                .unwrap_or_default();
+                            // No grants for a remembered service principal: make sure it still
+                            // exists before reporting missing consent.
+                            if grants.is_empty()
+                                && !matches!(
+                                    self.app_service_principal(true).await?,
+                                    AppSp::Id(ref id) if *id == sp_id
+                                )
+                            {
+                                Consent::NoServicePrincipal
+                            } else {
+                                Consent::Grants {
+                                    graph_sp_id: graph_sp_id.clone(),
+                                    grants,
+                                }
                             }
                         }
+                        Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN => {
+                            Consent::NotChecked
+                        }
+                        Answer::Status(s, h, t) => {
+                            return Err(self.error(Op::ReadGrants, s, &h, &t));
+                        }
                     }
-                    Answer::Ok(None) => Consent::NotChecked,
-                    Answer::Status(s, _, _) if s == StatusCode::NOT_FOUND => {
-                        Consent::NoServicePrincipal
-                    }
-                    Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN => Consent::NotChecked,
-                    Answer::Status(s, h, t) => return Err(self.error(Op::ReadAppSp, s, &h, &t)),
                 }
-            }
+                AppSp::Missing => Consent::NoServicePrincipal,
+                AppSp::Unreadable => Consent::NotChecked,
+            },
         };
 
         let policies = self
@@ -515,8 +592,8 @@ impl EntraId {
             .await?;
         Ok(Snapshot {
             app,
-            scope_ids,
-            scope_names,
+            scope_ids: catalogue.scope_ids,
+            scope_names: catalogue.scope_names,
             scopes_from_graph,
             consent,
             policies,
@@ -696,18 +773,18 @@ impl IdentityProvider for EntraId {
         self.check(desired)?;
         let snap = self.read(desired, false).await?;
         let todo = plan(desired, &snap, &self.app_id)?;
-        Ok(observation(
-            desired,
-            &snap,
-            &todo,
-            &self.app_id,
-            jiff::Timestamp::now(),
-        ))
+        let seen = observation(desired, &snap, &todo, &self.app_id, jiff::Timestamp::now());
+        self.observed.keep(desired, snap);
+        Ok(seen)
     }
 
     async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError> {
         self.check(desired)?;
-        let snap = self.read(desired, false).await?;
+        let seen = self.observed.take(desired);
+        let snap = match seen {
+            Some(snap) => snap,
+            None => self.read(desired, false).await?,
+        };
         let todo = plan(desired, &snap, &self.app_id)?;
         if todo.is_empty() {
             return Ok(Applied {

@@ -60,8 +60,8 @@ use serde_json::{Map, Value};
 
 use super::http;
 use super::{
-    Applied, CoderNeeds, Credentials, DesiredSettings, IdentityProvider, Observation, ProviderDeps,
-    ProviderError, ProviderKind, missing_credentials, show_duration,
+    Applied, CoderNeeds, Credentials, DesiredSettings, IdentityProvider, LastRead, Observation,
+    ProviderDeps, ProviderError, ProviderKind, missing_credentials, show_duration,
 };
 use crate::crd::KeycloakSpec;
 
@@ -110,6 +110,7 @@ pub fn connect(
         http: client,
         deps: deps.clone(),
         token_key,
+        observed: LastRead::default(),
     }))
 }
 
@@ -217,6 +218,8 @@ struct Keycloak {
     http: reqwest::Client,
     deps: ProviderDeps,
     token_key: String,
+    /// What `observe` read, for an `apply` on the same provider object (one reconcile).
+    observed: LastRead<Snapshot>,
 }
 
 impl Keycloak {
@@ -378,14 +381,30 @@ impl Keycloak {
                 .iter()
                 .any(|s| s.get("name").and_then(Value::as_str) == Some(OFFLINE_ACCESS))
         };
-        let default = has_offline(
-            self.call(&read_scopes, Method::GET, &scopes_of("default"), None)
-                .await?,
-        );
-        let optional = has_offline(
-            self.call(&read_scopes, Method::GET, &scopes_of("optional"), None)
-                .await?,
-        );
+        // Keycloak's client representation lists the names of the linked client scopes; read
+        // the two link lists only when it does not.
+        let listed = |field: &str| {
+            client
+                .get(field)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().any(|n| n.as_str() == Some(OFFLINE_ACCESS)))
+        };
+        let (default, optional) = match (
+            listed("defaultClientScopes"),
+            listed("optionalClientScopes"),
+        ) {
+            (Some(d), Some(o)) => (d, o),
+            _ => (
+                has_offline(
+                    self.call(&read_scopes, Method::GET, &scopes_of("default"), None)
+                        .await?,
+                ),
+                has_offline(
+                    self.call(&read_scopes, Method::GET, &scopes_of("optional"), None)
+                        .await?,
+                ),
+            ),
+        };
         let offline_scope = if default {
             ScopeLink::Default
         } else if optional {
@@ -473,7 +492,19 @@ impl Keycloak {
         Ok(snap)
     }
 
+    /// The realm's discovery document, shared by every client of the realm for
+    /// [`http::FACT_TTL`].
     async fn discovery(&self) -> Result<Value, String> {
+        let key = format!("keycloak-discovery|{}|{}", self.base, self.realm);
+        if let Some(doc) = self.deps.facts.get::<Value>(&key) {
+            return Ok(doc);
+        }
+        let doc = self.read_discovery().await?;
+        self.deps.facts.put(&key, doc.clone(), http::FACT_TTL);
+        Ok(doc)
+    }
+
+    async fn read_discovery(&self) -> Result<Value, String> {
         let url = format!(
             "{}/realms/{}/.well-known/openid-configuration",
             self.base,
@@ -707,12 +738,18 @@ impl IdentityProvider for Keycloak {
         let snap = self.read(desired).await?;
         let plan = plan(desired, &snap);
         self.refuse_realm_changes(&plan)?;
-        Ok(self.observation(desired, &snap, &plan))
+        let observation = self.observation(desired, &snap, &plan);
+        self.observed.keep(desired, snap);
+        Ok(observation)
     }
 
     async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError> {
         self.check(desired)?;
-        let snap = self.read(desired).await?;
+        let seen = self.observed.take(desired);
+        let snap = match seen {
+            Some(snap) => snap,
+            None => self.read(desired).await?,
+        };
         let todo = plan(desired, &snap);
         self.refuse_realm_changes(&todo)?;
         if todo.is_empty() {

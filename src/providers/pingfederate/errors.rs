@@ -132,7 +132,7 @@ fn scrub_obfuscated(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::super::admin_base;
@@ -175,7 +175,7 @@ mod tests {
             password: creds.get("password").unwrap().clone(),
             http: deps.http.client(KIND, None).unwrap(),
             deps,
-            version: Mutex::new(None),
+            observed: crate::providers::LastRead::default(),
         };
         let h = HeaderMap::new();
         let e = pf.error(

@@ -15,7 +15,7 @@
 //!   authorization server settings) decide whether Coder must send `prompt=consent`.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use reqwest::header::ACCEPT;
@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::http;
 use super::{
-    Applied, Credentials, DesiredSettings, IdentityProvider, Observation, ProviderDeps,
+    Applied, Credentials, DesiredSettings, IdentityProvider, LastRead, Observation, ProviderDeps,
     ProviderError, ProviderKind,
 };
 use crate::crd::PingFederateSpec;
@@ -58,7 +58,7 @@ pub fn connect(
         password,
         http,
         deps: deps.clone(),
-        version: Mutex::new(None),
+        observed: LastRead::default(),
     }))
 }
 
@@ -98,7 +98,8 @@ pub struct PingFederate {
     password: SecretString,
     http: reqwest::Client,
     deps: ProviderDeps,
-    version: Mutex<Option<ServerVersion>>,
+    /// What `observe` read, for an `apply` on the same provider object (one reconcile).
+    observed: LastRead<Snapshot>,
 }
 
 impl fmt::Debug for PingFederate {
@@ -161,8 +162,10 @@ impl PingFederate {
         })
     }
 
+    /// The server's version, shared by every policy of the server for [`http::FACT_TTL`].
     async fn version(&self) -> Result<ServerVersion, ProviderError> {
-        if let Some(v) = *self.version.lock().unwrap_or_else(|e| e.into_inner()) {
+        let key = format!("pingfederate-version|{}", self.base);
+        if let Some(v) = self.deps.facts.get::<ServerVersion>(&key) {
             return Ok(v);
         }
         let body = self
@@ -174,7 +177,7 @@ impl PingFederate {
             operation: "get the server version".into(),
             detail: format!("unrecognised version {:?}", http::truncate(text, 40)),
         })?;
-        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+        self.deps.facts.put(&key, v, http::FACT_TTL);
         Ok(v)
     }
 
@@ -241,12 +244,18 @@ impl IdentityProvider for PingFederate {
     async fn observe(&self, desired: &DesiredSettings) -> Result<Observation, ProviderError> {
         check_desired(desired)?;
         let snap = self.snapshot().await?;
-        Ok(plan(&snap, desired).observation)
+        let observation = plan(&snap, desired).observation;
+        self.observed.keep(desired, snap);
+        Ok(observation)
     }
 
     async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError> {
         check_desired(desired)?;
-        let snap = self.snapshot().await?;
+        let seen = self.observed.take(desired);
+        let snap = match seen {
+            Some(snap) => snap,
+            None => self.snapshot().await?,
+        };
         let p = plan(&snap, desired);
         if p.observation.changes.is_empty() {
             return Ok(Applied {
