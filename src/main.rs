@@ -54,10 +54,10 @@ struct RunArgs {
     #[arg(long, env = "PROVIDER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     provider_timeout: Duration,
     /// Identity-provider requests per second, per IdP host, across all policies (0: unlimited).
-    #[arg(long, env = "PROVIDER_QPS", default_value_t = 100.0)]
+    #[arg(long, env = "PROVIDER_QPS", default_value_t = 200.0)]
     provider_qps: f64,
     /// Requests allowed in a burst above `--provider-qps`.
-    #[arg(long, env = "PROVIDER_BURST", default_value_t = 200)]
+    #[arg(long, env = "PROVIDER_BURST", default_value_t = 400)]
     provider_burst: u32,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
