@@ -576,7 +576,13 @@ pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
         msg.push_str(&s.to_string());
         source = s.source();
     }
-    truncate(&msg, 500)
+    let mut msg = truncate(&msg, 500);
+    if msg.contains("invalid peer certificate") {
+        msg.push_str(
+            ". The server's TLS certificate is not trusted: if it is issued by a private CA, put that CA's certificate (PEM) under the key ca.crt of the policy's credentials Secret",
+        );
+    }
+    msg
 }
 
 /// Truncates to at most `max` bytes on a char boundary.
