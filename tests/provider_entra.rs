@@ -367,6 +367,47 @@ async fn expiring_and_expired_client_secrets_are_reported() {
     );
     assert!(o.findings[0].message.contains("CODER_OIDC_CLIENT_SECRET"));
     assert_eq!(e.sim.writes(), 0);
+
+    // Coder may sign in with a certificate instead: a valid one turns the stall into a warning,
+    // and its own expiry is reported.
+    let cert_ending = |days: i64, usage: &str| {
+        let end = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(24 * days))
+            .unwrap();
+        sim_entra::key_credential("coder-cert", usage, end)
+    };
+    e.edit(|a| {
+        a.insert("keyCredentials".into(), json!([cert_ending(20, "Verify")]));
+    });
+    let o = p.observe(&offline()).await.unwrap();
+    let found: Vec<(&str, bool)> = o.findings.iter().map(|f| (f.reason, f.blocking)).collect();
+    assert_eq!(
+        found,
+        [
+            ("ClientSecretExpired", false),
+            ("ClientCertificateExpiring", false)
+        ]
+    );
+    assert!(
+        o.findings[1]
+            .message
+            .contains("CODER_OIDC_CLIENT_CERT_FILE")
+    );
+    e.edit(|a| {
+        a.insert(
+            "keyCredentials".into(),
+            json!([cert_ending(-2, "Verify"), cert_ending(300, "Sign")]),
+        );
+    });
+    let o = p.observe(&offline()).await.unwrap();
+    let found: Vec<(&str, bool)> = o.findings.iter().map(|f| (f.reason, f.blocking)).collect();
+    assert_eq!(
+        found,
+        [
+            ("ClientSecretExpired", true),
+            ("ClientCertificateExpired", true)
+        ]
+    );
 }
 
 #[tokio::test]

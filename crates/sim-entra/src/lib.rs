@@ -402,6 +402,24 @@ pub fn stock_application(app_id: &str, display_name: &str) -> Value {
     })
 }
 
+/// A certificate credential as Graph reports it (`key` null on read), ending at `end`; `usage`
+/// is `Verify` for sign-in certificates, `Sign` for token-signing keys.
+pub fn key_credential(display_name: &str, usage: &str, end: jiff::Timestamp) -> Value {
+    let start = end
+        .checked_sub(jiff::SignedDuration::from_hours(24 * 365))
+        .unwrap_or(end);
+    json!({
+        "customKeyIdentifier": "NkE3RjQ0QjE5QjkzOEQ2NkI4MTk5RjI1",
+        "displayName": display_name,
+        "endDateTime": end.to_string(),
+        "key": null,
+        "keyId": new_id(),
+        "startDateTime": start.to_string(),
+        "type": "AsymmetricX509Cert",
+        "usage": usage,
+    })
+}
+
 /// A client secret as `addPassword` reports it (`secretText` null on read), ending at `end`.
 pub fn password_credential(display_name: &str, end: jiff::Timestamp) -> Value {
     let start = end

@@ -34,7 +34,9 @@
 //! (`oauth2PermissionScopes`), with the well-known ids as fallback when that read is refused.
 //!
 //! Reported, never changed: Coder's callback under `spa.redirectUris` (refresh tokens then live
-//! 24 h), client secrets that expire within 30 days or have all expired (blocking), and missing
+//! 24 h), client secrets and sign-in certificates (`keyCredentials` with usage `Verify`, for
+//! Coder's `CODER_OIDC_CLIENT_KEY_FILE`/`CODER_OIDC_CLIENT_CERT_FILE`) that expire within 30 days
+//! or have all expired (blocking only when neither kind has a valid credential left), and missing
 //! tenant-wide admin consent for the delegated permissions (when the management app may read
 //! `oauth2PermissionGrants`).
 
@@ -404,7 +406,7 @@ impl EntraId {
         let url = self.v1(&format!(
             "/applications(appId='{}')?$select={}",
             self.app_id,
-            enc("id,appId,displayName,requiredResourceAccess,isFallbackPublicClient,web,spa,publicClient,passwordCredentials,signInAudience")
+            enc("id,appId,displayName,requiredResourceAccess,isFallbackPublicClient,web,spa,publicClient,passwordCredentials,keyCredentials,signInAudience")
         ));
         self.read_consistent(Op::ReadApp, &url, after_write)
             .await?

@@ -214,6 +214,82 @@ pub enum Consent {
     },
 }
 
+/// The two kinds of credentials a confidential client signs in with.
+#[derive(Clone, Copy)]
+enum CredentialKind {
+    Secret,
+    Certificate,
+}
+
+impl CredentialKind {
+    /// Noun, Coder's setting, and where in the portal.
+    fn words(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            CredentialKind::Secret => ("client secret", "CODER_OIDC_CLIENT_SECRET", ""),
+            CredentialKind::Certificate => (
+                "certificate credential",
+                "CODER_OIDC_CLIENT_KEY_FILE and CODER_OIDC_CLIENT_CERT_FILE",
+                " (Certificates tab)",
+            ),
+        }
+    }
+
+    fn other_env(self) -> &'static str {
+        match self {
+            CredentialKind::Secret => CredentialKind::Certificate.words().1,
+            CredentialKind::Certificate => CredentialKind::Secret.words().1,
+        }
+    }
+
+    fn expired_reason(self) -> &'static str {
+        match self {
+            CredentialKind::Secret => "ClientSecretExpired",
+            CredentialKind::Certificate => "ClientCertificateExpired",
+        }
+    }
+
+    fn expiring_reason(self) -> &'static str {
+        match self {
+            CredentialKind::Secret => "ClientSecretExpiring",
+            CredentialKind::Certificate => "ClientCertificateExpiring",
+        }
+    }
+}
+
+/// The credential of `field` (`passwordCredentials` or `keyCredentials`) that `keep` accepts and
+/// that expires last, with a name for messages.
+fn latest_credential(
+    app: &Value,
+    field: &str,
+    keep: impl Fn(&Value) -> bool,
+) -> Option<(jiff::Timestamp, String)> {
+    app.get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| keep(c))
+        .filter_map(|c| {
+            let end = c
+                .get("endDateTime")?
+                .as_str()?
+                .parse::<jiff::Timestamp>()
+                .ok()?;
+            let name = c
+                .get("displayName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("{s:?}"))
+                .or_else(|| {
+                    c.get("keyId")
+                        .and_then(Value::as_str)
+                        .map(|k| format!("with key id {k}"))
+                })
+                .unwrap_or_else(|| "without a name".into());
+            Some((end, name))
+        })
+        .max_by_key(|(end, _)| *end)
+}
+
 /// Delegated permissions (of `wanted`) not covered by tenant-wide (`AllPrincipals`) consent.
 pub fn missing_consent(consent: &Consent, wanted: &[String]) -> Option<Vec<String>> {
     match consent {
@@ -282,48 +358,49 @@ pub fn findings(
             blocking: false,
         });
     }
-    let ends: Vec<(jiff::Timestamp, String)> = app
-        .get("passwordCredentials")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            let end = c
-                .get("endDateTime")?
-                .as_str()?
-                .parse::<jiff::Timestamp>()
-                .ok()?;
-            let name = c
-                .get("displayName")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(|s| format!("{s:?}"))
-                .or_else(|| {
-                    c.get("keyId")
-                        .and_then(Value::as_str)
-                        .map(|k| format!("with key id {k}"))
-                })
-                .unwrap_or_else(|| "without a name".into());
-            Some((end, name))
-        })
-        .collect();
-    if let Some((end, name)) = ends.iter().max_by_key(|(e, _)| *e) {
+    // Coder authenticates with a client secret (CODER_OIDC_CLIENT_SECRET) or a certificate
+    // (CODER_OIDC_CLIENT_KEY_FILE + CODER_OIDC_CLIENT_CERT_FILE); the app is unusable only when
+    // neither kind has a valid credential left.
+    let secret = latest_credential(app, "passwordCredentials", |_| true);
+    let certificate = latest_credential(app, "keyCredentials", |c| {
+        c.get("usage").and_then(Value::as_str) == Some("Verify")
+    });
+    let valid = |latest: &Option<(jiff::Timestamp, String)>| {
+        latest.as_ref().is_some_and(|(end, _)| *end > now)
+    };
+    for (kind, latest, other_valid) in [
+        (CredentialKind::Secret, &secret, valid(&certificate)),
+        (CredentialKind::Certificate, &certificate, valid(&secret)),
+    ] {
+        let Some((end, name)) = latest else { continue };
         let date = end.strftime("%Y-%m-%d %H:%M UTC");
+        let (noun, env, where_) = kind.words();
         if *end <= now {
+            let (blocking, consequence) = if other_valid {
+                (
+                    false,
+                    format!(
+                        "Coder signs users in only if it uses the app's other, still valid kind of credential instead ({})",
+                        kind.other_env()
+                    ),
+                )
+            } else {
+                (true, "Coder cannot sign users in".to_string())
+            };
             out.push(Finding {
-                reason: "ClientSecretExpired",
+                reason: kind.expired_reason(),
                 message: format!(
-                    "every client secret of app {app_id} has expired (the latest, {name}, on {date}): Coder cannot sign users in. Add a new client secret under App registrations > Certificates & secrets and update Coder's CODER_OIDC_CLIENT_SECRET"
+                    "every {noun} of app {app_id} has expired (the latest, {name}, on {date}): {consequence}. Add a new {noun} under App registrations > Certificates & secrets{where_} and update Coder's {env}"
                 ),
-                blocking: true,
+                blocking,
             });
         } else {
             let left = end.duration_since(now).as_secs() / 86_400;
             if left < SECRET_WARNING_DAYS {
                 out.push(Finding {
-                    reason: "ClientSecretExpiring",
+                    reason: kind.expiring_reason(),
                     message: format!(
-                        "the latest client secret of app {app_id} ({name}) expires on {date}, in {left} day{}: add a new client secret under App registrations > Certificates & secrets and update Coder's CODER_OIDC_CLIENT_SECRET before then",
+                        "the latest {noun} of app {app_id} ({name}) expires on {date}, in {left} day{}: add a new {noun} under App registrations > Certificates & secrets{where_} and update Coder's {env} before then",
                         if left == 1 { "" } else { "s" }
                     ),
                     blocking: false,
@@ -785,6 +862,84 @@ mod tests {
         // No secrets (certificate or federated credential): nothing.
         let app = app_with(json!([]), cb, none);
         assert_eq!(findings(&app, APP, &Consent::NotChecked, &[], now), vec![]);
+    }
+
+    fn certificate(name: &str, usage: &str, end: &str) -> Value {
+        json!({"displayName": name, "keyId": "c", "type": "AsymmetricX509Cert", "usage": usage,
+               "endDateTime": end, "startDateTime": "2025-01-01T00:00:00Z", "key": null,
+               "customKeyIdentifier": "QUJD"})
+    }
+
+    #[test]
+    fn certificate_expiry_findings_and_either_kind_keeps_coder_signing_in() {
+        let now = ts("2026-11-22T00:00:00Z");
+        let with = |secrets: Value, certs: Value| {
+            let mut app = app_with(secrets, json!([]), json!([]));
+            app["keyCredentials"] = certs;
+            findings(&app, APP, &Consent::NotChecked, &[], now)
+        };
+        let reasons = |f: &[Finding]| -> Vec<(&str, bool)> {
+            f.iter().map(|f| (f.reason, f.blocking)).collect()
+        };
+        // A certificate that expires in 5 days, no secret.
+        let f = with(
+            json!([]),
+            json!([certificate("coder-cert", "Verify", "2026-11-27T00:00:00Z")]),
+        );
+        assert_eq!(reasons(&f), [("ClientCertificateExpiring", false)]);
+        assert!(
+            f[0].message.contains("\"coder-cert\"")
+                && f[0].message.contains("in 5 days")
+                && f[0].message.contains("CODER_OIDC_CLIENT_KEY_FILE"),
+            "{}",
+            f[0].message
+        );
+        // Every certificate expired, no secret: Coder cannot sign in.
+        let f = with(
+            json!([]),
+            json!([certificate("coder-cert", "Verify", "2026-11-01T00:00:00Z")]),
+        );
+        assert_eq!(reasons(&f), [("ClientCertificateExpired", true)]);
+        assert!(
+            f[0].message.contains("cannot sign users in"),
+            "{}",
+            f[0].message
+        );
+        // An expired certificate next to a valid secret: a warning, not a stall.
+        let f = with(
+            json!([secret("s", "2027-11-01T00:00:00Z")]),
+            json!([certificate("coder-cert", "Verify", "2026-11-01T00:00:00Z")]),
+        );
+        assert_eq!(reasons(&f), [("ClientCertificateExpired", false)]);
+        assert!(
+            f[0].message.contains("CODER_OIDC_CLIENT_SECRET"),
+            "{}",
+            f[0].message
+        );
+        // Expired secrets next to a valid certificate: a warning, not a stall.
+        let f = with(
+            json!([secret("s", "2026-11-01T00:00:00Z")]),
+            json!([certificate("coder-cert", "Verify", "2027-11-01T00:00:00Z")]),
+        );
+        assert_eq!(reasons(&f), [("ClientSecretExpired", false)]);
+        // Both expired: both block.
+        let f = with(
+            json!([secret("s", "2026-11-01T00:00:00Z")]),
+            json!([certificate("coder-cert", "Verify", "2026-11-02T00:00:00Z")]),
+        );
+        assert_eq!(
+            reasons(&f),
+            [
+                ("ClientSecretExpired", true),
+                ("ClientCertificateExpired", true)
+            ]
+        );
+        // Signing (token encryption) keys are not sign-in credentials.
+        let f = with(
+            json!([]),
+            json!([certificate("enc", "Sign", "2026-11-01T00:00:00Z")]),
+        );
+        assert_eq!(reasons(&f), []);
     }
 
     #[test]
