@@ -2,22 +2,28 @@
 //! back to the policies that reference them (no cache of every Deployment or Secret in the
 //! cluster: only a stream of metadata), concurrency, graceful shutdown.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::Resource;
+use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
+use serde::{Deserialize, Deserializer};
 use tracing::{info, warn};
 
-use crate::crd::OidcRefreshPolicy;
+use crate::crd::{OidcRefreshPolicy, OidcRefreshPolicySpec, OidcRefreshPolicyStatus};
 use crate::error::Error;
 use crate::events::Publisher;
 use crate::metrics::Metrics;
@@ -70,6 +76,214 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// Annotation in which `kubectl apply` keeps a full copy of the last applied object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what the reconciler never reads from a policy before it enters the cache:
+/// `metadata.managedFields` (one entry per field manager, status writes included) and the
+/// `kubectl apply` copy of the object. The status is written by server-side apply without a
+/// `resourceVersion` precondition, so neither is needed to write it back.
+fn slim(policy: &mut OidcRefreshPolicy) {
+    policy.metadata.managed_fields = None;
+    if let Some(annotations) = policy.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            policy.metadata.annotations = None;
+        }
+    }
+}
+
+/// A related object (Deployment, Secret) as the watches need it: name, namespace and
+/// `resourceVersion`, from the API server's metadata-only answers. Every other field, above all
+/// `managedFields`, is skipped while decoding rather than built and dropped.
+#[derive(Clone, Debug)]
+struct Related<K> {
+    metadata: ObjectMeta,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<'de, K> Deserialize<'de> for Related<K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            name: Option<String>,
+            namespace: Option<String>,
+            resource_version: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Object {
+            metadata: Meta,
+        }
+        let Object {
+            metadata:
+                Meta {
+                    name,
+                    namespace,
+                    resource_version,
+                },
+        } = Object::deserialize(d)?;
+        Ok(Related {
+            metadata: ObjectMeta {
+                name,
+                namespace,
+                resource_version,
+                ..ObjectMeta::default()
+            },
+            kind: PhantomData,
+        })
+    }
+}
+
+impl<K: Resource> Resource for Related<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn metadata_api() -> bool {
+        true
+    }
+    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// `ObjectMeta` without `managedFields`: the field is skipped while decoding.
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct PolicyMeta {
+    annotations: Option<BTreeMap<String, String>>,
+    creation_timestamp: Option<Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    finalizers: Option<Vec<String>>,
+    generate_name: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    name: Option<String>,
+    namespace: Option<String>,
+    owner_references: Option<Vec<OwnerReference>>,
+    resource_version: Option<String>,
+    self_link: Option<String>,
+    uid: Option<String>,
+}
+
+/// A policy as read from the API server, decoded without `metadata.managedFields`, so a list page
+/// never holds the field managers' trees of hundreds of policies.
+#[derive(Clone, Debug)]
+struct WatchedPolicy(OidcRefreshPolicy);
+
+impl<'de> Deserialize<'de> for WatchedPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Object {
+            #[serde(default)]
+            metadata: PolicyMeta,
+            spec: OidcRefreshPolicySpec,
+            #[serde(default)]
+            status: Option<OidcRefreshPolicyStatus>,
+        }
+        let Object {
+            metadata: m,
+            spec,
+            status,
+        } = Object::deserialize(d)?;
+        let mut policy = OidcRefreshPolicy::new("", spec);
+        policy.metadata = ObjectMeta {
+            annotations: m.annotations,
+            creation_timestamp: m.creation_timestamp,
+            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+            deletion_timestamp: m.deletion_timestamp,
+            finalizers: m.finalizers,
+            generate_name: m.generate_name,
+            generation: m.generation,
+            labels: m.labels,
+            managed_fields: None,
+            name: m.name,
+            namespace: m.namespace,
+            owner_references: m.owner_references,
+            resource_version: m.resource_version,
+            self_link: m.self_link,
+            uid: m.uid,
+        };
+        policy.status = status;
+        Ok(WatchedPolicy(policy))
+    }
+}
+
+impl Resource for WatchedPolicy {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        OidcRefreshPolicy::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        OidcRefreshPolicy::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        OidcRefreshPolicy::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        OidcRefreshPolicy::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+/// The watch event of a decoded policy as the cache takes it.
+fn unwrap_event(event: watcher::Event<WatchedPolicy>) -> watcher::Event<OidcRefreshPolicy> {
+    match event {
+        watcher::Event::Apply(p) => watcher::Event::Apply(p.0),
+        watcher::Event::Delete(p) => watcher::Event::Delete(p.0),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(p) => watcher::Event::InitApply(p.0),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// Watch settings of the related objects. Their lists are only read, never cached, so small pages
+/// keep the decoded list that is alive at any one time small in clusters with many Deployments and
+/// Secrets.
+fn related_watch() -> watcher::Config {
+    watcher::Config::default().any_semantic().page_size(100)
+}
+
+/// The policy cache and the stream of applied policies that triggers reconciles. Every policy is
+/// slimmed before the cache sees it, so the cache and the reconciler hold only slim copies.
+fn cached_policies(
+    events: impl Stream<Item = Result<watcher::Event<OidcRefreshPolicy>, watcher::Error>>
+    + Send
+    + 'static,
+) -> (
+    Store<OidcRefreshPolicy>,
+    impl Stream<Item = Result<OidcRefreshPolicy, watcher::Error>> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    (
+        store,
+        reflector(writer, events.modify(slim)).applied_objects(),
+    )
 }
 
 /// Policies in `store` that reference `name` in `namespace` through `pick`.
@@ -135,9 +349,9 @@ async fn run_one(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let policies: Api<OidcRefreshPolicy> = api(&client, &namespace);
-    let deployments: Api<PartialObjectMeta<Deployment>> = api(&client, &namespace);
-    let secrets: Api<PartialObjectMeta<Secret>> = api(&client, &namespace);
+    let policies: Api<WatchedPolicy> = api(&client, &namespace);
+    let deployments: Api<Related<Deployment>> = api(&client, &namespace);
+    let secrets: Api<Related<Secret>> = api(&client, &namespace);
 
     let events = Publisher::new(client.clone(), settings.instance.clone());
     let deps = ProviderDeps::new(metrics.clone(), settings.provider_timeout)
@@ -147,12 +361,14 @@ async fn run_one(
     context.backoff_max = settings.backoff_max;
     let ctx = Arc::new(context);
 
-    let controller = Controller::new(policies, watcher::Config::default().any_semantic())
-        .with_config(
-            controller::Config::default()
-                .concurrency(settings.concurrency)
-                .debounce(Duration::from_millis(500)),
-        );
+    let (store, policy_events) = cached_policies(
+        watcher(policies, watcher::Config::default().any_semantic()).map_ok(unwrap_event),
+    );
+    let controller = Controller::for_stream(policy_events, store).with_config(
+        controller::Config::default()
+            .concurrency(settings.concurrency)
+            .debounce(Duration::from_millis(500)),
+    );
     let store = controller.store();
     let (s1, s2) = (store.clone(), store);
     info!(
@@ -160,24 +376,16 @@ async fn run_one(
         "starting controller"
     );
     controller
-        .watches(
-            deployments,
-            watcher::Config::default().any_semantic(),
-            move |d| {
-                referencing(&s1, d.namespace(), d.name_any(), |p| {
-                    Some(p.spec.coder.deployment.as_str())
-                })
-            },
-        )
-        .watches(
-            secrets,
-            watcher::Config::default().any_semantic(),
-            move |s| {
-                referencing(&s2, s.namespace(), s.name_any(), |p| {
-                    p.spec.provider.credentials_secret()
-                })
-            },
-        )
+        .watches(deployments, related_watch(), move |d| {
+            referencing(&s1, d.namespace(), d.name_any(), |p| {
+                Some(p.spec.coder.deployment.as_str())
+            })
+        })
+        .watches(secrets, related_watch(), move |s| {
+            referencing(&s2, s.namespace(), s.name_any(), |p| {
+                p.spec.provider.credentials_secret()
+            })
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -222,6 +430,118 @@ mod tests {
             "spec": {"provider": provider, "coder": {"deployment": deployment}}
         }))
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn cached_policies_drop_managed_fields_and_the_last_applied_copy() {
+        let fat = |name: &str| {
+            let mut p = policy("a", name, "coder", Some("kc"));
+            p.metadata.managed_fields = Some(vec![
+                serde_json::from_value(serde_json::json!({
+                    "manager": "kubectl", "operation": "Apply", "apiVersion": "oidcrefresh.dev/v1alpha1",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:interval": {}}}
+                }))
+                .unwrap(),
+            ]);
+            let copy = serde_json::to_string(&p).unwrap();
+            p.metadata.annotations = Some(
+                [
+                    (LAST_APPLIED.to_string(), copy),
+                    ("team".to_string(), "blue".to_string()),
+                ]
+                .into(),
+            );
+            p
+        };
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(fat("p1"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(fat("p2"))),
+        ]);
+        let (store, triggers) = cached_policies(events);
+        let triggered: Vec<OidcRefreshPolicy> = triggers.map(|r| r.unwrap()).collect().await;
+        let cached: Vec<OidcRefreshPolicy> = store.state().iter().map(|p| (**p).clone()).collect();
+        assert_eq!(cached.len(), 2);
+        assert_eq!(triggered.len(), 2);
+        for p in cached.iter().chain(&triggered) {
+            assert_eq!(p.metadata.managed_fields, None);
+            let annotations = p.metadata.annotations.as_ref().unwrap();
+            assert!(!annotations.contains_key(LAST_APPLIED));
+            assert_eq!(annotations.get("team").map(String::as_str), Some("blue"));
+            assert_eq!(p.spec.coder.deployment, "coder");
+        }
+    }
+
+    #[test]
+    fn watched_policies_decode_everything_but_managed_fields() {
+        let full = serde_json::json!({
+            "apiVersion": "oidcrefresh.dev/v1alpha1", "kind": "OidcRefreshPolicy",
+            "metadata": {
+                "name": "p", "namespace": "a", "uid": "u-1", "resourceVersion": "42", "generation": 3,
+                "creationTimestamp": "2026-01-02T03:04:05Z",
+                "labels": {"app": "coder"}, "annotations": {"team": "blue"},
+                "finalizers": ["example.com/f"],
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "u-2"}],
+                "managedFields": [{
+                    "manager": "kubectl", "operation": "Apply", "apiVersion": "oidcrefresh.dev/v1alpha1",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:interval": {}}}
+                }]
+            },
+            "spec": {"provider": {"google": {}}, "coder": {"deployment": "coder"}},
+            "status": {"observedGeneration": 2, "provider": "google"}
+        });
+        let decoded: WatchedPolicy = serde_json::from_value(full.clone()).unwrap();
+        let mut expected: OidcRefreshPolicy = serde_json::from_value(full).unwrap();
+        assert!(expected.metadata.managed_fields.is_some());
+        expected.metadata.managed_fields = None;
+        assert_eq!(decoded.0.metadata, expected.metadata);
+        assert_eq!(decoded.0.spec, expected.spec);
+        assert_eq!(decoded.0.status, expected.status);
+        assert_eq!(
+            decoded
+                .0
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn related_objects_decode_only_name_namespace_and_version() {
+        let related: Related<Deployment> = serde_json::from_value(serde_json::json!({
+            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {
+                "name": "coder", "namespace": "a", "resourceVersion": "7", "uid": "u",
+                "labels": {"app": "coder"},
+                "managedFields": [{"manager": "helm", "operation": "Update", "fieldsType": "FieldsV1",
+                                   "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
+            }
+        }))
+        .unwrap();
+        assert_eq!(
+            related.metadata,
+            ObjectMeta {
+                name: Some("coder".into()),
+                namespace: Some("a".into()),
+                resource_version: Some("7".into()),
+                ..ObjectMeta::default()
+            }
+        );
+        assert!(Related::<Deployment>::metadata_api());
+        assert_eq!(
+            Related::<Secret>::url_path(&(), Some("a")),
+            Secret::url_path(&(), Some("a"))
+        );
+    }
+
+    #[test]
+    fn slim_removes_an_emptied_annotation_map() {
+        let mut p = policy("a", "p", "coder", None);
+        p.metadata.annotations = Some([(LAST_APPLIED.to_string(), "{}".to_string())].into());
+        slim(&mut p);
+        assert_eq!(p.metadata.annotations, None);
     }
 
     #[test]
