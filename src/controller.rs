@@ -61,8 +61,8 @@ impl Default for Settings {
             instance: None,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
-            provider_qps: 200.0,
-            provider_burst: 400,
+            provider_qps: 300.0,
+            provider_burst: 600,
         }
     }
 }
