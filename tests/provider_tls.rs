@@ -460,33 +460,31 @@ async fn keycloak_over_tls_with_the_private_ca_in_ca_crt() {
     assert_eq!(proxy.refused.load(Ordering::SeqCst), 0);
 }
 
-#[tokio::test]
-async fn keycloak_over_tls_without_ca_crt_is_refused() {
+/// Keycloak behind the proxy with `ca`: the observe fails as an untrusted certificate, before
+/// any request reaches the server. Returns the error.
+async fn keycloak_refused_with(ca: Ca) -> ProviderError {
     let sim = keycloak_sim().await;
     let proxy = TlsProxy::start(&sim.base_url()).await;
     let deps = deps();
-    let kc = keycloak(&proxy.url, keycloak_creds("1", Ca::None), &deps);
+    let kc = keycloak(&proxy.url, keycloak_creds("1", ca), &deps);
 
     let e = kc.observe(&keycloak_wanted()).await.unwrap_err();
     assert_untrusted_certificate(&e, &[OPERATOR_SECRET, CODER_SECRET]);
-    assert!(e.is_transient(), "a TLS failure is retried: {e:?}");
     assert_eq!(sim.counters().total(), 0, "nothing reached the server");
     assert_eq!(proxy.accepted(), 0);
     assert!(proxy.refused().await >= 1, "the handshake was refused");
+    e
+}
+
+#[tokio::test]
+async fn keycloak_over_tls_without_ca_crt_is_refused() {
+    let e = keycloak_refused_with(Ca::None).await;
+    assert!(e.is_transient(), "a TLS failure is retried: {e:?}");
 }
 
 #[tokio::test]
 async fn keycloak_over_tls_with_another_ca_in_ca_crt_is_refused() {
-    let sim = keycloak_sim().await;
-    let proxy = TlsProxy::start(&sim.base_url()).await;
-    let deps = deps();
-    let kc = keycloak(&proxy.url, keycloak_creds("1", Ca::Other), &deps);
-
-    let e = kc.observe(&keycloak_wanted()).await.unwrap_err();
-    assert_untrusted_certificate(&e, &[OPERATOR_SECRET, CODER_SECRET]);
-    assert_eq!(sim.counters().total(), 0, "nothing reached the server");
-    assert_eq!(proxy.accepted(), 0);
-    assert!(proxy.refused().await >= 1, "the handshake was refused");
+    keycloak_refused_with(Ca::Other).await;
 }
 
 #[tokio::test]
