@@ -170,6 +170,21 @@ async fn controller_sees_changes_resumes_after_410_and_shuts_down() {
     .unwrap();
     expect_reconcile(&mut rx, "b").await;
     // One failed re-watch (410), then a re-list and a new watch per watched resource.
+    // The three watchers recover independently (each with its own backoff), so the
+    // ConfigMap watcher may deliver "b" before the other two have re-listed: wait
+    // for them, then check that each re-listed exactly once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = sim.counters().diff(&before_410);
+        if d.get("list", "secrets") >= 1 && d.get("list", "deployments") >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "watchers did not re-list after 410"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let d = sim.counters().diff(&before_410);
     assert_eq!(d.get("list", "secrets"), 1);
     assert_eq!(d.get("list", "deployments"), 1);
