@@ -577,7 +577,10 @@ async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     }
     let ready = is_ready(&policy);
     if args.serve {
-        std::fs::write(&args.kubeconfig, sim.kubeconfig_yaml(Some(NAMESPACE)))?;
+        // Written beside and renamed into place: a reader never sees half a kubeconfig.
+        let partial = args.kubeconfig.with_extension("partial");
+        std::fs::write(&partial, sim.kubeconfig_yaml(Some(NAMESPACE)))?;
+        std::fs::rename(&partial, &args.kubeconfig)?;
         println!(
             "\nServing. Try: kubectl --kubeconfig {} get orp,deploy   (Ctrl-C to stop)",
             args.kubeconfig.display()

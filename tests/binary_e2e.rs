@@ -249,7 +249,11 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status_of(port_a, "/readyz").await, 200);
-    assert!(reconciles(&metrics_of(port_a).await.unwrap()) >= 1);
+    let start = Instant::now();
+    while reconciles(&metrics_of(port_a).await.unwrap()) == 0 {
+        assert!(start.elapsed() < WAIT, "replica-a finished no pass");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         reconciles(&metrics_of(port_b).await.unwrap()),
         0,
@@ -286,7 +290,12 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
         "hand-over took {:?}",
         killed.elapsed()
     );
-    assert!(reconciles(&metrics_of(port_b).await.unwrap()) >= 1);
+    // The Deployment is written mid-pass; the pass is counted when it ends.
+    let start = Instant::now();
+    while reconciles(&metrics_of(port_b).await.unwrap()) == 0 {
+        assert!(start.elapsed() < WAIT, "replica-b finished no pass");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &b.id().to_string()])
         .status();

@@ -176,7 +176,6 @@ def sandbox(operator_bin: Path, tmp_path_factory) -> Sandbox:
             if time.monotonic() > deadline:
                 pytest.fail(f"the sandbox wrote no kubeconfig within 120 s:\n{log.read_text()[-4000:]}")
             time.sleep(0.2)
-        time.sleep(0.2)  # the file is written in one go, but let the writer finish
         yield Sandbox(proc, kubeconfig, log)
     finally:
         stop_process_group(proc)

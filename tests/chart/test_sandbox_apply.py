@@ -189,8 +189,16 @@ def test_operator_accepts_the_charts_configuration(sandbox: Sandbox, operator_bi
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             assert b"oidc_refresh" in resp.read()
         if "LEADER_ELECT" in env_of(objs):
-            lease = sandbox.get("lease", "oidc-refresh-operator", "-n", namespace)
-            assert lease["spec"]["holderIdentity"] == pod_name
+            # Ready means healthy, leader or standby: wait for the Lease to name this process.
+            deadline = time.monotonic() + 60
+            while True:
+                leases = sandbox.get("leases", "-n", namespace)["items"]
+                holders = [l["spec"].get("holderIdentity") for l in leases if l["metadata"]["name"] == "oidc-refresh-operator"]
+                if holders == [pod_name]:
+                    break
+                assert proc.poll() is None, f"the operator exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
+                assert time.monotonic() < deadline, f"Lease not taken within 60 s: {holders}\n{log.read_text()[-4000:]}"
+                time.sleep(0.3)
     finally:
         stop_process_group(proc)
     assert proc.returncode == 0, log.read_text()[-4000:]
