@@ -449,6 +449,111 @@ fn label_selector() -> Value {
     ))
 }
 
+fn network_policy_spec() -> Value {
+    let port = obj(
+        "NetworkPolicyPort describes a port to allow traffic on",
+        vec![
+            (
+                "protocol",
+                s(
+                    "protocol represents the protocol (TCP, UDP, or SCTP) which traffic must match. If not specified, this field defaults to TCP.",
+                ),
+            ),
+            (
+                "port",
+                ios(
+                    "port represents the port on the given protocol. This can either be a numerical or named port on a pod.",
+                ),
+            ),
+            (
+                "endPort",
+                i(
+                    "endPort indicates that the range of ports from port to endPort if set, inclusive, should be allowed by the policy.",
+                ),
+            ),
+        ],
+    );
+    let ip_block = with_required(
+        obj(
+            "ipBlock defines policy on a particular IPBlock.",
+            vec![
+                (
+                    "cidr",
+                    s(
+                        "cidr is a string representing the IPBlock Valid examples are \"192.168.1.0/24\" or \"2001:db8::/64\"",
+                    ),
+                ),
+                (
+                    "except",
+                    atomic_list(
+                        "except is a slice of CIDRs that should not be included within an IPBlock",
+                        json!({"type": "string"}),
+                    ),
+                ),
+            ],
+        ),
+        &["cidr"],
+    );
+    let peer = obj(
+        "NetworkPolicyPeer describes a peer to allow traffic to/from. Only certain combinations of fields are allowed",
+        vec![
+            ("podSelector", label_selector()),
+            ("namespaceSelector", label_selector()),
+            ("ipBlock", ip_block),
+        ],
+    );
+    let rule = |d: &str, peers: &str, peers_d: &str| {
+        obj(
+            d,
+            vec![
+                (
+                    "ports",
+                    atomic_list(
+                        "ports is a list of ports which should be made accessible on the pods selected for this rule.",
+                        port.clone(),
+                    ),
+                ),
+                (peers, atomic_list(peers_d, peer.clone())),
+            ],
+        )
+    };
+    obj(
+        "spec represents the specification of the desired behavior for this NetworkPolicy.",
+        vec![
+            ("podSelector", label_selector()),
+            (
+                "ingress",
+                atomic_list(
+                    "ingress is a list of ingress rules to be applied to the selected pods.",
+                    rule(
+                        "NetworkPolicyIngressRule describes a particular set of traffic that is allowed to the pods matched by a NetworkPolicySpec's podSelector.",
+                        "from",
+                        "from is a list of sources which should be able to access the pods selected for this rule.",
+                    ),
+                ),
+            ),
+            (
+                "egress",
+                atomic_list(
+                    "egress is a list of egress rules to be applied to the selected pods.",
+                    rule(
+                        "NetworkPolicyEgressRule describes a particular set of traffic that is allowed out of pods matched by a NetworkPolicySpec's podSelector.",
+                        "to",
+                        "to is a list of destinations for outgoing traffic of pods selected for this rule.",
+                    ),
+                ),
+            ),
+            (
+                "policyTypes",
+                atomic_list(
+                    "policyTypes is a list of rule types that the NetworkPolicy relates to. Valid options are [\"Ingress\"], [\"Egress\"], or [\"Ingress\", \"Egress\"].",
+                    json!({"type": "string"}),
+                ),
+            ),
+        ],
+    )
+}
+
 fn conditions(d: &str) -> Value {
     list_map(
         d,
@@ -724,6 +829,10 @@ pub fn schema_for(group: &str, kind: &str) -> Value {
                     free("Most recently observed status of the service."),
                 ),
             ],
+        ),
+        ("networking.k8s.io", "NetworkPolicy") => top(
+            "NetworkPolicy describes what network traffic is allowed for a set of Pods",
+            vec![("spec", network_policy_spec())],
         ),
         ("", "Pod") => top(
             "Pod is a collection of containers that can run on a host.",

@@ -21,7 +21,8 @@
 //! * core/v1 `namespaces`, `secrets`, `configmaps`, `events`, `serviceaccounts`,
 //!   `services`, `pods`; `events.k8s.io/v1` `events` (the same objects as core
 //!   Events, converted on the fly); `apps/v1` `deployments` (+`/status`);
-//!   `coordination.k8s.io/v1` `leases`; `apiextensions.k8s.io/v1`
+//!   `coordination.k8s.io/v1` `leases`; `networking.k8s.io/v1` `networkpolicies`;
+//!   `apiextensions.k8s.io/v1`
 //!   `customresourcedefinitions` (+`/status`); `rbac.authorization.k8s.io/v1`
 //!   roles/bindings (enforced with [`SimConfig::rbac`]); and every custom
 //!   resource a CRD registers, as soon as the CRD is created (removed with it).
@@ -86,7 +87,8 @@
 //! * Built-in kinds are not schema-validated: only object names, metadata
 //!   shapes, Secret immutability and a subset of the Deployment rules (selector
 //!   required, non-empty and immutable, template labels matching it, container
-//!   names and images, non-negative replicas) are checked. Their hand-written
+//!   names and images, non-negative replicas) and the NetworkPolicy rules
+//!   (ports, peers, CIDRs, policy types; with the server's defaults) are checked. Their hand-written
 //!   schemas are partial, so unknown fields in built-in objects are stored as
 //!   given even with `fieldValidation=Strict`.
 //! * Value validations `allOf`/`anyOf`/`oneOf`/`not` are checked with
@@ -160,6 +162,7 @@ mod deployment;
 mod discovery;
 mod errors;
 mod events;
+mod network_policy;
 mod openapi;
 mod patch;
 mod proto;

@@ -162,6 +162,16 @@ pub fn builtins() -> Vec<ResourceInfo> {
             true,
         ),
         builtin(
+            "networking.k8s.io",
+            "v1",
+            "networkpolicies",
+            "NetworkPolicy",
+            true,
+            &["netpol"],
+            false,
+            true,
+        ),
+        builtin(
             "coordination.k8s.io",
             "v1",
             "leases",

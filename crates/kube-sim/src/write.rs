@@ -1125,19 +1125,27 @@ fn normalize_kind(
         }
         ("apps", "deployments") => {
             crate::deployment::defaults(new);
-            let errs = crate::deployment::validate(new, old);
-            if !errs.is_empty() {
-                let name = new
-                    .pointer("/metadata/name")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string();
-                return Err(SimError::invalid("apps", "Deployment", &name, &errs));
-            }
+            refuse_invalid(ri, new, crate::deployment::validate(new, old))?;
+        }
+        ("networking.k8s.io", "networkpolicies") => {
+            crate::network_policy::defaults(new);
+            refuse_invalid(ri, new, crate::network_policy::validate(new))?;
         }
         _ => {}
     }
     Ok(())
+}
+
+/// The 422 Invalid the server answers when a built-in kind's validation found problems.
+fn refuse_invalid(ri: &ResourceInfo, new: &Value, errs: Vec<FieldError>) -> Result<(), SimError> {
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    Err(SimError::invalid(&ri.group, &ri.kind, name, &errs))
 }
 
 /// Register/unregister the resources of a CRD.

@@ -371,3 +371,68 @@ async fn deployment_validation_and_dry_run() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn network_policies_are_defaulted_and_validated() {
+    const NP: &str = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";
+    let sim = start().await;
+    let (s, v) = post(
+        &sim,
+        NP,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "op"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "op"}},
+                "ingress": [{"ports": [{"port": 8080}]}],
+                "egress": [{"ports": [{"port": 443}], "to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}]
+            }
+        }),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["metadata"]["generation"], 1);
+    assert_eq!(v["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(v["spec"]["ingress"][0]["ports"][0]["protocol"], "TCP");
+
+    let (s, e) = post(
+        &sim,
+        NP,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "bad"},
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "namespaceSelector": {}}, {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["192.168.0.0/16"]}}]}]
+            }
+        }),
+    )
+    .await;
+    assert_eq!(s, 422, "{e}");
+    assert_eq!(
+        e["message"],
+        "NetworkPolicy.networking.k8s.io \"bad\" is invalid: [spec.egress[0].to[0]: Forbidden: may not specify both ipBlock and another peer, spec.egress[0].to[1].ipBlock.except[0]: Invalid value: \"192.168.0.0/16\": must be a strict subset of `cidr`]"
+    );
+    assert_eq!(e["details"]["kind"], "NetworkPolicy");
+    assert_eq!(e["details"]["group"], "networking.k8s.io");
+
+    // An update that breaks the policy is refused too, and the stored one is unchanged.
+    let (s, e) = patch(
+        &sim,
+        &format!("{NP}/op"),
+        "application/merge-patch+json",
+        json!({"spec": {"policyTypes": ["Ingress", "Sideways"]}}),
+    )
+    .await;
+    assert_eq!(s, 422, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains(
+            "spec.policyTypes[1]: Unsupported value: \"Sideways\": supported values: \"Ingress\", \"Egress\""
+        ),
+        "{e}"
+    );
+    let (_, stored) = get(&sim, &format!("{NP}/op")).await;
+    assert_eq!(stored["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(stored["metadata"]["generation"], 1);
+}
