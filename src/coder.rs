@@ -204,6 +204,105 @@ pub fn inspect(deployment: &Deployment, container: &str) -> ContainerState {
     }
 }
 
+/// The kind of object an `envFrom` entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `configMapRef`.
+    ConfigMap,
+    /// `secretRef`.
+    Secret,
+}
+
+/// One `envFrom` entry of the container, in the container's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSource {
+    /// ConfigMap or Secret.
+    pub kind: SourceKind,
+    /// Its name (in the Deployment's namespace).
+    pub name: String,
+    /// `prefix`, put before every key.
+    pub prefix: String,
+}
+
+impl std::fmt::Display for EnvSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            SourceKind::ConfigMap => "ConfigMap",
+            SourceKind::Secret => "Secret",
+        };
+        write!(f, "{kind} {:?}", self.name)?;
+        if !self.prefix.is_empty() {
+            write!(f, " (prefix {:?})", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+/// What reading an `envFrom` source found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceFound {
+    /// Its keys (never its values).
+    Keys(BTreeSet<String>),
+    /// It does not exist.
+    Missing,
+    /// The operator may not read it (the API server's message).
+    Forbidden(String),
+}
+
+/// An `envFrom` source and what reading it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRead {
+    /// The source.
+    pub source: EnvSource,
+    /// What was found.
+    pub found: SourceFound,
+}
+
+impl SourceRead {
+    /// The source sets the variable `env` (its prefix plus one of its keys).
+    pub fn supplies(&self, env: &str) -> bool {
+        match &self.found {
+            SourceFound::Keys(keys) => env
+                .strip_prefix(self.source.prefix.as_str())
+                .is_some_and(|key| keys.contains(key)),
+            SourceFound::Missing | SourceFound::Forbidden(_) => false,
+        }
+    }
+}
+
+/// The container's `envFrom` sources that could set one of our variables: only needed (and only
+/// returned) when at least one of them is absent from its `env`, since an `env` entry overrides
+/// anything `envFrom` sets.
+pub fn env_sources(deployment: &Deployment, container: &str) -> Vec<EnvSource> {
+    let ContainerState::Found { scopes, params } = inspect(deployment, container) else {
+        return Vec::new();
+    };
+    if scopes.present && params.present {
+        return Vec::new();
+    }
+    let c = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.iter().find(|c| c.name == container));
+    c.and_then(|c| c.env_from.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let (kind, name) = match (&e.config_map_ref, &e.secret_ref) {
+                (Some(r), _) => (SourceKind::ConfigMap, r.name.clone()),
+                (None, Some(r)) => (SourceKind::Secret, r.name.clone()),
+                (None, None) => return None,
+            };
+            Some(EnvSource {
+                kind,
+                name,
+                prefix: e.prefix.clone().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 /// Managers other than ours whose managed fields include the env entry's value.
 fn owners(deployment: &Deployment, container: &str, env_name: &str) -> Vec<Owner> {
     let container_key = format!("k:{}", json!({ "name": container }));
@@ -434,6 +533,56 @@ mod tests {
         json!({"manager": manager, "operation": operation, "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
             "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"coder\"}": {
                 "f:env": {format!("k:{{\"name\":\"{env}\"}}"): {".": {}, "f:name": {}, "f:value": {}}}}}}}}}})
+    }
+
+    #[test]
+    fn env_from_sources_are_listed_only_while_a_variable_is_absent() {
+        let with = |env: Value| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": {"name": "coder"},
+                "spec": {"selector": {}, "template": {"spec": {"containers": [
+                    {"name": "sidecar", "envFrom": [{"configMapRef": {"name": "not-ours"}}]},
+                    {"name": "coder", "env": env, "envFrom": [
+                        {"secretRef": {"name": "coder-db"}},
+                        {"configMapRef": {"name": "coder-env", "optional": true}, "prefix": "CODER_"}
+                    ]}
+                ]}}}
+            }))
+            .unwrap()
+        };
+        let d = with(json!([{"name": SCOPES_ENV, "value": "openid"}]));
+        let sources = env_sources(&d, "coder");
+        assert_eq!(
+            sources,
+            vec![
+                EnvSource {
+                    kind: SourceKind::Secret,
+                    name: "coder-db".into(),
+                    prefix: String::new()
+                },
+                EnvSource {
+                    kind: SourceKind::ConfigMap,
+                    name: "coder-env".into(),
+                    prefix: "CODER_".into()
+                },
+            ]
+        );
+        assert_eq!(
+            sources[1].to_string(),
+            r#"ConfigMap "coder-env" (prefix "CODER_")"#
+        );
+        let read = SourceRead {
+            source: sources[1].clone(),
+            found: SourceFound::Keys(["OIDC_AUTH_URL_PARAMS".to_string()].into()),
+        };
+        assert!(read.supplies(PARAMS_ENV));
+        assert!(!read.supplies(SCOPES_ENV));
+        // Both set in env: envFrom cannot matter, nothing to read.
+        let d = with(
+            json!([{"name": SCOPES_ENV, "value": "openid"}, {"name": PARAMS_ENV, "value": "{}"}]),
+        );
+        assert!(env_sources(&d, "coder").is_empty());
+        assert!(env_sources(&d, "missing").is_empty());
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub enum Reason {
     DeploymentNotFound,
     /// The container does not exist.
     ContainerNotFound,
-    /// An env entry uses `valueFrom`.
+    /// An env entry uses `valueFrom`, or the variable comes from an `envFrom` source.
     EnvFromReference,
     /// An env entry appears twice.
     DuplicateEnvEntry,

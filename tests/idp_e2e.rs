@@ -243,14 +243,7 @@ async fn an_expiring_client_secret_is_a_warning_reported_once() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].reason, "ClientSecretExpiring");
     // Reconciles keep finding it, but it is announced once.
-    let api: Api<OidcRefreshPolicy> = Api::namespaced(sb.client.clone(), NAMESPACE);
-    api.patch(
-        "coder",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
-    )
-    .await
-    .unwrap();
+    poke_policy(&sb.client, "coder", "1").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let events = sandbox::policy_events(&sb.client, "coder").await.unwrap();
     let found: Vec<_> = events

@@ -236,9 +236,20 @@ async fn install(
     sandbox::create_secret(&admin, &secret, &data)
         .await
         .unwrap();
-    sandbox::create_coder(&admin, sandbox::coder_deployment("coder", json!([])))
-        .await
-        .unwrap();
+    // Coder also loads a ConfigMap with envFrom: before writing the two env entries, the operator
+    // checks its keys (the chart's `get` on configmaps).
+    put_object(
+        &admin,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "coder-extra", "namespace": NAMESPACE},
+            "data": {"CODER_TELEMETRY_ENABLE": "false"}}),
+        false,
+    )
+    .await;
+    let mut coder = sandbox::coder_deployment("coder", json!([]));
+    coder["spec"]["template"]["spec"]["containers"][0]["envFrom"] =
+        json!([{"configMapRef": {"name": "coder-extra"}}]);
+    sandbox::create_coder(&admin, coder).await.unwrap();
     let mut policy = sandbox::example_policy("coder", idp.provider.clone());
     policy["spec"]["refreshTokens"] = sandbox::example_refresh_tokens(SandboxProvider::Keycloak);
     policy["spec"]["interval"] = json!(interval);
@@ -302,6 +313,8 @@ async fn operator_converges_with_exactly_the_charts_rbac() {
     assert_eq!(refused(&sim), vec![], "operator log:\n{}", op.logs());
     // And it really ran as the ServiceAccount: the cluster-wide Deployment watch was served.
     assert!(sim.counters().get("watch", "deployments") > 0);
+    // The envFrom ConfigMap was read (and allowed).
+    assert!(sim.counters().get("get", "configmaps") > 0);
     drop(op);
     idp.sim.shutdown().await;
     sim.shutdown().await;

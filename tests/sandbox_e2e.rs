@@ -107,17 +107,31 @@ async fn google_converges_and_a_second_reconcile_writes_nothing() {
     sb.stop().await;
 }
 
+/// Creates the example Google policy and waits for `CoderConfigured=False` with `reason`.
+async fn google_policy_stalls_on_coder(sb: &Sandbox, reason: &str) -> OidcRefreshPolicy {
+    sandbox::create_policy(
+        &sb.client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    wait_reason(&sb.client, "coder", "CoderConfigured", "False", reason).await
+}
+
+fn reconciles(sb: &Sandbox) -> u64 {
+    sb.metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with("oidc_refresh_reconciles_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 async fn wait_for_reconciles(sb: &Sandbox, n: u64) {
     let start = std::time::Instant::now();
     loop {
-        let text = sb.metrics.encode();
-        let count = text
-            .lines()
-            .find(|l| l.starts_with("oidc_refresh_reconciles_total "))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        if count >= n {
+        if reconciles(sb) >= n {
             return;
         }
         assert!(start.elapsed() < WAIT, "controller did not reconcile");
@@ -168,20 +182,7 @@ async fn a_declarative_owner_is_a_conflict_that_changes_nothing_and_recovers() {
     apply_as(&sb.client, "argocd-controller", false, argo)
         .await
         .unwrap();
-    sandbox::create_policy(
-        &sb.client,
-        sandbox::example_policy("coder", json!({"google": {}})),
-    )
-    .await
-    .unwrap();
-    let p = wait_reason(
-        &sb.client,
-        "coder",
-        "CoderConfigured",
-        "False",
-        "FieldConflict",
-    )
-    .await;
+    let p = google_policy_stalls_on_coder(&sb, "FieldConflict").await;
     let (_, _, msg) = cond(&p, "CoderConfigured");
     assert!(
         msg.contains("\"argocd-controller\"") && msg.contains("managedFieldsManagers"),
@@ -218,20 +219,7 @@ async fn value_from_entries_are_never_rewritten_and_recover() {
     sandbox::create_coder(&sb.client, sandbox::coder_deployment("coder", env))
         .await
         .unwrap();
-    sandbox::create_policy(
-        &sb.client,
-        sandbox::example_policy("coder", json!({"google": {}})),
-    )
-    .await
-    .unwrap();
-    let p = wait_reason(
-        &sb.client,
-        "coder",
-        "CoderConfigured",
-        "False",
-        "EnvFromReference",
-    )
-    .await;
+    let p = google_policy_stalls_on_coder(&sb, "EnvFromReference").await;
     assert!(
         cond(&p, "CoderConfigured")
             .2
@@ -485,6 +473,71 @@ async fn unsupported_settings_stall_with_an_explanation() {
     assert_eq!(
         sandbox::coder_env(&sb.client, "coder").await.unwrap(),
         (None, None)
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn scopes_loaded_with_env_from_are_never_overridden() {
+    let sb = cluster().await;
+    // The user keeps Coder's OIDC settings in a ConfigMap loaded with envFrom (`coder.envFrom`
+    // in Coder's chart).
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(sb.client.clone(), NAMESPACE);
+    cms.create(
+        &Default::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "coder-oidc"},
+            "data": {"CODER_OIDC_SCOPES": "openid,profile,email,teams", "CODER_OIDC_EMAIL_DOMAIN": "example.com"}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut d = sandbox::coder_deployment("coder", json!([]));
+    d["spec"]["template"]["spec"]["containers"][0]["envFrom"] =
+        json!([{"configMapRef": {"name": "coder-oidc"}}]);
+    sandbox::create_coder(&sb.client, d).await.unwrap();
+    let before = sb.kube.counters();
+    let p = google_policy_stalls_on_coder(&sb, "EnvFromReference").await;
+    let (_, _, msg) = cond(&p, "CoderConfigured");
+    assert!(
+        msg.contains(r#"CODER_OIDC_SCOPES in container "coder" comes from ConfigMap "coder-oidc" through envFrom"#),
+        "{msg}"
+    );
+    assert_eq!(cond(&p, "Stalled").0, "True");
+    // Nothing was written to the Deployment: the ConfigMap's scopes still apply.
+    let diff = sb.kube.counters().diff(&before);
+    assert_eq!(diff.writes_to("deployments"), 0, "{:?}", diff.entries());
+    assert!(diff.get("get", "configmaps") >= 1, "{:?}", diff.entries());
+    assert_eq!(
+        sandbox::coder_env(&sb.client, "coder").await.unwrap(),
+        (None, None)
+    );
+
+    // The user moves the variable into env, as the message says: the operator merges it,
+    // keeping the user's scopes, and stops reading the ConfigMap.
+    merge_patch_as(
+        &sb.client,
+        "kubectl-edit",
+        "coder",
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "coder", "env": [
+            {"name": "CODER_OIDC_SCOPES", "value": "openid,profile,email,teams"}
+        ]}]}}}}),
+    )
+    .await;
+    wait_ready(&sb.client, "coder").await;
+    let (scopes, params) = sandbox::coder_env(&sb.client, "coder").await.unwrap();
+    assert_eq!(scopes.as_deref(), Some("openid,profile,email,teams,groups"));
+    assert_eq!(params.as_deref(), Some(GOOGLE_PARAMS));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (reads, passes) = (sb.kube.counters().get("get", "configmaps"), reconciles(&sb));
+    poke_policy(&sb.client, "coder", "1").await;
+    wait_for_reconciles(&sb, passes + 1).await;
+    assert_eq!(
+        sb.kube.counters().get("get", "configmaps"),
+        reads,
+        "both variables are in env now: the ConfigMap cannot matter"
     );
     sb.stop().await;
 }

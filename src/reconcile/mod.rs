@@ -376,7 +376,8 @@ async fn run_pass(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result
     };
     let deployment = match (&observed.deployment, &observed.deployment_forbidden) {
         (_, Some(m)) => plan::DeploymentView::Forbidden(m),
-        (d, None) => d.as_ref().into(),
+        (Some(d), None) => plan::DeploymentView::Found(d, &observed.env_from),
+        (None, None) => plan::DeploymentView::Missing,
     };
     let plan = plan::plan(&policy.spec, ns, view, deployment);
     debug!(?plan, "planned");

@@ -1,14 +1,15 @@
-//! Observe: every read a reconcile needs, and nothing else. Secrets and the Deployment are read
-//! only from the policy's own namespace.
+//! Observe: every read a reconcile needs, and nothing else. Secrets, ConfigMaps and the
+//! Deployment are read only from the policy's own namespace.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 
 use super::{Context, MemoKey};
+use crate::coder::{self, EnvSource, SourceFound, SourceKind, SourceRead};
 use crate::crd::OidcRefreshPolicy;
 use crate::error::{Error, Result};
 use crate::providers::{
@@ -23,6 +24,9 @@ pub struct Observed {
     pub deployment: Option<Deployment>,
     /// The API server refused to let the operator read the Deployment (its message).
     pub deployment_forbidden: Option<String>,
+    /// The Coder container's `envFrom` sources, read only while one of the two variables is
+    /// absent from its `env` (they could be setting it).
+    pub env_from: Vec<SourceRead>,
 }
 
 /// The identity-provider side of [`Observed`].
@@ -69,11 +73,50 @@ pub async fn observe(
                 ));
             }
         };
+    let mut env_from = Vec::new();
+    if let Some(d) = &deployment {
+        for source in coder::env_sources(d, &policy.spec.coder.container) {
+            env_from.push(read_source(source, ns, ctx).await?);
+        }
+    }
     Ok(Observed {
         idp,
         deployment,
         deployment_forbidden,
+        env_from,
     })
+}
+
+/// The key names of an `envFrom` source (its values are dropped at once).
+async fn read_source(source: EnvSource, ns: &str, ctx: &Context) -> Result<SourceRead> {
+    let read = match source.kind {
+        SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&source.name)
+            .await
+            .map(|c| {
+                c.map(|c| {
+                    let data = c.data.unwrap_or_default().into_keys();
+                    data.chain(c.binary_data.unwrap_or_default().into_keys())
+                        .collect()
+                })
+            }),
+        SourceKind::Secret => Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&source.name)
+            .await
+            .map(|s| s.map(|s| s.data.unwrap_or_default().into_keys().collect())),
+    };
+    let found = match read {
+        Ok(Some(keys)) => SourceFound::Keys(keys),
+        Ok(None) => SourceFound::Missing,
+        Err(kube::Error::Api(s)) if s.code == 403 => SourceFound::Forbidden(s.message),
+        Err(e) => {
+            return Err(Error::kube(
+                format!("read {source} in namespace {ns} (envFrom of the Coder container)"),
+                e,
+            ));
+        }
+    };
+    Ok(SourceRead { source, found })
 }
 
 async fn observe_idp(

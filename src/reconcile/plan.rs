@@ -7,7 +7,9 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::Value;
 
-use crate::coder::{self, ContainerState, EnvEntry, PARAMS_ENV, SCOPES_ENV};
+use crate::coder::{
+    self, ContainerState, EnvEntry, PARAMS_ENV, SCOPES_ENV, SourceFound, SourceKind, SourceRead,
+};
 use crate::crd::{ConflictPolicy, ManagementPolicy, OidcRefreshPolicySpec};
 use crate::providers::{Change, Observation, ProviderError};
 use crate::status::{Reason, State, Verdict};
@@ -26,8 +28,9 @@ pub enum IdpView<'a> {
 
 /// The Coder Deployment as `plan` sees it.
 pub enum DeploymentView<'a> {
-    /// It exists.
-    Found(&'a Deployment),
+    /// It exists, with what its container's `envFrom` sources hold (read only while one of the
+    /// two variables is absent from `env`).
+    Found(&'a Deployment, &'a [SourceRead]),
     /// It does not exist.
     Missing,
     /// The operator may not read it (the API server's message).
@@ -36,7 +39,7 @@ pub enum DeploymentView<'a> {
 
 impl<'a> From<Option<&'a Deployment>> for DeploymentView<'a> {
     fn from(d: Option<&'a Deployment>) -> Self {
-        d.map_or(DeploymentView::Missing, DeploymentView::Found)
+        d.map_or(DeploymentView::Missing, |d| DeploymentView::Found(d, &[]))
     }
 }
 
@@ -258,6 +261,51 @@ fn list(changes: &[Change]) -> String {
         .join("; ")
 }
 
+/// An absent variable that an `envFrom` source may set: writing an `env` entry would silently
+/// override the user's value, so the policy stalls instead.
+fn env_from_verdict(
+    env: &str,
+    container: &str,
+    namespace: &str,
+    env_from: &[SourceRead],
+) -> Option<Verdict> {
+    let forbidden = env_from.iter().find_map(|r| match &r.found {
+        SourceFound::Forbidden(server) => Some((r, server)),
+        _ => None,
+    });
+    if let Some((read, server)) = forbidden {
+        let resource = match read.source.kind {
+            SourceKind::ConfigMap => "configmaps",
+            SourceKind::Secret => "secrets",
+        };
+        return Some(Verdict::new(
+            State::Stalled,
+            Reason::Forbidden,
+            rbac_message(
+                &format!(
+                    "read {}, which container {container:?} loads with envFrom, to check whether it sets {env}",
+                    read.source
+                ),
+                "get",
+                resource,
+                namespace,
+                server,
+            ),
+        ));
+    }
+    // With several sources setting the same variable, the last one wins.
+    let source = &env_from.iter().rev().find(|r| r.supplies(env))?.source;
+    Some(Verdict::new(
+        State::Stalled,
+        Reason::EnvFromReference,
+        format!(
+            "{env} in container {container:?} comes from {source} through envFrom, which the operator never rewrites (an env entry would silently override it). \
+             Move {env} from there into the container's env, where the operator merges it, or remove it from {source}. \
+             The policy is checked again when the Deployment changes, and on its interval."
+        ),
+    ))
+}
+
 fn plan_coder(
     spec: &OidcRefreshPolicySpec,
     namespace: &str,
@@ -273,8 +321,8 @@ fn plan_coder(
             None,
         )
     };
-    let d = match deployment {
-        DeploymentView::Found(d) => d,
+    let (d, env_from) = match deployment {
+        DeploymentView::Found(d, env_from) => (d, env_from),
         DeploymentView::Forbidden(server) => {
             return stalled(
                 Reason::Forbidden,
@@ -328,6 +376,11 @@ fn plan_coder(
                     "{env} appears more than once in container {container:?}; Kubernetes cannot merge it. Remove the duplicate."
                 ),
             );
+        }
+        if !entry.present
+            && let Some(verdict) = env_from_verdict(env, container, namespace, env_from)
+        {
+            return (CoderStep::None(verdict), None);
         }
     }
     let want_scopes = coder::merge_scopes(scopes.value.as_deref(), &o.coder, &spec.coder.scopes);
@@ -635,6 +688,122 @@ mod tests {
         );
         let p = plan(&spec(json!({})), "coder", IdpView::Seen(&google()), None);
         assert!(matches!(&p.coder, CoderStep::None(v) if v.reason == Reason::DeploymentNotFound));
+    }
+
+    fn keys(source: coder::EnvSource, keys: &[&str]) -> SourceRead {
+        SourceRead {
+            source,
+            found: SourceFound::Keys(keys.iter().map(|k| k.to_string()).collect()),
+        }
+    }
+
+    fn source(kind: SourceKind, name: &str, prefix: &str) -> coder::EnvSource {
+        coder::EnvSource {
+            kind,
+            name: name.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    #[test]
+    fn a_variable_set_through_env_from_is_never_overridden() {
+        let d = deployment(json!([]), json!([]));
+        let plan_with = |reads: &[SourceRead]| {
+            plan(
+                &spec(json!({})),
+                "coder",
+                IdpView::Seen(&google()),
+                DeploymentView::Found(&d, reads),
+            )
+            .coder
+        };
+        // Sources that do not set our variables change nothing.
+        let unrelated = [
+            keys(
+                source(SourceKind::Secret, "db", ""),
+                &["CODER_PG_CONNECTION_URL"],
+            ),
+            keys(
+                source(SourceKind::ConfigMap, "other", "X_"),
+                &["CODER_OIDC_SCOPES"],
+            ),
+            SourceRead {
+                source: source(SourceKind::ConfigMap, "gone", ""),
+                found: SourceFound::Missing,
+            },
+        ];
+        assert!(matches!(plan_with(&unrelated), CoderStep::Apply { .. }));
+        // A ConfigMap setting CODER_OIDC_SCOPES (here through its prefix): stall, name it.
+        let mut reads = unrelated.to_vec();
+        reads.push(keys(
+            source(SourceKind::ConfigMap, "coder-env", "CODER_"),
+            &["OIDC_SCOPES"],
+        ));
+        let CoderStep::None(v) = plan_with(&reads) else {
+            panic!("nothing is written")
+        };
+        assert_eq!(v.state, State::Stalled);
+        assert_eq!(v.reason, Reason::EnvFromReference);
+        assert!(
+            v.message.starts_with(
+                r#"CODER_OIDC_SCOPES in container "coder" comes from ConfigMap "coder-env" (prefix "CODER_") through envFrom"#
+            ),
+            "{}",
+            v.message
+        );
+        // With two sources setting it, the last one is the one Kubernetes uses.
+        reads.push(keys(
+            source(SourceKind::Secret, "coder-oidc", ""),
+            &["CODER_OIDC_AUTH_URL_PARAMS", "CODER_OIDC_SCOPES"],
+        ));
+        let CoderStep::None(v) = plan_with(&reads) else {
+            panic!("nothing is written")
+        };
+        assert!(
+            v.message.contains(r#"comes from Secret "coder-oidc""#),
+            "{}",
+            v.message
+        );
+        // An entry in env overrides envFrom: the operator merges the entry as usual.
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}, {"name": "CODER_OIDC_AUTH_URL_PARAMS", "value": "{}"}]),
+            json!([]),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            DeploymentView::Found(&d, &reads),
+        );
+        assert!(matches!(p.coder, CoderStep::Apply { .. }));
+    }
+
+    #[test]
+    fn an_env_from_source_the_operator_may_not_read_is_a_forbidden_stall() {
+        let d = deployment(json!([]), json!([]));
+        let reads = [SourceRead {
+            source: source(SourceKind::ConfigMap, "coder-env", ""),
+            found: SourceFound::Forbidden("configmaps \"coder-env\" is forbidden".into()),
+        }];
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            DeploymentView::Found(&d, &reads),
+        );
+        let CoderStep::None(v) = p.coder else {
+            panic!("nothing is written")
+        };
+        assert_eq!((v.state, v.reason), (State::Stalled, Reason::Forbidden));
+        assert!(
+            v.message.contains(
+                r#"read ConfigMap "coder-env", which container "coder" loads with envFrom"#
+            ) && v
+                .message
+                .contains(r#"get on configmaps in namespace "coder""#),
+            "{}",
+            v.message
+        );
     }
 
     #[test]

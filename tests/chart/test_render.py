@@ -21,6 +21,7 @@ EXPECTED_RULES = {
     ("oidcrefresh.dev", "oidcrefreshpolicies/status"): ["patch"],
     ("apps", "deployments"): ["get", "list", "watch", "patch"],
     ("", "secrets"): ["get", "list", "watch"],
+    ("", "configmaps"): ["get"],
     ("events.k8s.io", "events"): ["create"],
 }
 # Leader election, in the operator's own namespace only.

@@ -56,6 +56,18 @@ pub async fn merge_patch_as(
         .expect("patch")
 }
 
+/// Annotates the policy (no spec change, same generation): the controller runs one more pass.
+pub async fn poke_policy(client: &Client, name: &str, value: &str) {
+    let api: Api<OidcRefreshPolicy> = Api::namespaced(client.clone(), NAMESPACE);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"poke": value}}})),
+    )
+    .await
+    .expect("annotate the policy");
+}
+
 /// Waits for a condition of the policy's current generation to have `status` and `reason`.
 pub async fn wait_reason(
     client: &Client,

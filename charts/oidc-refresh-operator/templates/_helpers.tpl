@@ -71,10 +71,16 @@ The rules the operator needs on the namespaces it watches: exactly the verbs it 
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "patch"]
-# Admin credentials named by policies (metadata watch, get of the named Secret).
+# Admin credentials named by policies (metadata watch, get of the named Secret); also the key
+# names of Secrets the Coder container loads with envFrom, as for ConfigMaps below.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+# ConfigMaps the Coder container loads with envFrom: their key names are checked while
+# CODER_OIDC_SCOPES or CODER_OIDC_AUTH_URL_PARAMS is not in its env (an env entry would override them).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
 # Events about policies.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
