@@ -67,22 +67,8 @@ async fn sandbox_command_converges_keycloak_and_exits_zero() {
 
 #[tokio::test]
 async fn run_command_converges_serves_metrics_and_stops_on_sigterm() {
-    let (sim, client) = Sandbox::start_cluster().await.unwrap();
-    sandbox::create_coder(&client, sandbox::coder_deployment("coder", json!([])))
-        .await
-        .unwrap();
-    sandbox::create_policy(
-        &client,
-        sandbox::example_policy("coder", json!({"google": {}})),
-    )
-    .await
-    .unwrap();
-    let (_dir, kubeconfig) = kubeconfig(&sim);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (sim, client, _dir, kubeconfig) = google_cluster().await;
+    let port = free_port();
     let mut child = Command::new(BIN)
         .args([
             "run",
@@ -167,6 +153,28 @@ async fn run_command_converges_serves_metrics_and_stops_on_sigterm() {
     sim.shutdown().await;
 }
 
+/// A simulated cluster with a Coder Deployment and a Google policy, no controller, and a
+/// kubeconfig for the binary.
+async fn google_cluster() -> (
+    kube_sim::SimHandle,
+    kube::Client,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let (sim, client) = Sandbox::start_cluster().await.unwrap();
+    sandbox::create_coder(&client, sandbox::coder_deployment("coder", json!([])))
+        .await
+        .unwrap();
+    sandbox::create_policy(
+        &client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    let (dir, kubeconfig) = kubeconfig(&sim);
+    (sim, client, dir, kubeconfig)
+}
+
 fn reconciles(metrics: &str) -> u64 {
     metrics
         .lines()
@@ -198,11 +206,7 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
         .unwrap();
     let (_dir, kubeconfig) = kubeconfig(&sim);
     let spawn = |name: &str| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(BIN)
             .args([
                 "run",
@@ -300,5 +304,33 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
         .args(["-TERM", &b.id().to_string()])
         .status();
     let _ = tokio::task::spawn_blocking(move || b.wait()).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    let (sim, client, _dir, kubeconfig) = google_cluster().await;
+    let child = Command::new(BIN)
+        .args(["run", "--admin-addr", "127.0.0.1:0", "--log-format", "text"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&client, "coder").await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("policy ready"), "{logs}");
+    assert!(
+        !logs.contains('\x1b'),
+        "escape codes in piped logs: {logs:?}"
+    );
     sim.shutdown().await;
 }

@@ -137,11 +137,7 @@ impl Operator {
             sim.kubeconfig_yaml_with_token(Some(OPERATOR_NS), &token),
         )
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let log = dir.path().join("operator.log");
         let child = Command::new(BIN)
             .args(["run", "--admin-addr", &format!("127.0.0.1:{port}")])

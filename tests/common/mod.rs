@@ -109,6 +109,15 @@ pub fn cond(p: &OidcRefreshPolicy, t: &str) -> (String, String, String) {
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
+/// A local TCP port that was free a moment ago (for a child process's admin server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Writes a kubeconfig for the simulator to a temp dir and returns its path (dir kept alive).
 pub fn kubeconfig(sim: &kube_sim::SimHandle) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
