@@ -140,6 +140,11 @@ def test_network_policy_applies_with_kubectl(sandbox: Sandbox):
     # is stored is what was rendered and Argo CD sees no drift.
     stored = sandbox.get("networkpolicy", objs[0]["metadata"]["name"], "-n", "oro-np")
     assert stored["spec"] == objs[0]["spec"]
+    # kubectl prints the server's Table: the pod selector, formatted like the API server does.
+    table = sandbox.kubectl("get", "networkpolicy", "-n", "oro-np").stdout
+    labels = objs[0]["spec"]["podSelector"]["matchLabels"]
+    assert "POD-SELECTOR" in table.splitlines()[0], table
+    assert ",".join(f"{k}={v}" for k, v in sorted(labels.items())) in table, table
     # A second apply of the same objects changes nothing.
     out = sandbox.kubectl("apply", "-f", "-", stdin=dump(objs)).stdout
     assert "unchanged" in out, out

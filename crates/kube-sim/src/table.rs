@@ -309,6 +309,29 @@ pub fn table(
             })
             .collect();
         (cols, rows)
+    } else if ri.group == "networking.k8s.io" && ri.resource == "networkpolicies" {
+        let cols = vec![
+            name_col,
+            coldef(
+                "Pod-Selector",
+                "string",
+                "",
+                "Label selector for pods. Selects the pods to which this NetworkPolicy object applies.",
+                0,
+            ),
+            age_col,
+        ];
+        let rows = objs
+            .iter()
+            .map(|o| {
+                vec![
+                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                    json!(format_label_selector(&o["spec"]["podSelector"])),
+                    json!(age(o)),
+                ]
+            })
+            .collect();
+        (cols, rows)
     } else if ri.resource == "customresourcedefinitions" {
         let cols = vec![name_col, coldef("Created At", "date", "", "", 0)];
         let rows = objs
@@ -513,6 +536,45 @@ pub fn table(
     t
 }
 
+/// `metav1.FormatLabelSelector`: requirements sorted by key, `<none>` when empty.
+fn format_label_selector(selector: &Value) -> String {
+    let mut reqs: Vec<(String, String)> = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), format!("{k}={}", v.as_str().unwrap_or(""))))
+        .collect();
+    for e in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let key = e["key"].as_str().unwrap_or("");
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let req = match e["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_string(),
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other}"),
+        };
+        reqs.push((key.to_string(), req));
+    }
+    if reqs.is_empty() {
+        return "<none>".into();
+    }
+    reqs.sort();
+    reqs.into_iter()
+        .map(|(_, r)| r)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,5 +591,20 @@ mod tests {
             vec![json!("Other")]
         );
         assert_eq!(jsonpath(&o, ".status.missing"), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn label_selectors_print_like_kubectl() {
+        assert_eq!(format_label_selector(&json!({})), "<none>");
+        assert_eq!(
+            format_label_selector(&json!({
+                "matchLabels": {"tier": "web", "app": "x"},
+                "matchExpressions": [
+                    {"key": "env", "operator": "In", "values": ["a", "b"]},
+                    {"key": "legacy", "operator": "DoesNotExist"}
+                ]
+            })),
+            "app=x,env in (a,b),!legacy,tier=web"
+        );
     }
 }
