@@ -321,16 +321,9 @@ pub fn table(
             ),
             age_col,
         ];
-        let rows = objs
-            .iter()
-            .map(|o| {
-                vec![
-                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-                    json!(format_label_selector(&o["spec"]["podSelector"])),
-                    json!(age(o)),
-                ]
-            })
-            .collect();
+        let rows = named_rows(objs, |o| {
+            vec![json!(format_label_selector(&o["spec"]["podSelector"]))]
+        });
         (cols, rows)
     } else if ri.resource == "customresourcedefinitions" {
         let cols = vec![name_col, coldef("Created At", "date", "", "", 0)];
@@ -352,16 +345,9 @@ pub fn table(
             coldef("Status", "string", "", "The status of the namespace", 0),
             age_col,
         ];
-        let rows = objs
-            .iter()
-            .map(|o| {
-                vec![
-                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-                    o.pointer("/status/phase").cloned().unwrap_or(json!("")),
-                    json!(age(o)),
-                ]
-            })
-            .collect();
+        let rows = named_rows(objs, |o| {
+            vec![o.pointer("/status/phase").cloned().unwrap_or(json!(""))]
+        });
         (cols, rows)
     } else if ri.resource == "secrets" && ri.group.is_empty() {
         let cols = vec![
@@ -376,22 +362,12 @@ pub fn table(
             ),
             age_col,
         ];
-        let rows = objs
-            .iter()
-            .map(|o| {
-                vec![
-                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-                    o.get("type").cloned().unwrap_or(json!("Opaque")),
-                    json!(
-                        o.get("data")
-                            .and_then(|d| d.as_object())
-                            .map(|d| d.len())
-                            .unwrap_or(0)
-                    ),
-                    json!(age(o)),
-                ]
-            })
-            .collect();
+        let rows = named_rows(objs, |o| {
+            vec![
+                o.get("type").cloned().unwrap_or(json!("Opaque")),
+                json!(entries(o, "data")),
+            ]
+        });
         (cols, rows)
     } else if ri.resource == "configmaps" {
         let cols = vec![
@@ -405,25 +381,9 @@ pub fn table(
             ),
             age_col,
         ];
-        let rows = objs
-            .iter()
-            .map(|o| {
-                vec![
-                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-                    json!(
-                        o.get("data")
-                            .and_then(|d| d.as_object())
-                            .map(|d| d.len())
-                            .unwrap_or(0)
-                            + o.get("binaryData")
-                                .and_then(|d| d.as_object())
-                                .map(|d| d.len())
-                                .unwrap_or(0)
-                    ),
-                    json!(age(o)),
-                ]
-            })
-            .collect();
+        let rows = named_rows(objs, |o| {
+            vec![json!(entries(o, "data") + entries(o, "binaryData"))]
+        });
         (cols, rows)
     } else if ri.resource == "events" {
         let cols = vec![
@@ -497,15 +457,7 @@ pub fn table(
         (cols, rows)
     } else {
         let cols = vec![name_col, age_col];
-        let rows = objs
-            .iter()
-            .map(|o| {
-                vec![
-                    o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-                    json!(age(o)),
-                ]
-            })
-            .collect();
+        let rows = named_rows(objs, |_| vec![]);
         (cols, rows)
     };
     let rows: Vec<Value> = objs
@@ -534,6 +486,25 @@ pub fn table(
         t["metadata"]["resourceVersion"] = rv;
     }
     t
+}
+
+/// Rows of the name, the `middle` cells and the age.
+fn named_rows(objs: &[Value], middle: impl Fn(&Value) -> Vec<Value>) -> Vec<Vec<Value>> {
+    objs.iter()
+        .map(|o| {
+            let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+            cells.extend(middle(o));
+            cells.push(json!(age(o)));
+            cells
+        })
+        .collect()
+}
+
+/// The number of entries of the map `field` (0 when absent).
+fn entries(o: &Value, field: &str) -> usize {
+    o.get(field)
+        .and_then(|d| d.as_object())
+        .map_or(0, |d| d.len())
 }
 
 /// `metav1.FormatLabelSelector`: requirements sorted by key, `<none>` when empty.
