@@ -1085,7 +1085,8 @@ fn normalize_kind(
                     new["data"][k] = json!(b64_encode(v.as_str().unwrap_or("").as_bytes()));
                 }
             }
-            if new.get("type").is_none() {
+            // SetDefaults_Secret: an absent or empty type is Opaque.
+            if new.get("type").is_none_or(|t| t.is_null() || t == "") {
                 new["type"] = json!("Opaque");
             }
             if let Some(o) = old

@@ -573,6 +573,15 @@ async fn generators_rollout_status_scale_and_wait() {
         ])
         .await;
     assert_eq!(tok, "czNjcjN0");
+    // The generator sends an empty type; the server defaults it, and the Table shows it.
+    let out = k.ok(&["get", "secret", "sec", "-n", "team"]).await;
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["sec", "Opaque", "1", l.split_whitespace().last().unwrap()]),
+        "{out}"
+    );
     let out = k
         .ok(&["get", "cm", "cfg", "-n", "team", "-o", "jsonpath={.data.a}"])
         .await;
