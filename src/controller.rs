@@ -356,14 +356,15 @@ async fn run_one(
     let events = Publisher::new(client.clone(), settings.instance.clone());
     let deps = ProviderDeps::new(metrics.clone(), settings.provider_timeout)
         .with_rate_limit(settings.provider_qps, settings.provider_burst);
-    let mut context = Context::new(client.clone(), events, metrics.clone(), deps);
-    context.backoff_base = settings.backoff_base;
-    context.backoff_max = settings.backoff_max;
-    let ctx = Arc::new(context);
-
     let (store, policy_events) = cached_policies(
         watcher(policies, watcher::Config::default().any_semantic()).map_ok(unwrap_event),
     );
+    let mut context = Context::new(client.clone(), events, metrics.clone(), deps);
+    context.backoff_base = settings.backoff_base;
+    context.backoff_max = settings.backoff_max;
+    context.policies = Some(store.clone());
+    let ctx = Arc::new(context);
+
     let controller = Controller::for_stream(policy_events, store).with_config(
         controller::Config::default()
             .concurrency(settings.concurrency)

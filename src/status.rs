@@ -102,6 +102,8 @@ pub enum Reason {
     InvalidEnvValue,
     /// Another declarative owner owns the entries.
     FieldConflict,
+    /// An older policy already manages the same Deployment container.
+    DuplicatePolicy,
     /// The rollout is running.
     RolloutInProgress,
     /// The rollout failed.
@@ -139,6 +141,7 @@ impl Reason {
             Reason::DuplicateEnvEntry => "DuplicateEnvEntry",
             Reason::InvalidEnvValue => "InvalidEnvValue",
             Reason::FieldConflict => "FieldConflict",
+            Reason::DuplicatePolicy => "DuplicatePolicy",
             Reason::RolloutInProgress => "RolloutInProgress",
             Reason::RolloutFailed => "RolloutFailed",
             Reason::RolloutComplete => "RolloutComplete",

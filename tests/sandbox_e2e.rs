@@ -541,3 +541,56 @@ async fn scopes_loaded_with_env_from_are_never_overridden() {
     );
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_policy_for_the_same_deployment_changes_nothing_until_the_first_is_gone() {
+    let sb = google_ready().await;
+    let before = sb.kube.counters();
+    let mut second = sandbox::example_policy("coder-copy", json!({"google": {}}));
+    second["spec"]["coder"]["scopes"] = json!(["teams"]);
+    second["spec"]["coder"]["authURLParams"] = json!({"hd": "other.example.com"});
+    sandbox::create_policy(&sb.client, second).await.unwrap();
+    let p = wait_reason(
+        &sb.client,
+        "coder-copy",
+        "CoderConfigured",
+        "False",
+        "DuplicatePolicy",
+    )
+    .await;
+    let (_, _, msg) = cond(&p, "CoderConfigured");
+    assert!(
+        msg.starts_with(
+            r#"Policy "coder" already manages container "coder" of Deployment "coder""#
+        ),
+        "{msg}"
+    );
+    assert_eq!(cond(&p, "Ready").1, "DuplicatePolicy");
+    assert_eq!(cond(&p, "Stalled").0, "True");
+    // The first policy stays Ready and the Deployment keeps its values: no flapping.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let diff = sb.kube.counters().diff(&before);
+    assert_eq!(diff.writes_to("deployments"), 0, "{:?}", diff.entries());
+    assert_eq!(
+        sandbox::coder_env(&sb.client, "coder").await.unwrap(),
+        (Some(GOOGLE_SCOPES.into()), Some(GOOGLE_PARAMS.into()))
+    );
+    assert!(sandbox::is_ready(
+        &Api::<OidcRefreshPolicy>::namespaced(sb.client.clone(), NAMESPACE)
+            .get("coder")
+            .await
+            .unwrap()
+    ));
+
+    // Deleting the first hands the Deployment over, without waiting for the interval.
+    let api: Api<OidcRefreshPolicy> = Api::namespaced(sb.client.clone(), NAMESPACE);
+    api.delete("coder", &DeleteParams::default()).await.unwrap();
+    wait_ready(&sb.client, "coder-copy").await;
+    let (scopes, params) = sandbox::coder_env(&sb.client, "coder").await.unwrap();
+    assert_eq!(scopes.as_deref(), Some("openid,profile,email,groups,teams"));
+    assert_eq!(
+        params.as_deref(),
+        Some(r#"{"access_type":"offline","hd":"other.example.com","prompt":"consent"}"#)
+    );
+    sb.stop().await;
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
@@ -52,6 +53,8 @@ pub struct Context {
     pub backoff_base: Duration,
     /// Backoff cap.
     pub backoff_max: Duration,
+    /// The controller's policy cache: which other policies aim at the same Deployment.
+    pub policies: Option<Store<OidcRefreshPolicy>>,
 }
 
 /// Which policy, at which generation and credentials, an identity-provider observation is for.
@@ -112,7 +115,13 @@ impl Context {
             memos: Mutex::new(Memos::default()),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
+            policies: None,
         }
+    }
+
+    /// The older policy that already manages the Deployment container `policy` aims at, if any.
+    pub fn claimed_by(&self, policy: &OidcRefreshPolicy) -> Option<String> {
+        plan::claimant(policy, &self.policies.as_ref()?.state())
     }
 
     /// Next delay for a failure of `key` (exponential with jitter, capped, at least
@@ -310,22 +319,45 @@ impl Pass {
             Reason::InvalidSpec,
             "Not evaluated until the spec is fixed.",
         );
+        let verdicts = Verdicts {
+            idp: Verdict::new(
+                State::Stalled,
+                Reason::InvalidSpec,
+                format!("{msg}. Fix the policy."),
+            ),
+            coder: unknown.clone(),
+            rollout: unknown,
+        };
+        Pass::without_io(verdicts, Next::Interval)
+    }
+
+    /// Another policy manages the Deployment: nothing is read or written. Looked at again
+    /// shortly (the check reads only the policy cache), so deleting the other policy hands over
+    /// without waiting for the interval.
+    fn duplicate(verdict: Verdict) -> Pass {
+        let unknown = Verdict::new(
+            State::Unknown,
+            Reason::DuplicatePolicy,
+            "Not evaluated while another policy manages the Deployment.",
+        );
+        let verdicts = Verdicts {
+            idp: unknown.clone(),
+            coder: verdict,
+            rollout: unknown,
+        };
+        Pass::without_io(verdicts, Next::Soon)
+    }
+
+    /// A pass decided before any read: nothing observed, nothing written.
+    fn without_io(verdicts: Verdicts, next: Next) -> Pass {
         Pass {
-            verdicts: Verdicts {
-                idp: Verdict::new(
-                    State::Stalled,
-                    Reason::InvalidSpec,
-                    format!("{msg}. Fix the policy."),
-                ),
-                coder: unknown.clone(),
-                rollout: unknown,
-            },
+            verdicts,
             idp_settings: None,
             findings: Vec::new(),
             coder_values: None,
             written: false,
             events: Vec::new(),
-            next: Next::Interval,
+            next,
         }
     }
 
@@ -362,6 +394,9 @@ async fn run_pass(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) -> Result
         Ok(d) => d,
         Err(msg) => return Ok(Pass::invalid_spec(msg)),
     };
+    if let Some(first) = ctx.claimed_by(policy) {
+        return Ok(Pass::duplicate(plan::duplicate_verdict(policy, &first)));
+    }
     let memo = MemoKey {
         policy: (ns.to_string(), policy.name_any()),
         generation: policy.metadata.generation.unwrap_or(0),

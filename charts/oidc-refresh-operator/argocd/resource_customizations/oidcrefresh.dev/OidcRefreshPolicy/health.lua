@@ -24,6 +24,7 @@ local terminal = {
   DuplicateEnvEntry = true,
   InvalidEnvValue = true,
   FieldConflict = true,
+  DuplicatePolicy = true,
   RolloutFailed = true,
   InvalidSpec = true,
 }
