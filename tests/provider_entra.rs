@@ -72,6 +72,16 @@ impl Env {
         self.sim.set_permissions(&self.tenant, &self.mgmt, perms);
     }
 
+    /// The management app may read grants, and the app has tenant-wide consent for `scopes`.
+    fn consented(&self, scopes: &str) {
+        self.permissions(&[
+            perm::APPLICATION_READWRITE_ALL,
+            perm::DELEGATED_PERMISSION_GRANT_READ_ALL,
+        ]);
+        self.sim
+            .add_permission_grant(&self.tenant, &self.app_id, "AllPrincipals", scopes);
+    }
+
     /// No secret value (client secret or any issued token) in an error's Display or Debug.
     fn assert_no_secrets(&self, e: &ProviderError) {
         for shown in [e.to_string(), format!("{e:?}")] {
@@ -831,16 +841,7 @@ async fn missing_admin_consent_is_reported_when_readable() {
         1
     );
 
-    e.permissions(&[
-        perm::APPLICATION_READWRITE_ALL,
-        perm::DELEGATED_PERMISSION_GRANT_READ_ALL,
-    ]);
-    e.sim.add_permission_grant(
-        &e.tenant,
-        &e.app_id,
-        "AllPrincipals",
-        "openid profile email User.Read",
-    );
+    e.consented("openid profile email User.Read");
     let o = p.observe(&offline()).await.unwrap();
     assert_eq!(o.findings.len(), 1, "{:?}", o.findings);
     assert_eq!(
@@ -922,16 +923,7 @@ async fn forbidden_reads_name_the_permission_exactly() {
 #[tokio::test]
 async fn the_graph_catalogue_and_the_service_principal_id_are_shared_per_tenant() {
     let e = env().await;
-    e.permissions(&[
-        perm::APPLICATION_READWRITE_ALL,
-        perm::DELEGATED_PERMISSION_GRANT_READ_ALL,
-    ]);
-    e.sim.add_permission_grant(
-        &e.tenant,
-        &e.app_id,
-        "AllPrincipals",
-        "openid profile email offline_access",
-    );
+    e.consented("openid profile email offline_access");
     let shared = deps();
     let sp_reads = || {
         e.sim
