@@ -360,8 +360,7 @@ async fn run_one(
         watcher(policies, watcher::Config::default().any_semantic()).map_ok(unwrap_event),
     );
     let mut context = Context::new(client.clone(), events, metrics.clone(), deps);
-    context.backoff_base = settings.backoff_base;
-    context.backoff_max = settings.backoff_max;
+    context.backoff = reconcile::backoff::Backoff::new(settings.backoff_base, settings.backoff_max);
     context.policies = Some(store.clone());
     let ctx = Arc::new(context);
 
@@ -408,7 +407,7 @@ async fn run_one(
 /// Kubernetes API failures: retried with backoff per policy.
 fn error_policy(policy: Arc<OidcRefreshPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = (policy.namespace().unwrap_or_default(), policy.name_any());
-    let delay = ctx.next_backoff(&key, None);
+    let delay = ctx.backoff.next_delay(&key, None);
     warn!(policy.namespace = %key.0, policy.name = %key.1, error = %err, delay_s = delay.as_secs_f64(), "retrying after error");
     Action::requeue(delay)
 }

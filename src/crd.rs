@@ -36,6 +36,7 @@ pub const DEFAULT_INTERVAL: &str = "10m";
     printcolumn = r#"{"name":"Deployment","type":"string","jsonPath":".spec.coder.deployment","description":"Coder Deployment wired by this policy"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pendingChanges","description":"Changes the operator would make (Observe mode) or has still to make"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -284,6 +285,29 @@ pub struct OidcRefreshPolicyStatus {
     /// refresh token (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users_must_sign_in_again_since: Option<String>,
+    /// Number of entries in `plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_changes: Option<i64>,
+    /// The changes still to make, field by field: in `Observe` mode everything the operator would
+    /// write (a dry run), in `Enforce` mode what a pass could not write yet. Empty when converged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedChange>,
+}
+
+/// One pending change.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub struct PlannedChange {
+    /// The object changed: the identity provider's client, realm or server settings, or the Coder
+    /// Deployment's container.
+    pub target: String,
+    /// The setting (attribute, field or env variable).
+    pub field: String,
+    /// Its value now.
+    pub current: String,
+    /// The value the policy needs.
+    pub desired: String,
+    /// Why the policy needs it.
+    pub reason: String,
 }
 
 /// A non-blocking finding.
@@ -493,7 +517,17 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(cols, ["Provider", "Deployment", "Ready", "Reason", "Age"]);
+        assert_eq!(
+            cols,
+            [
+                "Provider",
+                "Deployment",
+                "Ready",
+                "Reason",
+                "Pending",
+                "Age"
+            ]
+        );
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let provider_rules = &spec["properties"]["provider"]["x-kubernetes-validations"];
         assert!(

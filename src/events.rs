@@ -6,11 +6,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::Api;
 use kube::api::PostParams;
+use kube::{Api, Resource};
 
-use crate::crd::FIELD_MANAGER;
+use crate::crd::{FIELD_MANAGER, OidcRefreshPolicy, OidcRefreshPolicyStatus};
+use crate::metrics::Metrics;
 use crate::providers::http::truncate;
+use crate::status::{self, ConditionType, Outcome};
 
 /// An Event to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,5 +77,63 @@ impl Publisher {
             .create(&PostParams::default(), &event)
             .await?;
         Ok(())
+    }
+}
+
+/// Events for what changed between the stored and the new status: the Ready transition, the
+/// first time users must sign in again, and warnings that appeared. Pure.
+pub fn for_status(
+    old: Option<&OidcRefreshPolicyStatus>,
+    new: &OidcRefreshPolicyStatus,
+    pass: &Outcome,
+) -> Vec<EventNote> {
+    let mut events = Vec::new();
+    if new.users_must_sign_in_again_since.is_some()
+        && old
+            .and_then(|s| s.users_must_sign_in_again_since.as_ref())
+            .is_none()
+    {
+        events.push(EventNote {
+            warning: false,
+            reason: "UsersMustSignInAgain",
+            note: "Coder now requests refresh tokens; every user must sign out and in once to obtain one".into(),
+        });
+    }
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    for c in status::transitions(old_conditions, &new.conditions) {
+        if c.type_ == ConditionType::Ready.as_str() {
+            let ready = c.status == "True";
+            events.push(EventNote {
+                warning: !ready && pass.is_stalled(),
+                reason: if ready { "Ready" } else { "NotReady" },
+                note: format!("{}: {}", c.reason, c.message),
+            });
+        }
+    }
+    for f in &pass.findings {
+        if !old.is_some_and(|o| o.warnings.iter().any(|w| w.reason == f.reason)) {
+            events.push(EventNote {
+                warning: true,
+                reason: f.reason,
+                note: f.message.clone(),
+            });
+        }
+    }
+    events
+}
+
+/// Publishes `notes` about `policy`; a failed Event is logged and counted, never fatal.
+pub async fn publish_all(
+    publisher: &Publisher,
+    metrics: &Metrics,
+    policy: &OidcRefreshPolicy,
+    notes: &[EventNote],
+) {
+    let reference = policy.object_ref(&());
+    for note in notes {
+        match publisher.publish(&reference, note).await {
+            Ok(()) => metrics.wrote("event"),
+            Err(e) => tracing::warn!(error = %e, reason = note.reason, "could not publish Event"),
+        }
     }
 }

@@ -77,37 +77,6 @@ impl IdpSim {
         }
     }
 
-    /// Admin API writes received.
-    pub fn writes(&self) -> u64 {
-        match self {
-            IdpSim::None => 0,
-            IdpSim::Keycloak(s) => s.counters().writes(),
-            IdpSim::PingFederate(s) => s.counters().writes(),
-            IdpSim::Entra(s) => s.counters().writes(),
-        }
-    }
-
-    /// Admin-API requests received (reads, writes and token requests).
-    pub fn requests(&self) -> u64 {
-        match self {
-            IdpSim::None => 0,
-            IdpSim::Keycloak(s) => s.counters().total(),
-            IdpSim::PingFederate(s) => s.counters().total(),
-            IdpSim::Entra(s) => s.counters().total(),
-        }
-    }
-
-    /// Validates every admin-API request body the simulator received against the provider's
-    /// contract; returns how many were checked.
-    pub fn validate_bodies(&self) -> Result<usize, Vec<String>> {
-        match self {
-            IdpSim::None => Ok(0),
-            IdpSim::Keycloak(s) => s.validate_recorded_bodies(),
-            IdpSim::PingFederate(s) => s.validate_recorded_bodies(),
-            IdpSim::Entra(s) => s.validate_recorded_bodies(),
-        }
-    }
-
     /// Stops the simulator.
     pub async fn shutdown(&self) {
         match self {

@@ -1,16 +1,163 @@
-//! Conditions: one enum of types, one of reasons, one rule for "changed" and for
-//! `lastTransitionTime`. Pure.
+//! Status: what a pass found ([`Outcome`]) turned into the policy's status. Conditions: one enum
+//! of types, one of reasons, one rule for "changed" and for `lastTransitionTime`. Pure.
 //!
 //! kstatus polarity: `Ready` is the summary; `Reconciling=True` while work is in progress;
 //! `Stalled=True` when only the user can unblock the policy. A condition's `lastTransitionTime`
 //! moves only when its status changes, so a converged policy's status stays byte-for-byte equal.
+//! `plan` lists the changes still to make, field by field; it changes only when they do.
 
 use std::fmt;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::OidcRefreshPolicyStatus;
+use crate::crd::{
+    CoderStatus, IdentityProviderStatus, OidcRefreshPolicy, OidcRefreshPolicyStatus, PlannedChange,
+    PolicyWarning,
+};
+use crate::duration;
+use crate::events::EventNote;
+use crate::providers::{Change, Finding, IdpSettings};
+
+/// Everything one pass found and did, for status, Events and the requeue decision.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The three part verdicts.
+    pub verdicts: Verdicts,
+    /// Identity-provider settings read (`None`: not read this pass).
+    pub idp_settings: Option<IdpSettings>,
+    /// Non-blocking findings.
+    pub findings: Vec<Finding>,
+    /// Values Coder has or gets.
+    pub coder_values: Option<(String, String)>,
+    /// The Deployment's env was written.
+    pub written: bool,
+    /// Changes not made (all of them in `Observe` mode); `None` when unknown because the
+    /// identity provider could not be read (the previous plan is kept).
+    pub pending: Option<Vec<Change>>,
+    /// Events of the actions taken.
+    pub events: Vec<EventNote>,
+}
+
+impl Outcome {
+    /// A pass decided before any read: nothing observed, nothing written.
+    pub fn without_io(verdicts: Verdicts) -> Outcome {
+        Outcome {
+            verdicts,
+            idp_settings: None,
+            findings: Vec::new(),
+            coder_values: None,
+            written: false,
+            pending: Some(Vec::new()),
+            events: Vec::new(),
+        }
+    }
+
+    fn parts(&self) -> [&Verdict; 3] {
+        let v = &self.verdicts;
+        [&v.idp, &v.coder, &v.rollout]
+    }
+
+    /// Every part is done.
+    pub fn is_ready(&self) -> bool {
+        self.parts().iter().all(|p| p.state == State::Done)
+    }
+
+    /// Some part waits for the user.
+    pub fn is_stalled(&self) -> bool {
+        self.parts().iter().any(|p| p.state == State::Stalled)
+    }
+
+    /// Bounded metrics category of the pass's problem, if any.
+    pub fn problem(&self) -> Option<&'static str> {
+        self.parts()
+            .into_iter()
+            .find(|p| {
+                matches!(p.state, State::Stalled)
+                    || (p.state == State::Progressing && p.reason != Reason::RolloutInProgress)
+            })
+            .map(|p| p.reason.as_str())
+    }
+}
+
+/// The status a pass leads to. Pure: `now` is only used for a condition that changes status and
+/// for the first `usersMustSignInAgainSince`.
+pub fn build(
+    policy: &OidcRefreshPolicy,
+    old: Option<&OidcRefreshPolicyStatus>,
+    pass: &Outcome,
+    now: Timestamp,
+) -> OidcRefreshPolicyStatus {
+    let generation = policy.metadata.generation.unwrap_or(0);
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let conditions = merge_conditions(old_conditions, conditions(&pass.verdicts, generation, now));
+    let identity_provider = match &pass.idp_settings {
+        Some(s) => Some(IdentityProviderStatus {
+            refresh_token_grant: s.refresh_token_grant,
+            offline_access: s.offline_access,
+            lifetime: s.lifetime.map(duration::format),
+            idle_timeout: s.idle_timeout.map(duration::format),
+            rotation: s.rotation,
+            access_token_lifetime: s.access_token_lifetime.map(duration::format),
+        }),
+        None => old.and_then(|s| s.identity_provider.clone()),
+    };
+    let coder = match &pass.coder_values {
+        Some((scopes, params)) => Some(CoderStatus {
+            scopes: Some(scopes.clone()),
+            auth_url_params: Some(params.clone()),
+        }),
+        None => old.and_then(|s| s.coder.clone()),
+    };
+    // Warnings are only known when the provider was read; otherwise keep the previous ones.
+    let warnings = if pass.idp_settings.is_some() {
+        let mut w: Vec<PolicyWarning> = pass
+            .findings
+            .iter()
+            .map(|f| PolicyWarning {
+                reason: f.reason.to_string(),
+                message: f.message.clone(),
+            })
+            .collect();
+        w.sort_by(|a, b| a.reason.cmp(&b.reason));
+        w
+    } else {
+        old.map(|s| s.warnings.clone()).unwrap_or_default()
+    };
+    let since = old
+        .and_then(|s| s.users_must_sign_in_again_since.clone())
+        .or_else(|| {
+            pass.written.then(|| {
+                now.round(jiff::Unit::Second)
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|_| now.to_string())
+            })
+        });
+    let plan: Vec<PlannedChange> = match &pass.pending {
+        Some(pending) => pending
+            .iter()
+            .map(|c| PlannedChange {
+                target: c.target.clone(),
+                field: c.setting.clone(),
+                current: c.from.clone(),
+                desired: c.to.clone(),
+                reason: c.why.clone(),
+            })
+            .collect(),
+        None => old.map(|s| s.plan.clone()).unwrap_or_default(),
+    };
+    OidcRefreshPolicyStatus {
+        observed_generation: Some(generation),
+        provider: Some(policy.provider_name().to_string()),
+        conditions,
+        identity_provider,
+        coder,
+        warnings,
+        users_must_sign_in_again_since: since,
+        pending_changes: Some(plan.len() as i64),
+        plan,
+    }
+}
 
 /// Condition types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -129,12 +129,20 @@ async fn get_and_describe_show_columns_conditions_and_events() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "PROVIDER", "DEPLOYMENT", "READY", "REASON", "AGE"]
+        [
+            "NAME",
+            "PROVIDER",
+            "DEPLOYMENT",
+            "READY",
+            "REASON",
+            "PENDING",
+            "AGE"
+        ]
     );
     let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(
-        &row[..5],
-        ["coder", "google", "coder", "True", "Configured"]
+        &row[..6],
+        ["coder", "google", "coder", "True", "Configured", "0"]
     );
 
     let (ok, out, err) = kubectl(&path, &["describe", "orp", "coder", "-n", NAMESPACE], None).await;
@@ -156,6 +164,70 @@ async fn get_and_describe_show_columns_conditions_and_events() {
     assert_eq!(
         out,
         r#"{"access_type":"offline","hd":"example.com","prompt":"consent"}"#
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn an_observe_policy_shows_its_plan_in_get_and_describe() {
+    let (sim, client) = Sandbox::start_cluster().await.unwrap();
+    let sb = Sandbox::start_controller(sim.clone(), client.clone());
+    sandbox::create_coder(&client, sandbox::coder_deployment("coder", json!([])))
+        .await
+        .unwrap();
+    let mut policy = sandbox::example_policy("coder", json!({"google": {}}));
+    policy["spec"]["managementPolicy"] = json!("Observe");
+    sandbox::create_policy(&client, policy).await.unwrap();
+    wait_reason(&client, "coder", "Ready", "False", "Drifted").await;
+    let (_dir, path) = kubeconfig(&sim);
+
+    let (ok, out, err) = kubectl(&path, &["get", "orp", "-n", NAMESPACE], None).await;
+    assert!(ok, "{err}");
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..6],
+        ["coder", "google", "coder", "False", "Drifted", "2"]
+    );
+
+    let (ok, out, err) = kubectl(&path, &["describe", "orp", "coder", "-n", NAMESPACE], None).await;
+    assert!(ok, "{err}");
+    // describe aligns values in columns: compare with runs of spaces collapsed.
+    let flat: String = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for want in [
+        "Pending Changes: 2",
+        "Plan:",
+        "Target: Deployment \"coder\", container \"coder\"",
+        "Field: CODER_OIDC_SCOPES",
+        "Current: unset (Coder's default: openid,profile,email)",
+        "Desired: openid,profile,email,groups",
+        "Field: CODER_OIDC_AUTH_URL_PARAMS",
+    ] {
+        assert!(flat.contains(want), "describe lacks {want:?}:\n{out}");
+    }
+    let (ok, out, err) = kubectl(
+        &path,
+        &[
+            "get",
+            "orp",
+            "coder",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.status.plan[*].field}",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "CODER_OIDC_SCOPES CODER_OIDC_AUTH_URL_PARAMS");
+    assert_eq!(
+        sandbox::coder_env(&client, "coder").await.unwrap(),
+        (None, None),
+        "Observe writes nothing"
     );
     sb.stop().await;
 }

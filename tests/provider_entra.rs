@@ -158,7 +158,7 @@ async fn first_apply_converges_and_keeps_everything_else() {
     let e = env().await;
     let before = e.app();
     let p = e.provider(&deps());
-    let applied = p.apply(&offline()).await.unwrap();
+    let applied = p.converge(&offline()).await.unwrap();
     assert_eq!(applied.actions.len(), 2, "{:?}", applied.actions);
     assert!(applied.actions[0].contains("offline_access"));
     assert!(applied.observation.changes.is_empty());
@@ -225,9 +225,9 @@ async fn first_apply_converges_and_keeps_everything_else() {
 async fn second_apply_writes_nothing() {
     let e = env().await;
     let p = e.provider(&deps());
-    p.apply(&offline()).await.unwrap();
+    p.converge(&offline()).await.unwrap();
     e.sim.reset_counters();
-    let again = p.apply(&offline()).await.unwrap();
+    let again = p.converge(&offline()).await.unwrap();
     assert!(again.actions.is_empty());
     assert!(again.observation.changes.is_empty());
     let c = e.sim.counters();
@@ -240,7 +240,7 @@ async fn second_apply_writes_nothing() {
 async fn observe_reports_changes_and_writes_nothing() {
     let e = env().await;
     let p = e.provider(&deps());
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     let shown: Vec<String> = o.changes.iter().map(ToString::to_string).collect();
     assert_eq!(
         shown,
@@ -257,7 +257,7 @@ async fn observe_reports_changes_and_writes_nothing() {
 async fn drift_is_detected_and_fixed_keeping_new_foreign_entries() {
     let e = env().await;
     let p = e.provider(&deps());
-    p.apply(&offline()).await.unwrap();
+    p.converge(&offline()).await.unwrap();
     // Someone removes offline_access, turns public client flows back on and adds another API.
     e.edit(|a| {
         let rra = a["requiredResourceAccess"].as_array_mut().unwrap();
@@ -269,11 +269,11 @@ async fn drift_is_detected_and_fixed_keeping_new_foreign_entries() {
                         "resourceAccess": [{"id": "6223a6a7-8f95-4d4a-b5a7-2f2e9f0c2a3b", "type": "Role"}]}));
         a.insert("isFallbackPublicClient".into(), json!(true));
     });
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     assert_eq!(o.changes.len(), 2);
     assert_eq!(o.settings.offline_access, Some(false));
     e.sim.reset_counters();
-    let applied = p.apply(&offline()).await.unwrap();
+    let applied = p.converge(&offline()).await.unwrap();
     assert_eq!(applied.actions.len(), 2);
     assert_eq!(e.sim.writes(), 1);
     let app = e.app();
@@ -299,7 +299,7 @@ async fn without_offline_access_only_oidc_permissions_are_ensured() {
     });
     let p = e.provider(&deps());
     let d = DesiredSettings::default();
-    let applied = p.apply(&d).await.unwrap();
+    let applied = p.converge(&d).await.unwrap();
     assert!(
         applied.actions.is_empty(),
         "openid, profile and email are already there"
@@ -317,7 +317,7 @@ async fn spa_callback_is_reported_not_changed() {
         a.insert("web".into(), json!({"redirectUris": [], "implicitGrantSettings": {"enableIdTokenIssuance": false, "enableAccessTokenIssuance": false}}));
     });
     let p = e.provider(&deps());
-    let applied = p.apply(&offline()).await.unwrap();
+    let applied = p.converge(&offline()).await.unwrap();
     let f = &applied.observation.findings;
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!((f[0].reason, f[0].blocking), ("SpaRedirectUri", false));
@@ -352,7 +352,7 @@ async fn expiring_and_expired_client_secrets_are_reported() {
             json!([secret_ending(-100, "old"), secret_ending(10, "current")]),
         );
     });
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     assert_eq!(o.findings.len(), 1, "{:?}", o.findings);
     assert_eq!(
         (o.findings[0].reason, o.findings[0].blocking),
@@ -369,7 +369,7 @@ async fn expiring_and_expired_client_secrets_are_reported() {
             json!([secret_ending(-100, "old"), secret_ending(-1, "current")]),
         );
     });
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     assert_eq!(o.findings.len(), 1);
     assert_eq!(
         (o.findings[0].reason, o.findings[0].blocking),
@@ -389,7 +389,7 @@ async fn expiring_and_expired_client_secrets_are_reported() {
     e.edit(|a| {
         a.insert("keyCredentials".into(), json!([cert_ending(20, "Verify")]));
     });
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     let found: Vec<(&str, bool)> = o.findings.iter().map(|f| (f.reason, f.blocking)).collect();
     assert_eq!(
         found,
@@ -409,7 +409,7 @@ async fn expiring_and_expired_client_secrets_are_reported() {
             json!([cert_ending(-2, "Verify"), cert_ending(300, "Sign")]),
         );
     });
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     let found: Vec<(&str, bool)> = o.findings.iter().map(|f| (f.reason, f.blocking)).collect();
     assert_eq!(
         found,
@@ -450,7 +450,7 @@ async fn refresh_token_lifetimes_are_unsupported_with_the_reason() {
             assert!(msg.contains(needle), "{needle:?} missing in {msg}");
         }
         assert!(matches!(
-            p.apply(&d).await,
+            p.converge(&d).await,
             Err(ProviderError::Unsupported { .. })
         ));
     }
@@ -472,7 +472,7 @@ async fn access_token_lifetime_uses_one_policy_created_once_and_updated() {
         perm::POLICY_READWRITE_APPLICATIONCONFIGURATION,
     ]);
     let p = e.provider(&deps());
-    let applied = p.apply(&with_access_token(3600)).await.unwrap();
+    let applied = p.converge(&with_access_token(3600)).await.unwrap();
     assert_eq!(
         applied.observation.settings.access_token_lifetime,
         Some(Duration::from_secs(3600))
@@ -498,12 +498,12 @@ async fn access_token_lifetime_uses_one_policy_created_once_and_updated() {
 
     // Converged: nothing written.
     e.sim.reset_counters();
-    let again = p.apply(&with_access_token(3600)).await.unwrap();
+    let again = p.converge(&with_access_token(3600)).await.unwrap();
     assert!(again.actions.is_empty());
     assert_eq!(e.sim.writes(), 0);
 
     // A new value updates the same policy.
-    let changed = p.apply(&with_access_token(7200)).await.unwrap();
+    let changed = p.converge(&with_access_token(7200)).await.unwrap();
     assert_eq!(
         changed.observation.settings.access_token_lifetime,
         Some(Duration::from_secs(7200))
@@ -560,7 +560,7 @@ async fn an_unassigned_operator_policy_is_reused_not_duplicated() {
         "{\"TokenLifetimePolicy\":{\"Version\":1,\"AccessTokenLifetime\":\"03:00:00\"}}",
     );
     let p = e.provider(&deps());
-    p.apply(&with_access_token(3600)).await.unwrap();
+    p.converge(&with_access_token(3600)).await.unwrap();
     let policies = e.sim.token_lifetime_policies(&e.tenant);
     assert_eq!(policies.len(), 1);
     assert_eq!(policies[0]["id"], json!(id));
@@ -590,12 +590,12 @@ async fn a_foreign_policy_is_not_replaced() {
     );
     e.sim.assign_policy(&e.tenant, &e.app_id, &id);
     let p = e.provider(&deps());
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     assert_eq!(
         o.settings.access_token_lifetime,
         Some(Duration::from_secs(4 * 3600))
     );
-    let err = p.apply(&with_access_token(3600)).await.unwrap_err();
+    let err = p.converge(&with_access_token(3600)).await.unwrap_err();
     assert!(matches!(err, ProviderError::Unsupported { .. }));
     assert!(err.to_string().contains("\"corporate\""), "{err}");
     assert_eq!(e.sim.writes(), 0);
@@ -605,7 +605,7 @@ async fn a_foreign_policy_is_not_replaced() {
 async fn policy_without_permission_is_forbidden_naming_it() {
     let e = env().await;
     let p = e.provider(&deps());
-    let err = p.apply(&with_access_token(3600)).await.unwrap_err();
+    let err = p.converge(&with_access_token(3600)).await.unwrap_err();
     assert!(matches!(err, ProviderError::Forbidden { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -627,9 +627,9 @@ async fn missing_write_permission_is_forbidden_and_read_only_observe_works() {
     let e = env().await;
     e.permissions(&[perm::APPLICATION_READ_ALL]);
     let p = e.provider(&deps());
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     assert_eq!(o.changes.len(), 2);
-    let err = p.apply(&offline()).await.unwrap_err();
+    let err = p.converge(&offline()).await.unwrap_err();
     assert!(matches!(err, ProviderError::Forbidden { .. }));
     assert!(
         err.to_string().contains("Application.ReadWrite.All"),
@@ -642,11 +642,11 @@ async fn missing_write_permission_is_forbidden_and_read_only_observe_works() {
 async fn token_is_renewed_once_on_401() {
     let e = env().await;
     let p = e.provider(&deps());
-    p.apply(&offline()).await.unwrap();
+    p.converge(&offline()).await.unwrap();
     assert_eq!(e.sim.counters().token_requests(), 1);
     e.sim.expire_tokens();
     e.sim.reset_counters();
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     assert!(o.changes.is_empty());
     let c = e.sim.counters();
     assert_eq!(c.token_requests(), 1);
@@ -659,24 +659,24 @@ async fn throttling_is_surfaced_with_retry_after_and_survived() {
     let e = env().await;
     let p = e.provider(&deps());
     e.sim.fail_next(1, 429, Some(30));
-    let err = p.apply(&offline()).await.unwrap_err();
+    let err = p.converge(&offline()).await.unwrap_err();
     assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
     assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
     assert!(err.is_transient());
     e.sim.fail_next(1, 503, Some(20));
-    let err = p.apply(&offline()).await.unwrap_err();
+    let err = p.converge(&offline()).await.unwrap_err();
     assert_eq!(err.retry_after(), Some(Duration::from_secs(20)));
     e.sim.fail_next(1, 504, Some(4));
-    let err = p.apply(&offline()).await.unwrap_err();
+    let err = p.converge(&offline()).await.unwrap_err();
     assert_eq!(err.retry_after(), Some(Duration::from_secs(4)));
     e.sim.fail_next(1, 502, None);
-    let err = p.apply(&offline()).await.unwrap_err();
+    let err = p.converge(&offline()).await.unwrap_err();
     assert!(
         matches!(err, ProviderError::Unreachable { .. }) && err.is_transient(),
         "{err:?}"
     );
     assert_eq!(e.sim.writes(), 0);
-    let applied = p.apply(&offline()).await.unwrap();
+    let applied = p.converge(&offline()).await.unwrap();
     assert!(applied.observation.changes.is_empty());
     assert_eq!(e.app()["isFallbackPublicClient"], json!(false));
 }
@@ -693,7 +693,7 @@ async fn a_404_right_after_a_write_is_retried() {
         perm::POLICY_READWRITE_APPLICATIONCONFIGURATION,
     ]);
     let p = e.provider(&deps());
-    let applied = p.apply(&with_access_token(3600)).await.unwrap();
+    let applied = p.converge(&with_access_token(3600)).await.unwrap();
     assert!(applied.observation.changes.is_empty());
     let c = e.sim.counters();
     assert_eq!(
@@ -719,7 +719,7 @@ async fn a_404_right_after_a_write_is_retried() {
     };
     let p = providers::entra::connect(&other, Some(e.creds("1", &e.secret())), &deps()).unwrap();
     e.sim.reset_counters();
-    let err = p.observe(&offline()).await.unwrap_err();
+    let err = p.observe_plan(&offline()).await.unwrap_err();
     assert!(
         matches!(err, ProviderError::ClientNotFound { .. }),
         "{err:?}"
@@ -741,7 +741,7 @@ async fn wrong_credentials_fail_naming_the_secret_only() {
     let e = env().await;
     let p = providers::entra::connect(&e.spec(), Some(e.creds("1", "wrong-secret-xyz")), &deps())
         .unwrap();
-    let err = p.observe(&offline()).await.unwrap_err();
+    let err = p.observe_plan(&offline()).await.unwrap_err();
     assert!(
         matches!(err, ProviderError::AuthenticationFailed { .. }),
         "{err:?}"
@@ -774,7 +774,7 @@ async fn wrong_credentials_fail_naming_the_secret_only() {
     let deps = deps();
     let p = providers::entra::connect(&e.spec(), Some(e.creds("2", "rotated-secret-1")), &deps)
         .unwrap();
-    p.observe(&offline()).await.unwrap();
+    p.observe_plan(&offline()).await.unwrap();
 
     // Unknown tenant.
     let other = EntraIdSpec {
@@ -782,7 +782,7 @@ async fn wrong_credentials_fail_naming_the_secret_only() {
         ..e.spec()
     };
     let p = providers::entra::connect(&other, Some(e.creds("1", &e.secret())), &deps).unwrap();
-    let err = p.observe(&offline()).await.unwrap_err();
+    let err = p.observe_plan(&offline()).await.unwrap_err();
     assert!(
         matches!(err, ProviderError::ClientNotFound { .. })
             && err.to_string().contains("AADSTS90002"),
@@ -798,7 +798,7 @@ async fn permission_ids_come_from_graph_with_well_known_fallback() {
     let custom = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
     e.sim
         .set_graph_scope_id(&e.tenant, "offline_access", custom);
-    e.provider(&deps()).apply(&offline()).await.unwrap();
+    e.provider(&deps()).converge(&offline()).await.unwrap();
     let rra = e.app()["requiredResourceAccess"].clone();
     assert_eq!(
         rra[0]["resourceAccess"].as_array().unwrap().last().unwrap(),
@@ -810,7 +810,7 @@ async fn permission_ids_come_from_graph_with_well_known_fallback() {
     let e = env().await;
     e.permissions(&[perm::APPLICATION_READWRITE_OWNEDBY]);
     e.sim.add_owner(&e.tenant, &e.app_id, &e.mgmt);
-    let applied = e.provider(&deps()).apply(&offline()).await.unwrap();
+    let applied = e.provider(&deps()).converge(&offline()).await.unwrap();
     assert!(applied.observation.findings.is_empty());
     let c = e.sim.counters();
     assert_eq!(
@@ -832,7 +832,7 @@ async fn missing_admin_consent_is_reported_when_readable() {
     let e = env().await;
     let p = e.provider(&deps());
     // Without DelegatedPermissionGrant.Read.All the grants are not read: silently skipped.
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     assert!(o.findings.is_empty());
     assert_eq!(
         e.sim
@@ -842,7 +842,7 @@ async fn missing_admin_consent_is_reported_when_readable() {
     );
 
     e.consented("openid profile email User.Read");
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     assert_eq!(o.findings.len(), 1, "{:?}", o.findings);
     assert_eq!(
         (o.findings[0].reason, o.findings[0].blocking),
@@ -855,10 +855,17 @@ async fn missing_admin_consent_is_reported_when_readable() {
 
     e.sim
         .add_permission_grant(&e.tenant, &e.app_id, "AllPrincipals", "offline_access");
-    assert!(p.observe(&offline()).await.unwrap().findings.is_empty());
+    assert!(
+        p.observe_plan(&offline())
+            .await
+            .unwrap()
+            .observation
+            .findings
+            .is_empty()
+    );
 
     e.sim.remove_service_principal(&e.tenant, &e.app_id);
-    let o = p.observe(&offline()).await.unwrap();
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
     assert_eq!(o.findings[0].reason, "ConsentMissing");
     assert!(o.findings[0].message.contains("no enterprise application"));
 }
@@ -876,7 +883,7 @@ async fn sandbox_seed_describes_before_and_after() {
         "true"
     );
     assert_eq!(before["web.redirectUris"], CALLBACK);
-    e.provider(&deps()).apply(&offline()).await.unwrap();
+    e.provider(&deps()).converge(&offline()).await.unwrap();
     let after: BTreeMap<String, String> = e.sim.describe_client().into_iter().collect();
     assert_eq!(
         after["Microsoft Graph delegated permissions"],
@@ -893,23 +900,27 @@ async fn timeouts_are_unreachable() {
     let e = env().await;
     let deps = ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_millis(300));
     let p = e.provider(&deps);
-    p.observe(&offline()).await.unwrap();
+    p.observe_plan(&offline()).await.unwrap();
     e.sim.set_latency(Duration::from_secs(2));
-    let err = p.observe(&offline()).await.unwrap_err();
+    let err = p.observe_plan(&offline()).await.unwrap_err();
     assert!(
         matches!(err, ProviderError::Unreachable { .. }) && err.is_transient(),
         "{err:?}"
     );
     e.assert_no_secrets(&err);
     e.sim.set_latency(Duration::ZERO);
-    p.observe(&offline()).await.unwrap();
+    p.observe_plan(&offline()).await.unwrap();
 }
 
 #[tokio::test]
 async fn forbidden_reads_name_the_permission_exactly() {
     let e = env().await;
     e.permissions(&[]);
-    let err = e.provider(&deps()).observe(&offline()).await.unwrap_err();
+    let err = e
+        .provider(&deps())
+        .observe_plan(&offline())
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -930,7 +941,7 @@ async fn the_graph_catalogue_and_the_service_principal_id_are_shared_per_tenant(
             .counters()
             .calls("GET", "/v1.0/servicePrincipals(appId='{appId}')")
     };
-    e.provider(&shared).observe(&offline()).await.unwrap();
+    e.provider(&shared).observe_plan(&offline()).await.unwrap();
     assert_eq!(sp_reads(), 2, "Microsoft Graph's and the app's");
     // The next reconcile (a new provider object with the same dependencies) reads neither,
     // but still reads the app and its grants.
@@ -938,7 +949,7 @@ async fn the_graph_catalogue_and_the_service_principal_id_are_shared_per_tenant(
         .sim
         .counters()
         .calls("GET", "/v1.0/oauth2PermissionGrants");
-    e.provider(&shared).observe(&offline()).await.unwrap();
+    e.provider(&shared).observe_plan(&offline()).await.unwrap();
     assert_eq!(sp_reads(), 2);
     assert_eq!(
         e.sim
@@ -947,12 +958,17 @@ async fn the_graph_catalogue_and_the_service_principal_id_are_shared_per_tenant(
         grants + 1
     );
     // Separate dependencies start from scratch.
-    e.provider(&deps()).observe(&offline()).await.unwrap();
+    e.provider(&deps()).observe_plan(&offline()).await.unwrap();
     assert_eq!(sp_reads(), 4);
     // Without any grant, the remembered service principal is checked before consent is
     // reported missing.
     e.sim.remove_service_principal(&e.tenant, &e.app_id);
-    let o = e.provider(&shared).observe(&offline()).await.unwrap();
+    let o = e
+        .provider(&shared)
+        .observe_plan(&offline())
+        .await
+        .unwrap()
+        .observation;
     assert_eq!(sp_reads(), 5);
     assert!(o.findings[0].message.contains("no enterprise application"));
 }

@@ -150,16 +150,17 @@ async fn first_convergence_with_client_credentials_touches_nothing_else() {
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
 
-    // Observe reads and reports; it writes nothing.
-    let obs = kc.observe(&wanted()).await.unwrap();
+    // Observe reads and plans; it writes nothing.
+    let plan = kc.observe_plan(&wanted()).await.unwrap();
+    let obs = plan.observation.clone();
     assert_eq!(sim.writes(), 0);
     let changes: Vec<String> = obs.changes.iter().map(ToString::to_string).collect();
     assert_eq!(
         changes,
         vec![
-            "client attribute use.refresh.tokens: false -> true",
-            "client attribute client.offline.session.idle.timeout: unset -> 86400",
-            "client attribute access.token.lifespan: unset -> 3600",
+            "attribute use.refresh.tokens: false -> true",
+            "attribute client.offline.session.idle.timeout: unset -> 86400",
+            "attribute access.token.lifespan: unset -> 3600",
             "client scope offline_access: not linked -> optional",
         ]
     );
@@ -175,9 +176,9 @@ async fn first_convergence_with_client_credentials_touches_nothing_else() {
         "realm, client (with its linked scope names), the realm's client scopes, discovery"
     );
 
-    // Apply writes from what observe read moments before, then reads back.
+    // Apply writes the plan (built from what observe read moments before), then reads back.
     sim.reset_counters();
-    let applied = kc.apply(&wanted()).await.unwrap();
+    let applied = kc.apply(&plan).await.unwrap();
     assert_eq!(
         sim.counters().reads(),
         2,
@@ -234,7 +235,7 @@ async fn first_convergence_with_client_credentials_touches_nothing_else() {
 
     // A second apply reads and writes nothing.
     sim.reset_counters();
-    let again = kc.apply(&wanted()).await.unwrap();
+    let again = kc.converge(&wanted()).await.unwrap();
     assert_eq!(again.actions, Vec::<String>::new());
     assert_eq!(again.observation, applied.observation);
     let c = sim.counters();
@@ -250,10 +251,10 @@ async fn first_convergence_with_client_credentials_touches_nothing_else() {
     // discovery document; one with its own dependencies reads it.
     sim.reset_counters();
     let next = connect(&spec(&sim), operator_creds(), &deps);
-    next.observe(&wanted()).await.unwrap();
+    next.observe_plan(&wanted()).await.unwrap();
     assert_eq!(sim.counters().reads(), 2, "realm and client");
     let elsewhere = connect(&spec(&sim), operator_creds(), &self::deps());
-    elsewhere.observe(&wanted()).await.unwrap();
+    elsewhere.observe_plan(&wanted()).await.unwrap();
     assert_eq!(
         sim.counters()
             .calls("GET", "/realms/{realm}/.well-known/openid-configuration"),
@@ -283,12 +284,12 @@ async fn password_grant_from_master_and_legacy_auth_prefix() {
         ),
         &deps,
     );
-    let applied = kc.apply(&wanted()).await.unwrap();
+    let applied = kc.converge(&wanted()).await.unwrap();
     assert_eq!(applied.actions.len(), 4);
     assert_eq!(applied.observation.settings.offline_access, Some(true));
     assert_eq!(sim.counters().calls("POST", sim_keycloak::TOKEN_ROUTE), 1);
     sim.reset_counters();
-    assert_eq!(kc.apply(&wanted()).await.unwrap().actions.len(), 0);
+    assert_eq!(kc.converge(&wanted()).await.unwrap().actions.len(), 0);
     assert_eq!(sim.writes(), 0);
 
     // A wrong password names the Secret and the auth realm, never the value.
@@ -300,7 +301,7 @@ async fn password_grant_from_master_and_legacy_auth_prefix() {
         ),
         &deps,
     );
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert_eq!(
         e.to_string(),
         "Keycloak rejected the admin credentials: the token endpoint of realm \"master\" answered HTTP 401 (invalid_grant: Invalid user credentials); check username and password in Secret \"keycloak-admin\", that they belong to realm \"master\" (spec.provider.keycloak.authRealm)"
@@ -313,24 +314,24 @@ async fn drift_is_detected_and_corrected() {
     let sim = sim().await;
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
-    kc.apply(&wanted()).await.unwrap();
+    kc.converge(&wanted()).await.unwrap();
 
     // Someone switches refresh tokens off in the admin console.
     sim.update_client(REALM, "coder", |c| {
         c["attributes"]["use.refresh.tokens"] = json!("false");
     });
     sim.reset_counters();
-    let obs = kc.observe(&wanted()).await.unwrap();
+    let obs = kc.observe_plan(&wanted()).await.unwrap().observation;
     assert_eq!(
         obs.changes
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>(),
-        vec!["client attribute use.refresh.tokens: false -> true"]
+        vec!["attribute use.refresh.tokens: false -> true"]
     );
     assert_eq!(obs.settings.refresh_token_grant, Some(false));
     assert_eq!(sim.writes(), 0, "observe writes nothing");
-    let applied = kc.apply(&wanted()).await.unwrap();
+    let applied = kc.converge(&wanted()).await.unwrap();
     assert_eq!(
         applied.actions,
         vec!["set client attribute use.refresh.tokens to true (was false)"]
@@ -343,7 +344,7 @@ async fn drift_is_detected_and_corrected() {
 
     // The scope is unlinked in the console: linked again.
     sim.unlink_client_scope(REALM, "coder", "offline_access");
-    let applied = kc.apply(&wanted()).await.unwrap();
+    let applied = kc.converge(&wanted()).await.unwrap();
     assert_eq!(
         applied.actions,
         vec!["linked client scope offline_access to the client as optional"]
@@ -371,9 +372,10 @@ async fn realm_changes_need_the_opt_in() {
         ..wanted()
     };
     let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let realm_before = sim.realm(REALM).unwrap();
     for result in [
-        kc.observe(&desired).await.map(|_| ()),
-        kc.apply(&desired).await.map(|_| ()),
+        kc.observe_plan(&desired).await.map(|_| ()),
+        kc.converge(&desired).await.map(|_| ()),
     ] {
         let e = result.unwrap_err();
         assert!(matches!(e, ProviderError::Unsupported { .. }));
@@ -387,7 +389,7 @@ async fn realm_changes_need_the_opt_in() {
     let mut opted_in = spec(&sim);
     opted_in.allow_realm_changes = Some(true);
     let kc = connect(&opted_in, operator_creds(), &deps);
-    let applied = kc.apply(&desired).await.unwrap();
+    let applied = kc.converge(&desired).await.unwrap();
     assert_eq!(
         &applied.actions[..2],
         &[
@@ -411,19 +413,26 @@ async fn realm_changes_need_the_opt_in() {
         sim.client(REALM, "coder").unwrap()["attributes"]["client.offline.session.max.lifespan"],
         json!("2592000")
     );
-    // The realm PUT carries only the fields that change.
+    // The realm PUT sends back the whole representation read, with only the two fields changed:
+    // Keycloak resets realm settings a body leaves out (device authorization, CIBA, PAR).
     let realm_puts: Vec<Value> = sim
         .recorded_bodies()
         .into_iter()
         .filter(|b| b.route == "/admin/realms/{realm}")
         .map(|b| b.body)
         .collect();
-    assert_eq!(
-        realm_puts,
-        vec![json!({"offlineSessionMaxLifespanEnabled": true, "revokeRefreshToken": true})]
-    );
+    let mut expected = realm_before.clone();
+    expected["offlineSessionMaxLifespanEnabled"] = json!(true);
+    expected["revokeRefreshToken"] = json!(true);
+    assert_eq!(realm_puts, vec![expected]);
+    let after = sim.realm(REALM).unwrap();
+    for (k, v) in realm_before.as_object().unwrap() {
+        if k != "offlineSessionMaxLifespanEnabled" && k != "revokeRefreshToken" {
+            assert_eq!(after.get(k), Some(v), "realm {k} unchanged");
+        }
+    }
     sim.reset_counters();
-    assert_eq!(kc.apply(&desired).await.unwrap().actions.len(), 0);
+    assert_eq!(kc.converge(&desired).await.unwrap().actions.len(), 0);
     assert_eq!(sim.writes(), 0);
     assert_bodies_valid(&sim);
 }
@@ -436,10 +445,13 @@ async fn full_scope_off_maps_the_offline_access_role() {
     });
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
-    let obs = kc.observe(&wanted()).await.unwrap();
-    assert!(obs.changes.iter().any(|c| c.to_string()
-        == "realm role offline_access in the client's scope mappings: absent -> present"));
-    let applied = kc.apply(&wanted()).await.unwrap();
+    let obs = kc.observe_plan(&wanted()).await.unwrap().observation;
+    assert!(
+        obs.changes
+            .iter()
+            .any(|c| c.to_string() == "realm scope mapping offline_access: absent -> present")
+    );
+    let applied = kc.converge(&wanted()).await.unwrap();
     assert_eq!(
         applied.actions.last().unwrap(),
         "added realm role offline_access to the client's scope mappings"
@@ -450,7 +462,7 @@ async fn full_scope_off_maps_the_offline_access_role() {
     );
     assert_eq!(applied.observation.settings.offline_access, Some(true));
     sim.reset_counters();
-    assert!(kc.apply(&wanted()).await.unwrap().actions.is_empty());
+    assert!(kc.converge(&wanted()).await.unwrap().actions.is_empty());
     assert_eq!(sim.writes(), 0);
     let bodies: Vec<_> = sim
         .recorded_bodies()
@@ -468,11 +480,11 @@ async fn expired_token_is_renewed_once_and_rotated_secret_is_picked_up() {
     let sim = sim().await;
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
-    kc.observe(&wanted()).await.unwrap();
+    kc.observe_plan(&wanted()).await.unwrap();
     assert_eq!(sim.counters().token_requests(), 1);
     sim.expire_tokens();
     sim.reset_counters();
-    kc.observe(&wanted()).await.unwrap();
+    kc.observe_plan(&wanted()).await.unwrap();
     let c = sim.counters();
     assert_eq!(c.with_status(401), 1, "one 401, then a fresh token");
     assert_eq!(c.token_requests(), 1);
@@ -489,8 +501,8 @@ async fn expired_token_is_renewed_once_and_rotated_secret_is_picked_up() {
         ],
     );
     let kc2 = connect(&spec(&sim), rotated, &deps);
-    kc2.observe(&wanted()).await.unwrap();
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    kc2.observe_plan(&wanted()).await.unwrap();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert!(
         matches!(e, ProviderError::AuthenticationFailed { .. }),
         "{e}"
@@ -505,7 +517,7 @@ async fn missing_roles_answer_forbidden_naming_the_role() {
     let deps = deps();
     sim.set_admin_roles(REALM, "coder-operator", REALM, &["view-clients"]);
     let kc = connect(&spec(&sim), operator_creds(), &deps);
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert!(matches!(e, ProviderError::Forbidden { .. }));
     assert!(
         e.to_string().starts_with(
@@ -521,7 +533,7 @@ async fn missing_roles_answer_forbidden_naming_the_role() {
         REALM,
         &["view-clients", "view-realm"],
     );
-    let e = kc.apply(&wanted()).await.unwrap_err();
+    let e = kc.converge(&wanted()).await.unwrap_err();
     assert_eq!(
         e.to_string(),
         "Keycloak refused to update client \"coder\": the admin account of Secret \"keycloak-admin\" lacks the realm-management client role manage-clients for realm \"coder\" (HTTP 403 Forbidden); assign it to the account's service-account user (or user) in realm \"coder\", or assign realm-admin. The operator needs view-clients, manage-clients and view-realm"
@@ -531,13 +543,13 @@ async fn missing_roles_answer_forbidden_naming_the_role() {
     assert_eq!(sim.counters().with_status(403), 1);
 
     sim.set_admin_roles(REALM, "coder-operator", REALM, &[]);
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert!(matches!(e, ProviderError::Forbidden { .. }), "{e}");
     assert!(e.to_string().contains("view-realm"), "{e}");
 
     // realm-admin covers everything.
     sim.set_admin_roles(REALM, "coder-operator", REALM, &["realm-admin"]);
-    kc.apply(&wanted()).await.unwrap();
+    kc.converge(&wanted()).await.unwrap();
 }
 
 #[tokio::test]
@@ -554,7 +566,7 @@ async fn missing_realm_and_missing_client_are_told_apart() {
     s.realm = "nope".into();
     s.auth_realm = Some("master".into());
     let e = connect(&s, ops, &deps)
-        .observe(&wanted())
+        .observe_plan(&wanted())
         .await
         .unwrap_err();
     match &e {
@@ -572,7 +584,7 @@ async fn missing_realm_and_missing_client_are_told_apart() {
     let mut s = spec(&sim);
     s.realm = "nope".into();
     let e = connect(&s, operator_creds(), &deps)
-        .observe(&wanted())
+        .observe_plan(&wanted())
         .await
         .unwrap_err();
     match &e {
@@ -585,7 +597,7 @@ async fn missing_realm_and_missing_client_are_told_apart() {
     let mut s = spec(&sim);
     s.client_id = "ghost".into();
     let e = connect(&s, operator_creds(), &deps)
-        .observe(&wanted())
+        .observe_plan(&wanted())
         .await
         .unwrap_err();
     assert_no_secrets(&e);
@@ -607,7 +619,7 @@ async fn throttling_and_server_errors() {
     let kc = connect(&spec(&sim), operator_creds(), &deps);
     // A Retry-After longer than a call may wait is surfaced for the controller to requeue.
     sim.fail_next(1, 429, Some(30));
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
     assert!(e.is_transient());
     assert_eq!(
@@ -617,16 +629,16 @@ async fn throttling_and_server_errors() {
     assert_no_secrets(&e);
 
     sim.fail_next(1, 502, None);
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unreachable { .. }), "{e}");
     assert!(e.is_transient());
     assert!(e.to_string().contains("HTTP 502 Bad Gateway"), "{e}");
 
     // 503 with Retry-After is throttling too; afterwards it recovers.
     sim.fail_next(1, 503, Some(20));
-    let e = kc.apply(&wanted()).await.unwrap_err();
+    let e = kc.converge(&wanted()).await.unwrap_err();
     assert_eq!(e.retry_after(), Some(Duration::from_secs(20)));
-    kc.apply(&wanted()).await.unwrap();
+    kc.converge(&wanted()).await.unwrap();
 }
 
 #[tokio::test]
@@ -637,7 +649,7 @@ async fn short_throttling_is_waited_out_inside_one_call() {
     // Two 429s with Retry-After: 1: the call waits and retries, and the apply succeeds.
     sim.fail_next(2, 429, Some(1));
     let started = std::time::Instant::now();
-    let applied = kc.apply(&wanted()).await.expect("throttling waited out");
+    let applied = kc.converge(&wanted()).await.expect("throttling waited out");
     assert!(applied.observation.changes.is_empty());
     assert!(
         started.elapsed() >= Duration::from_secs(2),
@@ -646,7 +658,7 @@ async fn short_throttling_is_waited_out_inside_one_call() {
     assert_eq!(sim.counters().with_status(429), 2);
     // Persistent throttling gives up after the retry budget and surfaces Throttled.
     sim.fail_next(10, 429, Some(1));
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert!(matches!(e, ProviderError::Throttled { .. }), "{e}");
     assert_eq!(
         sim.counters().with_status(429),
@@ -662,7 +674,7 @@ async fn timeouts_are_unreachable() {
     let deps = ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_millis(200));
     let kc = connect(&spec(&sim), operator_creds(), &deps);
     sim.set_latency(Duration::from_secs(2));
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unreachable { .. }), "{e}");
     assert!(e.to_string().contains("timed out"), "{e}");
 }
@@ -718,7 +730,7 @@ async fn bad_secrets_are_invalid_secret_without_values() {
         ),
         &deps,
     );
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert_eq!(
         e.to_string(),
         "Keycloak rejected the admin credentials: the token endpoint of realm \"coder\" answered HTTP 401 (invalid_client: Invalid client or Invalid client credentials); check client-id and client-secret in Secret \"keycloak-admin\", that they belong to realm \"coder\" (spec.provider.keycloak.authRealm)"
@@ -733,7 +745,7 @@ async fn discovery_and_missing_scope_are_findings() {
     sim.set_grant_types_supported(REALM, Some(vec!["authorization_code".into()]));
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
-    let obs = kc.observe(&wanted()).await.unwrap();
+    let obs = kc.observe_plan(&wanted()).await.unwrap().observation;
     let found: Vec<(&str, bool)> = obs
         .findings
         .iter()
@@ -754,7 +766,7 @@ async fn discovery_and_missing_scope_are_findings() {
         idle_timeout: Some(Duration::from_secs(1200)),
         ..wanted()
     };
-    let applied = kc.apply(&online).await.unwrap();
+    let applied = kc.converge(&online).await.unwrap();
     assert!(applied.observation.findings.iter().all(|f| !f.blocking));
     assert!(applied.observation.coder.add_scopes.is_empty());
     let attrs = sim.client(REALM, "coder").unwrap()["attributes"].clone();
@@ -781,7 +793,7 @@ async fn every_body_sent_validates_against_the_contract() {
         rotation: Some(Rotation::Rotate),
         access_token_lifetime: Some(Duration::from_secs(600)),
     };
-    let applied = kc.apply(&desired).await.unwrap();
+    let applied = kc.converge(&desired).await.unwrap();
     assert_eq!(applied.observation.changes, vec![]);
     assert_eq!(
         applied.observation.settings.lifetime,
@@ -841,7 +853,7 @@ async fn sandbox_seed_converges() {
         rotation: Some(Rotation::Rotate),
         ..wanted()
     };
-    let applied = kc.apply(&desired).await.unwrap();
+    let applied = kc.converge(&desired).await.unwrap();
     assert_eq!(applied.observation.settings.offline_access, Some(true));
     let after = sim.describe_client();
     assert!(after.contains(&("use.refresh.tokens".to_string(), "true".to_string())));
@@ -862,16 +874,16 @@ async fn a_write_that_does_not_stick_is_not_persisted() {
     sim.ignore_client_updates(true);
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
-    let e = kc.apply(&wanted()).await.unwrap_err();
+    let e = kc.converge(&wanted()).await.unwrap_err();
     assert!(matches!(e, ProviderError::NotPersisted { .. }));
     assert!(e.is_transient());
     assert_eq!(
         e.to_string(),
-        "Keycloak accepted the change but reading it back shows these settings still differ: client attribute use.refresh.tokens: false -> true; client attribute client.offline.session.idle.timeout: unset -> 86400; client attribute access.token.lifespan: unset -> 3600"
+        "Keycloak accepted the change but reading it back shows these settings still differ: attribute use.refresh.tokens: false -> true; attribute client.offline.session.idle.timeout: unset -> 86400; attribute access.token.lifespan: unset -> 3600"
     );
     assert_no_secrets(&e);
     sim.ignore_client_updates(false);
-    let applied = kc.apply(&wanted()).await.unwrap();
+    let applied = kc.converge(&wanted()).await.unwrap();
     assert_eq!(applied.actions.len(), 3, "the scope link had stuck already");
 }
 
@@ -881,7 +893,7 @@ async fn a_second_401_after_renewal_is_authentication_failed() {
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
     sim.fail_next(2, 401, None);
-    let e = kc.observe(&wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
     assert!(
         matches!(e, ProviderError::AuthenticationFailed { .. }),
         "{e}"

@@ -190,17 +190,18 @@ async fn first_convergence_then_nothing_to_write() {
         let (sim, seed) = sim(version).await;
         let pf = connect(&sim, &seed);
 
-        // Observe reports every change and writes nothing.
-        let obs = pf.observe(&want()).await.unwrap();
+        // Observe and plan report every change and write nothing.
+        let plan = pf.observe_plan(&want()).await.unwrap();
+        let obs = plan.observation.clone();
         let changes: Vec<String> = obs.changes.iter().map(ToString::to_string).collect();
         assert_eq!(
             changes,
             [
-                "authorization server common scope offline_access: not defined -> defined",
+                "common scope offline_access: not defined -> defined",
                 "grantTypes: AUTHORIZATION_CODE -> AUTHORIZATION_CODE, REFRESH_TOKEN",
                 "restrictedScopes: openid, profile, email -> openid, profile, email, offline_access",
-                "persistentGrantExpiration: SERVER_DEFAULT (indefinite) -> OVERRIDE_SERVER_DEFAULT (90 DAYS)",
-                "persistentGrantIdleTimeout: SERVER_DEFAULT (720h) -> OVERRIDE_SERVER_DEFAULT (36 HOURS)",
+                "persistentGrantExpirationType, persistentGrantExpirationTime, persistentGrantExpirationTimeUnit: SERVER_DEFAULT (indefinite) -> OVERRIDE_SERVER_DEFAULT (90 DAYS)",
+                "persistentGrantIdleTimeoutType, persistentGrantIdleTimeout, persistentGrantIdleTimeoutTimeUnit: SERVER_DEFAULT (720h) -> OVERRIDE_SERVER_DEFAULT (36 HOURS)",
                 "refreshRolling: SERVER_DEFAULT -> ROLL",
             ],
             "{version}"
@@ -219,15 +220,15 @@ async fn first_convergence_then_nothing_to_write() {
         assert_eq!(sim.counters().writes(), 0, "observe writes nothing");
 
         let before = sim.counters();
-        let applied = pf.apply(&want()).await.unwrap();
+        let applied = pf.apply(&plan).await.unwrap();
         assert_eq!(
             applied.actions,
             [
                 "added the common scope offline_access to the PingFederate authorization server settings".to_string(),
                 "updated PingFederate OAuth client \"coder\": grantTypes: AUTHORIZATION_CODE -> AUTHORIZATION_CODE, REFRESH_TOKEN; \
                  restrictedScopes: openid, profile, email -> openid, profile, email, offline_access; \
-                 persistentGrantExpiration: SERVER_DEFAULT (indefinite) -> OVERRIDE_SERVER_DEFAULT (90 DAYS); \
-                 persistentGrantIdleTimeout: SERVER_DEFAULT (720h) -> OVERRIDE_SERVER_DEFAULT (36 HOURS); \
+                 persistentGrantExpirationType, persistentGrantExpirationTime, persistentGrantExpirationTimeUnit: SERVER_DEFAULT (indefinite) -> OVERRIDE_SERVER_DEFAULT (90 DAYS); \
+                 persistentGrantIdleTimeoutType, persistentGrantIdleTimeout, persistentGrantIdleTimeoutTimeUnit: SERVER_DEFAULT (720h) -> OVERRIDE_SERVER_DEFAULT (36 HOURS); \
                  refreshRolling: SERVER_DEFAULT -> ROLL".to_string(),
             ]
         );
@@ -278,7 +279,7 @@ async fn first_convergence_then_nothing_to_write() {
 
         // A second apply writes nothing.
         let before = sim.counters();
-        let again = pf.apply(&want()).await.unwrap();
+        let again = pf.converge(&want()).await.unwrap();
         assert_eq!(again.actions, Vec::<String>::new());
         assert_eq!(again.observation, applied.observation);
         let diff = sim.counters().diff(&before);
@@ -296,11 +297,11 @@ async fn first_convergence_then_nothing_to_write() {
         let password = &seed.secret_data["password"];
         let before = sim.counters();
         connect_as(&sim, &seed, user, password, &shared)
-            .observe(&want())
+            .observe_plan(&want())
             .await
             .unwrap();
         connect_as(&sim, &seed, user, password, &shared)
-            .observe(&want())
+            .observe_plan(&want())
             .await
             .unwrap();
         let diff = sim.counters().diff(&before);
@@ -321,7 +322,7 @@ async fn drift_is_detected_and_corrected() {
     for version in VERSIONS {
         let (sim, seed) = sim(version).await;
         let pf = connect(&sim, &seed);
-        pf.apply(&want()).await.unwrap();
+        pf.converge(&want()).await.unwrap();
 
         // An administrator edits the client in the console.
         sim.update_client("coder", |c| {
@@ -329,13 +330,13 @@ async fn drift_is_detected_and_corrected() {
             c["refreshRolling"] = json!("DONT_ROLL");
             c["persistentGrantIdleTimeoutType"] = json!("SERVER_DEFAULT");
         });
-        let obs = pf.observe(&want()).await.unwrap();
+        let obs = pf.observe_plan(&want()).await.unwrap().observation;
         let changes: Vec<String> = obs.changes.iter().map(ToString::to_string).collect();
         assert_eq!(
             changes,
             [
                 "grantTypes: AUTHORIZATION_CODE -> AUTHORIZATION_CODE, REFRESH_TOKEN",
-                "persistentGrantIdleTimeout: SERVER_DEFAULT (720h) -> OVERRIDE_SERVER_DEFAULT (36 HOURS)",
+                "persistentGrantIdleTimeoutType, persistentGrantIdleTimeout, persistentGrantIdleTimeoutTimeUnit: SERVER_DEFAULT (720h) -> OVERRIDE_SERVER_DEFAULT (36 HOURS)",
                 "refreshRolling: DONT_ROLL -> ROLL",
             ]
         );
@@ -343,7 +344,7 @@ async fn drift_is_detected_and_corrected() {
         assert_eq!(obs.settings.rotation, Some(Rotation::Reuse));
 
         let before = sim.counters();
-        let applied = pf.apply(&want()).await.unwrap();
+        let applied = pf.converge(&want()).await.unwrap();
         assert_eq!(applied.actions.len(), 1, "{:?}", applied.actions);
         assert_eq!(applied.observation.settings, wanted_settings());
         assert_eq!(sim.counters().diff(&before).writes(), 1);
@@ -401,7 +402,7 @@ async fn validation_errors_are_shown_with_field_paths() {
                 .unwrap()
                 .retain(|e| e["name"] != "email");
         });
-        let err = pf.apply(&want()).await.unwrap_err();
+        let err = pf.converge(&want()).await.unwrap_err();
         assert!(matches!(err, ProviderError::Rejected { .. }), "{err:?}");
         assert!(!err.is_transient());
         assert_eq!(
@@ -431,9 +432,9 @@ async fn auditor_can_observe_but_not_write() {
             "auditor-pass-123",
             &deps(Duration::from_secs(10)),
         );
-        let obs = pf.observe(&want()).await.unwrap();
+        let obs = pf.observe_plan(&want()).await.unwrap().observation;
         assert_eq!(obs.changes.len(), 6);
-        let err = pf.apply(&want()).await.unwrap_err();
+        let err = pf.converge(&want()).await.unwrap_err();
         assert!(matches!(err, ProviderError::Forbidden { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(
@@ -461,7 +462,7 @@ async fn wrong_password_is_an_authentication_failure_naming_the_secret() {
         "wrong-password-xyz",
         &deps(Duration::from_secs(10)),
     );
-    let err = pf.observe(&want()).await.unwrap_err();
+    let err = pf.observe_plan(&want()).await.unwrap_err();
     assert!(
         matches!(err, ProviderError::AuthenticationFailed { .. }),
         "{err:?}"
@@ -508,7 +509,7 @@ async fn unknown_client_is_client_not_found() {
         &deps(Duration::from_secs(10)),
     )
     .unwrap();
-    let err = pf.observe(&want()).await.unwrap_err();
+    let err = pf.observe_plan(&want()).await.unwrap_err();
     assert!(
         matches!(err, ProviderError::ClientNotFound { .. }),
         "{err:?}"
@@ -524,23 +525,23 @@ async fn throttling_and_outages_are_transient_and_recover() {
         let pf = connect(&sim, &seed);
 
         sim.fail_next(1, 429, Some(30));
-        let err = pf.apply(&want()).await.unwrap_err();
+        let err = pf.converge(&want()).await.unwrap_err();
         assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
         assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
         assert!(err.is_transient());
 
         sim.fail_next(1, 503, None);
-        let err = pf.apply(&want()).await.unwrap_err();
+        let err = pf.converge(&want()).await.unwrap_err();
         assert!(matches!(err, ProviderError::Unreachable { .. }), "{err:?}");
         assert!(err.is_transient());
 
         sim.fail_next(1, 500, None);
-        let err = pf.observe(&want()).await.unwrap_err();
+        let err = pf.observe_plan(&want()).await.unwrap_err();
         assert!(matches!(err, ProviderError::Unreachable { .. }), "{err:?}");
 
         // Recovery: converges, nothing was written by the failed attempts.
         assert_eq!(sim.counters().writes(), 0);
-        let applied = pf.apply(&want()).await.unwrap();
+        let applied = pf.converge(&want()).await.unwrap();
         assert_eq!(applied.observation.settings, wanted_settings());
         assert_eq!(
             without_mtime(sim.client("coder").unwrap()),
@@ -554,13 +555,13 @@ async fn throttling_and_outages_are_transient_and_recover() {
 async fn partial_state_converges_with_only_the_missing_writes() {
     let (sim, seed) = sim(PfVersion::V12_1).await;
     let pf = connect(&sim, &seed);
-    assert_eq!(pf.apply(&want()).await.unwrap().actions.len(), 2);
+    assert_eq!(pf.converge(&want()).await.unwrap().actions.len(), 2);
     // The scope exists, but the client was restored from an old export.
     sim.update_client("coder", |c| {
         *c = sim_pingfederate::seed_client(PfVersion::V12_1);
     });
     let before = sim.counters();
-    let applied = pf.apply(&want()).await.unwrap();
+    let applied = pf.converge(&want()).await.unwrap();
     assert_eq!(
         applied.actions.len(),
         1,
@@ -586,7 +587,7 @@ async fn timeouts_are_unreachable() {
         &deps(Duration::from_millis(200)),
     );
     sim.set_latency(Duration::from_secs(3));
-    let err = pf.observe(&want()).await.unwrap_err();
+    let err = pf.observe_plan(&want()).await.unwrap_err();
     assert!(matches!(err, ProviderError::Unreachable { .. }), "{err:?}");
     assert!(err.is_transient());
     sim.set_latency(Duration::ZERO);
@@ -601,7 +602,7 @@ async fn consent_prompt_is_required_by_12_1() {
         c["offlineAccessRequireConsentPrompt"] = json!("YES");
     });
     let pf = connect(&sim, &seed);
-    let applied = pf.apply(&want()).await.unwrap();
+    let applied = pf.converge(&want()).await.unwrap();
     assert_eq!(applied.observation.coder.add_scopes, ["offline_access"]);
     assert_eq!(
         applied.observation.coder.params,
@@ -633,16 +634,17 @@ async fn consent_prompt_is_required_by_12_1() {
         s["requireOfflineAccessScopeToIssueRefreshTokens"] = json!(true);
         s["offlineAccessRequireConsentPrompt"] = json!(true);
     });
-    let obs = pf.observe(&want()).await.unwrap();
+    let obs = pf.observe_plan(&want()).await.unwrap().observation;
     assert_eq!(obs.coder.params["prompt"], "consent");
     // Without offline_access the client gets no refresh token: blocking finding.
     let obs = pf
-        .observe(&DesiredSettings {
+        .observe_plan(&DesiredSettings {
             offline_access: false,
             ..want()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .observation;
     assert!(obs.coder.params.is_empty());
     assert_eq!(obs.findings.len(), 1);
     assert_eq!(obs.findings[0].reason, "OfflineAccessRequired");
@@ -655,7 +657,7 @@ async fn no_consent_prompt_by_default_and_on_11_3() {
     for version in VERSIONS {
         let (sim, seed) = sim(version).await;
         let pf = connect(&sim, &seed);
-        let obs = pf.observe(&want()).await.unwrap();
+        let obs = pf.observe_plan(&want()).await.unwrap().observation;
         assert!(obs.coder.params.is_empty(), "{version}");
         assert!(obs.findings.is_empty(), "{version}");
         sim.shutdown().await;
@@ -673,7 +675,7 @@ async fn access_token_lifetime_is_unsupported_before_any_call() {
     let err = pf.check(&desired).unwrap_err();
     assert!(matches!(err, ProviderError::Unsupported { .. }));
     assert!(err.to_string().contains("access token manager"), "{err}");
-    assert!(pf.apply(&desired).await.is_err());
+    assert!(pf.converge(&desired).await.is_err());
     assert_eq!(sim.counters().total(), 0);
     sim.shutdown().await;
 }

@@ -430,11 +430,15 @@ async fn keycloak_over_tls_with_the_private_ca_in_ca_crt() {
     let deps = deps();
     let kc = keycloak(&proxy.url, keycloak_creds("1", Ca::Right), &deps);
 
-    let obs = kc.observe(&keycloak_wanted()).await.unwrap();
+    let obs = kc
+        .observe_plan(&keycloak_wanted())
+        .await
+        .unwrap()
+        .observation;
     assert!(
         obs.changes
             .iter()
-            .any(|c| c.to_string() == "client attribute use.refresh.tokens: false -> true"),
+            .any(|c| c.to_string() == "attribute use.refresh.tokens: false -> true"),
         "{:?}",
         obs.changes
     );
@@ -443,7 +447,7 @@ async fn keycloak_over_tls_with_the_private_ca_in_ca_crt() {
     assert!(c.reads() >= 2, "{c:?}");
     assert_eq!(c.writes(), 0, "observe writes nothing: {c:?}");
 
-    let applied = kc.apply(&keycloak_wanted()).await.unwrap();
+    let applied = kc.converge(&keycloak_wanted()).await.unwrap();
     assert!(
         applied
             .actions
@@ -468,7 +472,7 @@ async fn keycloak_refused_with(ca: Ca) -> ProviderError {
     let deps = deps();
     let kc = keycloak(&proxy.url, keycloak_creds("1", ca), &deps);
 
-    let e = kc.observe(&keycloak_wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&keycloak_wanted()).await.unwrap_err();
     assert_untrusted_certificate(&e, &[OPERATOR_SECRET, CODER_SECRET]);
     assert_eq!(sim.counters().total(), 0, "nothing reached the server");
     assert_eq!(proxy.accepted(), 0);
@@ -501,7 +505,7 @@ async fn pingfederate_admin_api_over_tls_with_the_private_ca_in_ca_crt() {
         pingfederate_creds(&seed, "1", Ca::None),
         &deps,
     );
-    let e = pf.observe(&pingfederate_wanted()).await.unwrap_err();
+    let e = pf.observe_plan(&pingfederate_wanted()).await.unwrap_err();
     assert_untrusted_certificate(&e, &[&password]);
     assert_eq!(sim.counters().total(), 0, "nothing reached the server");
 
@@ -512,13 +516,17 @@ async fn pingfederate_admin_api_over_tls_with_the_private_ca_in_ca_crt() {
         pingfederate_creds(&seed, "2", Ca::Right),
         &deps,
     );
-    let obs = pf.observe(&pingfederate_wanted()).await.unwrap();
+    let obs = pf
+        .observe_plan(&pingfederate_wanted())
+        .await
+        .unwrap()
+        .observation;
     assert!(!obs.changes.is_empty(), "the seeded client needs changes");
     let c = sim.counters();
     assert!(c.get("GET", "/oauth/clients/{id}") >= 1, "{c:?}");
     assert_eq!(c.writes(), 0, "observe writes nothing: {c:?}");
 
-    let applied = pf.apply(&pingfederate_wanted()).await.unwrap();
+    let applied = pf.converge(&pingfederate_wanted()).await.unwrap();
     assert!(!applied.actions.is_empty());
     assert_eq!(applied.observation.changes, []);
     let c = sim.counters();
@@ -541,19 +549,19 @@ async fn a_rotated_secret_with_the_right_ca_is_picked_up() {
     let deps = deps();
 
     let kc = keycloak(&proxy.url, keycloak_creds("1", Ca::Other), &deps);
-    let e = kc.observe(&keycloak_wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&keycloak_wanted()).await.unwrap_err();
     assert_untrusted_certificate(&e, &[OPERATOR_SECRET, CODER_SECRET]);
     assert_eq!(sim.counters().total(), 0);
 
     // The Secret is fixed: new resourceVersion, the right CA.
     let kc = keycloak(&proxy.url, keycloak_creds("2", Ca::Right), &deps);
-    kc.observe(&keycloak_wanted()).await.unwrap();
-    kc.apply(&keycloak_wanted()).await.unwrap();
+    kc.observe_plan(&keycloak_wanted()).await.unwrap();
+    kc.converge(&keycloak_wanted()).await.unwrap();
     assert!(sim.counters().token_requests() >= 1);
     assert!(sim.counters().writes() >= 1);
 
     // And back to the wrong CA: the cached client for it still refuses the server.
     let kc = keycloak(&proxy.url, keycloak_creds("3", Ca::Other), &deps);
-    let e = kc.observe(&keycloak_wanted()).await.unwrap_err();
+    let e = kc.observe_plan(&keycloak_wanted()).await.unwrap_err();
     assert_untrusted_certificate(&e, &[OPERATOR_SECRET, CODER_SECRET]);
 }

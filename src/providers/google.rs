@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 
 use super::{
-    Applied, CoderNeeds, DesiredSettings, IdentityProvider, IdpSettings, Observation,
-    ProviderError, ProviderKind,
+    Applied, CoderNeeds, DesiredSettings, IdentityProvider, IdpPlan, IdpSettings, Observation,
+    ProviderError, ProviderKind, Snapshot,
 };
 
 /// The Google provider.
@@ -66,15 +66,24 @@ impl IdentityProvider for Google {
         })
     }
 
-    async fn observe(&self, desired: &DesiredSettings) -> Result<Observation, ProviderError> {
+    async fn observe(&self, desired: &DesiredSettings) -> Result<Snapshot, ProviderError> {
         self.check(desired)?;
-        Ok(Self::observation())
+        Ok(Snapshot::new(ProviderKind::Google, ()))
     }
 
-    async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError> {
+    fn plan(&self, _: &Snapshot, desired: &DesiredSettings) -> Result<IdpPlan, ProviderError> {
         self.check(desired)?;
+        Ok(IdpPlan::new(
+            ProviderKind::Google,
+            desired,
+            Self::observation(),
+            (),
+        ))
+    }
+
+    async fn apply(&self, plan: &IdpPlan) -> Result<Applied, ProviderError> {
         Ok(Applied {
-            observation: Self::observation(),
+            observation: plan.observation.clone(),
             actions: Vec::new(),
         })
     }
@@ -88,12 +97,13 @@ mod tests {
     #[tokio::test]
     async fn google_needs_consent_and_no_offline_access_scope() {
         let obs = Google
-            .observe(&DesiredSettings {
+            .observe_plan(&DesiredSettings {
                 offline_access: true,
                 ..Default::default()
             })
             .await
-            .unwrap();
+            .unwrap()
+            .observation;
         assert_eq!(obs.coder.remove_scopes, ["offline_access"]);
         assert_eq!(
             obs.coder.params.get("access_type").map(String::as_str),

@@ -1,12 +1,20 @@
 //! Identity providers behind one narrow, domain-typed trait.
 //!
-//! Nothing outside this module knows the JSON of an identity provider: providers take
-//! [`DesiredSettings`] and return an [`Observation`] (normalized settings, the list of changes
-//! needed, findings to report, and what Coder must send). A provider object lives for one
-//! reconcile: `apply` writes from the state its own `observe` read moments before (or reads it
-//! when `observe` was not called), changes only the settings it owns, and reads back after
-//! writing. Facts that belong to a whole server, realm or tenant are shared across policies
-//! through [`ProviderDeps::facts`].
+//! Nothing outside this module knows the JSON of an identity provider. Every provider follows
+//! the same three steps (see `docs/provider-contract.md`):
+//!
+//! 1. [`IdentityProvider::observe`] (I/O, reads only) returns a [`Snapshot`]: everything read,
+//!    opaque to the rest of the operator.
+//! 2. [`IdentityProvider::plan`] (pure: no I/O, no clock, no hidden state) turns a snapshot and
+//!    the [`DesiredSettings`] into an [`IdpPlan`]: the pending changes field by field
+//!    ([`Change`]: target, field, current, desired, why), findings, what Coder must send, and the
+//!    writes as data.
+//! 3. [`IdentityProvider::apply`] performs exactly the writes of a plan, reads back, and fails
+//!    with [`ProviderError::NotPersisted`] when the read-back still differs.
+//!
+//! Provider objects keep no state between the steps: a plan carries everything `apply` needs.
+//! Facts that belong to a whole server, realm or tenant are shared across policies through
+//! [`ProviderDeps::facts`].
 
 pub mod entra;
 pub mod google;
@@ -14,6 +22,7 @@ pub mod http;
 pub mod keycloak;
 pub mod pingfederate;
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -100,15 +109,38 @@ pub struct IdpSettings {
     pub access_token_lifetime: Option<Duration>,
 }
 
-/// One setting that differs from what the policy wants.
+/// One setting that differs from what the policy wants: a line of the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
-    /// Short name of the setting, e.g. `refreshTokenGrant` or `client attribute use.refresh.tokens`.
+    /// The object the setting belongs to, e.g. `Keycloak client "coder" in realm "coder"`.
+    pub target: String,
+    /// Short name of the setting, e.g. `attribute use.refresh.tokens`.
     pub setting: String,
     /// Current value, rendered for people.
     pub from: String,
     /// Wanted value, rendered for people.
     pub to: String,
+    /// Why the policy needs it.
+    pub why: String,
+}
+
+impl Change {
+    /// A change of `setting` of `target` from `from` to `to`, because `why`.
+    pub fn new(
+        target: impl Into<String>,
+        setting: impl Into<String>,
+        from: impl Into<String>,
+        to: impl Into<String>,
+        why: impl Into<String>,
+    ) -> Self {
+        Change {
+            target: target.into(),
+            setting: setting.into(),
+            from: from.into(),
+            to: to.into(),
+            why: why.into(),
+        }
+    }
 }
 
 impl fmt::Display for Change {
@@ -140,12 +172,12 @@ pub struct CoderNeeds {
     pub params: BTreeMap<String, String>,
 }
 
-/// Result of reading a provider.
+/// What a plan says, for people and for the controller.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Observation {
     /// Effective settings now.
     pub settings: IdpSettings,
-    /// Changes `apply` would make; empty when converged.
+    /// Changes the plan's writes make; empty when converged.
     pub changes: Vec<Change>,
     /// Things to report.
     pub findings: Vec<Finding>,
@@ -153,16 +185,141 @@ pub struct Observation {
     pub coder: CoderNeeds,
 }
 
-/// Result of applying changes.
+/// Everything a provider's [`IdentityProvider::observe`] read, opaque outside that provider.
+pub struct Snapshot {
+    kind: ProviderKind,
+    read_at: jiff::Timestamp,
+    state: Box<dyn Any + Send + Sync>,
+}
+
+impl Snapshot {
+    /// Wraps a provider's own snapshot type, read now.
+    pub fn new<S: Any + Send + Sync>(kind: ProviderKind, state: S) -> Self {
+        Snapshot::read_at(kind, state, jiff::Timestamp::now())
+    }
+
+    /// Wraps a provider's own snapshot type, read at `read_at` (tests pin the time).
+    pub fn read_at<S: Any + Send + Sync>(
+        kind: ProviderKind,
+        state: S,
+        read_at: jiff::Timestamp,
+    ) -> Self {
+        Snapshot {
+            kind,
+            read_at,
+            state: Box::new(state),
+        }
+    }
+
+    /// When it was read (plans judge expiry dates against this, never against the clock).
+    pub fn time(&self) -> jiff::Timestamp {
+        self.read_at
+    }
+
+    /// The provider's own snapshot type.
+    pub fn get<S: Any>(&self) -> Result<&S, ProviderError> {
+        self.state.downcast_ref().ok_or_else(|| mismatch(self.kind))
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("kind", &self.kind)
+            .field("read_at", &self.read_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A provider's plan: what differs and the writes that fix it, as data. [`IdentityProvider::apply`]
+/// performs exactly these writes.
+#[derive(Clone)]
+pub struct IdpPlan {
+    /// Settings, pending changes, findings and what Coder must send.
+    pub observation: Observation,
+    kind: ProviderKind,
+    desired: DesiredSettings,
+    writes: Arc<dyn Any + Send + Sync>,
+}
+
+impl IdpPlan {
+    /// A plan for `desired` with the provider's own write list.
+    pub fn new<W: Any + Send + Sync>(
+        kind: ProviderKind,
+        desired: &DesiredSettings,
+        observation: Observation,
+        writes: W,
+    ) -> Self {
+        IdpPlan {
+            observation,
+            kind,
+            desired: desired.clone(),
+            writes: Arc::new(writes),
+        }
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.observation.changes.is_empty()
+    }
+
+    /// The pending changes, field by field.
+    pub fn changes(&self) -> &[Change] {
+        &self.observation.changes
+    }
+
+    /// The settings the plan was made for (the read-back after `apply` is planned against them).
+    pub fn desired(&self) -> &DesiredSettings {
+        &self.desired
+    }
+
+    /// The plan left after its writes were made and read back: `observation` as read back, no
+    /// writes.
+    pub fn converged(&self, observation: Observation) -> IdpPlan {
+        IdpPlan {
+            observation,
+            kind: self.kind,
+            desired: self.desired.clone(),
+            writes: Arc::new(()),
+        }
+    }
+
+    /// The provider's own write list.
+    pub fn writes<W: Any>(&self) -> Result<&W, ProviderError> {
+        self.writes
+            .downcast_ref()
+            .ok_or_else(|| mismatch(self.kind))
+    }
+}
+
+impl fmt::Debug for IdpPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdpPlan")
+            .field("kind", &self.kind)
+            .field("observation", &self.observation)
+            .finish_non_exhaustive()
+    }
+}
+
+fn mismatch(provider: ProviderKind) -> ProviderError {
+    ProviderError::Protocol {
+        provider,
+        operation: "plan".into(),
+        detail: "a snapshot or plan of another provider was passed in".into(),
+    }
+}
+
+/// Result of applying a plan.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Applied {
-    /// State read back after the writes; its `changes` must be empty.
+    /// State read back after the writes, planned again: its `changes` are empty.
     pub observation: Observation,
-    /// One line per write made, for the Event (no secrets).
+    /// One line per write request made, for the Event (no secrets).
     pub actions: Vec<String>,
 }
 
-/// An identity provider's admin API.
+/// An identity provider's admin API: observe (reads) → plan (pure) → apply (exactly the plan's
+/// writes, then a read-back).
 #[async_trait]
 pub trait IdentityProvider: Send + Sync {
     /// Which provider this is.
@@ -171,13 +328,50 @@ pub trait IdentityProvider: Send + Sync {
     /// Settings this provider cannot honour, checked before any call. Pure.
     fn check(&self, desired: &DesiredSettings) -> Result<(), ProviderError>;
 
-    /// Reads the provider's current state and computes what differs. Makes no writes.
-    async fn observe(&self, desired: &DesiredSettings) -> Result<Observation, ProviderError>;
+    /// Reads everything `plan` needs for `desired`. Makes no writes.
+    async fn observe(&self, desired: &DesiredSettings) -> Result<Snapshot, ProviderError>;
 
-    /// Writes only what differs from the state read by this object's `observe` for the same
-    /// `desired` (or from a fresh read when there was none), then reads back. Idempotent: with
-    /// nothing to change it makes no writes.
-    async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError>;
+    /// The writes that bring `snapshot` to `desired`, as data. Pure: no I/O, no clock. Errors
+    /// for what the policy cannot get from this state (e.g. realm changes that are not allowed).
+    fn plan(
+        &self,
+        snapshot: &Snapshot,
+        desired: &DesiredSettings,
+    ) -> Result<IdpPlan, ProviderError>;
+
+    /// Performs exactly the writes of `plan` (none when it is empty), reads back and plans again;
+    /// fails with [`ProviderError::NotPersisted`] when something still differs.
+    async fn apply(&self, plan: &IdpPlan) -> Result<Applied, ProviderError>;
+
+    /// `check`, `observe` and `plan` in one call.
+    async fn observe_plan(&self, desired: &DesiredSettings) -> Result<IdpPlan, ProviderError> {
+        self.check(desired)?;
+        let snapshot = self.observe(desired).await?;
+        self.plan(&snapshot, desired)
+    }
+
+    /// `observe_plan` then `apply`: brings the provider to `desired`.
+    async fn converge(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError> {
+        let plan = self.observe_plan(desired).await?;
+        self.apply(&plan).await
+    }
+}
+
+/// Reads back after a plan's writes: observes again and plans again; the new plan must be empty.
+pub async fn read_back(
+    provider: &(impl IdentityProvider + ?Sized),
+    plan: &IdpPlan,
+) -> Result<Observation, ProviderError> {
+    let after = provider.observe(plan.desired()).await?;
+    let left = provider.plan(&after, plan.desired())?;
+    if !left.is_empty() {
+        let list: Vec<String> = left.changes().iter().map(ToString::to_string).collect();
+        return Err(ProviderError::NotPersisted {
+            provider: provider.kind(),
+            detail: format!("these settings still differ: {}", list.join("; ")),
+        });
+    }
+    Ok(left.observation)
 }
 
 /// Credentials read from the policy's Secret: key to value. Values never appear in `Debug`.
@@ -428,33 +622,6 @@ impl ProviderDeps {
     pub fn with_rate_limit(mut self, qps: f64, burst: u32) -> Self {
         self.limiter = Arc::new(http::RateLimiter::new(qps, burst));
         self
-    }
-}
-
-/// The state a provider object's `observe` read, kept for an `apply` on the same object (one
-/// reconcile) so it writes without reading everything again.
-pub(crate) struct LastRead<S>(std::sync::Mutex<Option<(DesiredSettings, S)>>);
-
-impl<S> Default for LastRead<S> {
-    fn default() -> Self {
-        LastRead(std::sync::Mutex::new(None))
-    }
-}
-
-impl<S> LastRead<S> {
-    /// Keeps what was read for `desired`.
-    pub(crate) fn keep(&self, desired: &DesiredSettings, state: S) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((desired.clone(), state));
-    }
-
-    /// Takes what was read, if it was read for the same `desired`.
-    pub(crate) fn take(&self, desired: &DesiredSettings) -> Option<S> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .filter(|(d, _)| d == desired)
-            .map(|(_, s)| s)
     }
 }
 

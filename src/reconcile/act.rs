@@ -5,14 +5,15 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
+use super::Context;
+use super::memo::MemoKey;
 use super::observe::{IdpObserved, Observed};
 use super::plan::{CoderStep, IdpStep, Plan, conflict_message, provider_verdict, rbac_message};
-use super::{Context, MemoKey};
 use crate::coder::{PARAMS_ENV, SCOPES_ENV};
 use crate::crd::FIELD_MANAGER;
 use crate::error::{Error, Result};
 use crate::events::EventNote;
-use crate::providers::{DesiredSettings, Finding, IdpSettings};
+use crate::providers::{Change, Finding, IdpSettings};
 use crate::status::{Reason, State, Verdict};
 
 /// What `act` did.
@@ -35,13 +36,14 @@ pub struct Acted {
     pub events: Vec<EventNote>,
     /// Server-requested wait from a throttling provider.
     pub retry_after: Option<std::time::Duration>,
+    /// Changes not made by this pass (all of them in `Observe` mode), identity provider first.
+    pub pending: Vec<Change>,
 }
 
 /// Executes the plan.
 pub async fn act(
     plan: Plan,
     observed: Observed,
-    desired: &DesiredSettings,
     memo: &MemoKey,
     namespace: &str,
     ctx: &Context,
@@ -50,15 +52,18 @@ pub async fn act(
     let mut retry_after = None;
     let mut findings = Vec::new();
     let mut secret_version = None;
-    let (provider, mut settings) = match &observed.idp {
+    let (connected, mut settings) = match &observed.idp {
         IdpObserved::Seen {
             provider,
-            observation,
+            plan,
             secret_version: version,
         } => {
-            findings = observation.findings.clone();
+            findings = plan.observation.findings.clone();
             secret_version = version.clone();
-            (Some(provider.clone()), Some(observation.settings.clone()))
+            (
+                Some((provider.clone(), plan.as_ref().clone())),
+                Some(plan.observation.settings.clone()),
+            )
         }
         IdpObserved::Failed(e) => {
             retry_after = e.retry_after();
@@ -66,41 +71,52 @@ pub async fn act(
         }
         IdpObserved::SecretNotFound(_) | IdpObserved::SecretForbidden(_) => (None, None),
     };
+    let mut pending: Vec<Change> = connected
+        .as_ref()
+        .map(|(_, p)| p.changes().to_vec())
+        .unwrap_or_default();
 
     let mut idp_ok = true;
-    let idp = match (plan.idp, provider) {
+    let idp = match (plan.idp, connected) {
         (IdpStep::None(v), _) => v,
-        (IdpStep::Apply(changes), Some(provider)) => match provider.apply(desired).await {
-            Ok(applied) => {
-                ctx.metrics.wrote("identity_provider");
-                // The read-back after the writes verified the provider: passes that follow the
-                // rollout need not read it again.
-                ctx.remember_idp(memo, secret_version.as_deref(), &applied.observation);
-                settings = Some(applied.observation.settings.clone());
-                findings = applied.observation.findings.clone();
-                let done: Vec<String> = if applied.actions.is_empty() {
-                    changes.iter().map(ToString::to_string).collect()
-                } else {
-                    applied.actions.clone()
-                };
-                events.push(EventNote {
-                    warning: false,
-                    reason: "IdentityProviderUpdated",
-                    note: format!("{} client updated: {}", provider.kind(), done.join("; ")),
-                });
-                Verdict::new(
-                    State::Done,
-                    Reason::Configured,
-                    format!("Updated the identity provider: {}.", done.join("; ")),
-                )
+        (IdpStep::Apply(changes), Some((provider, idp_plan))) => {
+            match provider.apply(&idp_plan).await {
+                Ok(applied) => {
+                    ctx.metrics.wrote("identity_provider");
+                    pending.clear();
+                    // The read-back after the writes verified the provider: passes that follow the
+                    // rollout need not read it again.
+                    ctx.memos.remember(
+                        memo,
+                        secret_version.as_deref(),
+                        &idp_plan.converged(applied.observation.clone()),
+                    );
+                    settings = Some(applied.observation.settings.clone());
+                    findings = applied.observation.findings.clone();
+                    let done: Vec<String> = if applied.actions.is_empty() {
+                        changes.iter().map(ToString::to_string).collect()
+                    } else {
+                        applied.actions.clone()
+                    };
+                    events.push(EventNote {
+                        warning: false,
+                        reason: "IdentityProviderUpdated",
+                        note: format!("{} client updated: {}", provider.kind(), done.join("; ")),
+                    });
+                    Verdict::new(
+                        State::Done,
+                        Reason::Configured,
+                        format!("Updated the identity provider: {}.", done.join("; ")),
+                    )
+                }
+                Err(e) => {
+                    idp_ok = false;
+                    ctx.memos.forget(memo);
+                    retry_after = e.retry_after();
+                    provider_verdict(&e)
+                }
             }
-            Err(e) => {
-                idp_ok = false;
-                ctx.forget_idp(memo);
-                retry_after = e.retry_after();
-                provider_verdict(&e)
-            }
-        },
+        }
         (IdpStep::Apply(_), None) => {
             idp_ok = false;
             Verdict::new(
@@ -114,6 +130,7 @@ pub async fn act(
     let mut deployment = observed.deployment;
     let mut coder_written = false;
     let mut coder_values = plan.coder_values;
+    let coder_changes = plan.coder_changes;
     let coder = match plan.coder {
         CoderStep::None(v) => v,
         CoderStep::Apply { .. } if !idp_ok => {
@@ -211,6 +228,10 @@ pub async fn act(
         }
     };
 
+    if !coder_written {
+        pending.extend(coder_changes);
+    }
+
     Ok(Acted {
         idp,
         idp_settings: settings,
@@ -221,6 +242,7 @@ pub async fn act(
         deployment,
         events,
         retry_after,
+        pending,
     })
 }
 

@@ -8,12 +8,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 
-use super::{Context, MemoKey};
+use super::Context;
+use super::memo::MemoKey;
 use crate::coder::{self, EnvSource, SourceFound, SourceKind, SourceRead};
 use crate::crd::OidcRefreshPolicy;
 use crate::error::{Error, Result};
 use crate::providers::{
-    self, Credentials, DesiredSettings, IdentityProvider, Observation, ProviderError,
+    self, Credentials, DesiredSettings, IdentityProvider, IdpPlan, ProviderError,
 };
 
 /// What a reconcile saw.
@@ -37,13 +38,13 @@ pub enum IdpObserved {
     SecretForbidden(String),
     /// The provider could not be built, checked or read.
     Failed(ProviderError),
-    /// Read successfully (or a clean observation of this pass's generation and credentials was
+    /// Read and planned (or a clean plan of this pass's generation and credentials was
     /// remembered).
     Seen {
         /// The connected provider (used by `act`).
         provider: Arc<dyn IdentityProvider>,
-        /// What it reported.
-        observation: Observation,
+        /// Its plan: what differs, and the writes that `act` carries out in `Enforce` mode.
+        plan: Box<IdpPlan>,
         /// `resourceVersion` of the credentials Secret, if the provider has one.
         secret_version: Option<String>,
     },
@@ -59,7 +60,7 @@ pub async fn observe(
     let ns = policy.metadata.namespace.as_deref().unwrap_or("default");
     let idp = observe_idp(policy, ns, desired, memo, ctx).await?;
     if !matches!(idp, IdpObserved::Seen { .. }) {
-        ctx.forget_idp(memo);
+        ctx.memos.forget(memo);
     }
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let (deployment, deployment_forbidden) =
@@ -161,20 +162,24 @@ async fn observe_idp(
     if let Err(e) = provider.check(desired) {
         return Ok(IdpObserved::Failed(e));
     }
-    if let Some(observation) = ctx.remembered_idp(memo, secret_version.as_deref()) {
+    if let Some(plan) = ctx.memos.get(memo, secret_version.as_deref()) {
         tracing::debug!("identity provider verified within the last half interval; not read again");
         return Ok(IdpObserved::Seen {
             provider,
-            observation,
+            plan: Box::new(plan),
             secret_version,
         });
     }
-    Ok(match provider.observe(desired).await {
-        Ok(observation) => {
-            ctx.remember_idp(memo, secret_version.as_deref(), &observation);
+    let plan = match provider.observe(desired).await {
+        Ok(snapshot) => provider.plan(&snapshot, desired),
+        Err(e) => Err(e),
+    };
+    Ok(match plan {
+        Ok(plan) => {
+            ctx.memos.remember(memo, secret_version.as_deref(), &plan);
             IdpObserved::Seen {
                 provider,
-                observation,
+                plan: Box::new(plan),
                 secret_version,
             }
         }

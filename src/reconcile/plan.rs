@@ -130,6 +130,8 @@ pub struct Plan {
     pub coder: CoderStep,
     /// Values Coder has (or will have once the plan is carried out), for status.
     pub coder_values: Option<(String, String)>,
+    /// The Coder env entries that differ, field by field (written by `CoderStep::Apply`).
+    pub coder_changes: Vec<Change>,
 }
 
 /// Turns a provider error into a verdict.
@@ -247,9 +249,10 @@ pub fn plan<'a>(
                 "Coder is configured once the identity provider is.",
             )),
             coder_values: None,
+            coder_changes: Vec::new(),
         };
     };
-    let (coder, values) = plan_coder(
+    let (coder, values, coder_changes) = plan_coder(
         spec,
         namespace,
         observation,
@@ -260,6 +263,7 @@ pub fn plan<'a>(
         idp: idp_step,
         coder,
         coder_values: values,
+        coder_changes,
     }
 }
 
@@ -347,13 +351,14 @@ fn plan_coder(
     o: &Observation,
     deployment: DeploymentView<'_>,
     idp_ready: bool,
-) -> (CoderStep, Option<(String, String)>) {
+) -> (CoderStep, Option<(String, String)>, Vec<Change>) {
     let name = &spec.coder.deployment;
     let container = &spec.coder.container;
     let stalled = |reason, msg: String| {
         (
             CoderStep::None(Verdict::new(State::Stalled, reason, msg)),
             None,
+            Vec::new(),
         )
     };
     let (d, env_from) = match deployment {
@@ -415,7 +420,7 @@ fn plan_coder(
         if !entry.present
             && let Some(verdict) = env_from_verdict(env, container, namespace, env_from)
         {
-            return (CoderStep::None(verdict), None);
+            return (CoderStep::None(verdict), None, Vec::new());
         }
     }
     let want_scopes = coder::merge_scopes(scopes.value.as_deref(), &o.coder, &spec.coder.scopes);
@@ -448,8 +453,32 @@ fn plan_coder(
                 ),
             )),
             Some((want_scopes, want_params)),
+            Vec::new(),
         );
     }
+    let target = format!("Deployment {name:?}, container {container:?}");
+    let changes: Vec<Change> = differing
+        .iter()
+        .map(|(env, e, want)| {
+            let why = if *env == SCOPES_ENV {
+                "the scopes Coder requests: the identity provider's required scopes and spec.coder.scopes, added to the ones already set"
+            } else {
+                "the parameters Coder sends: the identity provider's required parameters and spec.coder.authURLParams, merged into the ones already set"
+            };
+            let current = match &e.value {
+                Some(v) => v.clone(),
+                None => format!(
+                    "unset (Coder's default: {})",
+                    if *env == SCOPES_ENV {
+                        coder::DEFAULT_SCOPES
+                    } else {
+                        coder::DEFAULT_PARAMS
+                    }
+                ),
+            };
+            Change::new(&target, *env, current, *want, why)
+        })
+        .collect();
     let diff = differing
         .iter()
         .map(|(env, e, want)| {
@@ -471,6 +500,7 @@ fn plan_coder(
                 format!("Observe mode, nothing changed. Deployment {name:?} differs: {diff}."),
             )),
             Some(current),
+            changes,
         );
     }
     if !idp_ready {
@@ -483,6 +513,7 @@ fn plan_coder(
                 ),
             )),
             Some(current),
+            changes,
         );
     }
     let mut declarative: Vec<&str> = Vec::new();
@@ -507,6 +538,7 @@ fn plan_coder(
                 conflict_message(&declarative, &envs, container, &diff),
             )),
             Some(current),
+            changes,
         );
     }
     let force = !declarative.is_empty() || !imperative.is_empty();
@@ -519,11 +551,53 @@ fn plan_coder(
             params: want_params.clone(),
         },
         Some((want_scopes, want_params)),
+        changes,
     )
 }
 
 fn shown(e: &EnvEntry, default: &str) -> String {
     e.value.clone().unwrap_or_else(|| default.to_string())
+}
+
+/// How the rollout of the Coder Deployment stands, once its env is configured.
+pub fn rollout_verdict(
+    deployment: &Option<k8s_openapi::api::apps::v1::Deployment>,
+    coder: &Verdict,
+) -> Verdict {
+    let Some(d) = deployment else {
+        return Verdict::new(
+            State::Unknown,
+            Reason::DeploymentNotFound,
+            "No Deployment to follow.",
+        );
+    };
+    if coder.state == State::Stalled || coder.state == State::Unknown {
+        return Verdict::new(
+            State::Unknown,
+            coder.reason,
+            "Waiting for the env entries to be configured.",
+        );
+    }
+    match coder::rollout(d) {
+        coder::Rollout::Complete => Verdict::new(
+            State::Done,
+            Reason::RolloutComplete,
+            "All replicas run the current configuration.",
+        ),
+        coder::Rollout::InProgress(m) => Verdict::new(
+            State::Progressing,
+            Reason::RolloutInProgress,
+            format!("Rollout in progress: {m}."),
+        ),
+        coder::Rollout::Failed(m) => Verdict::new(
+            State::Stalled,
+            Reason::RolloutFailed,
+            format!(
+                "{m}. Check the new pods (kubectl rollout status deployment/{}); the env entries stay as configured.",
+                d.metadata.name.clone().unwrap_or_default()
+            ),
+        ),
+    }
 }
 
 /// Message for a field conflict: who owns the entries and how to resolve it.
@@ -892,11 +966,13 @@ mod tests {
     fn observe_mode_reports_and_writes_nothing() {
         let d = deployment(json!([]), json!([]));
         let mut o = google();
-        o.changes.push(Change {
-            setting: "use.refresh.tokens".into(),
-            from: "false".into(),
-            to: "true".into(),
-        });
+        o.changes.push(Change::new(
+            "Keycloak client",
+            "use.refresh.tokens",
+            "false",
+            "true",
+            "refresh tokens",
+        ));
         let p = plan(
             &spec(json!({"managementPolicy": "Observe"})),
             "coder",

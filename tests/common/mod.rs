@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use oidc_refresh_operator::crd::OidcRefreshPolicy;
-use oidc_refresh_operator::sandbox::{self, NAMESPACE, Sandbox};
+use oidc_refresh_operator::sandbox::{self, IdpSim, NAMESPACE, Sandbox};
 use serde_json::Value;
 
 /// Generous upper bound for anything the controller should do; tests normally finish far sooner.
@@ -174,4 +174,44 @@ fn kubectl_blocking(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// What the tests read from a running identity-provider simulator.
+pub trait IdpSimExt {
+    /// Admin-API writes received.
+    fn writes(&self) -> u64;
+    /// Admin-API requests received (reads, writes and token requests).
+    fn requests(&self) -> u64;
+    /// Validates every admin-API request body received against the provider's contract; returns
+    /// how many were checked.
+    fn validate_bodies(&self) -> Result<usize, Vec<String>>;
+}
+
+impl IdpSimExt for IdpSim {
+    fn writes(&self) -> u64 {
+        match self {
+            IdpSim::None => 0,
+            IdpSim::Keycloak(s) => s.counters().writes(),
+            IdpSim::PingFederate(s) => s.counters().writes(),
+            IdpSim::Entra(s) => s.counters().writes(),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        match self {
+            IdpSim::None => 0,
+            IdpSim::Keycloak(s) => s.counters().total(),
+            IdpSim::PingFederate(s) => s.counters().total(),
+            IdpSim::Entra(s) => s.counters().total(),
+        }
+    }
+
+    fn validate_bodies(&self) -> Result<usize, Vec<String>> {
+        match self {
+            IdpSim::None => Ok(0),
+            IdpSim::Keycloak(s) => s.validate_recorded_bodies(),
+            IdpSim::PingFederate(s) => s.validate_recorded_bodies(),
+            IdpSim::Entra(s) => s.validate_recorded_bodies(),
+        }
+    }
 }

@@ -51,8 +51,8 @@ use serde_json::{Value, json};
 
 use super::http::{self, BearerAnswer as Answer};
 use super::{
-    Applied, Credentials, DesiredSettings, IdentityProvider, LastRead, Observation, ProviderDeps,
-    ProviderError, ProviderKind, missing_credentials,
+    Applied, Credentials, DesiredSettings, IdentityProvider, IdpPlan, ProviderDeps, ProviderError,
+    ProviderKind, Snapshot as AnySnapshot, missing_credentials,
 };
 use crate::crd::EntraIdSpec;
 
@@ -135,7 +135,6 @@ pub fn connect(
         http: client,
         deps: deps.clone(),
         token_key,
-        observed: LastRead::default(),
     }))
 }
 
@@ -257,8 +256,6 @@ pub struct EntraId {
     http: reqwest::Client,
     deps: ProviderDeps,
     token_key: String,
-    /// What `observe` read, for an `apply` on the same provider object (one reconcile).
-    observed: LastRead<Snapshot>,
 }
 
 impl std::fmt::Debug for EntraId {
@@ -771,53 +768,58 @@ impl IdentityProvider for EntraId {
         Ok(())
     }
 
-    async fn observe(&self, desired: &DesiredSettings) -> Result<Observation, ProviderError> {
+    async fn observe(&self, desired: &DesiredSettings) -> Result<AnySnapshot, ProviderError> {
         self.check(desired)?;
-        let snap = self.read(desired, false).await?;
-        let todo = plan(desired, &snap, &self.app_id)?;
-        let seen = observation(desired, &snap, &todo, &self.app_id, jiff::Timestamp::now());
-        self.observed.keep(desired, snap);
-        Ok(seen)
+        Ok(AnySnapshot::new(KIND, self.read(desired, false).await?))
     }
 
-    async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError> {
+    fn plan(
+        &self,
+        snapshot: &AnySnapshot,
+        desired: &DesiredSettings,
+    ) -> Result<IdpPlan, ProviderError> {
         self.check(desired)?;
-        let seen = self.observed.take(desired);
-        let snap = match seen {
-            Some(snap) => snap,
-            None => self.read(desired, false).await?,
+        let snap: &Snapshot = snapshot.get()?;
+        let todo = plan(desired, snap, &self.app_id)?;
+        let seen = observation(desired, snap, &todo, &self.app_id, snapshot.time());
+        let writes = Writes {
+            snap: snap.clone(),
+            plan: todo,
         };
-        let todo = plan(desired, &snap, &self.app_id)?;
+        Ok(IdpPlan::new(KIND, desired, seen, writes))
+    }
+
+    async fn apply(&self, todo: &IdpPlan) -> Result<Applied, ProviderError> {
         if todo.is_empty() {
             return Ok(Applied {
-                observation: observation(
-                    desired,
-                    &snap,
-                    &todo,
-                    &self.app_id,
-                    jiff::Timestamp::now(),
-                ),
+                observation: todo.observation.clone(),
                 actions: Vec::new(),
             });
         }
-        let actions = self.write(&snap, &todo).await?;
-        let after = self.read(desired, true).await?;
-        let left = plan(desired, &after, &self.app_id)?;
+        let Writes { snap, plan: p } = todo.writes()?;
+        let desired = todo.desired();
+        let actions = self.write(snap, p).await?;
+        // Graph is eventually consistent: the read-back asks for a consistent view.
+        let after = AnySnapshot::new(KIND, self.read(desired, true).await?);
+        let left = self.plan(&after, desired)?;
         if !left.is_empty() {
-            let list: Vec<String> = changes(&left, &after)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+            let list: Vec<String> = left.changes().iter().map(ToString::to_string).collect();
             return Err(ProviderError::NotPersisted {
                 provider: KIND,
                 detail: format!("these settings still differ: {}", list.join("; ")),
             });
         }
         Ok(Applied {
-            observation: observation(desired, &after, &left, &self.app_id, jiff::Timestamp::now()),
+            observation: left.observation,
             actions,
         })
     }
+}
+
+/// The writes of an Entra ID plan, with the snapshot they were planned from.
+struct Writes {
+    snap: Snapshot,
+    plan: Plan,
 }
 
 #[cfg(test)]

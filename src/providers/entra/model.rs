@@ -589,6 +589,13 @@ pub fn plan(
 /// The changes of a plan, for people.
 pub fn changes(plan: &Plan, snap: &Snapshot) -> Vec<Change> {
     let mut out = Vec::new();
+    let target = format!(
+        "Entra ID app registration {:?}",
+        snap.app
+            .get("appId")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| snap.object_id())
+    );
     if let Some(m) = &plan.required_resource_access {
         let before = graph_scope_names(snap.app.get("requiredResourceAccess"), &snap.scope_names);
         let after = graph_scope_names(Some(&m.value), &snap.scope_names);
@@ -599,33 +606,41 @@ pub fn changes(plan: &Plan, snap: &Snapshot) -> Vec<Change> {
                 v.join(", ")
             }
         };
-        out.push(Change {
-            setting: "requiredResourceAccess (Microsoft Graph delegated permissions)".into(),
-            from: show(before),
-            to: show(after),
-        });
+        out.push(Change::new(
+            &target,
+            "requiredResourceAccess (Microsoft Graph delegated permissions)",
+            show(before),
+            show(after),
+            "Coder requests these Microsoft Graph permissions (offline_access for refresh tokens, spec.refreshTokens.offlineAccess)",
+        ));
     }
     if plan.disable_public_client {
-        out.push(Change {
-            setting: "isFallbackPublicClient (allow public client flows)".into(),
-            from: "true".into(),
-            to: "false".into(),
-        });
+        out.push(Change::new(
+            &target,
+            "isFallbackPublicClient (allow public client flows)",
+            "true",
+            "false",
+            "a public client cannot use Coder's client secret, so its refresh tokens fail at the token endpoint",
+        ));
     }
     match &plan.policy {
         PolicyPlan::Keep => {}
-        PolicyPlan::Create { lifetime } => out.push(Change {
-            setting: "accessTokenLifetime (token lifetime policy)".into(),
-            from: show_duration(snap.access_token_lifetime()),
-            to: show_duration(Some(*lifetime)),
-        }),
+        PolicyPlan::Create { lifetime } => out.push(Change::new(
+            &target,
+            "accessTokenLifetime (token lifetime policy)",
+            show_duration(snap.access_token_lifetime()),
+            show_duration(Some(*lifetime)),
+            "spec.refreshTokens.accessTokenLifetime",
+        )),
         PolicyPlan::Update {
             current, lifetime, ..
-        } => out.push(Change {
-            setting: "accessTokenLifetime (token lifetime policy)".into(),
-            from: show_duration(*current),
-            to: show_duration(Some(*lifetime)),
-        }),
+        } => out.push(Change::new(
+            &target,
+            "accessTokenLifetime (token lifetime policy)",
+            show_duration(*current),
+            show_duration(Some(*lifetime)),
+            "spec.refreshTokens.accessTokenLifetime",
+        )),
     }
     out
 }
@@ -1033,14 +1048,27 @@ mod tests {
         );
         let s = snap(app.clone(), Some(vec![ours]));
         let c = changes(&p, &s);
+        let shown: Vec<(&str, &str, &str, &str)> = c
+            .iter()
+            .map(|c| {
+                (
+                    c.target.as_str(),
+                    c.setting.as_str(),
+                    c.from.as_str(),
+                    c.to.as_str(),
+                )
+            })
+            .collect();
         assert_eq!(
-            c,
-            vec![Change {
-                setting: "accessTokenLifetime (token lifetime policy)".into(),
-                from: "2h".into(),
-                to: "1h".into()
-            }]
+            shown,
+            [(
+                r#"Entra ID app registration "o""#,
+                "accessTokenLifetime (token lifetime policy)",
+                "2h",
+                "1h"
+            )]
         );
+        assert_eq!(c[0].why, "spec.refreshTokens.accessTokenLifetime");
         let same = json!({"id": "p1", "displayName": policy_name(APP), "definition": [policy_definition(Duration::from_secs(3600))]});
         assert!(
             plan(&d, &snap(app.clone(), Some(vec![same])), APP)
@@ -1081,13 +1109,15 @@ mod tests {
             APP,
         )
         .unwrap();
+        let c = changes(&p, &s);
+        assert_eq!(c.len(), 1);
         assert_eq!(
-            changes(&p, &s),
-            vec![Change {
-                setting: "requiredResourceAccess (Microsoft Graph delegated permissions)".into(),
-                from: "openid, User.Read".into(),
-                to: "email, offline_access, openid, profile, User.Read".into(),
-            }]
+            (c[0].setting.as_str(), c[0].from.as_str(), c[0].to.as_str()),
+            (
+                "requiredResourceAccess (Microsoft Graph delegated permissions)",
+                "openid, User.Read",
+                "email, offline_access, openid, profile, User.Read",
+            )
         );
         let o = observation(
             &DesiredSettings {

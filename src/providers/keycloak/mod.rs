@@ -60,8 +60,9 @@ use serde_json::{Map, Value};
 
 use super::http;
 use super::{
-    Applied, CoderNeeds, Credentials, DesiredSettings, IdentityProvider, LastRead, Observation,
-    ProviderDeps, ProviderError, ProviderKind, missing_credentials, show_duration,
+    Applied, CoderNeeds, Credentials, DesiredSettings, IdentityProvider, IdpPlan, Observation,
+    ProviderDeps, ProviderError, ProviderKind, Snapshot as AnySnapshot, missing_credentials,
+    read_back, show_duration,
 };
 use crate::crd::KeycloakSpec;
 
@@ -72,7 +73,7 @@ pub use errors::keycloak_message;
 pub use model::{
     ATTR_ACCESS_TOKEN, ATTR_OFFLINE_IDLE, ATTR_OFFLINE_MAX, ATTR_SESSION_IDLE, ATTR_SESSION_MAX,
     ATTR_USE_REFRESH_TOKENS, AttrChange, Plan, RealmChange, RealmSettings, ScopeLink, Snapshot,
-    desired_attributes, effective, findings, plan, realm_changes,
+    desired_attributes, effective, findings, plan, realm_body, realm_changes,
 };
 
 const KIND: ProviderKind = ProviderKind::Keycloak;
@@ -110,7 +111,6 @@ pub fn connect(
         http: client,
         deps: deps.clone(),
         token_key,
-        observed: LastRead::default(),
     }))
 }
 
@@ -218,8 +218,13 @@ struct Keycloak {
     http: reqwest::Client,
     deps: ProviderDeps,
     token_key: String,
-    /// What `observe` read, for an `apply` on the same provider object (one reconcile).
-    observed: LastRead<Snapshot>,
+}
+
+/// The writes of a Keycloak plan: what to change, and the representations read that the
+/// whole-object PUTs send back.
+struct Writes {
+    snap: Snapshot,
+    plan: Plan,
 }
 
 impl Keycloak {
@@ -414,6 +419,7 @@ impl Keycloak {
         };
         let mut snap = Snapshot {
             realm,
+            realm_json,
             client,
             offline_scope,
             offline_scope_id: None,
@@ -546,7 +552,7 @@ impl Keycloak {
     fn observation(&self, desired: &DesiredSettings, snap: &Snapshot, plan: &Plan) -> Observation {
         Observation {
             settings: effective(snap, desired.offline_access),
-            changes: plan.changes(&self.realm),
+            changes: plan.changes(&self.realm, &self.client_id),
             findings: findings(desired, snap, &self.realm),
             coder: CoderNeeds {
                 add_scopes: if desired.offline_access {
@@ -563,11 +569,7 @@ impl Keycloak {
     async fn write(&self, snap: &Snapshot, plan: &Plan) -> Result<Vec<String>, ProviderError> {
         let mut actions = Vec::new();
         if !plan.realm.is_empty() {
-            let body: Map<String, Value> = plan
-                .realm
-                .iter()
-                .map(|c| (c.field.to_string(), c.to.clone()))
-                .collect();
+            let body = realm_body(snap, plan);
             self.call(
                 &self.op(
                     "update_realm",
@@ -577,7 +579,7 @@ impl Keycloak {
                 ),
                 Method::PUT,
                 &self.admin_url(""),
-                Some(&Value::Object(body)),
+                Some(&body),
             )
             .await?;
             actions.extend(plan.realm.iter().map(|c| {
@@ -733,47 +735,39 @@ impl IdentityProvider for Keycloak {
         Ok(())
     }
 
-    async fn observe(&self, desired: &DesiredSettings) -> Result<Observation, ProviderError> {
-        self.check(desired)?;
-        let snap = self.read(desired).await?;
-        let plan = plan(desired, &snap);
-        self.refuse_realm_changes(&plan)?;
-        let observation = self.observation(desired, &snap, &plan);
-        self.observed.keep(desired, snap);
-        Ok(observation)
+    async fn observe(&self, desired: &DesiredSettings) -> Result<AnySnapshot, ProviderError> {
+        Ok(AnySnapshot::new(KIND, self.read(desired).await?))
     }
 
-    async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError> {
+    fn plan(
+        &self,
+        snapshot: &AnySnapshot,
+        desired: &DesiredSettings,
+    ) -> Result<IdpPlan, ProviderError> {
         self.check(desired)?;
-        let seen = self.observed.take(desired);
-        let snap = match seen {
-            Some(snap) => snap,
-            None => self.read(desired).await?,
-        };
-        let todo = plan(desired, &snap);
+        let snap: &Snapshot = snapshot.get()?;
+        let todo = plan(desired, snap);
         self.refuse_realm_changes(&todo)?;
-        if todo.is_empty() {
+        let observation = self.observation(desired, snap, &todo);
+        let writes = Writes {
+            snap: snap.clone(),
+            plan: todo,
+        };
+        Ok(IdpPlan::new(KIND, desired, observation, writes))
+    }
+
+    async fn apply(&self, plan: &IdpPlan) -> Result<Applied, ProviderError> {
+        if plan.is_empty() {
             return Ok(Applied {
-                observation: self.observation(desired, &snap, &todo),
+                observation: plan.observation.clone(),
                 actions: Vec::new(),
             });
         }
-        let actions = self.write(&snap, &todo).await?;
-        let after = self.read(desired).await?;
-        let left = plan(desired, &after);
-        if !left.is_empty() {
-            let list: Vec<String> = left
-                .changes(&self.realm)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            return Err(ProviderError::NotPersisted {
-                provider: KIND,
-                detail: format!("these settings still differ: {}", list.join("; ")),
-            });
-        }
+        let w: &Writes = plan.writes()?;
+        let actions = self.write(&w.snap, &w.plan).await?;
+        let observation = read_back(self, plan).await?;
         Ok(Applied {
-            observation: self.observation(desired, &after, &left),
+            observation,
             actions,
         })
     }

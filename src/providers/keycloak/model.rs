@@ -92,6 +92,10 @@ pub enum ScopeLink {
 pub struct Snapshot {
     /// Realm settings.
     pub realm: RealmSettings,
+    /// The realm's representation, as read: a realm update sends it back whole with only the
+    /// changed fields replaced, because Keycloak resets realm settings a body leaves out (the
+    /// device-authorization, CIBA and PAR settings).
+    pub realm_json: Value,
     /// The client's representation, as read.
     pub client: Value,
     /// Link of the `offline_access` client scope.
@@ -169,38 +173,94 @@ impl Plan {
             && self.realm.is_empty()
     }
 
-    /// The changes, for people.
-    pub fn changes(&self, realm: &str) -> Vec<Change> {
+    /// The changes, for people: target, field, current, desired and why.
+    pub fn changes(&self, realm: &str, client_id: &str) -> Vec<Change> {
+        let client = format!("Keycloak client {client_id:?} in realm {realm:?}");
         let mut out: Vec<Change> = self
             .attributes
             .iter()
-            .map(|a| Change {
-                setting: format!("client attribute {}", a.key),
-                from: a.from.clone().unwrap_or_else(|| "unset".into()),
-                to: a.to.clone(),
+            .map(|a| {
+                Change::new(
+                    &client,
+                    format!("attribute {}", a.key),
+                    a.from.clone().unwrap_or_else(|| "unset".into()),
+                    &a.to,
+                    attribute_why(a.key),
+                )
             })
             .collect();
         if self.link_offline_scope {
-            out.push(Change {
-                setting: "client scope offline_access".into(),
-                from: "not linked".into(),
-                to: "optional".into(),
-            });
+            out.push(Change::new(
+                &client,
+                "client scope offline_access",
+                "not linked",
+                "optional",
+                "Coder requests offline_access (spec.refreshTokens.offlineAccess), which Keycloak grants only to clients the scope is linked to",
+            ));
         }
         if self.map_offline_role {
-            out.push(Change {
-                setting: "realm role offline_access in the client's scope mappings".into(),
-                from: "absent".into(),
-                to: "present".into(),
-            });
+            out.push(Change::new(
+                &client,
+                "realm scope mapping offline_access",
+                "absent",
+                "present",
+                "the client has fullScopeAllowed off, so its tokens carry only mapped roles and offline tokens need the offline_access role",
+            ));
         }
-        out.extend(self.realm.iter().map(|r| Change {
-            setting: format!("realm {realm} {}", r.field),
-            from: r.from.to_string(),
-            to: r.to.to_string(),
+        let realm_target = format!("Keycloak realm {realm:?}");
+        out.extend(self.realm.iter().map(|r| {
+            Change::new(
+                &realm_target,
+                r.field,
+                r.from.to_string(),
+                r.to.to_string(),
+                realm_why(r.field),
+            )
         }));
         out
     }
+}
+
+/// Why the policy needs a client attribute.
+fn attribute_why(key: &str) -> &'static str {
+    match key {
+        ATTR_USE_REFRESH_TOKENS => {
+            "Keycloak issues refresh tokens to the client only when it is on"
+        }
+        ATTR_OFFLINE_IDLE | ATTR_SESSION_IDLE => "spec.refreshTokens.idleTimeout",
+        ATTR_OFFLINE_MAX | ATTR_SESSION_MAX => "spec.refreshTokens.lifetime",
+        ATTR_ACCESS_TOKEN => "spec.refreshTokens.accessTokenLifetime",
+        _ => "the policy",
+    }
+}
+
+/// Why the policy needs a realm setting.
+fn realm_why(field: &str) -> &'static str {
+    match field {
+        "offlineSessionIdleTimeout" | "ssoSessionIdleTimeout" => {
+            "spec.refreshTokens.idleTimeout: the realm value caps the client's"
+        }
+        "ssoSessionMaxLifespan" | "offlineSessionMaxLifespan" => {
+            "spec.refreshTokens.lifetime: the realm value caps the client's"
+        }
+        "offlineSessionMaxLifespanEnabled" => {
+            "spec.refreshTokens.lifetime: offline sessions have a maximum lifespan only when the realm enables it"
+        }
+        "revokeRefreshToken" | "refreshTokenMaxReuse" => "spec.refreshTokens.rotation",
+        _ => "the policy",
+    }
+}
+
+/// The realm representation to PUT: the one read, with the plan's fields replaced.
+pub fn realm_body(snap: &Snapshot, plan: &Plan) -> Value {
+    let mut body = match &snap.realm_json {
+        Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    for c in &plan.realm {
+        body.insert(c.field.to_string(), c.to.clone());
+    }
+    Value::Object(body)
 }
 
 fn secs(d: Duration) -> u64 {
@@ -493,6 +553,7 @@ mod tests {
     fn snap(client: Value) -> Snapshot {
         Snapshot {
             realm: realm_defaults(),
+            realm_json: json!({"ssoSessionIdleTimeout": 1800}),
             client,
             offline_scope: ScopeLink::Optional,
             offline_scope_id: None,
@@ -569,10 +630,10 @@ mod tests {
         assert!(p.link_offline_scope);
         assert!(!p.map_offline_role, "fullScopeAllowed defaults to true");
         assert!(p.realm.is_empty());
-        assert_eq!(
-            p.changes("coder")[0].to_string(),
-            "client attribute use.refresh.tokens: false -> true"
-        );
+        let c = &p.changes("coder", "web")[0];
+        assert_eq!(c.to_string(), "attribute use.refresh.tokens: false -> true");
+        assert_eq!(c.target, r#"Keycloak client "web" in realm "coder""#);
+        assert!(c.why.contains("refresh tokens"), "{}", c.why);
 
         let converged = snap(
             json!({"id": "1", "attributes": {"use.refresh.tokens": "true", "client.offline.session.idle.timeout": "86400"}}),

@@ -175,7 +175,6 @@ mod tests {
             password: creds.get("password").unwrap().clone(),
             http: deps.http.client(KIND, None).unwrap(),
             deps,
-            observed: crate::providers::LastRead::default(),
         };
         let h = HeaderMap::new();
         let e = pf.error(

@@ -25,15 +25,21 @@ use serde_json::{Value, json};
 
 use super::http;
 use super::{
-    Applied, Credentials, DesiredSettings, IdentityProvider, LastRead, Observation, ProviderDeps,
-    ProviderError, ProviderKind,
+    Applied, Credentials, DesiredSettings, IdentityProvider, IdpPlan, ProviderDeps, ProviderError,
+    ProviderKind, Snapshot as AnySnapshot,
 };
 use crate::crd::PingFederateSpec;
 
 mod errors;
 mod model;
 
-use model::{ServerVersion, Snapshot, check_desired, encrypted_secret, plan};
+use model::{Plan, ServerVersion, Snapshot, check_desired, encrypted_secret, plan};
+
+/// The writes of a PingFederate plan, with the snapshot they were planned from.
+struct Writes {
+    snap: Snapshot,
+    plan: Plan,
+}
 
 const KIND: ProviderKind = ProviderKind::PingFederate;
 const OFFLINE_ACCESS: &str = "offline_access";
@@ -58,7 +64,6 @@ pub fn connect(
         password,
         http,
         deps: deps.clone(),
-        observed: LastRead::default(),
     }))
 }
 
@@ -98,8 +103,6 @@ pub struct PingFederate {
     password: SecretString,
     http: reqwest::Client,
     deps: ProviderDeps,
-    /// What `observe` read, for an `apply` on the same provider object (one reconcile).
-    observed: LastRead<Snapshot>,
 }
 
 impl fmt::Debug for PingFederate {
@@ -241,28 +244,36 @@ impl IdentityProvider for PingFederate {
         check_desired(desired)
     }
 
-    async fn observe(&self, desired: &DesiredSettings) -> Result<Observation, ProviderError> {
+    async fn observe(&self, desired: &DesiredSettings) -> Result<AnySnapshot, ProviderError> {
         check_desired(desired)?;
-        let snap = self.snapshot().await?;
-        let observation = plan(&snap, desired).observation;
-        self.observed.keep(desired, snap);
-        Ok(observation)
+        Ok(AnySnapshot::new(KIND, self.snapshot().await?))
     }
 
-    async fn apply(&self, desired: &DesiredSettings) -> Result<Applied, ProviderError> {
+    fn plan(
+        &self,
+        snapshot: &AnySnapshot,
+        desired: &DesiredSettings,
+    ) -> Result<IdpPlan, ProviderError> {
         check_desired(desired)?;
-        let seen = self.observed.take(desired);
-        let snap = match seen {
-            Some(snap) => snap,
-            None => self.snapshot().await?,
+        let snap: &Snapshot = snapshot.get()?;
+        let p = plan(snap, desired);
+        let observation = p.observation.clone();
+        let writes = Writes {
+            snap: snap.clone(),
+            plan: p,
         };
-        let p = plan(&snap, desired);
-        if p.observation.changes.is_empty() {
+        Ok(IdpPlan::new(KIND, desired, observation, writes))
+    }
+
+    async fn apply(&self, todo: &IdpPlan) -> Result<Applied, ProviderError> {
+        if todo.is_empty() {
             return Ok(Applied {
-                observation: p.observation,
+                observation: todo.observation.clone(),
                 actions: Vec::new(),
             });
         }
+        let Writes { snap, plan: p } = todo.writes()?;
+        let desired = todo.desired();
         let mut actions = Vec::new();
         if p.add_scope {
             let entry = json!({

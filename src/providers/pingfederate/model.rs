@@ -34,6 +34,7 @@ impl ServerVersion {
 }
 
 /// State read from the server.
+#[derive(Clone)]
 pub(super) struct Snapshot {
     pub(super) version: ServerVersion,
     pub(super) client: Value,
@@ -142,7 +143,6 @@ fn has_scope(settings: &Value, list: &str, name: &str) -> bool {
 
 /// One persistent-grant time: the client fields and the server-default fields.
 struct GrantTime {
-    setting: &'static str,
     ty: &'static str,
     time: &'static str,
     unit: &'static str,
@@ -151,7 +151,6 @@ struct GrantTime {
 }
 
 const LIFETIME: GrantTime = GrantTime {
-    setting: "persistentGrantExpiration",
     ty: "persistentGrantExpirationType",
     time: "persistentGrantExpirationTime",
     unit: "persistentGrantExpirationTimeUnit",
@@ -160,7 +159,6 @@ const LIFETIME: GrantTime = GrantTime {
 };
 
 const IDLE: GrantTime = GrantTime {
-    setting: "persistentGrantIdleTimeout",
     ty: "persistentGrantIdleTimeoutType",
     time: "persistentGrantIdleTimeout",
     unit: "persistentGrantIdleTimeoutTimeUnit",
@@ -190,6 +188,7 @@ impl GrantTime {
         want: Duration,
         new: &mut Value,
         changes: &mut Vec<Change>,
+        (target, why): (&str, &str),
     ) {
         let current = duration_of(&client[self.time], &client[self.unit]);
         if self.kind(client) == OVERRIDE && current == Some(want) {
@@ -201,15 +200,17 @@ impl GrantTime {
         new[self.ty] = json!(OVERRIDE);
         new[self.time] = json!(n);
         new[self.unit] = json!(unit);
-        changes.push(Change {
-            setting: self.setting.into(),
-            from: format!(
+        changes.push(Change::new(
+            target,
+            format!("{}, {}, {}", self.ty, self.time, self.unit),
+            format!(
                 "{} ({})",
                 self.kind(client),
                 show(self.effective(client, settings))
             ),
-            to: format!("{OVERRIDE} ({n} {unit})"),
-        });
+            format!("{OVERRIDE} ({n} {unit})"),
+            why,
+        ));
     }
 }
 
@@ -273,6 +274,11 @@ pub(super) fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Plan {
     let (client, settings) = (&snap.client, &snap.settings);
     let mut new = client.clone();
     let mut client_changes = Vec::new();
+    let target = format!(
+        "PingFederate OAuth client {:?}",
+        client["clientId"].as_str().unwrap_or_default()
+    );
+    let server = "PingFederate authorization server settings";
 
     let grants = strings(&client["grantTypes"]);
     let has_refresh = grants.iter().any(|g| g == REFRESH_TOKEN);
@@ -280,11 +286,13 @@ pub(super) fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Plan {
         let mut wanted = grants.clone();
         wanted.push(REFRESH_TOKEN.into());
         new["grantTypes"] = json!(wanted);
-        client_changes.push(Change {
-            setting: "grantTypes".into(),
-            from: list(&grants),
-            to: list(&wanted),
-        });
+        client_changes.push(Change::new(
+            &target,
+            "grantTypes",
+            list(&grants),
+            list(&wanted),
+            "Coder refreshes tokens with the refresh_token grant, which the client must allow",
+        ));
     }
 
     let common = has_scope(settings, "scopes", OFFLINE_ACCESS);
@@ -301,38 +309,58 @@ pub(super) fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Plan {
             let mut wanted = client_exclusive.clone();
             wanted.push(OFFLINE_ACCESS.into());
             new["exclusiveScopes"] = json!(wanted);
-            client_changes.push(Change {
-                setting: "exclusiveScopes".into(),
-                from: list(&client_exclusive),
-                to: list(&wanted),
-            });
+            client_changes.push(Change::new(
+                &target,
+                "exclusiveScopes",
+                list(&client_exclusive),
+                list(&wanted),
+                "offline_access is an exclusive scope of the server, so the client must list it to get it (spec.refreshTokens.offlineAccess)",
+            ));
         } else {
             if !common {
                 add_scope = true;
-                scope_changes.push(Change {
-                    setting: "authorization server common scope offline_access".into(),
-                    from: "not defined".into(),
-                    to: "defined".into(),
-                });
+                scope_changes.push(Change::new(
+                    server,
+                    "common scope offline_access",
+                    "not defined",
+                    "defined",
+                    "Coder requests offline_access (spec.refreshTokens.offlineAccess), which the server must know",
+                ));
             }
             if restricts && !restricted.iter().any(|s| s == OFFLINE_ACCESS) {
                 let mut wanted = restricted.clone();
                 wanted.push(OFFLINE_ACCESS.into());
                 new["restrictedScopes"] = json!(wanted);
-                client_changes.push(Change {
-                    setting: "restrictedScopes".into(),
-                    from: list(&restricted),
-                    to: list(&wanted),
-                });
+                client_changes.push(Change::new(
+                    &target,
+                    "restrictedScopes",
+                    list(&restricted),
+                    list(&wanted),
+                    "the client is restricted to listed scopes and Coder requests offline_access (spec.refreshTokens.offlineAccess)",
+                ));
             }
         }
     }
 
     if let Some(d) = desired.lifetime {
-        LIFETIME.ensure(client, settings, d, &mut new, &mut client_changes);
+        LIFETIME.ensure(
+            client,
+            settings,
+            d,
+            &mut new,
+            &mut client_changes,
+            (&target, "spec.refreshTokens.lifetime"),
+        );
     }
     if let Some(d) = desired.idle_timeout {
-        IDLE.ensure(client, settings, d, &mut new, &mut client_changes);
+        IDLE.ensure(
+            client,
+            settings,
+            d,
+            &mut new,
+            &mut client_changes,
+            (&target, "spec.refreshTokens.idleTimeout"),
+        );
     }
     if let Some(r) = desired.rotation {
         let want = match r {
@@ -344,11 +372,13 @@ pub(super) fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Plan {
             .unwrap_or("SERVER_DEFAULT");
         if current != want {
             new["refreshRolling"] = json!(want);
-            client_changes.push(Change {
-                setting: "refreshRolling".into(),
-                from: current.into(),
-                to: want.into(),
-            });
+            client_changes.push(Change::new(
+                &target,
+                "refreshRolling",
+                current,
+                want,
+                "spec.refreshTokens.rotation",
+            ));
         }
     }
 
@@ -561,11 +591,11 @@ mod tests {
         assert_eq!(
             changes,
             [
-                "authorization server common scope offline_access: not defined -> defined",
+                "common scope offline_access: not defined -> defined",
                 "grantTypes: AUTHORIZATION_CODE, CLIENT_CREDENTIALS -> AUTHORIZATION_CODE, CLIENT_CREDENTIALS, REFRESH_TOKEN",
                 "restrictedScopes: openid, profile, email -> openid, profile, email, offline_access",
-                "persistentGrantExpiration: SERVER_DEFAULT (indefinite) -> OVERRIDE_SERVER_DEFAULT (90 DAYS)",
-                "persistentGrantIdleTimeout: SERVER_DEFAULT (720h) -> OVERRIDE_SERVER_DEFAULT (36 HOURS)",
+                "persistentGrantExpirationType, persistentGrantExpirationTime, persistentGrantExpirationTimeUnit: SERVER_DEFAULT (indefinite) -> OVERRIDE_SERVER_DEFAULT (90 DAYS)",
+                "persistentGrantIdleTimeoutType, persistentGrantIdleTimeout, persistentGrantIdleTimeoutTimeUnit: SERVER_DEFAULT (720h) -> OVERRIDE_SERVER_DEFAULT (36 HOURS)",
                 "refreshRolling: SERVER_DEFAULT -> ROLL",
             ]
         );

@@ -2,8 +2,9 @@
 -- resource.customizations.health.oidcrefresh.dev_OidcRefreshPolicy).
 --   Progressing: no status yet, status.observedGeneration < metadata.generation, Reconciling=True,
 --                or Ready=False for a transient reason (the operator retries by itself).
---   Degraded:    Stalled=True, or Ready=False for a reason only the user can fix.
---   Healthy:     Ready=True.
+--   Degraded:    Stalled=True, Ready=False for a reason only the user can fix, or an Observe-mode
+--                policy with pending changes (status.pendingChanges > 0: its dry run found work).
+--   Healthy:     Ready=True and nothing pending.
 -- The message is the Ready condition's.
 local hs = {}
 
@@ -76,6 +77,17 @@ end
 if reconciling ~= nil and reconciling.status == "True" then
   hs.status = "Progressing"
   hs.message = messageOf(ready, messageOf(reconciling, "Reconciling"))
+  return hs
+end
+
+local pending = obj.status.pendingChanges
+local mode = nil
+if obj.spec ~= nil then
+  mode = obj.spec.managementPolicy
+end
+if mode == "Observe" and type(pending) == "number" and pending > 0 then
+  hs.status = "Degraded"
+  hs.message = "Observe mode: " .. tostring(pending) .. " pending change(s) listed in status.plan; set spec.managementPolicy to Enforce to make them"
   return hs
 end
 
