@@ -135,6 +135,27 @@ pub struct PingFederateSpec {
     /// optionally `ca.crt`.
     #[schemars(length(min = 1))]
     pub credentials_secret: String,
+    /// Clustered PingFederate: how the operator's changes reach the engine nodes, which serve
+    /// tokens from replicated configuration only. `Automatic` (default): after its own writes the
+    /// operator replicates (`POST /cluster/replicate`, needs the Admin role) when
+    /// `GET /cluster/status` says `replicationRequired`; if replication was already required before
+    /// its writes (other administrators' pending console changes) it writes nothing, replicates
+    /// nothing and reports `ReplicationPending` until an administrator has replicated them.
+    /// `Manual`: the operator never replicates; while replication is required the identity
+    /// provider is not Ready (`ReplicationPending`) until an administrator replicates. Ignored by a
+    /// standalone server.
+    #[serde(default)]
+    pub replication: PingFederateReplication,
+}
+
+/// How PingFederate configuration changes are replicated to the engine nodes of a cluster.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum PingFederateReplication {
+    /// The operator replicates its own changes; it never pushes other pending changes.
+    #[default]
+    Automatic,
+    /// An administrator replicates; the operator only reports until then.
+    Manual,
 }
 
 /// Microsoft Entra ID tenant and app registration.

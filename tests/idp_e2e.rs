@@ -154,12 +154,14 @@ async fn converge_then_stay_quiet(provider: SandboxProvider) {
 fn max_requests_to_converge(provider: SandboxProvider) -> u64 {
     match provider {
         SandboxProvider::Google => 0,
-        // Token; realm, client, client scopes, scope mappings, role, discovery document; four
-        // writes (realm rotation settings, client, scope link, role mapping); realm, client and
-        // scope mappings read back.
+        // Token; realm, client, client scopes, the offline_access scope's role mappings,
+        // discovery document; three writes (realm rotation settings, client, scope link); realm,
+        // client, client scopes and scope role mappings read back.
         SandboxProvider::Keycloak => 14,
-        // Version, client, server settings; the common scope and the client; both read back.
-        SandboxProvider::Pingfederate | SandboxProvider::Pingfederate11 => 7,
+        // Version, client, server settings, cluster status; the common scope, the client read
+        // again right before its PUT, the client, the cluster status, the replication; client,
+        // server settings and cluster status read back.
+        SandboxProvider::Pingfederate | SandboxProvider::Pingfederate11 => 12,
         // Token; app, Graph catalogue, service principal, grants (refused: no permission in the
         // sandbox), token-lifetime policies; the app patch; app, grants and policies read back.
         SandboxProvider::EntraId => 10,

@@ -473,10 +473,20 @@ async fn access_token_lifetime_uses_one_policy_created_once_and_updated() {
     ]);
     let p = e.provider(&deps());
     let applied = p.converge(&with_access_token(3600)).await.unwrap();
-    assert_eq!(
-        applied.observation.settings.access_token_lifetime,
-        Some(Duration::from_secs(3600))
-    );
+    // The policy does not set the lifetime of the (Microsoft Graph) access token Coder
+    // refreshes: nothing is reported as effective, and a warning says what the policy changes.
+    assert_eq!(applied.observation.settings.access_token_lifetime, None);
+    let f: Vec<_> = applied
+        .observation
+        .findings
+        .iter()
+        .map(|f| (f.reason, f.blocking))
+        .collect();
+    assert_eq!(f, [("AccessTokenLifetimeNotForGraph", false)]);
+    let msg = &applied.observation.findings[0].message;
+    for needle in ["ID tokens", "Microsoft Graph", "60-90 minutes", "01:00:00"] {
+        assert!(msg.contains(needle), "{needle:?} missing in {msg}");
+    }
     assert!(
         applied
             .actions
@@ -504,10 +514,7 @@ async fn access_token_lifetime_uses_one_policy_created_once_and_updated() {
 
     // A new value updates the same policy.
     let changed = p.converge(&with_access_token(7200)).await.unwrap();
-    assert_eq!(
-        changed.observation.settings.access_token_lifetime,
-        Some(Duration::from_secs(7200))
-    );
+    assert!(changed.observation.changes.is_empty());
     let c = e.sim.counters();
     assert_eq!(c.writes(), 1, "{c:?}");
     assert_eq!(
@@ -591,10 +598,7 @@ async fn a_foreign_policy_is_not_replaced() {
     e.sim.assign_policy(&e.tenant, &e.app_id, &id);
     let p = e.provider(&deps());
     let o = p.observe_plan(&offline()).await.unwrap().observation;
-    assert_eq!(
-        o.settings.access_token_lifetime,
-        Some(Duration::from_secs(4 * 3600))
-    );
+    assert_eq!(o.settings.access_token_lifetime, None);
     let err = p.converge(&with_access_token(3600)).await.unwrap_err();
     assert!(matches!(err, ProviderError::Unsupported { .. }));
     assert!(err.to_string().contains("\"corporate\""), "{err}");
@@ -620,6 +624,39 @@ async fn policy_without_permission_is_forbidden_naming_it() {
     assert!(msg.contains("\"graph-admin\""), "{msg}");
     e.assert_no_secrets(&err);
     assert!(e.sim.token_lifetime_policies(&e.tenant).is_empty());
+    // Reading the app's policies needs an Application write permission and a policy
+    // permission, exactly as Graph's reference says (Application.Read.All is not enough).
+    assert!(
+        msg.contains("refused to read the app's token lifetime policies")
+            && msg.contains("Application.ReadWrite.All")
+            && msg.contains("Policy.Read.All or Policy.ReadWrite.ApplicationConfiguration")
+            && msg.contains("Application.Read.All is not enough"),
+        "{msg}"
+    );
+
+    // With Application.Read.All and a policy permission, the same read is refused, and the
+    // message names the Application write permission.
+    e.permissions(&[
+        perm::APPLICATION_READ_ALL,
+        perm::POLICY_READWRITE_APPLICATIONCONFIGURATION,
+    ]);
+    let err = p.observe_plan(&with_access_token(3600)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Application.ReadWrite.All (or Application.ReadWrite.OwnedBy as an owner"),
+        "{err}"
+    );
+    // Policy.Read.All with an Application write permission reads and assigns; creating a
+    // policy needs Policy.ReadWrite.ApplicationConfiguration, and the message says so.
+    e.permissions(&[perm::APPLICATION_READWRITE_ALL, perm::POLICY_READ_ALL]);
+    let err = p.converge(&with_access_token(3600)).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ProviderError::Forbidden { .. })
+            && msg.contains("create a token lifetime policy")
+            && msg.contains("needs the Microsoft Graph application permission Policy.ReadWrite.ApplicationConfiguration"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -805,11 +842,14 @@ async fn permission_ids_come_from_graph_with_well_known_fallback() {
         &json!({"id": custom, "type": "Scope"})
     );
 
-    // With Application.ReadWrite.OwnedBy the catalogue is not readable: the well-known ids are used
-    // and admin consent is not checked.
+    // Application.ReadWrite.OwnedBy reads every service principal, Microsoft Graph's included
+    // (permissions reference), so the ids still come from Graph. It may not read grants: they are
+    // asked for (refused) and admin consent is not reported. It writes the app it owns.
     let e = env().await;
     e.permissions(&[perm::APPLICATION_READWRITE_OWNEDBY]);
     e.sim.add_owner(&e.tenant, &e.app_id, &e.mgmt);
+    e.sim
+        .set_graph_scope_id(&e.tenant, "offline_access", custom);
     let applied = e.provider(&deps()).converge(&offline()).await.unwrap();
     assert!(applied.observation.findings.is_empty());
     let c = e.sim.counters();
@@ -818,11 +858,16 @@ async fn permission_ids_come_from_graph_with_well_known_fallback() {
         2,
         "{c:?}"
     );
-    assert_eq!(c.calls("GET", "/v1.0/oauth2PermissionGrants"), 0);
+    assert_eq!(
+        c.by_route
+            .get(&("GET".into(), "/v1.0/oauth2PermissionGrants".into(), 403)),
+        Some(&2),
+        "{c:?}"
+    );
     let rra = e.app()["requiredResourceAccess"].clone();
     assert_eq!(
         rra[0]["resourceAccess"].as_array().unwrap().last().unwrap(),
-        &json!({"id": OFFLINE, "type": "Scope"})
+        &json!({"id": custom, "type": "Scope"})
     );
     e.assert_bodies_valid();
 }
@@ -924,7 +969,7 @@ async fn forbidden_reads_name_the_permission_exactly() {
     assert_eq!(
         err.to_string(),
         format!(
-            "Microsoft Entra ID refused to read the app registration: Authorization_RequestDenied: Insufficient privileges to complete the operation; the management app of Secret \"graph-admin\" needs the Microsoft Graph application permission Application.Read.All or Application.ReadWrite.All (or Application.ReadWrite.OwnedBy as an owner of the app) with admin consent in tenant {}",
+            "Microsoft Entra ID refused to read the app registration: Authorization_RequestDenied: Insufficient privileges to complete the operation; the management app of Secret \"graph-admin\" needs one of the Microsoft Graph application permissions Application.Read.All, Application.ReadWrite.OwnedBy (which reads every app registration) or Application.ReadWrite.All with admin consent in tenant {}",
             e.tenant
         )
     );
@@ -971,4 +1016,278 @@ async fn the_graph_catalogue_and_the_service_principal_id_are_shared_per_tenant(
         .observation;
     assert_eq!(sp_reads(), 5);
     assert!(o.findings[0].message.contains("no enterprise application"));
+}
+
+fn add_policies(e: &Env, names: &[&str], lifetime: &str) -> Vec<String> {
+    let definition = format!(
+        "{{\"TokenLifetimePolicy\":{{\"Version\":1,\"AccessTokenLifetime\":\"{lifetime}\"}}}}"
+    );
+    names
+        .iter()
+        .map(|n| e.sim.add_token_lifetime_policy(&e.tenant, n, &definition))
+        .collect()
+}
+
+#[tokio::test]
+async fn grants_are_read_page_by_page_and_only_tenant_wide_ones() {
+    let e = env().await;
+    e.consented("openid");
+    // Tenant-wide consent split over several grants (several pages of two) ...
+    for scope in ["profile", "email", "User.Read", "offline_access"] {
+        e.sim
+            .add_permission_grant(&e.tenant, &e.app_id, "AllPrincipals", scope);
+    }
+    // ... and far more per-user consents than the page cap could hold: filtered out by Graph.
+    for _ in 0..150 {
+        e.sim
+            .add_permission_grant(&e.tenant, &e.app_id, "Principal", "offline_access");
+    }
+    let p = e.provider(&deps());
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
+    assert!(o.findings.is_empty(), "{:?}", o.findings);
+    assert_eq!(
+        e.sim
+            .counters()
+            .calls("GET", "/v1.0/oauth2PermissionGrants"),
+        3,
+        "five tenant-wide grants in pages of two"
+    );
+
+    // Bounded: a collection longer than the page cap is a Protocol error, not an endless loop.
+    e.sim.set_page_size(1);
+    for _ in 0..50 {
+        e.sim
+            .add_permission_grant(&e.tenant, &e.app_id, "AllPrincipals", "openid");
+    }
+    e.sim.reset_counters();
+    let err = p.observe_plan(&offline()).await.unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Protocol { .. }) && err.to_string().contains("50 pages"),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(
+        e.sim
+            .counters()
+            .calls("GET", "/v1.0/oauth2PermissionGrants"),
+        50
+    );
+}
+
+#[tokio::test]
+async fn the_operator_policy_is_found_among_many_by_name_never_duplicated() {
+    let e = env().await;
+    e.permissions(&[
+        perm::APPLICATION_READWRITE_ALL,
+        perm::POLICY_READWRITE_APPLICATIONCONFIGURATION,
+    ]);
+    let others: Vec<String> = (0..9).map(|i| format!("corp policy {i}")).collect();
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    add_policies(&e, &others, "04:00:00");
+    let name = format!("oidc-refresh-operator {}", e.app_id);
+    let ours = add_policies(&e, &[&name], "03:00:00")[0].clone();
+    let p = e.provider(&deps());
+    p.converge(&with_access_token(3600)).await.unwrap();
+    assert_eq!(
+        e.sim
+            .counters()
+            .calls("POST", "/v1.0/policies/tokenLifetimePolicies"),
+        0,
+        "no second policy"
+    );
+    assert_eq!(
+        e.sim
+            .counters()
+            .calls("GET", "/v1.0/policies/tokenLifetimePolicies"),
+        1,
+        "looked up by displayName, not by reading every policy of the tenant"
+    );
+    assert_eq!(e.sim.token_lifetime_policies(&e.tenant).len(), 10);
+    let assigned = e.sim.assigned_policies(&e.tenant, &e.app_id);
+    assert_eq!(assigned.len(), 1);
+    assert_eq!(assigned[0]["id"], json!(ours));
+    assert_eq!(
+        assigned[0]["definition"],
+        json!(["{\"TokenLifetimePolicy\":{\"Version\":1,\"AccessTokenLifetime\":\"01:00:00\"}}"])
+    );
+    e.assert_bodies_valid();
+}
+
+#[tokio::test]
+async fn a_stale_read_back_does_not_fail_an_accepted_write() {
+    let e = env().await;
+    // A few stale reads: read back again until Graph shows the write.
+    e.sim.set_stale_reads(3);
+    let p = e.provider(&deps());
+    let applied = p.converge(&offline()).await.unwrap();
+    assert!(applied.observation.changes.is_empty());
+    assert_eq!(applied.actions.len(), 2, "{:?}", applied.actions);
+    assert_eq!(applied.observation.settings.offline_access, Some(true));
+    let c = e.sim.counters();
+    assert_eq!(c.calls("PATCH", PATCH_ROUTE), 1);
+    assert!(c.calls("GET", APP_ROUTE) >= 3, "{c:?}");
+
+    // Still stale after every read-back: the write (2xx) counts as done for this pass, its
+    // actions are kept for the Event, and the pending changes stay in the result so that the
+    // next pass verifies.
+    let e = env().await;
+    e.sim.set_stale_reads(100);
+    let p = e.provider(&deps());
+    let started = std::time::Instant::now();
+    let applied = p.converge(&offline()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(applied.actions.len(), 2, "{:?}", applied.actions);
+    assert!(!applied.observation.changes.is_empty());
+    let c = e.sim.counters();
+    assert_eq!(c.calls("PATCH", PATCH_ROUTE), 1);
+    assert_eq!(c.calls("GET", APP_ROUTE), 6, "one read and five read-backs");
+    assert_eq!(e.app()["isFallbackPublicClient"], json!(false));
+}
+
+#[tokio::test]
+async fn an_assignment_a_stale_read_does_not_show_is_not_posted_twice() {
+    let e = env().await;
+    e.permissions(&[
+        perm::APPLICATION_READWRITE_ALL,
+        perm::POLICY_READWRITE_APPLICATIONCONFIGURATION,
+    ]);
+    let name = format!("oidc-refresh-operator {}", e.app_id);
+    let id = add_policies(&e, &[&name], "03:00:00")[0].clone();
+    e.sim.set_stale_reads(30);
+    let shared = deps();
+    let p = e.provider(&shared);
+    let first = p.converge(&with_access_token(3600)).await.unwrap();
+    assert!(
+        first
+            .actions
+            .iter()
+            .any(|a| a.contains("assigned token lifetime policy")),
+        "{:?}",
+        first.actions
+    );
+    // The next pass still reads the app without its policy: it plans the assignment again,
+    // and Graph's 400 "already exist" for the same reference counts as done.
+    let second = e.provider(&shared).converge(&with_access_token(3600)).await;
+    assert!(second.is_ok(), "{second:?}");
+    let c = e.sim.counters();
+    let ref_route = "/v1.0/applications/{id}/tokenLifetimePolicies/$ref";
+    assert_eq!(
+        c.by_route.get(&("POST".into(), ref_route.into(), 204)),
+        Some(&1),
+        "{c:?}"
+    );
+    assert_eq!(
+        c.by_route.get(&("POST".into(), ref_route.into(), 400)),
+        Some(&1),
+        "{c:?}"
+    );
+    assert_eq!(c.calls("POST", "/v1.0/policies/tokenLifetimePolicies"), 0);
+    let assigned = e.sim.assigned_policies(&e.tenant, &e.app_id);
+    assert_eq!(assigned.len(), 1);
+    assert_eq!(assigned[0]["id"], json!(id));
+    assert_eq!(e.sim.token_lifetime_policies(&e.tenant).len(), 1);
+}
+
+#[tokio::test]
+async fn a_policy_created_but_not_listed_yet_is_assigned_not_created_again() {
+    let e = env().await;
+    e.permissions(&[
+        perm::APPLICATION_READWRITE_ALL,
+        perm::POLICY_READWRITE_APPLICATIONCONFIGURATION,
+    ]);
+    // Graph does not show the new policy for a while: the assignment fails this pass.
+    e.sim.set_stale_reads(10);
+    let shared = deps();
+    let err = e
+        .provider(&shared)
+        .converge(&with_access_token(3600))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::NotPersisted { .. }) && err.is_transient(),
+        "{err:?}"
+    );
+    assert_eq!(e.sim.token_lifetime_policies(&e.tenant).len(), 1);
+    // The next pass lists no policy by that name yet, but assigns the one it created.
+    e.provider(&shared)
+        .converge(&with_access_token(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        e.sim
+            .counters()
+            .calls("POST", "/v1.0/policies/tokenLifetimePolicies"),
+        1
+    );
+    assert_eq!(
+        e.sim.token_lifetime_policies(&e.tenant).len(),
+        1,
+        "no duplicate"
+    );
+    assert_eq!(e.sim.assigned_policies(&e.tenant, &e.app_id).len(), 1);
+}
+
+#[tokio::test]
+async fn key_credentials_are_read_without_the_throttled_select() {
+    let e = env().await;
+    let soon = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24 * 5))
+        .unwrap();
+    e.edit(|a| {
+        a.insert("passwordCredentials".into(), json!([]));
+        a.insert(
+            "keyCredentials".into(),
+            json!([sim_entra::key_credential("coder-cert", "Verify", soon)]),
+        );
+    });
+    // Graph's budget for $select=keyCredentials is used up: the provider does not need it.
+    e.sim.set_key_credentials_per_minute(0);
+    let p = e.provider(&deps());
+    for _ in 0..3 {
+        let o = p.observe_plan(&offline()).await.unwrap().observation;
+        let found: Vec<(&str, bool)> = o.findings.iter().map(|f| (f.reason, f.blocking)).collect();
+        assert_eq!(found, [("ClientCertificateExpiring", false)]);
+    }
+    assert_eq!(e.sim.counters().with_status(429), 0);
+    // A 429 on that read is Throttled with Graph's wait.
+    e.sim.fail_next(1, 429, Some(17));
+    let err = p.observe_plan(&offline()).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(17)));
+}
+
+#[tokio::test]
+async fn an_app_managed_by_bicep_stalls_naming_what_to_declare() {
+    let e = env().await;
+    e.edit(|a| {
+        a.insert("uniqueName".into(), json!("coder-oidc"));
+    });
+    let p = e.provider(&deps());
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
+    let blocking: Vec<_> = o.findings.iter().filter(|f| f.blocking).collect();
+    assert_eq!(blocking.len(), 1, "{:?}", o.findings);
+    assert_eq!(blocking[0].reason, "ManagedByBicep");
+    let msg = &blocking[0].message;
+    for needle in [
+        "Bicep",
+        "'coder-oidc'",
+        "requiredResourceAccess",
+        GRAPH,
+        OFFLINE,
+        "(offline_access)",
+        "isFallbackPublicClient: false",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} missing in {msg}");
+    }
+    assert_eq!(e.sim.writes(), 0);
+    // Once the template declares it, nothing conflicts.
+    e.edit(|a| {
+        a.insert("isFallbackPublicClient".into(), json!(false));
+        a["requiredResourceAccess"][0]["resourceAccess"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"id": OFFLINE, "type": "Scope"}));
+    });
+    let o = p.observe_plan(&offline()).await.unwrap().observation;
+    assert!(o.changes.is_empty() && o.findings.is_empty(), "{o:?}");
 }

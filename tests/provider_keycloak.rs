@@ -208,6 +208,8 @@ async fn first_convergence_with_client_credentials_touches_nothing_else() {
     let after = sim.client(REALM, "coder").unwrap();
     let mut expected = before.clone();
     let attrs = expected["attributes"].as_object_mut().unwrap();
+    // Sent back as read, an empty attribute is deleted by Keycloak (it meant "unset" anyway).
+    attrs.remove("client.session.idle.timeout");
     attrs.insert("use.refresh.tokens".into(), json!("true"));
     attrs.insert("client.offline.session.idle.timeout".into(), json!("86400"));
     attrs.insert("access.token.lifespan".into(), json!("3600"));
@@ -381,7 +383,7 @@ async fn realm_changes_need_the_opt_in() {
         assert!(matches!(e, ProviderError::Unsupported { .. }));
         assert_eq!(
             e.to_string(),
-            "Keycloak cannot honour this policy: the policy needs realm-wide settings of realm \"coder\", which affect every client in it: set offlineSessionMaxLifespanEnabled to true (now false), revokeRefreshToken to true (now false) (admin console: Realm settings, Sessions and Tokens tabs), or set spec.provider.keycloak.allowRealmChanges: true to let the operator change them"
+            "Keycloak cannot honour this policy: the policy needs realm-wide settings of realm \"coder\", which affect every client in it: set revokeRefreshToken to true (now false) (admin console: Realm settings, Sessions and Tokens tabs), or set spec.provider.keycloak.allowRealmChanges: true to let the operator change them"
         );
     }
     assert_eq!(sim.writes(), 0);
@@ -391,14 +393,15 @@ async fn realm_changes_need_the_opt_in() {
     let kc = connect(&opted_in, operator_creds(), &deps);
     let applied = kc.converge(&desired).await.unwrap();
     assert_eq!(
-        &applied.actions[..2],
-        &[
-            "set realm coder offlineSessionMaxLifespanEnabled to true (was false)",
-            "set realm coder revokeRefreshToken to true (was false)"
-        ]
+        &applied.actions[..1],
+        &["set realm coder revokeRefreshToken to true (was false)"]
     );
     let realm = sim.realm(REALM).unwrap();
-    assert_eq!(realm["offlineSessionMaxLifespanEnabled"], json!(true));
+    assert_eq!(
+        realm["offlineSessionMaxLifespanEnabled"],
+        json!(false),
+        "the client attribute is enforced without the realm switch"
+    );
     assert_eq!(realm["revokeRefreshToken"], json!(true));
     assert_eq!(
         realm["offlineSessionMaxLifespan"],
@@ -422,12 +425,11 @@ async fn realm_changes_need_the_opt_in() {
         .map(|b| b.body)
         .collect();
     let mut expected = realm_before.clone();
-    expected["offlineSessionMaxLifespanEnabled"] = json!(true);
     expected["revokeRefreshToken"] = json!(true);
     assert_eq!(realm_puts, vec![expected]);
     let after = sim.realm(REALM).unwrap();
     for (k, v) in realm_before.as_object().unwrap() {
-        if k != "offlineSessionMaxLifespanEnabled" && k != "revokeRefreshToken" {
+        if k != "revokeRefreshToken" {
             assert_eq!(after.get(k), Some(v), "realm {k} unchanged");
         }
     }
@@ -435,6 +437,35 @@ async fn realm_changes_need_the_opt_in() {
     assert_eq!(kc.converge(&desired).await.unwrap().actions.len(), 0);
     assert_eq!(sim.writes(), 0);
     assert_bodies_valid(&sim);
+}
+
+/// Signs a user in to Coder's client with the password grant and `scope`, as Keycloak would
+/// for Coder's code flow: the token endpoint's answer (status, body).
+async fn user_grant(sim: &SimHandle, scope: &str) -> (u16, Value) {
+    if sim.client(REALM, "coder").unwrap()["directAccessGrantsEnabled"] != json!(true) {
+        sim.update_client(REALM, "coder", |c| {
+            c.insert("directAccessGrantsEnabled".into(), json!(true));
+        });
+        sim.add_admin_user(REALM, "alice", ADMIN_PASSWORD, REALM, &[]);
+    }
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/realms/{REALM}/protocol/openid-connect/token",
+            sim.base_url()
+        ))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "coder"),
+            ("client_secret", CODER_SECRET),
+            ("username", "alice"),
+            ("password", ADMIN_PASSWORD),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
 }
 
 #[tokio::test]
@@ -445,22 +476,58 @@ async fn full_scope_off_maps_the_offline_access_role() {
     });
     let deps = deps();
     let kc = connect(&spec(&sim), operator_creds(), &deps);
+
+    // Keycloak's built-in offline_access client scope carries the offline_access role in its own
+    // scope mappings, and a requested scope brings them into the token: linking it is enough.
     let obs = kc.observe_plan(&wanted()).await.unwrap().observation;
     assert!(
+        obs.changes.iter().all(|c| !c.setting.contains("mapping")),
+        "{:?}",
         obs.changes
-            .iter()
-            .any(|c| c.to_string() == "realm scope mapping offline_access: absent -> present")
     );
     let applied = kc.converge(&wanted()).await.unwrap();
     assert_eq!(
         applied.actions.last().unwrap(),
-        "added realm role offline_access to the client's scope mappings"
+        "linked client scope offline_access to the client as optional"
+    );
+    assert_eq!(
+        sim.client_realm_scope_mappings(REALM, "coder"),
+        Vec::<String>::new(),
+        "no redundant role mapping"
+    );
+    assert_eq!(applied.observation.settings.offline_access, Some(true));
+    let (status, token) = user_grant(&sim, "openid offline_access").await;
+    assert_eq!(status, 200, "{token}");
+    assert!(token["refresh_token"].is_string());
+
+    // A realm whose offline_access scope was stripped of the role: the role is mapped to the
+    // client.
+    sim.set_client_scope_realm_roles(REALM, "offline_access", &[]);
+    assert_eq!(
+        user_grant(&sim, "openid offline_access").await.0,
+        400,
+        "not_allowed"
+    );
+    let obs = kc.observe_plan(&wanted()).await.unwrap().observation;
+    assert_eq!(obs.settings.offline_access, Some(false));
+    assert_eq!(
+        obs.changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec!["realm scope mapping offline_access: absent -> present"]
+    );
+    let applied = kc.converge(&wanted()).await.unwrap();
+    assert_eq!(
+        applied.actions,
+        vec!["added realm role offline_access to the client's scope mappings"]
     );
     assert_eq!(
         sim.client_realm_scope_mappings(REALM, "coder"),
         vec!["offline_access".to_string()]
     );
     assert_eq!(applied.observation.settings.offline_access, Some(true));
+    assert_eq!(user_grant(&sim, "openid offline_access").await.0, 200);
     sim.reset_counters();
     assert!(kc.converge(&wanted()).await.unwrap().actions.is_empty());
     assert_eq!(sim.writes(), 0);
@@ -473,6 +540,194 @@ async fn full_scope_off_maps_the_offline_access_role() {
     assert_eq!(bodies[0].method, "POST");
     assert_eq!(bodies[0].body[0]["name"], json!("offline_access"));
     assert_bodies_valid(&sim);
+}
+
+#[tokio::test]
+async fn lifetime_is_the_client_attribute_without_the_realm_switch() {
+    let sim = sim().await;
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let week = Duration::from_secs(7 * 86400);
+    let desired = DesiredSettings {
+        lifetime: Some(week),
+        idle_timeout: None,
+        ..wanted()
+    };
+    // The realm switch offlineSessionMaxLifespanEnabled is off (Keycloak's default): Keycloak
+    // 22+ enforces a positive client attribute on its own, so no realm change and no opt-in.
+    let realm_before = sim.realm(REALM).unwrap();
+    assert_eq!(
+        realm_before["offlineSessionMaxLifespanEnabled"],
+        json!(false)
+    );
+    let applied = kc.converge(&desired).await.unwrap();
+    assert!(
+        applied.actions.iter().all(|a| !a.contains("realm")),
+        "{:?}",
+        applied.actions
+    );
+    assert_eq!(sim.realm(REALM).unwrap(), realm_before);
+    assert_eq!(
+        sim.client(REALM, "coder").unwrap()["attributes"]["client.offline.session.max.lifespan"],
+        json!("604800")
+    );
+    assert_eq!(applied.observation.settings.lifetime, Some(week));
+    // The token endpoint agrees: the offline session ends after the week (the realm's idle
+    // timeout is 30 days).
+    let (status, token) = user_grant(&sim, "openid offline_access").await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["refresh_expires_in"], json!(604_800));
+
+    // With the switch already on, the realm's offlineSessionMaxLifespan caps the client: below
+    // the lifetime it needs raising, which is a realm change.
+    sim.update_realm(REALM, |r| {
+        r.insert("offlineSessionMaxLifespanEnabled".into(), json!(true));
+        r.insert("offlineSessionMaxLifespan".into(), json!(86400));
+    });
+    let e = kc.observe_plan(&desired).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("set offlineSessionMaxLifespan to 604800 (now 86400)"),
+        "{e}"
+    );
+    assert!(
+        !e.to_string().contains("offlineSessionMaxLifespanEnabled"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn authorization_services_survive_the_update() {
+    let sim = sim().await;
+    // A body without "authorizationServicesEnabled": true turns them off: the operator sends
+    // the whole representation back.
+    sim.update_client(REALM, "coder", |c| {
+        c.insert("serviceAccountsEnabled".into(), json!(true));
+        c.insert("authorizationServicesEnabled".into(), json!(true));
+    });
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let applied = kc.converge(&wanted()).await.unwrap();
+    assert!(!applied.actions.is_empty());
+    let after = sim.client(REALM, "coder").unwrap();
+    assert_eq!(after["authorizationServicesEnabled"], json!(true));
+    assert_eq!(after["serviceAccountsEnabled"], json!(true));
+    assert_eq!(after["attributes"]["use.refresh.tokens"], json!("true"));
+    assert_bodies_valid(&sim);
+}
+
+#[tokio::test]
+async fn query_clients_without_view_clients_is_a_permission_problem() {
+    let sim = sim().await;
+    // query-clients may list clients, but Keycloak leaves out those it cannot view: 200 [].
+    sim.set_admin_roles(
+        REALM,
+        "coder-operator",
+        REALM,
+        &["query-clients", "view-realm"],
+    );
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Forbidden { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "Keycloak refused to find client \"coder\": Keycloak lists no client at all in realm \"coder\" to the admin account of Secret \"keycloak-admin\", although every realm has built-in clients: the account may query clients (query-clients) but not view them; assign it the realm-management client role view-clients (or realm-admin), or with fine-grained admin permissions the view permission on client \"coder\""
+    );
+    assert_no_secrets(&e);
+    assert_eq!(sim.writes(), 0);
+
+    // With view-clients, an unknown clientId is what it is.
+    sim.set_admin_roles(REALM, "coder-operator", REALM, &ALL_ROLES);
+    let mut s = spec(&sim);
+    s.client_id = "ghost".into();
+    let e = connect(&s, operator_creds(), &deps)
+        .observe_plan(&wanted())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::ClientNotFound { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn offline_access_hidden_from_discovery_still_works() {
+    let sim = sim().await;
+    // include.in.openid.provider.metadata=false leaves the scope out of scopes_supported; it
+    // can still be requested.
+    sim.set_client_scope_attribute(
+        REALM,
+        "offline_access",
+        "include.in.openid.provider.metadata",
+        Some("false"),
+    );
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let applied = kc.converge(&wanted()).await.unwrap();
+    let found: Vec<(&str, bool)> = applied
+        .observation
+        .findings
+        .iter()
+        .map(|f| (f.reason, f.blocking))
+        .collect();
+    assert_eq!(found, vec![("OfflineAccessNotAdvertised", false)]);
+    assert!(
+        applied.observation.findings[0]
+            .message
+            .contains("include.in.openid.provider.metadata"),
+        "{}",
+        applied.observation.findings[0].message
+    );
+    assert_eq!(applied.observation.settings.offline_access, Some(true));
+    let (status, token) = user_grant(&sim, "openid offline_access").await;
+    assert_eq!(status, 200, "{token}");
+}
+
+#[tokio::test]
+async fn a_realm_imported_by_keycloak_config_cli_is_not_fought_over() {
+    let sim = sim().await;
+    sim.update_realm(REALM, |r| {
+        let attrs = r
+            .entry("attributes")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .unwrap();
+        attrs.insert(
+            "de.adorsys.keycloak.config.import-checksum-default".into(),
+            json!("6292be0628c50ff8fc02bd4092f48a731133e4802e158e7bc2ba174524b4ccf1"),
+        );
+    });
+    let deps = deps();
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let obs = kc.observe_plan(&wanted()).await.unwrap().observation;
+    let blocking: Vec<_> = obs.findings.iter().filter(|f| f.blocking).collect();
+    assert_eq!(blocking.len(), 1, "{:?}", obs.findings);
+    assert_eq!(blocking[0].reason, "ManagedByKeycloakConfigCli");
+    for needle in [
+        "keycloak-config-cli",
+        "de.adorsys.keycloak.config.import-checksum-default",
+        "clients[clientId=coder]",
+        "add offline_access to optionalClientScopes",
+        "\"use.refresh.tokens\": \"true\"",
+        "\"access.token.lifespan\": \"3600\"",
+    ] {
+        assert!(
+            blocking[0].message.contains(needle),
+            "{needle}: {}",
+            blocking[0].message
+        );
+    }
+    assert_eq!(sim.writes(), 0);
+
+    // Once its import carries the settings, the operator only observes.
+    sim.update_client(REALM, "coder", |c| {
+        let a = c["attributes"].as_object_mut().unwrap();
+        a.insert("use.refresh.tokens".into(), json!("true"));
+        a.insert("client.offline.session.idle.timeout".into(), json!("86400"));
+        a.insert("access.token.lifespan".into(), json!("3600"));
+    });
+    sim.link_client_scope(REALM, "coder", "offline_access", false);
+    let obs = kc.observe_plan(&wanted()).await.unwrap().observation;
+    assert_eq!(obs.changes, vec![]);
+    assert_eq!(obs.findings, vec![]);
 }
 
 #[tokio::test]
@@ -731,9 +986,51 @@ async fn bad_secrets_are_invalid_secret_without_values() {
         &deps,
     );
     let e = kc.observe_plan(&wanted()).await.unwrap_err();
+    assert!(
+        matches!(e, ProviderError::AuthenticationFailed { .. }),
+        "{e:?}"
+    );
     assert_eq!(
         e.to_string(),
-        "Keycloak rejected the admin credentials: the token endpoint of realm \"coder\" answered HTTP 401 (invalid_client: Invalid client or Invalid client credentials); check client-id and client-secret in Secret \"keycloak-admin\", that they belong to realm \"coder\" (spec.provider.keycloak.authRealm)"
+        "Keycloak rejected the admin credentials: the token endpoint of realm \"coder\" answered HTTP 401 (unauthorized_client: Invalid client or Invalid client credentials): the client named by client-id exists in realm \"coder\" but client-secret in Secret \"keycloak-admin\" is wrong; copy the client's current secret (Credentials tab) into the Secret"
+    );
+    assert_no_secrets(&e);
+
+    // An unknown client id: invalid_client.
+    let kc = connect(
+        &spec(&sim),
+        creds(
+            "1",
+            &[
+                ("client-id", "nobody"),
+                ("client-secret", "wrong-secret-xyz"),
+            ],
+        ),
+        &deps,
+    );
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("realm \"coder\" has no enabled client with the client-id"),
+        "{e}"
+    );
+    assert_no_secrets(&e);
+
+    // The right secret of a client without service accounts.
+    sim.update_client(REALM, "coder-operator", |c| {
+        c.insert("serviceAccountsEnabled".into(), json!(false));
+    });
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let e = kc.observe_plan(&wanted()).await.unwrap_err();
+    assert!(
+        matches!(e, ProviderError::AuthenticationFailed { .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains(
+            "(unauthorized_client: Client not enabled to retrieve service account): the client named by client-id in Secret \"keycloak-admin\" has service accounts turned off; enable Service accounts roles"
+        ),
+        "{e}"
     );
     assert_no_secrets(&e);
 }
@@ -755,7 +1052,6 @@ async fn discovery_and_missing_scope_are_findings() {
         found,
         vec![
             ("RefreshGrantNotAdvertised", false),
-            ("OfflineAccessNotSupported", true),
             ("OfflineAccessScopeMissing", true),
         ]
     );
@@ -781,6 +1077,8 @@ async fn every_body_sent_validates_against_the_contract() {
     sim.update_client(REALM, "coder", |c| {
         c.insert("fullScopeAllowed".into(), json!(false));
     });
+    // A realm whose offline_access scope lacks the role, so the role mapping is written too.
+    sim.set_client_scope_realm_roles(REALM, "offline_access", &[]);
     sim.set_admin_roles(REALM, "coder-operator", REALM, &["realm-admin"]);
     let mut s = spec(&sim);
     s.allow_realm_changes = Some(true);
@@ -862,9 +1160,16 @@ async fn sandbox_seed_converges() {
         "optional".to_string()
     )));
     assert!(after.contains(&(
-        "offline_access role in scope mappings".to_string(),
+        "offline_access role in the offline_access client scope".to_string(),
         "yes".to_string()
     )));
+    assert!(
+        after.contains(&(
+            "offline_access role in scope mappings".to_string(),
+            "no".to_string()
+        )),
+        "the scope carries the role: no mapping on the client"
+    );
     sim.shutdown().await;
 }
 

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oidc_refresh_operator::crd::{PingFederateSpec, Rotation};
+use oidc_refresh_operator::crd::{PingFederateReplication, PingFederateSpec, Rotation};
 use oidc_refresh_operator::metrics::Metrics;
 use oidc_refresh_operator::providers::{
     self, Credentials, DesiredSettings, IdentityProvider, IdpSettings, ProviderDeps, ProviderError,
 };
 use serde_json::{Value, json};
-use sim_pingfederate::{AdminRole, PfVersion, SandboxSeed, SimConfig, SimHandle};
+use sim_pingfederate::{AdminRole, Deployment, PfVersion, SandboxSeed, SimConfig, SimHandle};
 
 const VERSIONS: [PfVersion; 2] = [PfVersion::V11_3, PfVersion::V12_1];
 
@@ -23,13 +23,19 @@ fn deps(timeout: Duration) -> ProviderDeps {
     ProviderDeps::new(Arc::new(Metrics::new()), timeout)
 }
 
+/// A clustered server (console and two engines, the simulator's default), seeded.
 async fn sim(version: PfVersion) -> (SimHandle, SandboxSeed) {
-    let sim = sim_pingfederate::start(SimConfig {
+    sim_with(SimConfig {
         version,
         ..SimConfig::default()
     })
     .await
-    .expect("simulator starts");
+}
+
+async fn sim_with(config: SimConfig) -> (SimHandle, SandboxSeed) {
+    let sim = sim_pingfederate::start(config)
+        .await
+        .expect("simulator starts");
     let seed = sim.seed_sandbox();
     (sim, seed)
 }
@@ -40,6 +46,7 @@ fn spec(sim: &SimHandle, seed: &SandboxSeed, client_id: &str) -> PingFederateSpe
         admin_url: format!("{}/", sim.base_url()),
         client_id: client_id.into(),
         credentials_secret: seed.secret_name.clone(),
+        replication: PingFederateReplication::Automatic,
     }
 }
 
@@ -213,7 +220,8 @@ async fn first_convergence_then_nothing_to_write() {
                 offline_access: Some(false),
                 lifetime: None,
                 idle_timeout: Some(days(30)),
-                rotation: Some(Rotation::Reuse),
+                // rollRefreshTokenValues: the server default is true.
+                rotation: Some(Rotation::Rotate),
                 access_token_lifetime: None,
             }
         );
@@ -230,6 +238,7 @@ async fn first_convergence_then_nothing_to_write() {
                  persistentGrantExpirationType, persistentGrantExpirationTime, persistentGrantExpirationTimeUnit: SERVER_DEFAULT (indefinite) -> OVERRIDE_SERVER_DEFAULT (90 DAYS); \
                  persistentGrantIdleTimeoutType, persistentGrantIdleTimeout, persistentGrantIdleTimeoutTimeUnit: SERVER_DEFAULT (720h) -> OVERRIDE_SERVER_DEFAULT (36 HOURS); \
                  refreshRolling: SERVER_DEFAULT -> ROLL".to_string(),
+                "replicated the PingFederate configuration to the engine nodes (POST /cluster/replicate)".to_string(),
             ]
         );
         assert_eq!(applied.observation.changes, []);
@@ -238,16 +247,27 @@ async fn first_convergence_then_nothing_to_write() {
         assert!(applied.observation.coder.params.is_empty());
         assert!(applied.observation.coder.remove_scopes.is_empty());
         let diff = sim.counters().diff(&before);
-        assert_eq!(diff.writes(), 2, "{diff:?}");
+        assert_eq!(diff.writes(), 3, "{diff:?}");
         assert_eq!(
             (
                 diff.get("GET", "/version"),
                 diff.get("GET", "/oauth/clients/{id}"),
-                diff.get("GET", "/oauth/authServerSettings")
+                diff.get("GET", "/oauth/authServerSettings"),
+                diff.get("GET", "/cluster/status"),
             ),
-            (0, 1, 1),
-            "apply writes from what observe read; only the read-back reads: {diff:?}"
+            (0, 2, 1, 2),
+            "apply reads the client right before its PUT and the cluster status after the writes, \
+             and reads back: {diff:?}"
         );
+        assert_eq!(diff.get("POST", "/cluster/replicate"), 1);
+        assert!(!sim.replication_required());
+        for engine in 0..2 {
+            assert_eq!(
+                without_mtime(sim.engine_client(engine, "coder").unwrap()),
+                without_mtime(expected_client(version)),
+                "engine {engine} serves the change"
+            );
+        }
         assert_eq!(
             diff.get("POST", "/oauth/authServerSettings/scopes/commonScopes"),
             1
@@ -330,6 +350,8 @@ async fn drift_is_detected_and_corrected() {
             c["refreshRolling"] = json!("DONT_ROLL");
             c["persistentGrantIdleTimeoutType"] = json!("SERVER_DEFAULT");
         });
+        // ... and replicates the edit.
+        sim.replicate();
         let obs = pf.observe_plan(&want()).await.unwrap().observation;
         let changes: Vec<String> = obs.changes.iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -345,9 +367,14 @@ async fn drift_is_detected_and_corrected() {
 
         let before = sim.counters();
         let applied = pf.converge(&want()).await.unwrap();
-        assert_eq!(applied.actions.len(), 1, "{:?}", applied.actions);
+        assert_eq!(
+            applied.actions.len(),
+            2,
+            "client and replication: {:?}",
+            applied.actions
+        );
         assert_eq!(applied.observation.settings, wanted_settings());
-        assert_eq!(sim.counters().diff(&before).writes(), 1);
+        assert_eq!(sim.counters().diff(&before).writes(), 2);
         assert_eq!(
             without_mtime(sim.client("coder").unwrap()),
             without_mtime(expected_client(version))
@@ -402,6 +429,7 @@ async fn validation_errors_are_shown_with_field_paths() {
                 .unwrap()
                 .retain(|e| e["name"] != "email");
         });
+        sim.replicate();
         let err = pf.converge(&want()).await.unwrap_err();
         assert!(matches!(err, ProviderError::Rejected { .. }), "{err:?}");
         assert!(!err.is_transient());
@@ -555,23 +583,25 @@ async fn throttling_and_outages_are_transient_and_recover() {
 async fn partial_state_converges_with_only_the_missing_writes() {
     let (sim, seed) = sim(PfVersion::V12_1).await;
     let pf = connect(&sim, &seed);
-    assert_eq!(pf.converge(&want()).await.unwrap().actions.len(), 2);
+    assert_eq!(pf.converge(&want()).await.unwrap().actions.len(), 3);
     // The scope exists, but the client was restored from an old export.
     sim.update_client("coder", |c| {
         *c = sim_pingfederate::seed_client(PfVersion::V12_1);
     });
+    sim.replicate();
     let before = sim.counters();
     let applied = pf.converge(&want()).await.unwrap();
     assert_eq!(
         applied.actions.len(),
-        1,
-        "only the client: {:?}",
+        2,
+        "only the client, replicated: {:?}",
         applied.actions
     );
     assert!(applied.actions[0].starts_with("updated PingFederate OAuth client \"coder\""));
     let diff = sim.counters().diff(&before);
-    assert_eq!(diff.writes(), 1);
+    assert_eq!(diff.writes(), 2, "{diff:?}");
     assert_eq!(diff.get("PUT", "/oauth/clients/{id}"), 1);
+    assert_eq!(diff.get("POST", "/cluster/replicate"), 1);
     assert_bodies_valid(&sim);
     sim.shutdown().await;
 }
@@ -601,6 +631,7 @@ async fn consent_prompt_is_required_by_12_1() {
         c["requireOfflineAccessScopeToIssueRefreshTokens"] = json!("YES");
         c["offlineAccessRequireConsentPrompt"] = json!("YES");
     });
+    sim.replicate();
     let pf = connect(&sim, &seed);
     let applied = pf.converge(&want()).await.unwrap();
     assert_eq!(applied.observation.coder.add_scopes, ["offline_access"]);
@@ -634,6 +665,7 @@ async fn consent_prompt_is_required_by_12_1() {
         s["requireOfflineAccessScopeToIssueRefreshTokens"] = json!(true);
         s["offlineAccessRequireConsentPrompt"] = json!(true);
     });
+    sim.replicate();
     let obs = pf.observe_plan(&want()).await.unwrap().observation;
     assert_eq!(obs.coder.params["prompt"], "consent");
     // Without offline_access the client gets no refresh token: blocking finding.
@@ -735,5 +767,326 @@ async fn an_unusable_ca_bundle_is_an_invalid_secret() {
     assert!(err.to_string().contains("ca.crt"), "{err}");
     assert_no_secrets(&err, &[&seed.secret_data["password"]]);
     assert_eq!(sim.counters().total(), 0);
+    sim.shutdown().await;
+}
+
+fn connect_with(
+    sim: &SimHandle,
+    seed: &SandboxSeed,
+    replication: PingFederateReplication,
+) -> Arc<dyn IdentityProvider> {
+    let spec = PingFederateSpec {
+        replication,
+        ..spec(sim, seed, "coder")
+    };
+    pingfederate_connect(
+        &spec,
+        credentials(
+            seed,
+            &seed.secret_data["username"],
+            &seed.secret_data["password"],
+        ),
+        &deps(Duration::from_secs(10)),
+    )
+    .unwrap()
+}
+
+fn reasons(o: &providers::Observation) -> Vec<(&'static str, bool)> {
+    o.findings.iter().map(|f| (f.reason, f.blocking)).collect()
+}
+
+#[tokio::test]
+async fn a_converged_policy_stays_ready_across_fresh_ciphertexts() {
+    install_crypto();
+    for version in VERSIONS {
+        let (sim, seed) = sim(version).await;
+        let pf = connect(&sim, &seed);
+        let applied = pf.converge(&want()).await.unwrap();
+        assert_eq!(applied.actions.len(), 3, "{version}: {:?}", applied.actions);
+
+        // Every read shows another ciphertext of the same secret.
+        let url = format!("{}/pf-admin-api/v1/oauth/clients/coder", sim.base_url());
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let c: Value = reqwest::Client::new()
+                .get(&url)
+                .basic_auth(
+                    &seed.secret_data["username"],
+                    Some(&seed.secret_data["password"]),
+                )
+                .header("X-XSRF-Header", "PingFederate")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            seen.push(c["clientAuth"]["encryptedSecret"].clone());
+        }
+        assert_ne!(seen[0], seen[1]);
+
+        // Converged: nothing to change or report, pass after pass; the write is announced once.
+        for _ in 0..3 {
+            let plan = pf.observe_plan(&want()).await.unwrap();
+            assert_eq!(plan.changes(), [], "{version}");
+            assert_eq!(reasons(&plan.observation), [], "{version}");
+            let again = pf.apply(&plan).await.unwrap();
+            assert_eq!(again.actions, Vec::<String>::new());
+            let again = pf.converge(&want()).await.unwrap();
+            assert_eq!(again.actions, Vec::<String>::new());
+            assert_eq!(again.observation.settings, wanted_settings());
+        }
+        assert_eq!(sim.secret_changes(), 0);
+        assert_eq!(
+            sim.client_secret("coder").as_deref(),
+            Some(sim_pingfederate::SEED_SECRET)
+        );
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_secret_rotated_between_observe_and_apply_is_kept() {
+    for version in VERSIONS {
+        let (sim, seed) = sim_with(SimConfig {
+            version,
+            deployment: Deployment::Standalone,
+            ..SimConfig::default()
+        })
+        .await;
+        let pf = connect(&sim, &seed);
+        let plan = pf.observe_plan(&want()).await.unwrap();
+        let changed_at = sim.client("coder").unwrap()["clientSecretChangedTime"].clone();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // An administrator rotates the secret (and Coder gets the new one) meanwhile.
+        sim.rotate_client_secret("coder", "rotated-by-an-admin-4711");
+        assert_ne!(
+            sim.client("coder").unwrap()["clientSecretChangedTime"],
+            changed_at
+        );
+        let applied = pf.apply(&plan).await.unwrap();
+        assert_eq!(applied.actions.len(), 2, "{version}: {:?}", applied.actions);
+        assert_eq!(applied.observation.settings, wanted_settings());
+        assert_eq!(
+            sim.client_secret("coder").as_deref(),
+            Some("rotated-by-an-admin-4711"),
+            "{version}: the rotation was undone"
+        );
+        assert_eq!(sim.secret_changes(), 1, "only the administrator's rotation");
+        let mut expected = without_mtime(expected_client(version));
+        let client = without_mtime(sim.client("coder").unwrap());
+        for key in ["clientAuth", "clientSecretChangedTime"] {
+            expected[key] = client[key].clone();
+        }
+        assert_eq!(client, expected, "{version}: the owned fields are set");
+        assert_bodies_valid(&sim);
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_edited_between_observe_and_apply_is_planned_again() {
+    let (sim, seed) = sim_with(SimConfig {
+        deployment: Deployment::Standalone,
+        ..SimConfig::default()
+    })
+    .await;
+    let pf = connect(&sim, &seed);
+    let plan = pf.observe_plan(&want()).await.unwrap();
+    // Someone else already enabled the refresh grant: the planned change is no longer the change.
+    sim.update_client("coder", |c| {
+        c["grantTypes"] = json!(["AUTHORIZATION_CODE", "REFRESH_TOKEN"]);
+        c["name"] = json!("Coder (edited)");
+    });
+    let before = sim.counters();
+    let err = pf.apply(&plan).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("changed by someone else"), "{err}");
+    assert_eq!(
+        sim.counters()
+            .diff(&before)
+            .get("PUT", "/oauth/clients/{id}"),
+        0
+    );
+    // The next pass plans from the new state and keeps the edit.
+    pf.converge(&want()).await.unwrap();
+    assert_eq!(sim.client("coder").unwrap()["name"], "Coder (edited)");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn others_pending_changes_are_never_replicated() {
+    for version in VERSIONS {
+        let (sim, seed) = sim(version).await;
+        let pf = connect(&sim, &seed);
+        // Another administrator changed the server settings and has not replicated yet.
+        sim.update_auth_server_settings(|s| {
+            s["refreshTokenRollingGracePeriod"] = json!(5);
+        });
+        assert!(sim.replication_required());
+
+        let plan = pf.observe_plan(&want()).await.unwrap();
+        assert_eq!(plan.changes().len(), 6, "{version}");
+        assert_eq!(
+            reasons(&plan.observation),
+            [("ReplicationPending", true)],
+            "{version}"
+        );
+        let msg = &plan.observation.findings[0].message;
+        assert!(msg.contains("other administrators' changes"), "{msg}");
+        assert!(msg.contains("Replicate"), "{msg}");
+
+        // Applying anyway (a plan made before the edit, or a direct call) writes nothing.
+        let before = sim.counters();
+        let err = pf.apply(&plan).await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("ReplicationPending"), "{err}");
+        assert_eq!(sim.counters().diff(&before).writes(), 0);
+        assert!(sim.replication_required());
+        assert_eq!(
+            sim.engine_auth_server_settings(0).unwrap()["refreshTokenRollingGracePeriod"],
+            sim_pingfederate::default_settings(version)["refreshTokenRollingGracePeriod"],
+            "the other change was not pushed"
+        );
+
+        // The administrator replicates: the operator writes and replicates its own changes.
+        sim.replicate();
+        let applied = pf.converge(&want()).await.unwrap();
+        assert!(applied.actions.last().unwrap().starts_with("replicated"));
+        assert_eq!(reasons(&applied.observation), []);
+        for engine in 0..2 {
+            let c = sim.engine_client(engine, "coder").unwrap();
+            assert_eq!(
+                c["grantTypes"],
+                json!(["AUTHORIZATION_CODE", "REFRESH_TOKEN"])
+            );
+        }
+
+        // A converged client with replication pending (a console edit) is not Ready.
+        sim.update_client("coder", |c| c["description"] = json!("edited"));
+        let obs = pf.observe_plan(&want()).await.unwrap().observation;
+        assert_eq!(obs.changes, []);
+        assert_eq!(reasons(&obs), [("ReplicationPending", true)]);
+        sim.replicate();
+        let obs = pf.observe_plan(&want()).await.unwrap().observation;
+        assert_eq!(reasons(&obs), []);
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn manual_replication_waits_for_an_administrator() {
+    for version in VERSIONS {
+        let (sim, seed) = sim(version).await;
+        let pf = connect_with(&sim, &seed, PingFederateReplication::Manual);
+        let plan = pf.observe_plan(&want()).await.unwrap();
+        assert_eq!(reasons(&plan.observation), []);
+        let before = sim.counters();
+        let err = pf.apply(&plan).await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("ReplicationPending"), "{msg}");
+        assert!(msg.contains("replication is Manual"), "{msg}");
+        let diff = sim.counters().diff(&before);
+        assert_eq!(diff.get("POST", "/cluster/replicate"), 0, "{diff:?}");
+        assert_eq!(diff.writes(), 2, "{diff:?}");
+        // Written on the console, not served by the engines.
+        assert_eq!(
+            without_mtime(sim.client("coder").unwrap()),
+            without_mtime(expected_client(version))
+        );
+        assert_eq!(
+            sim.engine_client(0, "coder").unwrap()["grantTypes"],
+            json!(["AUTHORIZATION_CODE"])
+        );
+
+        // Next passes: nothing to write, not Ready until someone replicates.
+        let obs = pf.observe_plan(&want()).await.unwrap().observation;
+        assert_eq!(obs.changes, []);
+        assert_eq!(reasons(&obs), [("ReplicationPending", true)]);
+        assert!(obs.findings[0].message.contains("Manual"));
+        sim.replicate();
+        let applied = pf.converge(&want()).await.unwrap();
+        assert_eq!(applied.actions, Vec::<String>::new());
+        assert_eq!(reasons(&applied.observation), []);
+        assert_eq!(
+            sim.engine_client(1, "coder").unwrap()["grantTypes"],
+            json!(["AUTHORIZATION_CODE", "REFRESH_TOKEN"])
+        );
+        assert_eq!(sim.counters().get("POST", "/cluster/replicate"), 0);
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_standalone_server_needs_no_replication() {
+    for version in VERSIONS {
+        let (sim, seed) = sim_with(SimConfig {
+            version,
+            deployment: Deployment::Standalone,
+            ..SimConfig::default()
+        })
+        .await;
+        let pf = connect(&sim, &seed);
+        let applied = pf.converge(&want()).await.unwrap();
+        assert_eq!(applied.actions.len(), 2, "{:?}", applied.actions);
+        assert_eq!(reasons(&applied.observation), []);
+        pf.converge(&want()).await.unwrap();
+        let counters = sim.counters();
+        assert_eq!(counters.get("POST", "/cluster/replicate"), 0);
+        assert_eq!(
+            counters.get("GET", "/cluster/status"),
+            1,
+            "standalone is remembered: {counters:?}"
+        );
+        assert_eq!(
+            sim.engine_client(0, "coder").unwrap()["grantTypes"],
+            json!(["AUTHORIZATION_CODE", "REFRESH_TOKEN"])
+        );
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_engine_that_misses_the_replication_is_reported() {
+    let (sim, seed) = sim(PfVersion::V12_1).await;
+    sim.set_engine_reachable(1, false);
+    let pf = connect(&sim, &seed);
+    let applied = pf.converge(&want()).await.unwrap();
+    assert_eq!(
+        reasons(&applied.observation),
+        [("ReplicationIncomplete", false)]
+    );
+    assert!(
+        applied.observation.findings[0]
+            .message
+            .contains("10.0.0.12:7600 (OUT_OF_DATE)"),
+        "{:?}",
+        applied.observation.findings
+    );
+    sim.set_engine_reachable(1, true);
+    let obs = pf.observe_plan(&want()).await.unwrap().observation;
+    assert_eq!(reasons(&obs), []);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreadable_bodies_are_rejected_with_the_field_path() {
+    // 11.3 does not know the 12.1 offline_access controls: a client carrying one cannot be read
+    // into the model (400).
+    let (sim, seed) = sim(PfVersion::V11_3).await;
+    sim.update_client("coder", |c| {
+        c["requireOfflineAccessScopeToIssueRefreshTokens"] = json!("YES");
+    });
+    sim.replicate();
+    let pf = connect(&sim, &seed);
+    let err = pf.converge(&want()).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Rejected { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    assert!(
+        err.to_string()
+            .contains("requireOfflineAccessScopeToIssueRefreshTokens"),
+        "{err}"
+    );
     sim.shutdown().await;
 }

@@ -374,6 +374,7 @@ fn pingfederate(
         admin_url: url.into(),
         client_id: "coder".into(),
         credentials_secret: seed.secret_name.clone(),
+        replication: Default::default(),
     };
     providers::pingfederate::connect(&spec, Some(creds), deps)
         .expect("connect builds a client for the Secret's ca.crt")

@@ -103,11 +103,24 @@ pub async fn act(
                         reason: "IdentityProviderUpdated",
                         note: format!("{} client updated: {}", provider.kind(), done.join("; ")),
                     });
-                    Verdict::new(
-                        State::Done,
-                        Reason::Configured,
-                        format!("Updated the identity provider: {}.", done.join("; ")),
-                    )
+                    // The writes are made (and announced), yet the state read back may still
+                    // block refresh tokens (for example changes not yet replicated to a
+                    // cluster's engines): Coder waits until it does not.
+                    match applied.observation.findings.iter().find(|f| f.blocking) {
+                        Some(f) => {
+                            idp_ok = false;
+                            Verdict::new(
+                                State::Stalled,
+                                Reason::ProviderFinding(f.reason),
+                                f.message.clone(),
+                            )
+                        }
+                        None => Verdict::new(
+                            State::Done,
+                            Reason::Configured,
+                            format!("Updated the identity provider: {}.", done.join("; ")),
+                        ),
+                    }
                 }
                 Err(e) => {
                     idp_ok = false;

@@ -1,40 +1,61 @@
 //! A stateful simulator of the parts of Microsoft Graph v1.0 and the Microsoft Entra ID token
-//! endpoint that the oidc-refresh-operator uses, for tests and the `sandbox` command. Both are
-//! served on one port: `POST /{tenant}/oauth2/v2.0/token` and `/v1.0/...`.
+//! service that the oidc-refresh-operator uses, for tests and the `sandbox` command. Both are
+//! served on one port, over http or (with [`SimConfig::tls`]) https: `POST
+//! /{tenant}/oauth2/v2.0/token`, `GET /{tenant}/v2.0/.well-known/openid-configuration`, `GET
+//! /common/discovery/instance` and `/v1.0/...`.
 //!
-//! What it models (see `shared/reference/idp-admin-apis.md` §3 and the contract in `contracts/`):
+//! It models Graph adversarially, as documented by Microsoft (see `docs/fidelity/entra.md` for
+//! every known difference):
 //! - tenants, each with app registrations (kept as JSON objects, so every property round-trips),
 //!   service principals (one per app, plus Microsoft Graph's with its `oauth2PermissionScopes`),
 //!   delegated permission grants (`oauth2PermissionGrants`), token lifetime policies and their
 //!   assignment to applications;
-//! - management apps (client id + secret) with application permissions (app roles) such as
-//!   `Application.ReadWrite.All`; the client-credentials grant issues opaque expiring tokens bound
-//!   to the tenant; every Graph call checks the permissions it needs (403
-//!   `Authorization_RequestDenied` otherwise); `Application.ReadWrite.OwnedBy` only reaches apps
-//!   the management app owns;
-//! - `GET/PATCH /applications/{id}` and the alternate key `/applications(appId='…')`, `$select`;
-//!   PATCH follows Graph: only the properties sent change, collections are replaced as a whole,
-//!   complex properties (`web`, `spa`…) are merged property by property, unknown properties answer
-//!   400 `Request_BadRequest` ("Property 'x' does not exist on type
-//!   'microsoft.graph.application'."), types are checked against the CSDL contract, read-only
-//!   properties are refused; 204 on success;
-//! - `GET /servicePrincipals(appId='…')` (and `?$filter=appId eq '…'`),
-//!   `GET /oauth2PermissionGrants?$filter=clientId eq '…'`;
+//! - management apps (client id + secret) with application permissions (app roles); the
+//!   client-credentials grant issues opaque expiring tokens bound to the tenant; every Graph
+//!   call checks the permissions its reference page lists (403 `Authorization_RequestDenied`
+//!   otherwise): `Application.ReadWrite.OwnedBy` reads every application and service principal
+//!   but writes only owned applications; an application's token lifetime policies (list,
+//!   assign, remove) need an Application *write* permission and `Policy.Read.All` or
+//!   `Policy.ReadWrite.ApplicationConfiguration`; grants need `DelegatedPermissionGrant.*` or
+//!   `Directory.*`;
+//! - collections page: [`SimConfig::page_size`] items (default [`DEFAULT_PAGE_SIZE`]) unless
+//!   `$top` (1–999, else 400 `Request_UnsupportedQuery`) says otherwise, with an absolute
+//!   `@odata.nextLink` carrying an opaque `$skiptoken`;
+//! - OData query options are validated: `$filter` only on the properties and operators Graph
+//!   supports without advanced queries (400 `Request_UnsupportedQuery` otherwise), `$select`
+//!   only of known properties (400 `BadRequest`), `$search` and the `$count` segment only with
+//!   `ConsistencyLevel: eventual` (`$count=true` is ignored without it), no `$orderby`;
+//! - `GET/PATCH /applications/{id}` and the alternate key `/applications(appId='…')`; PATCH
+//!   follows Graph: a JSON `Content-Type` is required, only the properties sent change,
+//!   collections are replaced as a whole, complex properties (`web`, `spa`…) are merged
+//!   property by property, unknown properties answer 400 `Request_BadRequest`, types are
+//!   checked against the CSDL contract, read-only properties are refused,
+//!   `requiredResourceAccess` is capped at 50 resources and 400 permissions (400
+//!   `Directory_QuotaExceeded`); 204 on success;
+//! - `GET /servicePrincipals(appId='…')`, `/servicePrincipals/{id}`, `/servicePrincipals`,
+//!   `GET /oauth2PermissionGrants?$filter=clientId eq '…' and consentType eq '…'`;
+//! - `$select=keyCredentials` on applications and service principals is throttled per tenant
+//!   ([`SimConfig::key_credentials_per_minute`], 150 as documented): 429 with `Retry-After`;
 //! - `GET/POST /policies/tokenLifetimePolicies`, `GET/PATCH/DELETE
 //!   /policies/tokenLifetimePolicies/{id}` (definitions are checked: one JSON string with
 //!   `TokenLifetimePolicy.Version` 1 and an `AccessTokenLifetime` between 00:10:00 and 1.00:00:00),
 //!   `GET /applications/{id}/tokenLifetimePolicies`, `POST …/tokenLifetimePolicies/$ref`, `DELETE
 //!   …/tokenLifetimePolicies/{policyId}/$ref` (one policy per application);
+//! - eventual consistency: with [`SimConfig::stale_reads`] (or
+//!   [`SimHandle::set_stale_reads`]) the next N reads of an object after a write answer 200 with
+//!   the object as it was before the write (a policy just created is absent); with
+//!   [`SimConfig::replication_delay`] the first read of an application after a write, and the
+//!   first assignment of a policy just created, answer 404;
 //! - Graph's error shape `{"error":{"code","message","innerError":{…}}}` and the token endpoint's
 //!   OAuth shape with `AADSTS` codes.
 //!
-//! Test hooks: injectable latency, `fail_next` (5xx, 429 with `Retry-After`) for Graph calls, a
-//! replication delay (as Graph's eventual consistency does, the first read of an application after
-//! a write, and the first assignment of a policy just created, answer 404), token expiry, request counters per (method, route template,
-//! status), a record of every Graph request body with contract validation, and direct state edits.
+//! Test hooks: injectable latency, `fail_next` (5xx, 429 with `Retry-After`) for Graph calls,
+//! token expiry, request counters per (method, route template, status), a record of every
+//! Graph request body with contract validation, and direct state edits.
 
 #![recursion_limit = "256"]
 
+pub mod query;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -88,10 +109,17 @@ pub mod permissions {
     pub const APPLICATION_READWRITE_OWNEDBY: &str = "Application.ReadWrite.OwnedBy";
     /// Read the directory.
     pub const DIRECTORY_READ_ALL: &str = "Directory.Read.All";
+    /// Read and write the directory.
+    pub const DIRECTORY_READWRITE_ALL: &str = "Directory.ReadWrite.All";
     /// Read delegated permission grants.
     pub const DELEGATED_PERMISSION_GRANT_READ_ALL: &str = "DelegatedPermissionGrant.Read.All";
+    /// Manage delegated permission grants.
+    pub const DELEGATED_PERMISSION_GRANT_READWRITE_ALL: &str =
+        "DelegatedPermissionGrant.ReadWrite.All";
     /// Read policies.
     pub const POLICY_READ_ALL: &str = "Policy.Read.All";
+    /// Read application configuration policies.
+    pub const POLICY_READ_APPLICATIONCONFIGURATION: &str = "Policy.Read.ApplicationConfiguration";
     /// Create, update and assign token lifetime policies.
     pub const POLICY_READWRITE_APPLICATIONCONFIGURATION: &str =
         "Policy.ReadWrite.ApplicationConfiguration";
@@ -111,6 +139,34 @@ pub struct SimConfig {
     pub replication_delay: bool,
     /// `expires_in` of issued tokens (default 3599 s).
     pub token_lifetime: Duration,
+    /// Page size of collections when the client sends no `$top` (default
+    /// [`DEFAULT_PAGE_SIZE`], far below Graph's 100 so that clients must follow
+    /// `@odata.nextLink`).
+    pub page_size: usize,
+    /// After a write, the next `stale_reads` reads of the written object (an application with
+    /// its policy assignments, or a token lifetime policy) answer 200 with the object as it was
+    /// before the write, as Graph's eventual consistency does (default 0).
+    pub stale_reads: usize,
+    /// Requests selecting `keyCredentials` (applications and service principals) each tenant
+    /// may make per minute before 429 (Graph documents 150).
+    pub key_credentials_per_minute: usize,
+    /// Serve https with this identity instead of http.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// Default of [`SimConfig::page_size`].
+pub const DEFAULT_PAGE_SIZE: usize = 2;
+
+/// Graph's documented limit of `$select=keyCredentials` requests per tenant and minute.
+pub const KEY_CREDENTIALS_PER_MINUTE: usize = 150;
+
+/// A server certificate chain (DER, leaf first) and its PKCS#8 private key (DER).
+#[derive(Clone, Debug)]
+pub struct TlsIdentity {
+    /// Certificate chain, leaf first.
+    pub cert_chain_der: Vec<Vec<u8>>,
+    /// PKCS#8 private key.
+    pub key_der: Vec<u8>,
 }
 
 impl Default for SimConfig {
@@ -120,6 +176,10 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             replication_delay: false,
             token_lifetime: Duration::from_secs(3599),
+            page_size: DEFAULT_PAGE_SIZE,
+            stale_reads: 0,
+            key_credentials_per_minute: KEY_CREDENTIALS_PER_MINUTE,
+            tls: None,
         }
     }
 }
@@ -277,6 +337,26 @@ struct SimState {
     stale: HashSet<(String, String)>,
     token_lifetime: Duration,
     sandbox: Option<(String, String)>,
+    page_size: usize,
+    stale_reads: usize,
+    /// Pre-write versions of applications still served by reads, by (tenant, object id).
+    stale_apps: HashMap<(String, String), StaleApp>,
+    /// Pre-write versions of policies (`None`: did not exist) still served, by (tenant, id).
+    stale_policies: HashMap<(String, String), StalePolicy>,
+    key_credentials_per_minute: usize,
+    /// When each tenant selected `keyCredentials` in the last minute.
+    key_credential_reads: HashMap<String, std::collections::VecDeque<Instant>>,
+}
+
+/// Reads left and a policy as it was before a write (`None`: it did not exist).
+type StalePolicy = (usize, Option<Map<String, Value>>);
+
+/// An application as it was before a write, served to the next `remaining` reads.
+#[derive(Clone, Debug)]
+struct StaleApp {
+    remaining: usize,
+    app: Map<String, Value>,
+    assigned: Vec<String>,
 }
 
 struct Inner {
@@ -284,6 +364,52 @@ struct Inner {
     base_url: String,
     shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The TLS accept loop, when serving https.
+    acceptor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Accepted TLS connections, handed to axum.
+struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+fn tls_acceptor(id: &TlsIdentity) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> = id
+        .cert_chain_der
+        .iter()
+        .map(|c| rustls::pki_types::CertificateDer::from(c.clone()))
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(id.key_der.clone().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Handle to a running simulator. Cheap to clone.
@@ -298,6 +424,8 @@ type Sim = Arc<Inner>;
 pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
+    let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState {
             tenants: BTreeMap::new(),
@@ -310,23 +438,61 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             stale: HashSet::new(),
             token_lifetime: config.token_lifetime,
             sandbox: None,
+            page_size: config.page_size.clamp(1, 999),
+            stale_reads: config.stale_reads,
+            stale_apps: HashMap::new(),
+            stale_policies: HashMap::new(),
+            key_credentials_per_minute: config.key_credentials_per_minute,
+            key_credential_reads: HashMap::new(),
         }),
-        base_url: format!("http://{addr}"),
+        base_url: format!("{scheme}://{addr}"),
         shutdown: Mutex::new(None),
         task: Mutex::new(None),
+        acceptor: Mutex::new(None),
     });
     let app = Router::new()
         .fallback(dispatch)
         .layer(middleware::from_fn_with_state(inner.clone(), observe))
         .with_state(inner.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
+    let task = match acceptor {
+        None => tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        }),
+        Some(acceptor) => {
+            let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
+            let accept_loop = tokio::spawn(async move {
+                loop {
+                    let Ok((tcp, peer)) = listener.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let acceptor = acceptor.clone();
+                    let conn_tx = conn_tx.clone();
+                    tokio::spawn(async move {
+                        let handshake =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+                        if let Ok(Ok(tls)) = handshake.await {
+                            let _ = conn_tx.send((tls, peer)).await;
+                        }
+                    });
+                }
+            });
+            *lock(&inner.acceptor) = Some(accept_loop);
+            let listener = TlsListener { rx: conn_rx, addr };
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    })
+                    .await;
             })
-            .await;
-    });
+        }
+    };
     *lock(&inner.shutdown) = Some(tx);
     *lock(&inner.task) = Some(task);
     Ok(SimHandle { inner })
@@ -539,7 +705,8 @@ impl SimHandle {
         lock(&self.inner.state)
     }
 
-    /// `http://127.0.0.1:PORT`: both the `authorityHost` and the `graphEndpoint` of the spec.
+    /// `http://127.0.0.1:PORT` (`https://` with [`SimConfig::tls`]): both the `authorityHost` and
+    /// the `graphEndpoint` of the spec.
     pub fn base_url(&self) -> String {
         self.inner.base_url.clone()
     }
@@ -778,6 +945,29 @@ impl SimHandle {
         if !on {
             st.stale.clear();
         }
+    }
+
+    /// From now on, after each write the next `n` reads of the written object answer 200 with
+    /// the object as it was before the write (`0` turns it off and drops pending stale views).
+    pub fn set_stale_reads(&self, n: usize) {
+        let mut st = self.state();
+        st.stale_reads = n;
+        if n == 0 {
+            st.stale_apps.clear();
+            st.stale_policies.clear();
+        }
+    }
+
+    /// Page size of collections read without `$top` (1–999).
+    pub fn set_page_size(&self, n: usize) {
+        self.state().page_size = n.clamp(1, 999);
+    }
+
+    /// Requests selecting `keyCredentials` each tenant may make per minute before 429.
+    pub fn set_key_credentials_per_minute(&self, n: usize) {
+        let mut st = self.state();
+        st.key_credentials_per_minute = n;
+        st.key_credential_reads.clear();
     }
 
     /// Expires every issued token (the next Graph call with one answers 401).
@@ -1070,6 +1260,9 @@ impl SimHandle {
 
     /// Stops the server and waits for it.
     pub async fn shutdown(&self) {
+        if let Some(accept_loop) = lock(&self.inner.acceptor).take() {
+            accept_loop.abort();
+        }
         if let Some(tx) = lock(&self.inner.shutdown).take() {
             let _ = tx.send(());
         }
@@ -1208,27 +1401,262 @@ fn query_params(uri: &Uri) -> Vec<(String, String)> {
 }
 
 fn query<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    q.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
 }
 
-/// Parses `prop eq 'value'`.
-fn eq_filter<'a>(filter: &'a str, prop: &str) -> Option<&'a str> {
-    let rest = filter.trim().strip_prefix(prop)?.trim_start();
-    let rest = rest.strip_prefix("eq")?.trim();
-    rest.strip_prefix('\'')?.strip_suffix('\'')
+fn unsupported_query(message: &str) -> Response {
+    graph_error(StatusCode::BAD_REQUEST, "Request_UnsupportedQuery", message)
 }
 
-fn select(v: &Map<String, Value>, q: &[(String, String)]) -> Map<String, Value> {
-    match query(q, "$select") {
-        Some(sel) => {
-            let keys: Vec<&str> = sel.split(',').map(str::trim).collect();
-            v.iter()
-                .filter(|(k, _)| k.as_str() == "id" || keys.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
+/// Properties of `oAuth2PermissionGrant` (not in the contract excerpt).
+const GRANT_PROPERTIES: [&str; 6] = [
+    "id",
+    "clientId",
+    "consentType",
+    "principalId",
+    "resourceId",
+    "scope",
+];
+
+/// The `$select` list, checked against the entity type's properties.
+#[allow(clippy::result_large_err)]
+fn parse_select(q: &[(String, String)], entity: &str) -> Result<Option<Vec<String>>, Response> {
+    let Some(sel) = query(q, "$select") else {
+        return Ok(None);
+    };
+    let contract = schema::contract();
+    let mut keys = Vec::new();
+    for k in sel.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        let known = if entity == "oAuth2PermissionGrant" {
+            GRANT_PROPERTIES.contains(&k)
+        } else {
+            contract.property(entity, k).is_some()
+                || contract.entity_navigation(entity).iter().any(|n| n == k)
+        };
+        if !known {
+            return Err(graph_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!(
+                    "Parsing OData Select and Expand failed: Could not find a property named '{k}' on type 'microsoft.graph.{entity}'."
+                ),
+            ));
         }
+        keys.push(k.to_string());
+    }
+    Ok(Some(keys))
+}
+
+fn project(v: &Map<String, Value>, keys: Option<&[String]>) -> Map<String, Value> {
+    match keys {
+        Some(keys) => v
+            .iter()
+            .filter(|(k, _)| k.as_str() == "id" || keys.iter().any(|s| s == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         None => v.clone(),
     }
+}
+
+/// The `$filter` clauses, checked against the properties Graph can filter on without advanced
+/// query parameters: `eq` on `eq_props`, `startswith` on `startswith_props`.
+#[allow(clippy::result_large_err)]
+fn parse_filter_for(
+    q: &[(String, String)],
+    resource: &str,
+    eq_props: &[&str],
+    startswith_props: &[&str],
+) -> Result<Vec<query::Clause>, Response> {
+    let Some(f) = query(q, "$filter") else {
+        return Ok(Vec::new());
+    };
+    let clauses = query::parse_filter(f).map_err(|e| match e {
+        query::FilterError::Syntax(m) => graph_error(StatusCode::BAD_REQUEST, "BadRequest", &m),
+        query::FilterError::Unsupported(m) => unsupported_query(&m),
+    })?;
+    for c in &clauses {
+        let ok = match c {
+            query::Clause::Eq(p, _) => eq_props.contains(&p.as_str()),
+            query::Clause::StartsWith(p, _) => startswith_props.contains(&p.as_str()),
+        };
+        if !ok {
+            return Err(unsupported_query(&format!(
+                "Unsupported or invalid query filter clause specified for property '{}' of resource '{resource}'.",
+                c.property()
+            )));
+        }
+    }
+    Ok(clauses)
+}
+
+/// Checks the query options of a Graph request. `search` tells whether the collection
+/// supports `$search` (with `ConsistencyLevel: eventual`).
+#[allow(clippy::result_large_err)]
+fn check_options(q: &[(String, String)], advanced: bool, search: bool) -> Result<(), Response> {
+    for (k, _) in q {
+        if !k.starts_with('$') {
+            continue;
+        }
+        match k.to_ascii_lowercase().as_str() {
+            "$select" | "$filter" | "$top" | "$skiptoken" | "$count" | "$expand" => {}
+            "$search" if !advanced => {
+                return Err(unsupported_query(
+                    "Request with $search query parameter only works through MSGraph with a special request header: 'ConsistencyLevel: eventual'",
+                ));
+            }
+            "$search" if !search => return Err(unsupported_query("Unsupported Query.")),
+            "$search" => {}
+            "$orderby" => {
+                return Err(unsupported_query(
+                    "Sorting not supported for current query.",
+                ));
+            }
+            "$skip" => {
+                return Err(graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "Request_BadRequest",
+                    "'$skip' is not supported by the service.",
+                ));
+            }
+            _ => {
+                return Err(graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("Query option '{k}' is not allowed."),
+                ));
+            }
+        }
+    }
+    if let Some(top) = query(q, "$top")
+        && query::parse_top(top).is_none()
+    {
+        return Err(unsupported_query(&format!(
+            "Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive."
+        )));
+    }
+    if let Some(t) = query(q, "$skiptoken")
+        && query::parse_skiptoken(t).is_none()
+    {
+        return Err(graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            "Skip token is null or invalid.",
+        ));
+    }
+    Ok(())
+}
+
+/// `$search="prop:text"` on directory objects (a substring match on `prop`).
+fn search_matches(q: &[(String, String)], obj: &Map<String, Value>) -> bool {
+    let Some(s) = query(q, "$search") else {
+        return true;
+    };
+    let s = s.trim().trim_matches('"');
+    let (prop, text) = s.split_once(':').unwrap_or(("displayName", s));
+    obj.get(prop.trim())
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.to_lowercase().contains(&text.trim().to_lowercase()))
+}
+
+/// The OpenID Connect discovery document of a tenant, shaped like the Microsoft identity
+/// platform's v2.0 one.
+fn openid_configuration(base: &str, tenant: &str) -> Value {
+    json!({
+        "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": format!("{base}/{tenant}/v2.0"),
+        "request_uri_parameter_supported": false,
+        "userinfo_endpoint": format!("{base}/oidc/userinfo"),
+        "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/devicecode"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "end_session_endpoint": format!("{base}/{tenant}/oauth2/v2.0/logout"),
+        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
+            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid",
+            "ver", "at_hash", "c_hash", "email"],
+        "kerberos_endpoint": format!("{base}/{tenant}/kerberos"),
+        "tenant_region_scope": "EU",
+        "cloud_instance_name": "microsoftonline.com",
+        "cloud_graph_host_name": "graph.windows.net",
+        "msgraph_host": "graph.microsoft.com",
+        "rbac_url": "https://pas.windows.net"
+    })
+}
+
+/// The token service's own endpoints: discovery, instance discovery and the token endpoint.
+fn token_service(
+    sim: &Sim,
+    method: &Method,
+    uri: &Uri,
+    segs: &[String],
+    body: &[u8],
+) -> Option<Response> {
+    let base = sim.base_url.clone();
+    let parts: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match parts.as_slice() {
+        [tenant, "oauth2", "v2.0", "token"] => Some(if *method != Method::POST {
+            aad_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                900561,
+                "The endpoint only accepts POST requests.",
+            )
+        } else {
+            token(sim, tenant, body)
+        }),
+        [tenant, "v2.0", ".well-known", "openid-configuration"] => {
+            let known = lock(&sim.state).tenants.contains_key(*tenant);
+            Some(if known || matches!(*tenant, "common" | "organizations") {
+                ok_json(openid_configuration(&base, tenant))
+            } else {
+                aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_tenant",
+                    90002,
+                    &format!(
+                        "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+                    ),
+                )
+            })
+        }
+        ["common", "discovery", "instance"] => {
+            let q = query_params(uri);
+            let authz = query(&q, "authorization_endpoint").unwrap_or_default();
+            let host = base
+                .split_once("://")
+                .map(|(_, h)| h.to_string())
+                .unwrap_or_default();
+            // The tenant is the first path segment of the authorization endpoint.
+            let tenant = authz
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split('/').nth(1))
+                .unwrap_or("common")
+                .to_string();
+            Some(ok_json(json!({
+                "tenant_discovery_endpoint": format!("{base}/{tenant}/v2.0/.well-known/openid-configuration"),
+                "api-version": "1.1",
+                "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}]
+            })))
+        }
+        _ => None,
+    }
+}
+
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
 async fn dispatch(
@@ -1239,16 +1667,8 @@ async fn dispatch(
     body: Bytes,
 ) -> Response {
     let segs = segments(uri.path());
-    if segs.len() == 4 && segs[1] == "oauth2" && segs[2] == "v2.0" && segs[3] == "token" {
-        if method != Method::POST {
-            return aad_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "invalid_request",
-                900561,
-                "The endpoint only accepts POST requests.",
-            );
-        }
-        return token(&sim, &segs[0], &body);
+    if let Some(r) = token_service(&sim, &method, &uri, &segs, &body) {
+        return r;
     }
     if segs.first().map(String::as_str) != Some("v1.0") {
         return graph_error(
@@ -1290,8 +1710,22 @@ async fn dispatch(
             "Lifetime validation failed, the token is expired.",
         );
     }
+    // Graph reads a request body only as JSON.
+    if (method == Method::PATCH || method == Method::POST) && !is_json_content_type(&headers) {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
+        );
+    }
     let q = query_params(&uri);
+    let advanced = headers
+        .get("consistencylevel")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("eventual"));
     let route = route_template(uri.path());
+    // Everything but the query, for nextLinks.
+    let path = uri.path().to_string();
     let mut ctx = Ctx {
         st: &mut st,
         tenant: tok.tenant.clone(),
@@ -1299,49 +1733,55 @@ async fn dispatch(
         base: sim.base_url.clone(),
         route,
         method: method.clone(),
+        advanced,
+        path,
     };
     // Normalize `applications(appId='x')` into `applications/{id}`.
     let mut rest: Vec<String> = segs[1..].to_vec();
     if let Some(first) = rest.first().cloned()
         && let Some((set, key, value)) = alternate_key(&first)
     {
-        let t = ctx.tenant_mut();
         match (set, key) {
-            ("applications", "appId") => match t.app_id_of(value) {
+            ("applications", "appId") => match ctx.tenant_mut().app_id_of(value) {
                 Some(id) => {
                     rest.splice(0..1, ["applications".to_string(), id]);
                 }
                 None => {
-                    return if ctx.can_read_apps(None) {
+                    return if ctx.can_read_apps() {
                         not_found(&format!("appId '{value}'"))
                     } else {
                         denied()
                     };
                 }
             },
-            ("servicePrincipals", "appId") => {
-                if !ctx.has_any(&[
-                    p::APPLICATION_READ_ALL,
-                    p::APPLICATION_READWRITE_ALL,
-                    p::DIRECTORY_READ_ALL,
-                ]) {
-                    return denied();
+            ("servicePrincipals", "appId") => match ctx.tenant_mut().sp_by_app_id(value) {
+                Some(sp) => {
+                    let id = str_field(sp, "id").to_string();
+                    rest.splice(0..1, ["servicePrincipals".to_string(), id]);
                 }
-                return match ctx.tenant_mut().sp_by_app_id(value) {
-                    Some(sp) if method == Method::GET => ok_json(Value::Object(select(sp, &q))),
-                    Some(_) => method_not_allowed(),
-                    None => not_found(&format!("appId '{value}'")),
-                };
-            }
+                None => {
+                    return if ctx.can_read_sps() {
+                        not_found(&format!("appId '{value}'"))
+                    } else {
+                        denied()
+                    };
+                }
+            },
             _ => return bad_request(&format!("Invalid key '{key}' for entity set '{set}'.")),
         }
     }
     let parts: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let search = matches!(parts.as_slice(), ["applications"] | ["servicePrincipals"]);
+    if let Err(r) = check_options(&q, advanced, search) {
+        return r;
+    }
     match (method.clone(), parts.as_slice()) {
         (Method::GET, ["applications"]) => ctx.list_apps(&q),
+        (Method::GET, ["applications", "$count"]) => ctx.count("applications"),
+        (Method::GET, ["servicePrincipals", "$count"]) => ctx.count("servicePrincipals"),
         (Method::GET, ["applications", id]) => ctx.get_app(id, &q),
         (Method::PATCH, ["applications", id]) => ctx.patch_app(id, &body),
-        (Method::GET, ["applications", id, "tokenLifetimePolicies"]) => ctx.app_policies(id),
+        (Method::GET, ["applications", id, "tokenLifetimePolicies"]) => ctx.app_policies(id, &q),
         (Method::POST, ["applications", id, "tokenLifetimePolicies", "$ref"]) => {
             ctx.assign(id, &body)
         }
@@ -1351,9 +1791,9 @@ async fn dispatch(
         (Method::GET, ["servicePrincipals"]) => ctx.list_sps(&q),
         (Method::GET, ["servicePrincipals", id]) => ctx.get_sp(id, &q),
         (Method::GET, ["oauth2PermissionGrants"]) => ctx.list_grants(&q),
-        (Method::GET, ["policies", "tokenLifetimePolicies"]) => ctx.list_policies(),
+        (Method::GET, ["policies", "tokenLifetimePolicies"]) => ctx.list_policies(&q),
         (Method::POST, ["policies", "tokenLifetimePolicies"]) => ctx.create_policy(&body),
-        (Method::GET, ["policies", "tokenLifetimePolicies", id]) => ctx.get_policy(id),
+        (Method::GET, ["policies", "tokenLifetimePolicies", id]) => ctx.get_policy(id, &q),
         (Method::PATCH, ["policies", "tokenLifetimePolicies", id]) => ctx.patch_policy(id, &body),
         (Method::DELETE, ["policies", "tokenLifetimePolicies", id]) => ctx.delete_policy(id),
         (
@@ -1523,6 +1963,10 @@ struct Ctx<'a> {
     base: String,
     route: String,
     method: Method,
+    /// `ConsistencyLevel: eventual` was sent.
+    advanced: bool,
+    /// The request path, for `@odata.nextLink`.
+    path: String,
 }
 
 impl Ctx<'_> {
@@ -1552,19 +1996,49 @@ impl Ctx<'_> {
             .is_some_and(|o| o.contains(&self.client))
     }
 
-    /// Read access to applications (to one, when `app` is given).
-    fn can_read_apps(&self, app: Option<&str>) -> bool {
+    /// Reading applications (get and list). `Application.ReadWrite.OwnedBy` reads every
+    /// application of the tenant, as the permissions reference says.
+    fn can_read_apps(&self) -> bool {
         self.has_any(&[
             p::APPLICATION_READ_ALL,
             p::APPLICATION_READWRITE_ALL,
+            p::APPLICATION_READWRITE_OWNEDBY,
             p::DIRECTORY_READ_ALL,
-        ]) || (self.has_any(&[p::APPLICATION_READWRITE_OWNEDBY])
-            && app.is_none_or(|a| self.owns(a)))
+            p::DIRECTORY_READWRITE_ALL,
+        ])
+    }
+
+    /// Reading service principals (get and list).
+    fn can_read_sps(&self) -> bool {
+        self.can_read_apps()
     }
 
     fn can_write_app(&self, app: &str) -> bool {
         self.has_any(&[p::APPLICATION_READWRITE_ALL])
             || (self.has_any(&[p::APPLICATION_READWRITE_OWNEDBY]) && self.owns(app))
+    }
+
+    /// Reading, assigning or removing an application's token lifetime policies: a write
+    /// permission on the application (`Application.Read.All` is not enough) and a policy
+    /// permission (`Policy.Read.All` is enough, even to assign).
+    fn can_manage_app_policies(&self, app: &str) -> bool {
+        self.can_write_app(app)
+            && self.has_any(&[
+                p::POLICY_READ_ALL,
+                p::POLICY_READWRITE_APPLICATIONCONFIGURATION,
+            ])
+    }
+
+    fn policy_reader(&self) -> bool {
+        self.has_any(&[
+            p::POLICY_READ_ALL,
+            p::POLICY_READ_APPLICATIONCONFIGURATION,
+            p::POLICY_READWRITE_APPLICATIONCONFIGURATION,
+        ])
+    }
+
+    fn policy_writer(&self) -> bool {
+        self.has_any(&[p::POLICY_READWRITE_APPLICATIONCONFIGURATION])
     }
 
     // A Graph error answer is the natural error here; these run once per request.
@@ -1588,65 +2062,258 @@ impl Ctx<'_> {
         })
     }
 
-    /// Consumes a pending replication delay for an application: true means "answer 404 now".
-    fn stale(&mut self, app: &str) -> bool {
-        self.st
-            .stale
-            .remove(&(self.tenant.clone(), app.to_string()))
+    /// Consumes a pending replication delay for an object: true means "answer 404 now".
+    fn stale(&mut self, id: &str) -> bool {
+        self.st.stale.remove(&(self.tenant.clone(), id.to_string()))
     }
 
-    fn written(&mut self, app: &str) {
+    fn written(&mut self, id: &str) {
         if self.st.replication_delay {
-            self.st.stale.insert((self.tenant.clone(), app.to_string()));
+            self.st.stale.insert((self.tenant.clone(), id.to_string()));
         }
+    }
+
+    /// Before a write to an application: keep its current version for stale reads.
+    fn before_app_write(&mut self, id: &str) {
+        let n = self.st.stale_reads;
+        if n == 0 {
+            return;
+        }
+        let key = (self.tenant.clone(), id.to_string());
+        let t = self.tenant_mut();
+        let app = t.apps.get(id).cloned().unwrap_or_default();
+        let assigned = t.assigned.get(id).cloned().unwrap_or_default();
+        let entry = self.st.stale_apps.entry(key).or_insert(StaleApp {
+            remaining: n,
+            app,
+            assigned,
+        });
+        entry.remaining = n;
+    }
+
+    /// Before a write to a policy (`None`: it is being created).
+    fn before_policy_write(&mut self, id: &str, current: Option<Map<String, Value>>) {
+        let n = self.st.stale_reads;
+        if n == 0 {
+            return;
+        }
+        let key = (self.tenant.clone(), id.to_string());
+        let entry = self.st.stale_policies.entry(key).or_insert((n, current));
+        entry.0 = n;
+    }
+
+    /// An application as this read sees it (with its assigned policy ids); consumes one
+    /// stale read when one is pending.
+    fn view_app(&mut self, id: &str) -> Option<(Map<String, Value>, Vec<String>)> {
+        let key = (self.tenant.clone(), id.to_string());
+        if let Some(s) = self.st.stale_apps.get_mut(&key) {
+            s.remaining = s.remaining.saturating_sub(1);
+            let out = (s.app.clone(), s.assigned.clone());
+            if s.remaining == 0 {
+                self.st.stale_apps.remove(&key);
+            }
+            return Some(out);
+        }
+        let t = self.tenant_mut();
+        let app = t.apps.get(id).cloned()?;
+        Some((app, t.assigned.get(id).cloned().unwrap_or_default()))
+    }
+
+    /// A policy as this read sees it; consumes one stale read when one is pending.
+    fn view_policy(&mut self, id: &str) -> Option<Map<String, Value>> {
+        let key = (self.tenant.clone(), id.to_string());
+        if let Some(s) = self.st.stale_policies.get_mut(&key) {
+            s.0 = s.0.saturating_sub(1);
+            let out = s.1.clone();
+            if s.0 == 0 {
+                self.st.stale_policies.remove(&key);
+            }
+            return out;
+        }
+        self.tenant_mut().policies.get(id).cloned()
+    }
+
+    /// Graph throttles `$select=keyCredentials` per tenant: 429 with `Retry-After` past the
+    /// limit.
+    fn key_credentials_throttle(&mut self, select: Option<&[String]>) -> Option<Response> {
+        if !select.is_some_and(|s| s.iter().any(|k| k == "keyCredentials")) {
+            return None;
+        }
+        let limit = self.st.key_credentials_per_minute;
+        let now = Instant::now();
+        let window = Duration::from_secs(60);
+        let hits = self
+            .st
+            .key_credential_reads
+            .entry(self.tenant.clone())
+            .or_default();
+        while hits
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            hits.pop_front();
+        }
+        if hits.len() >= limit {
+            let wait = hits
+                .front()
+                .map(|t| window.saturating_sub(now.duration_since(*t)))
+                .unwrap_or(window);
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut resp = graph_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests selecting keyCredentials for this tenant. Please retry after the time in the Retry-After header.",
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Some(resp);
+        }
+        hits.push_back(now);
+        None
+    }
+
+    /// One page of a collection: `$top` (or the simulator's page size), `$skiptoken`,
+    /// `@odata.nextLink` (absolute, carrying the other query options) and, for advanced
+    /// queries, `@odata.count`.
+    fn page(&self, q: &[(String, String)], context: &str, items: Vec<Value>) -> Response {
+        let size = query(q, "$top")
+            .and_then(query::parse_top)
+            .unwrap_or(self.st.page_size);
+        let offset = query(q, "$skiptoken")
+            .and_then(query::parse_skiptoken)
+            .unwrap_or(0);
+        let total = items.len();
+        let end = (offset + size).min(total);
+        let value: Vec<Value> = items
+            .into_iter()
+            .skip(offset)
+            .take(end.saturating_sub(offset))
+            .collect();
+        let mut out = Map::new();
+        out.insert(
+            "@odata.context".into(),
+            json!(format!("{}/v1.0/$metadata#{context}", self.base)),
+        );
+        let count = query(q, "$count").is_some_and(|c| c.eq_ignore_ascii_case("true"));
+        if count && self.advanced {
+            out.insert("@odata.count".into(), json!(total));
+        }
+        if end < total {
+            let mut link: Vec<String> = q
+                .iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("$skiptoken"))
+                .map(|(k, v)| format!("{}={}", query::encode(k), query::encode(v)))
+                .collect();
+            link.push(format!("$skiptoken={}", query::skiptoken(end)));
+            out.insert(
+                "@odata.nextLink".into(),
+                json!(format!("{}{}?{}", self.base, self.path, link.join("&"))),
+            );
+        }
+        out.insert("value".into(), Value::Array(value));
+        ok_json(Value::Object(out))
+    }
+
+    fn count(&mut self, set: &str) -> Response {
+        if !self.advanced {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "Request_BadRequest",
+                "$count is not currently supported.",
+            );
+        }
+        let allowed = if set == "applications" {
+            self.can_read_apps()
+        } else {
+            self.can_read_sps()
+        };
+        if !allowed {
+            return denied();
+        }
+        let t = self.tenant_mut();
+        let n = if set == "applications" {
+            t.apps.len()
+        } else {
+            t.sps.len()
+        };
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain")],
+            n.to_string(),
+        )
+            .into_response()
     }
 
     fn list_apps(&mut self, q: &[(String, String)]) -> Response {
-        if !self.has_any(&[
-            p::APPLICATION_READ_ALL,
-            p::APPLICATION_READWRITE_ALL,
-            p::DIRECTORY_READ_ALL,
-        ]) {
+        if !self.can_read_apps() {
             return denied();
         }
-        let filter = query(q, "$filter")
-            .and_then(|f| eq_filter(f, "appId"))
-            .map(str::to_string);
-        let t = self.tenant_mut();
-        let value: Vec<Value> = t
-            .apps
-            .values()
-            .filter(|a| filter.as_deref().is_none_or(|f| str_field(a, "appId") == f))
-            .map(|a| Value::Object(select(a, q)))
-            .collect();
-        ok_json(
-            json!({"@odata.context": format!("{}/v1.0/$metadata#applications", self.base), "value": value}),
-        )
+        let keys = match parse_select(q, "application") {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        let clauses = match parse_filter_for(
+            q,
+            "Application",
+            &[
+                "id",
+                "appId",
+                "displayName",
+                "publisherDomain",
+                "signInAudience",
+                "uniqueName",
+            ],
+            &["displayName"],
+        ) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        if let Some(r) = self.key_credentials_throttle(keys.as_deref()) {
+            return r;
+        }
+        let ids: Vec<String> = self.tenant_mut().apps.keys().cloned().collect();
+        let mut value = Vec::new();
+        for id in ids {
+            let Some((app, _)) = self.view_app(&id) else {
+                continue;
+            };
+            if clauses.iter().all(|c| c.matches(&app)) && search_matches(q, &app) {
+                value.push(Value::Object(project(&app, keys.as_deref())));
+            }
+        }
+        self.page(q, "applications", value)
     }
 
     fn get_app(&mut self, id: &str, q: &[(String, String)]) -> Response {
-        let exists = self.tenant_mut().apps.contains_key(id);
-        if !self.can_read_apps(exists.then_some(id)) {
+        if !self.can_read_apps() {
             return denied();
         }
-        if !exists || self.stale(id) {
+        let keys = match parse_select(q, "application") {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        if !self.tenant_mut().apps.contains_key(id) || self.stale(id) {
             return not_found(id);
         }
+        if let Some(r) = self.key_credentials_throttle(keys.as_deref()) {
+            return r;
+        }
         let base = self.base.clone();
-        let app = self.tenant_mut().apps.get(id).cloned().unwrap_or_default();
+        let (app, _) = self.view_app(id).unwrap_or_default();
         let mut out = Map::new();
         out.insert(
             "@odata.context".into(),
             json!(format!("{base}/v1.0/$metadata#applications/$entity")),
         );
-        out.extend(select(&app, q));
+        out.extend(project(&app, keys.as_deref()));
         ok_json(Value::Object(out))
     }
 
     fn patch_app(&mut self, id: &str, body: &[u8]) -> Response {
         let exists = self.tenant_mut().apps.contains_key(id);
         if !exists {
-            return if self.can_read_apps(None) {
+            return if self.can_read_apps() {
                 not_found(id)
             } else {
                 denied()
@@ -1684,37 +2351,12 @@ impl Ctx<'_> {
                 ));
             }
         }
-        if let Some(Value::Array(rra)) = patch.get("requiredResourceAccess") {
-            for r in rra {
-                let mut seen = BTreeSet::new();
-                for a in r
-                    .get("resourceAccess")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let ty = a.get("type").and_then(Value::as_str).unwrap_or_default();
-                    if ty != "Scope" && ty != "Role" {
-                        return bad_request(&format!(
-                            "Invalid value specified for property 'type' of resource 'ResourceAccess': {ty:?} (Scope or Role)."
-                        ));
-                    }
-                    let key = (
-                        a.get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
-                        ty.to_string(),
-                    );
-                    if !seen.insert(key.clone()) {
-                        return bad_request(&format!(
-                            "Duplicate resourceAccess entry {} ({}) in requiredResourceAccess.",
-                            key.0, key.1
-                        ));
-                    }
-                }
-            }
+        if let Some(Value::Array(rra)) = patch.get("requiredResourceAccess")
+            && let Err(r) = check_required_resource_access(rra)
+        {
+            return r;
         }
+        self.before_app_write(id);
         let contract = schema::contract();
         let t = self.tenant_mut();
         let Some(app) = t.apps.get_mut(id) else {
@@ -1740,21 +2382,28 @@ impl Ctx<'_> {
         no_content()
     }
 
-    fn app_policies(&mut self, id: &str) -> Response {
+    fn app_policies(&mut self, id: &str, q: &[(String, String)]) -> Response {
         let exists = self.tenant_mut().apps.contains_key(id);
-        if !self.can_read_apps(exists.then_some(id)) {
+        if !exists {
+            return if self.can_read_apps() {
+                not_found(id)
+            } else {
+                denied()
+            };
+        }
+        if !self.can_manage_app_policies(id) {
             return denied();
         }
-        if !exists || self.stale(id) {
+        if let Err(r) = parse_select(q, "tokenLifetimePolicy") {
+            return r;
+        }
+        if self.stale(id) {
             return not_found(id);
         }
-        let base = self.base.clone();
+        let (_, assigned) = self.view_app(id).unwrap_or_default();
         let t = self.tenant_mut();
-        let value: Vec<Value> = t
-            .assigned
-            .get(id)
-            .into_iter()
-            .flatten()
+        let value: Vec<Value> = assigned
+            .iter()
             .filter_map(|pid| t.policies.get(pid))
             .map(|p| {
                 let mut m = Map::new();
@@ -1766,25 +2415,19 @@ impl Ctx<'_> {
                 Value::Object(m)
             })
             .collect();
-        ok_json(
-            json!({"@odata.context": format!("{base}/v1.0/$metadata#policies/tokenLifetimePolicies"), "value": value}),
-        )
-    }
-
-    fn policy_writer(&self) -> bool {
-        self.has_any(&[p::POLICY_READWRITE_APPLICATIONCONFIGURATION])
+        self.page(q, "policies/tokenLifetimePolicies", value)
     }
 
     fn assign(&mut self, id: &str, body: &[u8]) -> Response {
         let exists = self.tenant_mut().apps.contains_key(id);
         if !exists {
-            return if self.can_read_apps(None) {
+            return if self.can_read_apps() {
                 not_found(id)
             } else {
                 denied()
             };
         }
-        if !self.can_write_app(id) || !self.policy_writer() {
+        if !self.can_manage_app_policies(id) {
             return denied();
         }
         let v = match self.record("$ref", body) {
@@ -1804,25 +2447,31 @@ impl Ctx<'_> {
         else {
             return bad_request(&format!("Invalid object identifier '{url}'."));
         };
-        if self.stale(&pid) {
+        if self.stale(&pid) || self.view_policy(&pid).is_none() {
             return not_found(&pid);
         }
-        let t = self.tenant_mut();
-        if !t.policies.contains_key(&pid) {
-            return not_found(&pid);
-        }
-        let list = t.assigned.entry(id.to_string()).or_default();
-        if list.contains(&pid) {
+        let current = self
+            .tenant_mut()
+            .assigned
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
+        if current.contains(&pid) {
             return bad_request(
                 "One or more added object references already exist for the following modified properties: 'tokenLifetimePolicies'.",
             );
         }
-        if let Some(other) = list.first() {
+        if let Some(other) = current.first() {
             return bad_request(&format!(
                 "An application can have only one token lifetime policy; policy '{other}' is already assigned."
             ));
         }
-        list.push(pid);
+        self.before_app_write(id);
+        self.tenant_mut()
+            .assigned
+            .entry(id.to_string())
+            .or_default()
+            .push(pid);
         self.written(id);
         no_content()
     }
@@ -1832,122 +2481,176 @@ impl Ctx<'_> {
         if !exists {
             return not_found(id);
         }
-        if !self.can_write_app(id) || !self.policy_writer() {
+        if !self.can_manage_app_policies(id) {
             return denied();
         }
-        let t = self.tenant_mut();
-        let list = t.assigned.entry(id.to_string()).or_default();
-        let before = list.len();
-        list.retain(|x| x != pid);
-        if list.len() == before {
+        let assigned = self
+            .tenant_mut()
+            .assigned
+            .get(id)
+            .is_some_and(|l| l.iter().any(|x| x == pid));
+        if !assigned {
             return not_found(pid);
+        }
+        self.before_app_write(id);
+        if let Some(list) = self.tenant_mut().assigned.get_mut(id) {
+            list.retain(|x| x != pid);
         }
         self.written(id);
         no_content()
     }
 
     fn list_sps(&mut self, q: &[(String, String)]) -> Response {
-        if !self.has_any(&[
-            p::APPLICATION_READ_ALL,
-            p::APPLICATION_READWRITE_ALL,
-            p::DIRECTORY_READ_ALL,
-        ]) {
+        if !self.can_read_sps() {
             return denied();
         }
-        let filter = query(q, "$filter")
-            .and_then(|f| eq_filter(f, "appId"))
-            .map(str::to_string);
-        let base = self.base.clone();
+        let keys = match parse_select(q, "servicePrincipal") {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        let clauses = match parse_filter_for(
+            q,
+            "ServicePrincipal",
+            &[
+                "id",
+                "appId",
+                "displayName",
+                "servicePrincipalType",
+                "accountEnabled",
+                "appOwnerOrganizationId",
+            ],
+            &["displayName"],
+        ) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        if let Some(r) = self.key_credentials_throttle(keys.as_deref()) {
+            return r;
+        }
         let t = self.tenant_mut();
         let value: Vec<Value> = t
             .sps
             .values()
-            .filter(|s| filter.as_deref().is_none_or(|f| str_field(s, "appId") == f))
-            .map(|s| Value::Object(select(s, q)))
+            .filter(|s| clauses.iter().all(|c| c.matches(s)) && search_matches(q, s))
+            .map(|s| Value::Object(project(s, keys.as_deref())))
             .collect();
-        ok_json(
-            json!({"@odata.context": format!("{base}/v1.0/$metadata#servicePrincipals"), "value": value}),
-        )
+        self.page(q, "servicePrincipals", value)
     }
 
     fn get_sp(&mut self, id: &str, q: &[(String, String)]) -> Response {
-        if !self.has_any(&[
-            p::APPLICATION_READ_ALL,
-            p::APPLICATION_READWRITE_ALL,
-            p::DIRECTORY_READ_ALL,
-        ]) {
+        if !self.can_read_sps() {
             return denied();
         }
-        match self.tenant_mut().sps.get(id) {
-            Some(sp) => ok_json(Value::Object(select(sp, q))),
-            None => not_found(id),
+        let keys = match parse_select(q, "servicePrincipal") {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        if !self.tenant_mut().sps.contains_key(id) {
+            return not_found(id);
         }
+        if let Some(r) = self.key_credentials_throttle(keys.as_deref()) {
+            return r;
+        }
+        let base = self.base.clone();
+        let sp = self.tenant_mut().sps.get(id).cloned().unwrap_or_default();
+        let mut out = Map::new();
+        out.insert(
+            "@odata.context".into(),
+            json!(format!("{base}/v1.0/$metadata#servicePrincipals/$entity")),
+        );
+        out.extend(project(&sp, keys.as_deref()));
+        ok_json(Value::Object(out))
     }
 
     fn list_grants(&mut self, q: &[(String, String)]) -> Response {
         if !self.has_any(&[
-            p::DELEGATED_PERMISSION_GRANT_READ_ALL,
-            "DelegatedPermissionGrant.ReadWrite.All",
             p::DIRECTORY_READ_ALL,
+            p::DELEGATED_PERMISSION_GRANT_READ_ALL,
+            p::DELEGATED_PERMISSION_GRANT_READWRITE_ALL,
+            p::DIRECTORY_READWRITE_ALL,
         ]) {
             return denied();
         }
-        let filter = match query(q, "$filter") {
-            Some(f) => match eq_filter(f, "clientId") {
-                Some(c) => Some(c.to_string()),
-                None => return bad_request(&format!("Unsupported filter '{f}'.")),
-            },
-            None => None,
+        let keys = match parse_select(q, "oAuth2PermissionGrant") {
+            Ok(k) => k,
+            Err(r) => return r,
         };
-        let base = self.base.clone();
+        let clauses = match parse_filter_for(
+            q,
+            "OAuth2PermissionGrant",
+            &["clientId", "consentType", "principalId", "resourceId"],
+            &[],
+        ) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
         let t = self.tenant_mut();
         let value: Vec<Value> = t
             .grants
             .iter()
-            .filter(|g| {
-                filter
-                    .as_deref()
-                    .is_none_or(|f| str_field(g, "clientId") == f)
-            })
-            .cloned()
-            .map(Value::Object)
+            .filter(|g| clauses.iter().all(|c| c.matches(g)))
+            .map(|g| Value::Object(project(g, keys.as_deref())))
             .collect();
-        ok_json(
-            json!({"@odata.context": format!("{base}/v1.0/$metadata#oauth2PermissionGrants"), "value": value}),
-        )
+        self.page(q, "oauth2PermissionGrants", value)
     }
 
-    fn policy_reader(&self) -> bool {
-        self.has_any(&[
-            p::POLICY_READ_ALL,
-            "Policy.Read.ApplicationConfiguration",
-            p::POLICY_READWRITE_APPLICATIONCONFIGURATION,
-        ])
-    }
-
-    fn list_policies(&mut self) -> Response {
+    fn list_policies(&mut self, q: &[(String, String)]) -> Response {
         if !self.policy_reader() {
             return denied();
         }
-        let base = self.base.clone();
-        let value: Vec<Value> = self
-            .tenant_mut()
-            .policies
-            .values()
-            .cloned()
-            .map(Value::Object)
-            .collect();
-        ok_json(
-            json!({"@odata.context": format!("{base}/v1.0/$metadata#policies/tokenLifetimePolicies"), "value": value}),
-        )
+        let keys = match parse_select(q, "tokenLifetimePolicy") {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        let clauses = match parse_filter_for(
+            q,
+            "TokenLifetimePolicy",
+            &["id", "displayName", "isOrganizationDefault"],
+            &["displayName"],
+        ) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let mut ids: Vec<String> = self.tenant_mut().policies.keys().cloned().collect();
+        // Policies created a moment ago may still be invisible; deleted ones still listed.
+        for (t, id) in self.st.stale_policies.keys() {
+            if *t == self.tenant && !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        ids.sort();
+        let mut value = Vec::new();
+        for id in ids {
+            if let Some(p) = self.view_policy(&id)
+                && clauses.iter().all(|c| c.matches(&p))
+            {
+                value.push(Value::Object(project(&p, keys.as_deref())));
+            }
+        }
+        self.page(q, "policies/tokenLifetimePolicies", value)
     }
 
-    fn get_policy(&mut self, id: &str) -> Response {
+    fn get_policy(&mut self, id: &str, q: &[(String, String)]) -> Response {
         if !self.policy_reader() {
             return denied();
         }
-        match self.tenant_mut().policies.get(id) {
-            Some(p) => ok_json(Value::Object(p.clone())),
+        let keys = match parse_select(q, "tokenLifetimePolicy") {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        match self.view_policy(id) {
+            Some(p) => {
+                let mut out = Map::new();
+                out.insert(
+                    "@odata.context".into(),
+                    json!(format!(
+                        "{}/v1.0/$metadata#policies/tokenLifetimePolicies/$entity",
+                        self.base
+                    )),
+                );
+                out.extend(project(&p, keys.as_deref()));
+                ok_json(Value::Object(out))
+            }
             None => not_found(id),
         }
     }
@@ -2002,6 +2705,7 @@ impl Ctx<'_> {
             }
         }
         let base = self.base.clone();
+        self.before_policy_write(&id, None);
         self.tenant_mut()
             .policies
             .insert(id.clone(), policy.clone());
@@ -2021,9 +2725,9 @@ impl Ctx<'_> {
         if !self.policy_writer() {
             return denied();
         }
-        if !self.tenant_mut().policies.contains_key(id) {
+        let Some(current) = self.tenant_mut().policies.get(id).cloned() else {
             return not_found(id);
-        }
+        };
         let v = match self.record("tokenLifetimePolicy", body) {
             Ok(v) => v,
             Err(r) => return r,
@@ -2031,6 +2735,7 @@ impl Ctx<'_> {
         if let Err(r) = self.check_policy_body(&v, false) {
             return r;
         }
+        self.before_policy_write(id, Some(current));
         if let Some(p) = self.tenant_mut().policies.get_mut(id) {
             for (k, val) in v.as_object().into_iter().flatten() {
                 if !k.starts_with('@') {
@@ -2045,15 +2750,69 @@ impl Ctx<'_> {
         if !self.policy_writer() {
             return denied();
         }
-        let t = self.tenant_mut();
-        if t.policies.remove(id).is_none() {
+        let Some(current) = self.tenant_mut().policies.get(id).cloned() else {
             return not_found(id);
-        }
+        };
+        self.before_policy_write(id, Some(current));
+        let t = self.tenant_mut();
+        t.policies.remove(id);
         for list in t.assigned.values_mut() {
             list.retain(|x| x != id);
         }
         no_content()
     }
+}
+
+/// Most resources (APIs) one `requiredResourceAccess` may name.
+pub const MAX_REQUIRED_RESOURCES: usize = 50;
+
+/// Most permissions one `requiredResourceAccess` may hold in total.
+pub const MAX_REQUIRED_PERMISSIONS: usize = 400;
+
+/// Graph's checks of a `requiredResourceAccess` collection: `type` Scope or Role, no
+/// duplicates, at most [`MAX_REQUIRED_RESOURCES`] resources and [`MAX_REQUIRED_PERMISSIONS`]
+/// permissions.
+#[allow(clippy::result_large_err)]
+fn check_required_resource_access(rra: &[Value]) -> Result<(), Response> {
+    let mut total = 0;
+    for r in rra {
+        let mut seen = BTreeSet::new();
+        for a in r
+            .get("resourceAccess")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let ty = a.get("type").and_then(Value::as_str).unwrap_or_default();
+            if ty != "Scope" && ty != "Role" {
+                return Err(bad_request(&format!(
+                    "Invalid value specified for property 'type' of resource 'ResourceAccess': {ty:?} (Scope or Role)."
+                )));
+            }
+            let key = (
+                a.get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                ty.to_string(),
+            );
+            if !seen.insert(key.clone()) {
+                return Err(bad_request(&format!(
+                    "Duplicate resourceAccess entry {} ({}) in requiredResourceAccess.",
+                    key.0, key.1
+                )));
+            }
+            total += 1;
+        }
+    }
+    if rra.len() > MAX_REQUIRED_RESOURCES || total > MAX_REQUIRED_PERMISSIONS {
+        return Err(graph_error(
+            StatusCode::BAD_REQUEST,
+            "Directory_QuotaExceeded",
+            "This configuration exceeds the global application object limit. Remove some items and retry your request.",
+        ));
+    }
+    Ok(())
 }
 
 /// Graph merges complex-typed properties property by property; collections inside are replaced.
@@ -2125,12 +2884,6 @@ mod tests {
         assert!(check_definition(&json!(["{\"TokenLifetimePolicy\":{\"Version\":2}}"])).is_err());
         assert!(check_definition(&json!([{"TokenLifetimePolicy": {"Version": 1}}])).is_err());
         assert!(check_definition(&json!(["a", "b"])).is_err());
-    }
-
-    #[test]
-    fn filters() {
-        assert_eq!(eq_filter("clientId eq 'abc'", "clientId"), Some("abc"));
-        assert_eq!(eq_filter("appId eq 'abc'", "clientId"), None);
     }
 
     #[test]

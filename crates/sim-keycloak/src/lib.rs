@@ -1,32 +1,43 @@
-//! A stateful simulator of the parts of the Keycloak (24–26) Admin REST API that the
-//! oidc-refresh-operator uses, for tests and the `sandbox` command.
+//! A stateful simulator of the parts of the Keycloak 26 Admin REST API that the
+//! oidc-refresh-operator uses, for tests and the `sandbox` command. It is checked against
+//! Keycloak's official admin client (`@keycloak/keycloak-admin-client`) by the conformance suite
+//! in `tests/conformance/keycloak`; every known difference from Keycloak is listed in
+//! `docs/fidelity/keycloak.md`.
 //!
 //! What it models (see `shared/reference/idp-admin-apis.md` §1 and the contract in `contracts/`):
-//! - realms with the token/session settings of `RealmRepresentation` and Keycloak's defaults;
-//! - clients (`ClientRepresentation` kept as JSON, so unknown fields survive), internal UUIDs,
-//!   attributes (string values only), default/optional client-scope links, realm-role scope
-//!   mappings; built-in client scopes (`offline_access`, `profile`, `email`, `roles`...) and realm
-//!   roles (`offline_access`, `uma_authorization`, `default-roles-<realm>`);
-//! - the token endpoint (`client_credentials` and `password` grants) issuing opaque, expiring
-//!   bearer tokens (`expires_in` = the auth realm's `accessTokenLifespan`);
-//! - admin role checks per call: realm-management client roles (`view-clients`,
-//!   `manage-clients`, `view-realm`, `manage-realm`, `realm-admin`) granted to a service account or
-//!   user, per target realm (a principal of `master` may manage other realms, as with the
-//!   `<realm>-realm` clients of `master`); missing roles answer 403;
-//! - Keycloak's status codes (204 on PUT/POST/DELETE of the admin API) and both error shapes
-//!   (`{"error","error_description"}` and `{"errorMessage"}`);
-//! - request bodies are validated against the contract's component schemas (400 otherwise) and
-//!   recorded, so tests can check every body a client sent.
+//! - realms with the settings of `RealmRepresentation`, Keycloak's defaults and realm attributes
+//!   (the `master` realm's access tokens last 60 s);
+//! - clients (`ClientRepresentation`), internal UUIDs, attributes, default/optional client-scope
+//!   links, realm-role scope mappings; built-in client scopes (`offline_access` carries the
+//!   `offline_access` realm role as a scope mapping) and realm roles;
+//! - the token endpoint: client authentication by HTTP Basic or form fields as
+//!   `ClientIdAndSecretAuthenticator` does it (unknown or disabled client → 401 `invalid_client`,
+//!   wrong secret → 401 `unauthorized_client`), the `client_credentials`, `password` and
+//!   `refresh_token` grants, offline tokens, and refresh/offline lifetimes computed as
+//!   `SessionExpirationUtils` does ([`session_deadlines`]); tokens are JWT-shaped (unsigned) so
+//!   clients can read `exp`;
+//! - admin role checks per call, as `ClientPermissions`/`RealmPermissions` without fine-grained
+//!   permissions: `query-clients` may list clients but sees none (`200 []`), `view-clients` sees
+//!   them with masked secrets, `manage-clients` may change them; `view-realm`/`manage-realm`;
+//!   `realm-admin` holds all; a principal of `master` may manage other realms;
+//! - request bodies bound as Keycloak's Jackson binds them: unknown field → 400
+//!   `Unrecognized field "x" ...`, scalar coercions, `null` = not sent; every body is recorded and
+//!   can be checked against the contract strictly ([`SimHandle::validate_recorded_bodies`]);
+//! - `PUT /clients/{id}` as `ClientResource.update`: present non-null fields only, attributes
+//!   merged key by key with blank values deleting, secret kept unless sent, authorization
+//!   services off unless sent as `true`, URL validation (400 `invalid_input`), 409 on a clientId
+//!   clash; `defaultClientScopes`/`optionalClientScopes` ignored (use the link endpoints);
+//! - `PUT /admin/realms/{realm}` as `DefaultExportImportManager.updateRealm`: non-null top-level
+//!   fields applied, `attributes` (when sent) replacing the realm's attributes, and the device
+//!   authorization, CIBA and PAR settings always rewritten (defaults when not sent);
+//! - collection URLs with a trailing slash, `first`/`max` paging, Keycloak's status codes and
+//!   both error shapes (`{"error","error_description"}` and `{"errorMessage"}`).
 //!
-//! Semantics taken from Keycloak's source: `PUT /clients/{id}` applies only the fields present and
-//! non-null (a body without `secret` keeps the secret), merges `attributes` key by key, and ignores
-//! `defaultClientScopes`/`optionalClientScopes` (use the link endpoints); linking a client scope
-//! that is already linked (as default or optional) is a silent no-op answering 204 (Keycloak's
-//! `addClientScopes` filters out scopes already linked); `PUT /admin/realms/{realm}` applies only
-//! the non-null top-level fields given.
-//!
-//! Test hooks: injectable latency, `fail_next` (5xx, 429 with `Retry-After`), token expiry,
-//! request counters per (method, route template, status), and direct state edits (drift).
+//! Test hooks: injectable latency, `fail_next` (5xx, 429 with `Retry-After`), throttling, token
+//! expiry, a movable clock ([`SimHandle::advance_clock`]), request counters per (method, route
+//! template, status), and direct state edits (drift).
+
+#![recursion_limit = "256"]
 
 pub mod schema;
 
@@ -192,6 +203,17 @@ struct ScopeState {
     id: String,
     name: String,
     description: String,
+    protocol: String,
+    attributes: Map<String, Value>,
+    /// Realm roles in the scope's scope mappings (ids).
+    realm_scope_mappings: Vec<String>,
+}
+
+impl ScopeState {
+    fn json(&self) -> Value {
+        json!({"id": self.id, "name": self.name, "description": self.description,
+               "protocol": self.protocol, "attributes": self.attributes})
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -210,7 +232,11 @@ struct UserState {
 
 #[derive(Clone, Debug)]
 struct RealmState {
+    /// Top-level fields of `RealmRepresentation` (not `attributes`).
     repr: Map<String, Value>,
+    /// Realm attributes stored as such (CIBA, PAR and the rest); the attribute-backed top-level
+    /// fields ([`MIRRORED_REALM_ATTRIBUTES`]) live in `repr` and are mirrored on read.
+    attributes: BTreeMap<String, String>,
     clients: Vec<ClientState>,
     scopes: Vec<ScopeState>,
     roles: Vec<RoleState>,
@@ -235,12 +261,56 @@ impl RealmState {
             .find(|s| s.id == id)
             .map(|s| s.name.clone())
     }
+    /// The full representation: top-level fields and `attributes` (stored ones plus the
+    /// attribute-backed top-level fields).
+    fn full_json(&self) -> Value {
+        let mut repr = self.repr.clone();
+        let mut attrs: Map<String, Value> = self
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        for (k, default) in MIRRORED_REALM_ATTRIBUTES {
+            let v = repr.get(k).and_then(Value::as_i64).unwrap_or(default);
+            attrs.insert(k.into(), Value::String(v.to_string()));
+        }
+        repr.insert("attributes".into(), Value::Object(attrs));
+        Value::Object(repr)
+    }
+
+    /// Replaces the whole state from a full representation (direct edits).
+    fn set_full(&mut self, mut full: Map<String, Value>) {
+        if let Some(Value::Object(attrs)) = full.remove("attributes") {
+            self.attributes = attrs
+                .into_iter()
+                .filter(|(k, _)| !MIRRORED_REALM_ATTRIBUTES.iter().any(|(m, _)| m == k))
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect();
+        }
+        self.repr = full;
+    }
+
     fn role_json(&self, r: &RoleState) -> Value {
         json!({"id": r.id, "name": r.name, "description": r.description, "composite": r.name.starts_with("default-roles-"),
                "clientRole": false, "containerId": str_field(&self.repr, "id")})
     }
-    fn client_json(&self, c: &ClientState) -> Value {
+    /// A client as `GET /clients/{id}` answers it to a caller with `access`: secrets are masked
+    /// for callers who cannot manage clients, `access` is the caller's.
+    fn client_json(&self, c: &ClientState, access: Access) -> Value {
         let mut repr = c.repr.clone();
+        if !access.manage && repr.get("secret").is_some_and(|v| !v.is_null()) {
+            repr.insert("secret".into(), json!(SECRET_MASK));
+        }
+        repr.insert(
+            "access".into(),
+            json!({"view": access.view, "configure": access.configure, "manage": access.manage}),
+        );
         let names = |ids: &[String]| -> Value {
             ids.iter()
                 .filter_map(|id| self.scope_name(id))
@@ -264,6 +334,17 @@ struct Token {
     realm: String,
     principal: Principal,
     expires: Instant,
+}
+
+/// A user session behind a refresh token (password grant), online or offline.
+#[derive(Clone, Debug)]
+struct Session {
+    realm: String,
+    client_id: String,
+    username: String,
+    offline: bool,
+    started: Instant,
+    last_refresh: Instant,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -317,6 +398,8 @@ impl Throttle {
 struct SimState {
     realms: BTreeMap<String, RealmState>,
     tokens: HashMap<String, Token>,
+    /// Refresh tokens → sessions.
+    sessions: HashMap<String, Session>,
     latency: Duration,
     failure: Option<Failure>,
     throttle: Option<Throttle>,
@@ -325,6 +408,14 @@ struct SimState {
     sandbox: Option<(String, String)>,
     next_token: u64,
     ignore_client_updates: bool,
+    /// Simulated time ahead of the real clock ([`SimHandle::advance_clock`]).
+    clock_offset: Duration,
+}
+
+impl SimState {
+    fn now(&self) -> Instant {
+        Instant::now() + self.clock_offset
+    }
 }
 
 struct Inner {
@@ -355,6 +446,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         state: Mutex::new(SimState {
             realms: BTreeMap::new(),
             tokens: HashMap::new(),
+            sessions: HashMap::new(),
             latency: config.latency,
             failure: None,
             throttle: None,
@@ -363,6 +455,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             sandbox: None,
             next_token: 1,
             ignore_client_updates: false,
+            clock_offset: Duration::ZERO,
         }),
         base_url: format!("http://{addr}{prefix}"),
         prefix: prefix.clone(),
@@ -372,11 +465,15 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let handle = SimHandle { inner };
     handle.add_realm("master");
     let routes = routes(handle.inner.clone());
-    let app = if prefix.is_empty() {
+    let routes = if prefix.is_empty() {
         routes
     } else {
         Router::new().nest(&prefix, routes)
     };
+    // The outer router only normalizes the path, then hands every request to the real one.
+    let app = Router::new()
+        .fallback_service(routes)
+        .layer(middleware::map_request(strip_trailing_slash));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -402,17 +499,20 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Keycloak's realm defaults (reference §1.4) plus the usual top-level fields.
+/// Keycloak's realm defaults (`DefaultExportImportManager.importRealm`, reference §1.4) plus the
+/// usual top-level fields of `GET /admin/realms/{realm}` in Keycloak 26. The `master` realm has
+/// `accessTokenLifespan` 60 (`RealmManager.createAdminRealm`), so its admin tokens last a minute.
 fn default_realm_repr(name: &str) -> Map<String, Value> {
+    let master = name == "master";
     let v = json!({
-        "id": new_id(),
+        "id": if master { "master".to_string() } else { new_id() },
         "realm": name,
-        "displayName": name,
+        "displayName": if master { "Keycloak".to_string() } else { name.to_string() },
         "notBefore": 0,
         "defaultSignatureAlgorithm": "RS256",
         "revokeRefreshToken": false,
         "refreshTokenMaxReuse": 0,
-        "accessTokenLifespan": 300,
+        "accessTokenLifespan": if master { 60 } else { 300 },
         "accessTokenLifespanForImplicitFlow": 900,
         "ssoSessionIdleTimeout": 1800,
         "ssoSessionMaxLifespan": 36000,
@@ -428,12 +528,48 @@ fn default_realm_repr(name: &str) -> Map<String, Value> {
         "accessCodeLifespan": 60,
         "accessCodeLifespanUserAction": 300,
         "accessCodeLifespanLogin": 1800,
+        "actionTokenGeneratedByAdminLifespan": 43200,
+        "actionTokenGeneratedByUserLifespan": 300,
+        "oauth2DeviceCodeLifespan": DEVICE_CODE_LIFESPAN_DEFAULT,
+        "oauth2DevicePollingInterval": DEVICE_POLLING_INTERVAL_DEFAULT,
         "enabled": true,
         "sslRequired": "external",
         "registrationAllowed": false,
+        "registrationEmailAsUsername": false,
+        "rememberMe": false,
+        "verifyEmail": false,
         "loginWithEmailAllowed": true,
+        "duplicateEmailsAllowed": false,
+        "resetPasswordAllowed": false,
+        "editUsernameAllowed": false,
         "bruteForceProtected": false,
-        "defaultRole": {"name": format!("default-roles-{name}"), "composite": true, "clientRole": false},
+        "permanentLockout": false,
+        "maxTemporaryLockouts": 0,
+        "bruteForceStrategy": "MULTIPLE",
+        "maxFailureWaitSeconds": 900,
+        "minimumQuickLoginWaitSeconds": 60,
+        "waitIncrementSeconds": 60,
+        "quickLoginCheckMilliSeconds": 1000,
+        "maxDeltaTimeSeconds": 43200,
+        "failureFactor": 30,
+        "eventsEnabled": false,
+        "eventsListeners": ["jboss-logging"],
+        "enabledEventTypes": [],
+        "adminEventsEnabled": false,
+        "adminEventsDetailsEnabled": false,
+        "internationalizationEnabled": false,
+        "organizationsEnabled": false,
+        "adminPermissionsEnabled": false,
+        "verifiableCredentialsEnabled": false,
+        "browserFlow": "browser",
+        "registrationFlow": "registration",
+        "directGrantFlow": "direct grant",
+        "resetCredentialsFlow": "reset credentials",
+        "clientAuthenticationFlow": "clients",
+        "dockerAuthenticationFlow": "docker auth",
+        "firstBrokerLoginFlow": "first broker login",
+        "defaultRole": {"name": format!("default-roles-{name}"), "description": "${role_default-roles}",
+                        "composite": true, "clientRole": false},
     });
     match v {
         Value::Object(m) => m,
@@ -441,7 +577,84 @@ fn default_realm_repr(name: &str) -> Map<String, Value> {
     }
 }
 
-/// A client as Keycloak 24 creates it from the admin console ("OpenID Connect", client
+/// Realm attributes of a new realm (besides the mirrored top-level fields).
+fn default_realm_attributes() -> BTreeMap<String, String> {
+    [
+        (CIBA_DELIVERY_MODE, CIBA_DELIVERY_MODE_DEFAULT.to_string()),
+        (CIBA_EXPIRES_IN, CIBA_EXPIRES_IN_DEFAULT.to_string()),
+        (CIBA_INTERVAL, CIBA_INTERVAL_DEFAULT.to_string()),
+        (CIBA_USER_HINT, CIBA_USER_HINT_DEFAULT.to_string()),
+        (PAR_LIFESPAN, PAR_LIFESPAN_DEFAULT.to_string()),
+        ("realmReusableOtpCode", "false".to_string()),
+        ("frontendUrl", String::new()),
+        ("acr.loa.map", "{}".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+// Realm attribute names and defaults (`CibaConfig`, `ParConfig`, `OAuth2DeviceConfig`).
+const CIBA_DELIVERY_MODE: &str = "cibaBackchannelTokenDeliveryMode";
+const CIBA_DELIVERY_MODE_DEFAULT: &str = "poll";
+const CIBA_EXPIRES_IN: &str = "cibaExpiresIn";
+const CIBA_EXPIRES_IN_DEFAULT: i64 = 120;
+const CIBA_INTERVAL: &str = "cibaInterval";
+const CIBA_INTERVAL_DEFAULT: i64 = 5;
+const CIBA_USER_HINT: &str = "cibaAuthRequestedUserHint";
+const CIBA_USER_HINT_DEFAULT: &str = "login_hint";
+const PAR_LIFESPAN: &str = "parRequestUriLifespan";
+const PAR_LIFESPAN_DEFAULT: i64 = 60;
+const DEVICE_CODE_LIFESPAN: &str = "oauth2DeviceCodeLifespan";
+const DEVICE_CODE_LIFESPAN_DEFAULT: i64 = 600;
+const DEVICE_POLLING_INTERVAL: &str = "oauth2DevicePollingInterval";
+const DEVICE_POLLING_INTERVAL_DEFAULT: i64 = 5;
+
+/// Top-level realm fields that the JPA store keeps as realm attributes and `GET` therefore also
+/// lists under `attributes` (not in `ModelToRepresentation.REALM_EXCLUDED_ATTRIBUTES`), with the
+/// value they fall back to when the attribute is removed.
+const MIRRORED_REALM_ATTRIBUTES: [(&str, i64); 6] = [
+    ("clientSessionIdleTimeout", 0),
+    ("clientSessionMaxLifespan", 0),
+    ("clientOfflineSessionIdleTimeout", 0),
+    ("clientOfflineSessionMaxLifespan", 0),
+    (DEVICE_CODE_LIFESPAN, DEVICE_CODE_LIFESPAN_DEFAULT),
+    (DEVICE_POLLING_INTERVAL, DEVICE_POLLING_INTERVAL_DEFAULT),
+];
+
+/// Realm attributes a `PUT` with `attributes` never removes
+/// (`ModelToRepresentation.REALM_EXCLUDED_ATTRIBUTES`, the part of it that can be stored).
+const EXCLUDED_REALM_ATTRIBUTES: [&str; 8] = [
+    "displayName",
+    "displayNameHtml",
+    "defaultSignatureAlgorithm",
+    "offlineSessionMaxLifespanEnabled",
+    "offlineSessionMaxLifespan",
+    "actionTokenGeneratedByAdminLifespan",
+    "actionTokenGeneratedByUserLifespan",
+    "organizationsEnabled",
+];
+
+/// What `StripSecretsUtils` shows instead of a secret.
+const SECRET_MASK: &str = "**********";
+
+/// An admin's rights on clients, as `ClientPermissions.getAccess` reports them.
+#[derive(Clone, Copy, Debug)]
+struct Access {
+    view: bool,
+    configure: bool,
+    manage: bool,
+}
+
+impl Access {
+    const FULL: Access = Access {
+        view: true,
+        configure: true,
+        manage: true,
+    };
+}
+
+/// A client as Keycloak 24–26 creates it from the admin console ("OpenID Connect", client
 /// authentication on, standard flow), with the given `clientId`. Pass it to
 /// [`SimHandle::add_client`] after changing what the test needs.
 pub fn stock_client(client_id: &str) -> Value {
@@ -479,7 +692,7 @@ pub fn stock_client(client_id: &str) -> Value {
         "authenticationFlowBindingOverrides": {},
         "fullScopeAllowed": true,
         "nodeReRegistrationTimeout": -1,
-        "access": {"view": true, "configure": true, "manage": true}
+        "authorizationServicesEnabled": false
     })
 }
 
@@ -524,18 +737,7 @@ impl SimHandle {
         if st.realms.contains_key(name) {
             return;
         }
-        let scopes = BUILTIN_SCOPES
-            .iter()
-            .map(|(n, _)| ScopeState {
-                id: new_id(),
-                name: n.to_string(),
-                description: match *n {
-                    "offline_access" => "OpenID Connect built-in scope: offline_access".into(),
-                    other => format!("OpenID Connect built-in scope: {other}"),
-                },
-            })
-            .collect();
-        let roles = ["offline_access", "uma_authorization"]
+        let roles: Vec<RoleState> = ["offline_access", "uma_authorization"]
             .iter()
             .map(|n| n.to_string())
             .chain([format!("default-roles-{name}")])
@@ -545,8 +747,48 @@ impl SimHandle {
                 name: n,
             })
             .collect();
+        let offline_role = roles[0].id.clone();
+        let scopes = BUILTIN_SCOPES
+            .iter()
+            .map(|(n, _)| {
+                let (description, token_scope, consent, text) = match *n {
+                    "acr" => ("OpenID Connect scope for add acr (authentication context class reference) to the token", "false", "false", None),
+                    "basic" => ("OpenID Connect scope for add all basic claims to the token", "false", "false", None),
+                    "microprofile-jwt" => ("Microprofile - JWT built-in scope", "true", "false", None),
+                    "offline_access" => ("OpenID Connect built-in scope: offline_access", "", "true", Some("${offlineAccessScopeConsentText}")),
+                    "roles" => ("OpenID Connect scope for add user roles to the access token", "false", "true", Some("${rolesScopeConsentText}")),
+                    "web-origins" => ("OpenID Connect scope for add allowed web origins to the access token", "false", "false", Some("")),
+                    "address" => ("OpenID Connect built-in scope: address", "true", "true", Some("${addressScopeConsentText}")),
+                    "email" => ("OpenID Connect built-in scope: email", "true", "true", Some("${emailScopeConsentText}")),
+                    "phone" => ("OpenID Connect built-in scope: phone", "true", "true", Some("${phoneScopeConsentText}")),
+                    _ => ("OpenID Connect built-in scope: profile", "true", "true", Some("${profileScopeConsentText}")),
+                };
+                let mut attributes = Map::new();
+                if !token_scope.is_empty() {
+                    attributes.insert("include.in.token.scope".into(), json!(token_scope));
+                }
+                attributes.insert("display.on.consent.screen".into(), json!(consent));
+                if let Some(t) = text {
+                    attributes.insert("consent.screen.text".into(), json!(t));
+                }
+                ScopeState {
+                    id: new_id(),
+                    name: n.to_string(),
+                    description: description.to_string(),
+                    protocol: "openid-connect".into(),
+                    attributes,
+                    // The built-in offline_access scope carries the offline_access realm role.
+                    realm_scope_mappings: if *n == "offline_access" {
+                        vec![offline_role.clone()]
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect();
         let realm = RealmState {
             repr: default_realm_repr(name),
+            attributes: default_realm_attributes(),
             clients: Vec::new(),
             scopes,
             roles,
@@ -689,7 +931,7 @@ impl SimHandle {
         let mut st = self.state();
         let r = st.realms.get_mut(realm)?;
         let c = r.client_by_client_id(client_id)?.clone();
-        Some(r.client_json(&c))
+        Some(r.client_json(&c, Access::FULL))
     }
 
     /// Edits a client's stored representation directly (drift, as a change in the admin console).
@@ -709,18 +951,62 @@ impl SimHandle {
         }
     }
 
-    /// A realm's full representation.
+    /// A realm's full representation (as `GET /admin/realms/{realm}` answers a realm admin).
     pub fn realm(&self, name: &str) -> Option<Value> {
-        self.state()
-            .realms
-            .get(name)
-            .map(|r| Value::Object(r.repr.clone()))
+        self.state().realms.get(name).map(RealmState::full_json)
     }
 
-    /// Edits a realm's representation directly.
+    /// Edits a realm's representation directly (drift). `attributes` in the map are the realm
+    /// attributes, as in the representation.
     pub fn update_realm(&self, name: &str, f: impl FnOnce(&mut Map<String, Value>)) {
         if let Some(r) = self.state().realms.get_mut(name) {
-            f(&mut r.repr);
+            let Value::Object(mut full) = r.full_json() else {
+                return;
+            };
+            f(&mut full);
+            r.set_full(full);
+        }
+    }
+
+    /// Sets (or, with `None`, removes) an attribute of a client scope, e.g.
+    /// `include.in.openid.provider.metadata`.
+    pub fn set_client_scope_attribute(
+        &self,
+        realm: &str,
+        scope: &str,
+        key: &str,
+        value: Option<&str>,
+    ) {
+        if let Some(sc) = self
+            .state()
+            .realms
+            .get_mut(realm)
+            .and_then(|r| r.scopes.iter_mut().find(|s| s.name == scope))
+        {
+            match value {
+                Some(v) => {
+                    sc.attributes.insert(key.into(), json!(v));
+                }
+                None => {
+                    sc.attributes.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Replaces the realm roles in a client scope's own scope mappings (by role name; unknown
+    /// names are skipped), e.g. an `offline_access` scope stripped of its role.
+    pub fn set_client_scope_realm_roles(&self, realm: &str, scope: &str, roles: &[&str]) {
+        let mut st = self.state();
+        let Some(r) = st.realms.get_mut(realm) else {
+            return;
+        };
+        let ids: Vec<String> = roles
+            .iter()
+            .filter_map(|n| r.roles.iter().find(|x| x.name == *n).map(|x| x.id.clone()))
+            .collect();
+        if let Some(sc) = r.scopes.iter_mut().find(|s| s.name == scope) {
+            sc.realm_scope_mappings = ids;
         }
     }
 
@@ -833,20 +1119,24 @@ impl SimHandle {
 
     /// Makes every issued token expired (the next admin call with one answers 401).
     pub fn expire_tokens(&self) {
-        let now = Instant::now();
-        for t in self.state().tokens.values_mut() {
+        let mut st = self.state();
+        let now = st.now();
+        for t in st.tokens.values_mut() {
             t.expires = now;
         }
     }
 
     /// Number of tokens issued and not yet expired.
     pub fn live_tokens(&self) -> usize {
-        let now = Instant::now();
-        self.state()
-            .tokens
-            .values()
-            .filter(|t| t.expires > now)
-            .count()
+        let st = self.state();
+        let now = st.now();
+        st.tokens.values().filter(|t| t.expires > now).count()
+    }
+
+    /// Moves the simulator's clock forward: access tokens, refresh tokens and sessions expire as
+    /// if `d` had passed.
+    pub fn advance_clock(&self, d: Duration) {
+        self.state().clock_offset += d;
     }
 
     /// Seeds the sandbox tenant: realm `coder` (Keycloak defaults) with Coder's client `coder`
@@ -945,6 +1235,16 @@ impl SimHandle {
         let mapped = self
             .client_realm_scope_mappings(realm, client_id)
             .contains(&"offline_access".to_string());
+        let scope_carries = {
+            let st = self.state();
+            st.realms.get(realm).is_some_and(|r| {
+                let role = r.roles.iter().find(|x| x.name == "offline_access");
+                r.scopes.iter().any(|s| {
+                    s.name == "offline_access"
+                        && role.is_some_and(|x| s.realm_scope_mappings.contains(&x.id))
+                })
+            })
+        };
         let mut out = vec![
             ("client".to_string(), format!("{client_id} (realm {realm})")),
             ("use.refresh.tokens".into(), attr("use.refresh.tokens")),
@@ -959,6 +1259,10 @@ impl SimHandle {
             (
                 "offline_access role in scope mappings".into(),
                 if mapped { "yes" } else { "no" }.into(),
+            ),
+            (
+                "offline_access role in the offline_access client scope".into(),
+                if scope_carries { "yes" } else { "no" }.into(),
             ),
         ];
         for k in [
@@ -1084,9 +1388,10 @@ pub fn validate_body(schema: &str, body: &Value) -> Result<(), Vec<String>> {
 type Sim = Arc<Inner>;
 
 /// Route templates served (relative to the prefix), for counters.
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 19] = [
     TOKEN_ROUTE,
     "/realms/{realm}/.well-known/openid-configuration",
+    "/admin/realms",
     "/admin/realms/{realm}",
     "/admin/realms/{realm}/clients",
     "/admin/realms/{realm}/clients/{id}",
@@ -1095,11 +1400,18 @@ pub const ROUTES: [&str; 12] = [
     "/admin/realms/{realm}/clients/{id}/default-client-scopes/{scope}",
     "/admin/realms/{realm}/clients/{id}/optional-client-scopes/{scope}",
     "/admin/realms/{realm}/clients/{id}/scope-mappings/realm",
+    "/admin/realms/{realm}/clients/{id}/scope-mappings/realm/composite",
+    "/admin/realms/{realm}/clients/{id}/scope-mappings/realm/available",
     "/admin/realms/{realm}/client-scopes",
+    "/admin/realms/{realm}/client-scopes/{id}",
+    "/admin/realms/{realm}/client-scopes/{id}/scope-mappings/realm",
+    "/admin/realms/{realm}/roles",
     "/admin/realms/{realm}/roles/{name}",
+    "/admin/realms/{realm}/clients/{id}/service-account-user",
 ];
 
-/// The route template a path matches, or `<unmatched>`.
+/// The route template a path matches, or `<unmatched>`. A trailing slash is ignored, as by
+/// Keycloak (RESTEasy matches `.../clients/` like `.../clients`).
 pub fn route_template(path: &str) -> String {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     ROUTES
@@ -1123,6 +1435,7 @@ fn routes(sim: Sim) -> Router {
             "/realms/{realm}/.well-known/openid-configuration",
             get(discovery),
         )
+        .route("/admin/realms", get(list_realms))
         .route("/admin/realms/{realm}", get(get_realm).put(put_realm))
         .route("/admin/realms/{realm}/clients", get(list_clients))
         .route(
@@ -1147,11 +1460,29 @@ fn routes(sim: Sim) -> Router {
         )
         .route(
             "/admin/realms/{realm}/clients/{id}/scope-mappings/realm",
-            get(get_mappings)
+            get(|s, p, h| get_mappings(s, p, h, MappingView::Explicit))
                 .post(|s, p, h, b| change_mappings(s, p, h, b, true))
                 .delete(|s, p, h, b| change_mappings(s, p, h, b, false)),
         )
+        .route(
+            "/admin/realms/{realm}/clients/{id}/scope-mappings/realm/composite",
+            get(|s, p, h| get_mappings(s, p, h, MappingView::Effective)),
+        )
+        .route(
+            "/admin/realms/{realm}/clients/{id}/scope-mappings/realm/available",
+            get(|s, p, h| get_mappings(s, p, h, MappingView::Available)),
+        )
+        .route(
+            "/admin/realms/{realm}/clients/{id}/service-account-user",
+            get(service_account_user),
+        )
         .route("/admin/realms/{realm}/client-scopes", get(list_scopes))
+        .route("/admin/realms/{realm}/client-scopes/{id}", get(get_scope))
+        .route(
+            "/admin/realms/{realm}/client-scopes/{id}/scope-mappings/realm",
+            get(get_scope_mappings),
+        )
+        .route("/admin/realms/{realm}/roles", get(list_roles))
         .route("/admin/realms/{realm}/roles/{name}", get(get_role))
         .fallback(|| async {
             keycloak_error(
@@ -1162,6 +1493,28 @@ fn routes(sim: Sim) -> Router {
         })
         .layer(middleware::from_fn_with_state(sim.clone(), observe))
         .with_state(sim)
+}
+
+/// Drops trailing slashes from the path before routing (`/admin/realms/x/clients/` is
+/// `/admin/realms/x/clients` to Keycloak; the official admin client sends the former).
+async fn strip_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let pq = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }
 
 /// Latency, failure injection and counters around every call.
@@ -1223,59 +1576,73 @@ async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     response
 }
 
-/// The roles an operation needs: any of them suffices (`realm-admin` always does).
-#[derive(Clone, Copy)]
-enum Need {
-    ViewClients,
-    ManageClients,
-    ViewRealm,
-    ManageRealm,
+/// The caller of an admin call: its realm-management roles for the target realm.
+///
+/// Mirrors Keycloak's `ClientPermissions`/`RealmPermissions` without fine-grained permissions:
+/// `canManage` = `manage-clients`; `canView` = `canManage` or `view-clients`; `canList` =
+/// `canView` or `query-clients`; realm view/manage likewise; `realm-admin` holds them all.
+struct Caller {
+    roles: BTreeSet<String>,
 }
 
-impl Need {
-    fn satisfied_by(self) -> &'static [&'static str] {
-        match self {
-            Need::ViewClients => &["view-clients", "manage-clients", "realm-admin"],
-            Need::ManageClients => &["manage-clients", "realm-admin"],
-            Need::ViewRealm => &["view-realm", "manage-realm", "realm-admin"],
-            Need::ManageRealm => &["manage-realm", "realm-admin"],
+impl Caller {
+    fn has(&self, role: &str) -> bool {
+        self.roles.contains("realm-admin") || self.roles.contains(role)
+    }
+    fn manage_clients(&self) -> bool {
+        self.has("manage-clients")
+    }
+    fn view_clients(&self) -> bool {
+        self.manage_clients() || self.has("view-clients")
+    }
+    fn list_clients(&self) -> bool {
+        self.view_clients() || self.has("query-clients")
+    }
+    fn manage_realm(&self) -> bool {
+        self.has("manage-realm")
+    }
+    fn view_realm(&self) -> bool {
+        self.manage_realm() || self.has("view-realm")
+    }
+    fn any(&self) -> bool {
+        !self.roles.is_empty()
+    }
+    fn access(&self) -> Access {
+        Access {
+            view: self.view_clients(),
+            configure: self.manage_clients(),
+            manage: self.manage_clients(),
         }
     }
 }
 
-/// Outcome of authorizing an admin call.
-enum Authz {
-    /// Allowed; the caller's grants for the target realm.
-    Allowed(BTreeSet<String>),
-    Denied(Response),
+fn forbidden() -> Response {
+    keycloak_error(StatusCode::FORBIDDEN, "HTTP 403 Forbidden", None)
 }
 
-/// Checks the bearer token, the realm's existence and the caller's roles for `realm`.
-/// `need: None` only requires some admin role for the realm.
-fn authorize(st: &mut SimState, headers: &HeaderMap, realm: &str, need: Option<Need>) -> Authz {
+fn unauthorized() -> Response {
+    keycloak_error(StatusCode::UNAUTHORIZED, "HTTP 401 Unauthorized", None)
+}
+
+/// Checks the bearer token and the realm's existence; returns the caller's roles for `realm`.
+/// A token of a realm other than `master` only works on its own realm (403 elsewhere).
+#[allow(clippy::result_large_err)] // the error is the HTTP answer, returned at once
+fn authenticate(st: &SimState, headers: &HeaderMap, realm: &str) -> Result<Caller, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let now = Instant::now();
+    let now = st.now();
     let Some(t) = token
         .and_then(|t| st.tokens.get(t))
         .filter(|t| t.expires > now)
         .cloned()
     else {
-        return Authz::Denied(keycloak_error(
-            StatusCode::UNAUTHORIZED,
-            "HTTP 401 Unauthorized",
-            None,
-        ));
+        return Err(unauthorized());
     };
     let Some(auth_realm) = st.realms.get(&t.realm) else {
-        return Authz::Denied(keycloak_error(
-            StatusCode::UNAUTHORIZED,
-            "HTTP 401 Unauthorized",
-            None,
-        ));
+        return Err(unauthorized());
     };
     let grants: BTreeSet<(String, String)> = match &t.principal {
         Principal::ServiceAccount(cid) => auth_realm
@@ -1291,38 +1658,38 @@ fn authorize(st: &mut SimState, headers: &HeaderMap, realm: &str, need: Option<N
     }
     .unwrap_or_default();
     if !st.realms.contains_key(realm) {
-        return Authz::Denied(realm_not_found());
+        return Err(realm_not_found());
     }
-    let forbidden = || keycloak_error(StatusCode::FORBIDDEN, "HTTP 403 Forbidden", None);
     if t.realm != "master" && t.realm != realm {
-        return Authz::Denied(forbidden());
+        return Err(forbidden());
     }
     let roles: BTreeSet<String> = grants
         .into_iter()
         .filter(|(target, _)| target == realm)
         .map(|(_, r)| r)
         .collect();
-    let ok = match need {
-        None => !roles.is_empty(),
-        Some(n) => n.satisfied_by().iter().any(|r| roles.contains(*r)),
-    };
-    if ok {
-        Authz::Allowed(roles)
-    } else {
-        Authz::Denied(forbidden())
-    }
+    Ok(Caller { roles })
 }
 
-macro_rules! authorize_or_return {
-    ($st:expr, $headers:expr, $realm:expr, $need:expr) => {
-        match authorize($st, $headers, $realm, $need) {
-            Authz::Allowed(roles) => roles,
-            Authz::Denied(resp) => return resp,
+macro_rules! caller_or_return {
+    ($st:expr, $headers:expr, $realm:expr) => {
+        match authenticate($st, $headers, $realm) {
+            Ok(c) => c,
+            Err(resp) => return resp,
         }
     };
 }
 
-/// Parses and validates a JSON body, recording it. `Err` is the 400 answer.
+macro_rules! require {
+    ($cond:expr) => {
+        if !$cond {
+            return forbidden();
+        }
+    };
+}
+
+/// Parses a JSON body, records it, and binds it to the representation as Keycloak's Jackson does
+/// (unknown field → 400, coercions). `Err` is the 400 answer.
 #[allow(clippy::result_large_err)] // the error is the HTTP answer, returned at once
 fn read_body(
     st: &mut SimState,
@@ -1330,6 +1697,20 @@ fn read_body(
     route: &str,
     schema: &str,
     bytes: &Bytes,
+) -> Result<Value, Response> {
+    read_body_known(st, method, route, schema, bytes, &[])
+}
+
+/// [`read_body`] for a representation whose stored form carries the top-level properties
+/// `also_known` (the simulated server knows them: it returned them).
+#[allow(clippy::result_large_err)] // the error is the HTTP answer, returned at once
+fn read_body_known(
+    st: &mut SimState,
+    method: &Method,
+    route: &str,
+    schema: &str,
+    bytes: &Bytes,
+    also_known: &[String],
 ) -> Result<Value, Response> {
     let parsed: Result<Value, _> = serde_json::from_slice(bytes);
     let body = match &parsed {
@@ -1345,80 +1726,425 @@ fn read_body(
     if let Err(e) = parsed {
         return Err(keycloak_error(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
-            Some(&format!("Unable to parse the request body as JSON: {e}")),
+            &format!("Unexpected character or end of input: {e}"),
+            None,
         ));
     }
-    if let Err(errors) = validate_body(schema, &body) {
-        return Err(keycloak_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            Some(&format!(
-                "The request body does not match {schema}: {}",
-                errors.join("; ")
-            )),
-        ));
-    }
-    Ok(body)
+    let bound = match schema.strip_suffix("[]") {
+        Some(item) => schema::contract().bind_array(item, &body),
+        None => schema::contract().bind_known(schema, &body, also_known),
+    };
+    bound.map_err(|msg| keycloak_error(StatusCode::BAD_REQUEST, &msg, None))
 }
 
-async fn token(State(sim): State<Sim>, Path(realm): Path<String>, body: Bytes) -> Response {
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// base64url without padding.
+fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 3);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A JWT-shaped token (unsigned: the simulator keeps the tokens it issued), so that clients that
+/// read `exp` (the official admin client refreshes on it) behave as against Keycloak.
+fn jwt(claims: &Value) -> String {
+    format!(
+        "{}.{}.{}",
+        base64url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64url(claims.to_string().as_bytes()),
+        base64url(new_id().as_bytes())
+    )
+}
+
+/// Decodes standard base64 (padding optional).
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in s.trim().bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// `application/x-www-form-urlencoded` decoding of one component (`+` is a space).
+fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `Authorization: Basic base64(urlencode(id):urlencode(secret))` as RFC 6749 §2.3.1 (and
+/// Keycloak's `BasicAuthHelper.RFC6749`) reads it.
+fn parse_basic(header_value: &str) -> Option<(String, String)> {
+    let (scheme, rest) = header_value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = String::from_utf8(base64_decode(rest)?).ok()?;
+    let (id, secret) = raw.split_once(':')?;
+    Some((form_decode(id), form_decode(secret)))
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    keycloak_error(status, error, Some(description))
+}
+
+fn client_attr_secs(c: &Map<String, Value>, key: &str) -> i64 {
+    c.get("attributes")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(-1)
+}
+
+fn realm_secs(r: &Map<String, Value>, key: &str) -> i64 {
+    r.get(key).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// When a refresh token of a session stops working, as `SessionExpirationUtils` computes it for
+/// Keycloak 24–26 (user session and client session, idle and max), in seconds from now:
+/// `(idle deadline, max deadline)`, `None` for a max that does not exist. The realm and client
+/// are their JSON representations. Remember-me is not modelled.
+///
+/// Online: idle is the client attribute `client.session.idle.timeout` if positive, else the realm's
+/// `clientSessionIdleTimeout` if positive, else `ssoSessionIdleTimeout`, capped by the user
+/// session's `ssoSessionIdleTimeout`; max likewise with `client.session.max.lifespan`,
+/// `clientSessionMaxLifespan` and `ssoSessionMaxLifespan`.
+///
+/// Offline: idle is `client.offline.session.idle.timeout` if positive, else
+/// `clientOfflineSessionIdleTimeout` if positive, else `offlineSessionIdleTimeout`, capped by
+/// `offlineSessionIdleTimeout`. A max exists when the realm's `offlineSessionMaxLifespanEnabled`
+/// is on, or when the client attribute `client.offline.session.max.lifespan` is positive: it is
+/// that attribute, else `clientOfflineSessionMaxLifespan` if positive, else
+/// `offlineSessionMaxLifespan`; when the realm switch is on it is also capped by the user
+/// session's `offlineSessionMaxLifespan`.
+pub fn session_deadlines(
+    realm: &Value,
+    client: &Value,
+    offline: bool,
+    started_secs_ago: u64,
+    idle_secs_ago: u64,
+) -> (i64, Option<i64>) {
+    let empty = Map::new();
+    let r = realm.as_object().unwrap_or(&empty);
+    let c = client.as_object().unwrap_or(&empty);
+    let or_default = |v: i64, d: i64| if v <= 0 { d } else { v };
+    let started = -(started_secs_ago as i64);
+    let last = -(idle_secs_ago as i64);
+    if offline {
+        let user_idle = or_default(realm_secs(r, "offlineSessionIdleTimeout"), 2_592_000);
+        let attr = client_attr_secs(c, "client.offline.session.idle.timeout");
+        let realm_client = realm_secs(r, "clientOfflineSessionIdleTimeout");
+        let client_idle = if attr > 0 {
+            attr
+        } else if realm_client > 0 {
+            realm_client
+        } else {
+            user_idle
+        };
+        let idle = last + user_idle.min(client_idle);
+        let enabled = r
+            .get("offlineSessionMaxLifespanEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let user_max = or_default(realm_secs(r, "offlineSessionMaxLifespan"), 5_184_000);
+        let attr = client_attr_secs(c, "client.offline.session.max.lifespan");
+        let max = if enabled || attr > 0 {
+            let realm_client = realm_secs(r, "clientOfflineSessionMaxLifespan");
+            let client_max = if attr > 0 {
+                attr
+            } else if realm_client > 0 {
+                realm_client
+            } else {
+                user_max
+            };
+            let mut m = started + client_max;
+            if enabled {
+                m = m.min(started + user_max);
+            }
+            Some(m)
+        } else {
+            None
+        };
+        (idle, max)
+    } else {
+        let user_idle = or_default(realm_secs(r, "ssoSessionIdleTimeout"), 1800);
+        let attr = client_attr_secs(c, "client.session.idle.timeout");
+        let realm_client = realm_secs(r, "clientSessionIdleTimeout");
+        let client_idle = if attr > 0 {
+            attr
+        } else if realm_client > 0 {
+            realm_client
+        } else {
+            user_idle
+        };
+        let user_max = or_default(realm_secs(r, "ssoSessionMaxLifespan"), 36_000);
+        let attr = client_attr_secs(c, "client.session.max.lifespan");
+        let realm_client = realm_secs(r, "clientSessionMaxLifespan");
+        let client_max = if attr > 0 {
+            attr
+        } else if realm_client > 0 {
+            realm_client
+        } else {
+            user_max
+        };
+        (
+            last + user_idle.min(client_idle),
+            Some(started + user_max.min(client_max)),
+        )
+    }
+}
+
+/// `refresh_expires_in` for a session: seconds to the earlier deadline; 0 for an offline session
+/// without a max (its refresh token carries no `exp`, keycloak/keycloak#48063).
+fn refresh_expires_in(deadlines: (i64, Option<i64>), offline: bool) -> i64 {
+    match deadlines {
+        (_, None) if offline => 0,
+        (idle, None) => idle.max(0),
+        (idle, Some(max)) => idle.min(max).max(0),
+    }
+}
+
+async fn token(
+    State(sim): State<Sim>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let mut st = lock(&sim.state);
+    let now = st.now();
     let Some(r) = st.realms.get(&realm) else {
         return keycloak_error(StatusCode::NOT_FOUND, "Realm does not exist", None);
     };
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
-    let client = r
-        .clients
-        .iter()
-        .find(|c| str_field(&c.repr, "clientId") == field("client_id"));
-    let invalid_client = || {
-        keycloak_error(
+    let grant = field("grant_type");
+    if grant.is_empty() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing form parameter: grant_type",
+        );
+    }
+    if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Unsupported grant_type",
+        );
+    }
+    // Client authentication (ClientIdAndSecretAuthenticator): Basic header, then form fields.
+    let auth_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let mut client_id: Option<String> = None;
+    let mut secret: Option<String> = None;
+    if let Some(h) = auth_header {
+        match parse_basic(h) {
+            Some((id, s)) => {
+                client_id = Some(id);
+                secret = Some(s);
+            }
+            None if !form.contains_key("client_id") => {
+                let mut resp = StatusCode::UNAUTHORIZED.into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                return resp;
+            }
+            None => {}
+        }
+    }
+    if let Some(id) = form.get("client_id") {
+        client_id = Some(id.clone());
+    }
+    if let Some(s) = form.get("client_secret") {
+        secret = Some(s.clone());
+    }
+    let Some(client_id) = client_id else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "Missing client_id parameter",
+        );
+    };
+    let bad_client = || {
+        oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
-            Some("Invalid client or Invalid client credentials"),
+            "Invalid client or Invalid client credentials",
         )
     };
-    let principal = match field("grant_type") {
-        "client_credentials" => {
-            let Some(c) = client else {
-                return invalid_client();
-            };
-            let public = c.repr.get("publicClient").and_then(Value::as_bool) == Some(true);
-            if public || str_field(&c.repr, "secret") != field("client_secret") {
-                return invalid_client();
+    let bad_secret = || {
+        oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized_client",
+            "Invalid client or Invalid client credentials",
+        )
+    };
+    let Some(c) = r
+        .clients
+        .iter()
+        .find(|c| str_field(&c.repr, "clientId") == client_id)
+    else {
+        return bad_client();
+    };
+    let flag = |k: &str| c.repr.get(k).and_then(Value::as_bool) == Some(true);
+    if c.repr.get("enabled").and_then(Value::as_bool) == Some(false) {
+        return bad_client();
+    }
+    let public = flag("publicClient");
+    if !public {
+        let Some(given) = secret.as_deref() else {
+            return bad_secret();
+        };
+        match c.repr.get("secret").and_then(Value::as_str) {
+            Some(s) if s == given => {}
+            _ => return bad_secret(),
+        }
+    }
+    if flag("bearerOnly") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "Bearer-only not allowed",
+        );
+    }
+    let client = c.clone();
+    let use_refresh = client
+        .repr
+        .get("attributes")
+        .and_then(|a| a.get("use.refresh.tokens"))
+        .and_then(Value::as_str)
+        .map(|v| v != "false")
+        .unwrap_or(true);
+    let realm_repr = Value::Object(r.repr.clone());
+    let access_lifespan = {
+        let attr = client_attr_secs(&client.repr, "access.token.lifespan");
+        if attr > 0 {
+            attr as u64
+        } else {
+            r.repr
+                .get("accessTokenLifespan")
+                .and_then(Value::as_u64)
+                .unwrap_or(300)
+        }
+    };
+    let requested: Vec<String> = field("scope")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let linked = |name: &str| {
+        r.scopes.iter().find(|s| s.name == name).is_some_and(|s| {
+            client.default_scopes.contains(&s.id) || client.optional_scopes.contains(&s.id)
+        })
+    };
+    let scope_out = {
+        let mut names: Vec<String> = client
+            .default_scopes
+            .iter()
+            .filter_map(|id| r.scopes.iter().find(|s| s.id == *id))
+            .filter(|s| {
+                s.attributes
+                    .get("include.in.token.scope")
+                    .and_then(Value::as_str)
+                    != Some("false")
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        for q in &requested {
+            if q != "openid" && !names.contains(q) && linked(q) {
+                names.push(q.clone());
             }
-            if c.repr
-                .get("serviceAccountsEnabled")
-                .and_then(Value::as_bool)
-                != Some(true)
-            {
-                return keycloak_error(
+        }
+        if requested.iter().any(|q| q == "openid") {
+            names.insert(0, "openid".into());
+        }
+        names.join(" ")
+    };
+    let (principal, session) = match grant {
+        "client_credentials" => {
+            if public {
+                return oauth_error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized_client",
-                    Some("Client not enabled to retrieve service account"),
+                    "Public client not allowed to retrieve service account",
                 );
             }
-            Principal::ServiceAccount(field("client_id").to_string())
+            if !flag("serviceAccountsEnabled") {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized_client",
+                    "Client not enabled to retrieve service account",
+                );
+            }
+            (Principal::ServiceAccount(client_id.clone()), None)
         }
         "password" => {
-            let Some(c) = client else {
-                return invalid_client();
-            };
-            let public = c.repr.get("publicClient").and_then(Value::as_bool) == Some(true);
-            if !public && str_field(&c.repr, "secret") != field("client_secret") {
-                return invalid_client();
-            }
-            if c.repr
-                .get("directAccessGrantsEnabled")
-                .and_then(Value::as_bool)
-                != Some(true)
-            {
-                return keycloak_error(
+            if !flag("directAccessGrantsEnabled") {
+                return oauth_error(
                     StatusCode::BAD_REQUEST,
                     "unauthorized_client",
-                    Some("Client not allowed for direct access grants"),
+                    "Client not allowed for direct access grants",
+                );
+            }
+            if let Some(bad) = requested.iter().find(|q| *q != "openid" && !linked(q)) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    &format!("Invalid scopes: {bad}"),
                 );
             }
             let ok = r
@@ -1426,56 +2152,144 @@ async fn token(State(sim): State<Sim>, Path(realm): Path<String>, body: Bytes) -
                 .iter()
                 .any(|u| u.username == field("username") && u.password == field("password"));
             if !ok {
-                return keycloak_error(
+                return oauth_error(
                     StatusCode::UNAUTHORIZED,
                     "invalid_grant",
-                    Some("Invalid user credentials"),
+                    "Invalid user credentials",
                 );
             }
-            Principal::User(field("username").to_string())
-        }
-        "" => {
-            return keycloak_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                Some("Missing form parameter: grant_type"),
-            );
+            let offline = requested.iter().any(|q| q == "offline_access");
+            if offline {
+                // The offline_access role must be in the client's scope: full scope, a realm
+                // scope mapping of the client, or the scope mapping of the requested
+                // offline_access client scope (the built-in one carries it).
+                let role = r
+                    .roles
+                    .iter()
+                    .find(|x| x.name == "offline_access")
+                    .map(|x| x.id.clone());
+                let in_scope = flag("fullScopeAllowed")
+                    || role.as_ref().is_some_and(|rid| {
+                        client.realm_scope_mappings.contains(rid)
+                            || r.scopes
+                                .iter()
+                                .find(|s| s.name == "offline_access")
+                                .is_some_and(|s| s.realm_scope_mappings.contains(rid))
+                    });
+                if !in_scope || role.is_none() {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "not_allowed",
+                        "Offline tokens not allowed for the user or client",
+                    );
+                }
+            }
+            let session = use_refresh.then(|| Session {
+                realm: realm.clone(),
+                client_id: client_id.clone(),
+                username: field("username").to_string(),
+                offline,
+                started: now,
+                last_refresh: now,
+            });
+            (Principal::User(field("username").to_string()), session)
         }
         _ => {
-            return keycloak_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                Some("Unsupported grant_type"),
+            let rt = field("refresh_token");
+            let Some(s) = st.sessions.get(rt).cloned() else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "Invalid refresh token",
+                );
+            };
+            if s.realm != realm || s.client_id != client_id {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "Invalid refresh token. Token client and authorized client don't match",
+                );
+            }
+            let secs = |t: Instant| now.saturating_duration_since(t).as_secs();
+            let (idle, max) = session_deadlines(
+                &realm_repr,
+                &Value::Object(client.repr.clone()),
+                s.offline,
+                secs(s.started),
+                secs(s.last_refresh),
             );
+            if idle <= 0 || max.is_some_and(|m| m <= 0) {
+                st.sessions.remove(rt);
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "Token is not active",
+                );
+            }
+            let rotate = realm_repr
+                .get("revokeRefreshToken")
+                .and_then(Value::as_bool)
+                == Some(true);
+            if rotate {
+                st.sessions.remove(rt);
+            } else if let Some(s) = st.sessions.get_mut(rt) {
+                s.last_refresh = now;
+            }
+            let mut s = s;
+            s.last_refresh = now;
+            (Principal::User(s.username.clone()), Some(s))
         }
     };
-    let lifespan = r
-        .repr
-        .get("accessTokenLifespan")
-        .and_then(Value::as_u64)
-        .unwrap_or(300);
     let n = st.next_token;
     st.next_token += 1;
-    let access_token = format!("sim-kc-{n}-{}", new_id());
-    let now = Instant::now();
+    let issuer = format!("{}/realms/{realm}", sim.base_url);
+    let wall = unix_now() + st.clock_offset.as_secs() as i64;
+    let subject = match &principal {
+        Principal::ServiceAccount(cid) => format!("service-account-{}", cid.to_lowercase()),
+        Principal::User(u) => u.clone(),
+    };
+    let access_token = jwt(&json!({
+        "exp": wall + access_lifespan as i64, "iat": wall, "jti": new_id(), "iss": issuer,
+        "typ": "Bearer", "azp": client_id, "preferred_username": subject, "scope": scope_out,
+    }));
     st.tokens.retain(|_, t| t.expires > now);
     st.tokens.insert(
         access_token.clone(),
         Token {
             realm: realm.clone(),
             principal,
-            expires: now + Duration::from_secs(lifespan),
+            expires: now + Duration::from_secs(access_lifespan),
         },
     );
-    axum::Json(json!({
+    let mut out = json!({
         "access_token": access_token,
-        "expires_in": lifespan,
+        "expires_in": access_lifespan,
         "refresh_expires_in": 0,
         "token_type": "Bearer",
         "not-before-policy": 0,
-        "scope": "profile email",
-    }))
-    .into_response()
+        "scope": scope_out,
+    });
+    if let Some(s) = session {
+        let deadlines = session_deadlines(
+            &realm_repr,
+            &Value::Object(client.repr.clone()),
+            s.offline,
+            0,
+            0,
+        );
+        let mut claims = json!({"iat": wall, "jti": new_id(), "iss": issuer, "azp": client_id,
+            "typ": if s.offline { "Offline" } else { "Refresh" }, "sid": n});
+        let expires_in = refresh_expires_in(deadlines, s.offline);
+        if expires_in > 0 {
+            claims["exp"] = json!(wall + expires_in);
+        }
+        let refresh_token = jwt(&claims);
+        out["refresh_token"] = json!(refresh_token);
+        out["refresh_expires_in"] = json!(expires_in);
+        out["session_state"] = json!(new_id());
+        st.sessions.insert(refresh_token, s);
+    }
+    axum::Json(out).into_response()
 }
 
 async fn discovery(State(sim): State<Sim>, Path(realm): Path<String>) -> Response {
@@ -1499,12 +2313,26 @@ async fn discovery(State(sim): State<Sim>, Path(realm): Path<String>) -> Respons
         .map(|s| s.to_string())
         .collect()
     });
+    // OIDCWellKnownProvider: the realm's OIDC client scopes whose
+    // `include.in.openid.provider.metadata` attribute is not "false".
     let mut scopes = vec!["openid".to_string()];
-    scopes.extend(r.scopes.iter().map(|s| s.name.clone()));
+    scopes.extend(
+        r.scopes
+            .iter()
+            .filter(|s| s.protocol == "openid-connect")
+            .filter(|s| {
+                s.attributes
+                    .get("include.in.openid.provider.metadata")
+                    .and_then(Value::as_str)
+                    != Some("false")
+            })
+            .map(|s| s.name.clone()),
+    );
     axum::Json(json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{oidc}/auth"),
         "token_endpoint": format!("{oidc}/token"),
+        "introspection_endpoint": format!("{oidc}/token/introspect"),
         "userinfo_endpoint": format!("{oidc}/userinfo"),
         "end_session_endpoint": format!("{oidc}/logout"),
         "jwks_uri": format!("{oidc}/certs"),
@@ -1516,29 +2344,100 @@ async fn discovery(State(sim): State<Sim>, Path(realm): Path<String>) -> Respons
     .into_response()
 }
 
+async fn list_realms(State(sim): State<Sim>, headers: HeaderMap) -> Response {
+    let st = lock(&sim.state);
+    let names: Vec<String> = st.realms.keys().cloned().collect();
+    let mut out = Vec::new();
+    let mut authenticated = false;
+    for name in names {
+        match authenticate(&st, &headers, &name) {
+            Ok(caller) => {
+                authenticated = true;
+                let r = &st.realms[&name];
+                if caller.view_realm() {
+                    out.push(r.full_json());
+                } else if caller.any() {
+                    out.push(json!({"id": r.repr.get("id"), "realm": name}));
+                }
+            }
+            Err(resp) if resp.status() == StatusCode::UNAUTHORIZED => return resp,
+            Err(_) => authenticated = true,
+        }
+    }
+    if !authenticated {
+        return unauthorized();
+    }
+    axum::Json(Value::Array(out)).into_response()
+}
+
 async fn get_realm(
     State(sim): State<Sim>,
     Path(realm): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut st = lock(&sim.state);
-    let roles = authorize_or_return!(&mut st, &headers, &realm, None);
+    let st = lock(&sim.state);
+    let caller = caller_or_return!(&st, &headers, &realm);
     let r = &st.realms[&realm];
-    let full = Need::ViewRealm
-        .satisfied_by()
-        .iter()
-        .any(|x| roles.contains(*x));
-    if full {
-        axum::Json(Value::Object(r.repr.clone())).into_response()
+    if caller.view_realm() {
+        axum::Json(r.full_json()).into_response()
     } else {
-        // Keycloak answers a brief representation to admins without view-realm.
-        let brief: Map<String, Value> = ["id", "realm", "displayName", "enabled"]
-            .iter()
-            .filter_map(|k| r.repr.get(*k).map(|v| (k.to_string(), v.clone())))
-            .collect();
+        // RealmAdminResource.getRealm: without view-realm, any realm-management role gets the
+        // brief representation (null fields are left out).
+        require!(caller.any());
+        let mut brief = Map::new();
+        brief.insert("realm".into(), json!(realm));
+        for k in [
+            "defaultLocale",
+            "displayName",
+            "displayNameHtml",
+            "supportedLocales",
+            "bruteForceProtected",
+            "organizationsEnabled",
+        ] {
+            if let Some(v) = r.repr.get(k).filter(|v| !v.is_null()) {
+                brief.insert(k.into(), v.clone());
+            }
+        }
+        if !brief.contains_key("supportedLocales") {
+            brief.insert("supportedLocales".into(), json!([]));
+        }
         axum::Json(Value::Object(brief)).into_response()
     }
 }
+
+/// Top-level fields `PUT /admin/realms/{realm}` does not apply (collections, read-only data).
+const REALM_PUT_IGNORED: [&str; 30] = [
+    "id",
+    "realm",
+    "attributes",
+    "users",
+    "clients",
+    "roles",
+    "groups",
+    "clientScopes",
+    "defaultRole",
+    "defaultRoles",
+    "defaultDefaultClientScopes",
+    "defaultOptionalClientScopes",
+    "identityProviders",
+    "identityProviderMappers",
+    "components",
+    "authenticationFlows",
+    "authenticatorConfig",
+    "requiredActions",
+    "protocolMappers",
+    "scopeMappings",
+    "clientScopeMappings",
+    "federatedUsers",
+    "userFederationProviders",
+    "userFederationMappers",
+    "applications",
+    "oauthClients",
+    "clientTemplates",
+    "keycloakVersion",
+    "otpSupportedApplications",
+    "localizationTexts",
+];
 
 async fn put_realm(
     State(sim): State<Sim>,
@@ -1547,74 +2446,206 @@ async fn put_realm(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ManageRealm));
-    let body = match read_body(
+    let caller = caller_or_return!(&st, &headers, &realm);
+    require!(caller.manage_realm());
+    let stored_fields: Vec<String> = st.realms[&realm].repr.keys().cloned().collect();
+    let body = match read_body_known(
         &mut st,
         &Method::PUT,
         "/admin/realms/{realm}",
         "RealmRepresentation",
         &body,
+        &stored_fields,
     ) {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let Value::Object(fields) = body else {
+    let Value::Object(mut fields) = body else {
         return keycloak_error(StatusCode::BAD_REQUEST, "invalid_request", None);
     };
     if let Some(name) = fields.get("realm").and_then(Value::as_str)
         && name != realm
     {
+        if realm == "master" {
+            return error_message(StatusCode::BAD_REQUEST, "Can't rename master realm");
+        }
         return error_message(
             StatusCode::BAD_REQUEST,
             "Renaming realms is not supported by the simulator",
         );
     }
-    let r = st.realms.get_mut(&realm).expect("authorized realm exists");
-    for (k, v) in fields {
-        // Nested collections are ignored by this endpoint in Keycloak.
-        if v.is_null()
-            || matches!(
-                k.as_str(),
-                "id" | "realm" | "users" | "clients" | "roles" | "groups" | "clientScopes"
-            )
+    if let (Some(login), Some(action)) = (
+        fields
+            .get("accessCodeLifespanLogin")
+            .and_then(Value::as_i64),
+        fields
+            .get("accessCodeLifespanUserAction")
+            .and_then(Value::as_i64),
+    ) && (login < 1 || action < 1)
+    {
+        return error_message(
+            StatusCode::BAD_REQUEST,
+            "AccessCodeLifespanLogin or AccessCodeLifespanUserAction cannot be 0",
+        );
+    }
+    // Deprecated alias setters of the device settings.
+    for (alias, name) in [
+        ("oAuth2DeviceCodeLifespan", DEVICE_CODE_LIFESPAN),
+        ("oAuth2DevicePollingInterval", DEVICE_POLLING_INTERVAL),
+    ] {
+        if let Some(v) = fields.remove(alias)
+            && !v.is_null()
+            && fields.get(name).is_none_or(Value::is_null)
         {
+            fields.insert(name.into(), v);
+        }
+    }
+    let r = st
+        .realms
+        .get_mut(&realm)
+        .expect("authenticated realm exists");
+    let mut next = r.clone();
+    // 1. `attributes`, when given, replace the realm's attributes (DefaultExportImportManager
+    //    .updateRealm: set each, remove the others except REALM_EXCLUDED_ATTRIBUTES).
+    let given_attrs: Map<String, Value> = fields
+        .get("attributes")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if fields.get("attributes").is_some_and(Value::is_object) {
+        for (k, v) in &given_attrs {
+            let mirrored = MIRRORED_REALM_ATTRIBUTES.iter().find(|(m, _)| m == k);
+            match (v.as_str(), mirrored) {
+                (None, Some((m, d))) => {
+                    next.repr.insert(m.to_string(), json!(d));
+                }
+                (None, None) => {
+                    next.attributes.remove(k);
+                }
+                (Some(s), Some((m, d))) => {
+                    let n = s.trim().parse::<i64>().unwrap_or(*d);
+                    next.repr.insert(m.to_string(), json!(n));
+                }
+                (Some(s), None) => {
+                    next.attributes.insert(k.clone(), s.to_string());
+                }
+            }
+        }
+        next.attributes.retain(|k, _| {
+            given_attrs.contains_key(k) || EXCLUDED_REALM_ATTRIBUTES.contains(&k.as_str())
+        });
+        for (m, d) in MIRRORED_REALM_ATTRIBUTES {
+            if !given_attrs.contains_key(m) {
+                next.repr.insert(m.into(), json!(d));
+            }
+        }
+    }
+    // 2. Top-level fields: only the non-null ones.
+    for (k, v) in &fields {
+        if v.is_null() || REALM_PUT_IGNORED.contains(&k.as_str()) {
             continue;
         }
-        r.repr.insert(k, v);
+        next.repr.insert(k.clone(), v.clone());
     }
+    // 3. Always rewritten: OAuth2DeviceConfig (top-level fields), CibaConfig and ParConfig
+    //    (from `attributes`); anything not sent falls back to its default.
+    for (name, default) in [
+        (DEVICE_CODE_LIFESPAN, DEVICE_CODE_LIFESPAN_DEFAULT),
+        (DEVICE_POLLING_INTERVAL, DEVICE_POLLING_INTERVAL_DEFAULT),
+    ] {
+        let v = fields.get(name).and_then(Value::as_i64).unwrap_or(default);
+        next.repr.insert(name.into(), json!(v));
+    }
+    let attr = |k: &str| given_attrs.get(k).and_then(Value::as_str);
+    let int_attr = |k: &str, d: i64| -> Result<i64, ()> {
+        match attr(k) {
+            None => Ok(d),
+            Some(s) => s.trim().parse::<i64>().map_err(|_| ()),
+        }
+    };
+    let (Ok(expires), Ok(interval), Ok(par)) = (
+        int_attr(CIBA_EXPIRES_IN, CIBA_EXPIRES_IN_DEFAULT),
+        int_attr(CIBA_INTERVAL, CIBA_INTERVAL_DEFAULT),
+        int_attr(PAR_LIFESPAN, PAR_LIFESPAN_DEFAULT),
+    ) else {
+        // Integer.parseInt throws; the transaction is rolled back.
+        return error_message(StatusCode::INTERNAL_SERVER_ERROR, "Failed to update realm");
+    };
+    let mode = attr(CIBA_DELIVERY_MODE)
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or(CIBA_DELIVERY_MODE_DEFAULT);
+    let hint = attr(CIBA_USER_HINT).unwrap_or(CIBA_USER_HINT_DEFAULT);
+    for (k, v) in [
+        (CIBA_DELIVERY_MODE, mode.to_string()),
+        (CIBA_EXPIRES_IN, expires.to_string()),
+        (CIBA_INTERVAL, interval.to_string()),
+        (CIBA_USER_HINT, hint.to_string()),
+        (PAR_LIFESPAN, par.to_string()),
+    ] {
+        next.attributes.insert(k.into(), v);
+    }
+    *r = next;
     no_content()
-}
-
-#[derive(serde::Deserialize)]
-struct ClientQuery {
-    #[serde(rename = "clientId")]
-    client_id: Option<String>,
-    search: Option<bool>,
 }
 
 async fn list_clients(
     State(sim): State<Sim>,
     Path(realm): Path<String>,
-    Query(q): Query<ClientQuery>,
+    Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ViewClients));
+    let st = lock(&sim.state);
+    let caller = caller_or_return!(&st, &headers, &realm);
+    require!(caller.list_clients());
     let r = &st.realms[&realm];
-    let list: Vec<Value> = r
+    let search = q.get("search").map(|s| s == "true").unwrap_or(false);
+    let first = q.get("first").and_then(|v| v.parse::<usize>().ok());
+    let max = q.get("max").and_then(|v| v.parse::<i64>().ok());
+    let client_id = q.get("clientId").filter(|v| !v.trim().is_empty());
+    let matching: Vec<&ClientState> = r
         .clients
         .iter()
         .filter(|c| {
             let cid = str_field(&c.repr, "clientId");
-            match (&q.client_id, q.search.unwrap_or(false)) {
+            match (client_id, search) {
                 (None, _) => true,
                 (Some(want), false) => cid == want,
                 (Some(want), true) => cid.to_lowercase().contains(&want.to_lowercase()),
             }
         })
-        .map(|c| r.client_json(c))
         .collect();
+    // Paging applies to listing and searching, not to an exact clientId lookup.
+    let paged: Vec<&ClientState> = if client_id.is_some() && !search {
+        matching
+    } else {
+        let skip = first.unwrap_or(0);
+        let take = match max {
+            Some(m) if m >= 0 => m as usize,
+            _ => usize::MAX,
+        };
+        matching.into_iter().skip(skip).take(take).collect()
+    };
+    // ClientsResource.getClients: clients the caller cannot view are left out, so an admin with
+    // query-clients only gets an empty list.
+    let list: Vec<Value> = if caller.view_clients() {
+        paged
+            .into_iter()
+            .map(|c| r.client_json(c, caller.access()))
+            .collect()
+    } else {
+        Vec::new()
+    };
     axum::Json(Value::Array(list)).into_response()
+}
+
+/// `ClientsResource.getClient`: an unknown id is 404 for callers who may list clients, 403
+/// otherwise (ids cannot be probed).
+fn missing_client(caller: &Caller) -> Response {
+    if caller.list_clients() {
+        client_not_found()
+    } else {
+        forbidden()
+    }
 }
 
 async fn get_client(
@@ -1623,12 +2654,84 @@ async fn get_client(
     headers: HeaderMap,
 ) -> Response {
     let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ViewClients));
-    let r = st.realms.get_mut(&realm).expect("authorized realm exists");
-    match r.client_by_id(&id).cloned() {
-        Some(c) => axum::Json(r.client_json(&c)).into_response(),
-        None => client_not_found(),
+    let caller = caller_or_return!(&st, &headers, &realm);
+    let r = st
+        .realms
+        .get_mut(&realm)
+        .expect("authenticated realm exists");
+    let Some(c) = r.client_by_id(&id).cloned() else {
+        return missing_client(&caller);
+    };
+    require!(caller.view_clients());
+    axum::Json(r.client_json(&c, caller.access())).into_response()
+}
+
+/// Client fields `PUT /clients/{id}` copies when present and non-null
+/// (`RepresentationToModel.updateClientProperties`).
+const CLIENT_SCALAR_FIELDS: [&str; 21] = [
+    "clientId",
+    "name",
+    "description",
+    "enabled",
+    "alwaysDisplayInConsole",
+    "adminUrl",
+    "surrogateAuthRequired",
+    "rootUrl",
+    "baseUrl",
+    "bearerOnly",
+    "consentRequired",
+    "standardFlowEnabled",
+    "implicitFlowEnabled",
+    "directAccessGrantsEnabled",
+    "serviceAccountsEnabled",
+    "publicClient",
+    "frontchannelLogout",
+    "notBefore",
+    "protocol",
+    "nodeReRegistrationTimeout",
+    "clientAuthenticatorType",
+];
+
+/// `DefaultClientValidationProvider`: URL checks run after an update; a failure rolls it back.
+fn validate_client(c: &Map<String, Value>) -> Result<(), String> {
+    let scheme_is = |u: &str, s: &str| {
+        u.split_once(':')
+            .is_some_and(|(scheme, _)| scheme.trim().eq_ignore_ascii_case(s))
+    };
+    let root = str_field(c, "rootUrl");
+    if !root.is_empty() {
+        if scheme_is(root, "javascript") {
+            return Err("Root URL uses an illegal scheme".into());
+        }
+        if root.contains('#') {
+            return Err("Root URL must not contain an URL fragment".into());
+        }
     }
+    let base = str_field(c, "baseUrl");
+    if !base.is_empty() && scheme_is(base, "javascript") {
+        return Err("Base URL uses an illegal scheme".into());
+    }
+    for u in c
+        .get("redirectUris")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if scheme_is(u, "javascript") {
+            return Err("A redirect URI uses an illegal scheme".into());
+        }
+        if u.contains('#') {
+            return Err("Redirect URIs must not contain an URI fragment".into());
+        }
+    }
+    Ok(())
+}
+
+fn origin_of(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    Some(format!("{scheme}://{host}"))
 }
 
 async fn put_client(
@@ -1638,22 +2741,38 @@ async fn put_client(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ManageClients));
-    let body = match read_body(
+    let caller = caller_or_return!(&st, &headers, &realm);
+    if st
+        .realms
+        .get_mut(&realm)
+        .and_then(|r| r.client_by_id(&id))
+        .is_none()
+    {
+        return missing_client(&caller);
+    }
+    require!(caller.manage_clients());
+    let stored_fields: Vec<String> = st
+        .realms
+        .get_mut(&realm)
+        .and_then(|r| r.client_by_id(&id))
+        .map(|c| c.repr.keys().cloned().collect())
+        .unwrap_or_default();
+    let body = match read_body_known(
         &mut st,
         &Method::PUT,
         "/admin/realms/{realm}/clients/{id}",
         "ClientRepresentation",
         &body,
+        &stored_fields,
     ) {
         Ok(b) => b,
         Err(resp) => return resp,
     };
     let ignore = st.ignore_client_updates;
-    let r = st.realms.get_mut(&realm).expect("authorized realm exists");
-    if r.client_by_id(&id).is_none() {
-        return client_not_found();
-    }
+    let r = st
+        .realms
+        .get_mut(&realm)
+        .expect("authenticated realm exists");
     let Value::Object(fields) = body else {
         return keycloak_error(StatusCode::BAD_REQUEST, "invalid_request", None);
     };
@@ -1663,43 +2782,189 @@ async fn put_client(
             .iter()
             .any(|c| str_field(&c.repr, "clientId") == new_cid && str_field(&c.repr, "id") != id);
         if clash {
-            return error_message(
-                StatusCode::CONFLICT,
-                &format!("Client {new_cid} already exists"),
-            );
+            return error_message(StatusCode::CONFLICT, "Client already exists");
         }
+    }
+    let mut c = r.client_by_id(&id).cloned().expect("checked above");
+    // Service account: enabling creates the service-account user, disabling deletes it (and
+    // with it the roles it held).
+    if fields
+        .get("serviceAccountsEnabled")
+        .and_then(Value::as_bool)
+        == Some(false)
+    {
+        c.grants.clear();
+    }
+    for k in CLIENT_SCALAR_FIELDS {
+        if let Some(v) = fields.get(k).filter(|v| !v.is_null()) {
+            c.repr.insert(k.into(), v.clone());
+        }
+    }
+    if let Some(v) = fields.get("fullScopeAllowed").filter(|v| !v.is_null()) {
+        c.repr.insert("fullScopeAllowed".into(), v.clone());
+    }
+    // Fields of a newer server (stored, outside the contract): applied like the others.
+    for k in &stored_fields {
+        if !schema::contract().has_property("ClientRepresentation", k)
+            && let Some(v) = fields.get(k).filter(|v| !v.is_null())
+        {
+            c.repr.insert(k.clone(), v.clone());
+        }
+    }
+    for k in ["redirectUris", "webOrigins"] {
+        if let Some(Value::Array(items)) = fields.get(k) {
+            let mut set: Vec<Value> = Vec::new();
+            for i in items {
+                if !set.contains(i) {
+                    set.push(i.clone());
+                }
+            }
+            c.repr.insert(k.into(), Value::Array(set));
+        }
+    }
+    // webOrigins not sent and empty: derived from the redirect URIs (defaultWebOrigins).
+    if fields.get("webOrigins").is_none_or(Value::is_null)
+        && c.repr
+            .get("webOrigins")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+    {
+        let mut origins: Vec<Value> = Vec::new();
+        for u in c
+            .repr
+            .get("redirectUris")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|u| u.starts_with("http"))
+        {
+            if let Some(o) = origin_of(u).map(Value::String)
+                && !origins.contains(&o)
+            {
+                origins.push(o);
+            }
+        }
+        c.repr.insert("webOrigins".into(), Value::Array(origins));
+    }
+    let flag = |c: &ClientState, k: &str| c.repr.get(k).and_then(Value::as_bool) == Some(true);
+    // Secret (determineNewSecret): none for public and bearer-only clients; the one sent; else
+    // the current one, or a new one when there is none.
+    if flag(&c, "publicClient") || flag(&c, "bearerOnly") {
+        c.repr.remove("secret");
+    } else if let Some(s) = fields.get("secret").filter(|v| !v.is_null()) {
+        c.repr.insert("secret".into(), s.clone());
+    } else if c.repr.get("secret").is_none_or(Value::is_null) {
+        c.repr.insert("secret".into(), json!(new_id()));
+    }
+    // Attributes: merged key by key; a null or blank value deletes the attribute.
+    if let Some(Value::Object(attrs)) = fields.get("attributes") {
+        let dst = c
+            .repr
+            .entry("attributes")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !dst.is_object() {
+            *dst = Value::Object(Map::new());
+        }
+        if let Some(dst) = dst.as_object_mut() {
+            for (k, v) in attrs {
+                match v.as_str() {
+                    Some(s) if !s.trim().is_empty() => {
+                        dst.insert(k.clone(), Value::String(s.to_string()));
+                    }
+                    _ => {
+                        dst.remove(k);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(overrides)) = fields.get("authenticationFlowBindingOverrides") {
+        let dst = c
+            .repr
+            .entry("authenticationFlowBindingOverrides")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(dst) = dst.as_object_mut() {
+            for (k, v) in overrides {
+                match v.as_str() {
+                    Some(s) if !s.trim().is_empty() => {
+                        dst.insert(k.clone(), v.clone());
+                    }
+                    _ => {
+                        dst.remove(k);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(Value::Array(mappers)) = fields.get("protocolMappers") {
+        c.repr
+            .insert("protocolMappers".into(), Value::Array(mappers.clone()));
+    }
+    // Authorization services: on only when the body says true (and the client is neither public
+    // nor bearer-only); a body without the field turns them off (updateAuthorizationSettings).
+    let authz = fields
+        .get("authorizationServicesEnabled")
+        .and_then(Value::as_bool)
+        == Some(true)
+        && !fields
+            .get("publicClient")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        && !fields
+            .get("bearerOnly")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    c.repr
+        .insert("authorizationServicesEnabled".into(), Value::Bool(authz));
+    if let Err(msg) = validate_client(&c.repr) {
+        return keycloak_error(StatusCode::BAD_REQUEST, "invalid_input", Some(&msg));
     }
     if ignore {
         return no_content();
     }
-    let c = r.client_by_id(&id).expect("checked above");
-    for (k, v) in fields {
-        if v.is_null()
-            || matches!(
-                k.as_str(),
-                "id" | "defaultClientScopes" | "optionalClientScopes"
-            )
-        {
-            continue;
-        }
-        if k == "attributes" {
-            let attrs = c
-                .repr
-                .entry("attributes")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !attrs.is_object() {
-                *attrs = Value::Object(Map::new());
-            }
-            if let (Some(dst), Value::Object(src)) = (attrs.as_object_mut(), v) {
-                for (ak, av) in src {
-                    dst.insert(ak, av);
-                }
-            }
-            continue;
-        }
-        c.repr.insert(k, v);
+    if let Some(slot) = r.client_by_id(&id) {
+        *slot = c;
     }
     no_content()
+}
+
+async fn service_account_user(
+    State(sim): State<Sim>,
+    Path((realm, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut st = lock(&sim.state);
+    let caller = caller_or_return!(&st, &headers, &realm);
+    let r = st
+        .realms
+        .get_mut(&realm)
+        .expect("authenticated realm exists");
+    let Some(c) = r.client_by_id(&id).cloned() else {
+        return missing_client(&caller);
+    };
+    require!(caller.view_clients());
+    if c.repr
+        .get("serviceAccountsEnabled")
+        .and_then(Value::as_bool)
+        != Some(true)
+    {
+        let cid = str_field(&c.repr, "clientId");
+        return keycloak_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Service account not enabled for the client '{cid}'"),
+            None,
+        );
+    }
+    let cid = str_field(&c.repr, "clientId").to_lowercase();
+    axum::Json(json!({
+        "id": format!("sa-{}", str_field(&c.repr, "id")),
+        "username": format!("service-account-{cid}"),
+        "enabled": true,
+        "emailVerified": false,
+        "serviceAccountClientId": str_field(&c.repr, "id"),
+    }))
+    .into_response()
 }
 
 async fn list_links(
@@ -1709,11 +2974,15 @@ async fn list_links(
     default: bool,
 ) -> Response {
     let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ViewClients));
-    let r = st.realms.get_mut(&realm).expect("authorized realm exists");
+    let caller = caller_or_return!(&st, &headers, &realm);
+    let r = st
+        .realms
+        .get_mut(&realm)
+        .expect("authenticated realm exists");
     let Some(c) = r.client_by_id(&id).cloned() else {
-        return client_not_found();
+        return missing_client(&caller);
     };
+    require!(caller.view_clients());
     let ids = if default {
         &c.default_scopes
     } else {
@@ -1734,8 +3003,15 @@ async fn link(
     add: bool,
 ) -> Response {
     let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ManageClients));
-    let r = st.realms.get_mut(&realm).expect("authorized realm exists");
+    let caller = caller_or_return!(&st, &headers, &realm);
+    let r = st
+        .realms
+        .get_mut(&realm)
+        .expect("authenticated realm exists");
+    if r.client_by_id(&id).is_none() {
+        return missing_client(&caller);
+    }
+    require!(caller.manage_clients());
     if !r.scopes.iter().any(|s| s.id == scope) {
         return keycloak_error(StatusCode::NOT_FOUND, "Client scope not found", None);
     }
@@ -1752,33 +3028,78 @@ async fn link(
             }
         }
     } else {
+        // removeClientScope unlinks whichever way it is linked.
         c.default_scopes.retain(|s| *s != scope);
         c.optional_scopes.retain(|s| *s != scope);
     }
     no_content()
 }
 
+#[derive(Clone, Copy)]
+enum MappingView {
+    /// `GET .../scope-mappings/realm`: the client's own realm scope mappings.
+    Explicit,
+    /// `.../composite`: every realm role in the client's scope (all of them with full scope).
+    Effective,
+    /// `.../available`: realm roles not in the client's scope.
+    Available,
+}
+
 async fn get_mappings(
     State(sim): State<Sim>,
     Path((realm, id)): Path<(String, String)>,
     headers: HeaderMap,
+    view: MappingView,
 ) -> Response {
     let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ViewClients));
-    let r = st.realms.get_mut(&realm).expect("authorized realm exists");
+    let caller = caller_or_return!(&st, &headers, &realm);
+    let r = st
+        .realms
+        .get_mut(&realm)
+        .expect("authenticated realm exists");
     let Some(c) = r.client_by_id(&id).cloned() else {
-        return client_not_found();
+        return missing_client(&caller);
     };
-    let list: Vec<Value> = c
-        .realm_scope_mappings
-        .iter()
-        .filter_map(|rid| {
-            r.roles
-                .iter()
-                .find(|x| x.id == *rid)
-                .map(|x| r.role_json(x))
-        })
-        .collect();
+    require!(caller.view_clients());
+    let full = c.repr.get("fullScopeAllowed").and_then(Value::as_bool) != Some(false);
+    let default_roles = format!("default-roles-{realm}");
+    let in_scope = |role: &RoleState| -> bool {
+        if full || c.realm_scope_mappings.contains(&role.id) {
+            return true;
+        }
+        // Composites of mapped roles: default-roles-<realm> holds offline_access and
+        // uma_authorization.
+        let composite = r
+            .roles
+            .iter()
+            .find(|x| x.name == default_roles)
+            .is_some_and(|d| c.realm_scope_mappings.contains(&d.id));
+        composite && matches!(role.name.as_str(), "offline_access" | "uma_authorization")
+    };
+    let list: Vec<Value> = match view {
+        MappingView::Explicit => c
+            .realm_scope_mappings
+            .iter()
+            .filter_map(|rid| {
+                r.roles
+                    .iter()
+                    .find(|x| x.id == *rid)
+                    .map(|x| r.role_json(x))
+            })
+            .collect(),
+        MappingView::Effective => r
+            .roles
+            .iter()
+            .filter(|x| in_scope(x))
+            .map(|x| r.role_json(x))
+            .collect(),
+        MappingView::Available => r
+            .roles
+            .iter()
+            .filter(|x| !in_scope(x))
+            .map(|x| r.role_json(x))
+            .collect(),
+    };
     axum::Json(Value::Array(list)).into_response()
 }
 
@@ -1790,38 +3111,55 @@ async fn change_mappings(
     add: bool,
 ) -> Response {
     let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ManageClients));
-    let method = if add { Method::POST } else { Method::DELETE };
-    let body = match read_body(
-        &mut st,
-        &method,
-        "/admin/realms/{realm}/clients/{id}/scope-mappings/realm",
-        "RoleRepresentation[]",
-        &body,
-    ) {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let r = st.realms.get_mut(&realm).expect("authorized realm exists");
-    if r.client_by_id(&id).is_none() {
-        return client_not_found();
+    let caller = caller_or_return!(&st, &headers, &realm);
+    if st
+        .realms
+        .get_mut(&realm)
+        .and_then(|r| r.client_by_id(&id))
+        .is_none()
+    {
+        return missing_client(&caller);
     }
+    require!(caller.manage_clients());
+    let method = if add { Method::POST } else { Method::DELETE };
+    // DELETE without a body removes every realm scope mapping.
+    let remove_all = !add && body.iter().all(u8::is_ascii_whitespace);
+    let body = if remove_all {
+        Value::Array(Vec::new())
+    } else {
+        match read_body(
+            &mut st,
+            &method,
+            "/admin/realms/{realm}/clients/{id}/scope-mappings/realm",
+            "RoleRepresentation[]",
+            &body,
+        ) {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        }
+    };
+    let r = st
+        .realms
+        .get_mut(&realm)
+        .expect("authenticated realm exists");
+    // ScopeMappedResource: roles are looked up by id only.
     let mut role_ids = Vec::new();
     for role in body.as_array().cloned().unwrap_or_default() {
         let by_id = role.get("id").and_then(Value::as_str);
-        let found = r
+        match r
             .roles
             .iter()
             .find(|x| by_id.is_some_and(|i| i == x.id))
-            .map(|x| x.id.clone());
-        match found {
+            .map(|x| x.id.clone())
+        {
             Some(rid) => role_ids.push(rid),
-            None => {
-                return keycloak_error(StatusCode::NOT_FOUND, "Could not find role", None);
-            }
+            None => return keycloak_error(StatusCode::NOT_FOUND, "Role not found", None),
         }
     }
     let c = r.client_by_id(&id).expect("checked above");
+    if remove_all {
+        c.realm_scope_mappings.clear();
+    }
     for rid in role_ids {
         if add {
             if !c.realm_scope_mappings.contains(&rid) {
@@ -1839,16 +3177,85 @@ async fn list_scopes(
     Path(realm): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ViewClients));
+    let st = lock(&sim.state);
+    let caller = caller_or_return!(&st, &headers, &realm);
+    require!(caller.list_clients() || caller.view_realm());
     let r = &st.realms[&realm];
-    let list: Vec<Value> = r
-        .scopes
+    let list: Vec<Value> = r.scopes.iter().map(ScopeState::json).collect();
+    axum::Json(Value::Array(list)).into_response()
+}
+
+async fn get_scope(
+    State(sim): State<Sim>,
+    Path((realm, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let st = lock(&sim.state);
+    let caller = caller_or_return!(&st, &headers, &realm);
+    require!(caller.list_clients() || caller.view_realm());
+    match st.realms[&realm].scopes.iter().find(|s| s.id == id) {
+        Some(s) => axum::Json(s.json()).into_response(),
+        None => keycloak_error(StatusCode::NOT_FOUND, "Could not find client scope", None),
+    }
+}
+
+async fn get_scope_mappings(
+    State(sim): State<Sim>,
+    Path((realm, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let st = lock(&sim.state);
+    let caller = caller_or_return!(&st, &headers, &realm);
+    require!(caller.list_clients() || caller.view_realm());
+    let r = &st.realms[&realm];
+    let Some(s) = r.scopes.iter().find(|s| s.id == id) else {
+        return keycloak_error(StatusCode::NOT_FOUND, "Could not find client scope", None);
+    };
+    let list: Vec<Value> = s
+        .realm_scope_mappings
         .iter()
-        .map(|s| {
-            json!({"id": s.id, "name": s.name, "description": s.description, "protocol": "openid-connect",
-                   "attributes": {"include.in.token.scope": "true", "display.on.consent.screen": "true"}})
+        .filter_map(|rid| {
+            r.roles
+                .iter()
+                .find(|x| x.id == *rid)
+                .map(|x| r.role_json(x))
         })
+        .collect();
+    axum::Json(Value::Array(list)).into_response()
+}
+
+async fn list_roles(
+    State(sim): State<Sim>,
+    Path(realm): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let st = lock(&sim.state);
+    let caller = caller_or_return!(&st, &headers, &realm);
+    require!(caller.view_realm() || caller.view_clients());
+    let r = &st.realms[&realm];
+    let search = q.get("search").map(|s| s.to_lowercase());
+    let first = q
+        .get("first")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let max = q
+        .get("max")
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|m| *m >= 0)
+        .map(|m| m as usize)
+        .unwrap_or(usize::MAX);
+    let list: Vec<Value> = r
+        .roles
+        .iter()
+        .filter(|x| {
+            search
+                .as_ref()
+                .is_none_or(|s| x.name.to_lowercase().contains(s))
+        })
+        .skip(first)
+        .take(max)
+        .map(|x| r.role_json(x))
         .collect();
     axum::Json(Value::Array(list)).into_response()
 }
@@ -1858,8 +3265,9 @@ async fn get_role(
     Path((realm, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let mut st = lock(&sim.state);
-    authorize_or_return!(&mut st, &headers, &realm, Some(Need::ViewRealm));
+    let st = lock(&sim.state);
+    let caller = caller_or_return!(&st, &headers, &realm);
+    require!(caller.view_realm() || caller.view_clients());
     let r = &st.realms[&realm];
     match r.roles.iter().find(|x| x.name == name) {
         Some(role) => axum::Json(r.role_json(role)).into_response(),

@@ -3,8 +3,14 @@
 //!
 //! Supports what that document uses: `$ref`, `allOf`, `type`, `format` (`int32`/`int64` ranges),
 //! `enum`, `properties`, `additionalProperties` (schema, `{}` or boolean), `items`, `uniqueItems`
-//! and `nullable`. Unknown properties are allowed (no schema in the document forbids them), as
-//! Keycloak itself ignores them.
+//! and `nullable`. [`Contract::validate`] is the strict check of what a client sent (unknown
+//! properties are allowed there: the document does not forbid them).
+//!
+//! [`Contract::bind`] is what Keycloak's Jackson binding does with a request body: it rejects
+//! properties the representation class does not know (`FAIL_ON_UNKNOWN_PROPERTIES`), coerces the
+//! scalars Jackson coerces (`true` → `"true"` for a string, `"false"` → `false` for a boolean,
+//! `"300"` → `300` for an integer, `1.9` → `1`), turns `""` into `null` for booleans and numbers,
+//! de-duplicates sets, and fails with Jackson's message on anything else.
 
 use std::sync::OnceLock;
 
@@ -38,6 +44,15 @@ impl Contract {
     /// Names of the component schemas.
     pub fn schema_names(&self) -> Vec<&str> {
         self.schemas.keys().map(String::as_str).collect()
+    }
+
+    /// Whether component `name` declares property `prop`.
+    pub fn has_property(&self, name: &str, prop: &str) -> bool {
+        self.schemas
+            .get(name)
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object)
+            .is_some_and(|p| p.contains_key(prop))
     }
 
     /// Validates `value` against component `name`. Errors are `path: problem` lines.
@@ -197,6 +212,379 @@ impl Contract {
             other => errors.push(format!("{path}: unsupported schema type {other}")),
         }
     }
+}
+
+/// Properties the Keycloak 26 representation classes know beyond the Keycloak 24 contract (values
+/// are not type-checked).
+const KEYCLOAK_26_EXTRA_PROPERTIES: &[(&str, &[&str])] = &[
+    ("ClientRepresentation", &["type"]),
+    (
+        "RealmRepresentation",
+        &[
+            "adminPermissionsClient",
+            "adminPermissionsEnabled",
+            "bruteForceStrategy",
+            "maxSecondaryAuthFailures",
+            "organizationsEnabled",
+            "scimApiEnabled",
+            "verifiableCredentialsEnabled",
+            "webAuthnPolicyPasswordlessPasskeysEnabled",
+        ],
+    ),
+];
+
+fn extra_properties(component: &str) -> &'static [&'static str] {
+    KEYCLOAK_26_EXTRA_PROPERTIES
+        .iter()
+        .find(|(n, _)| *n == component)
+        .map(|(_, p)| *p)
+        .unwrap_or(&[])
+}
+
+const JACKSON_DESC_LIMIT: usize = 1000;
+
+impl Contract {
+    /// Binds `value` to component `name` as Keycloak 26's Jackson does. `Err` is Jackson's
+    /// message (Keycloak answers it as `400 {"error": message}`).
+    pub fn bind(&self, name: &str, value: &Value) -> Result<Value, String> {
+        let schema = serde_json::json!({"$ref": format!("#/components/schemas/{name}")});
+        self.bind_value(&schema, value, &Chain::root(name), 0)
+    }
+
+    /// As [`Self::bind`], with top-level properties the server itself knows beyond the contract
+    /// (those of the representation it stores, e.g. a field of a newer Keycloak that a seeded
+    /// client carries): they are accepted as they are.
+    pub fn bind_known(
+        &self,
+        name: &str,
+        value: &Value,
+        also_known: &[String],
+    ) -> Result<Value, String> {
+        let props = self
+            .schemas
+            .get(name)
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object);
+        let Value::Object(fields) = value else {
+            return self.bind(name, value);
+        };
+        let mut rest = fields.clone();
+        let mut kept = Map::new();
+        for k in also_known {
+            if props.is_some_and(|p| p.contains_key(k)) {
+                continue;
+            }
+            if let Some(v) = rest.remove(k) {
+                kept.insert(k.clone(), v);
+            }
+        }
+        let mut bound = self.bind(name, &Value::Object(rest))?;
+        if let Some(o) = bound.as_object_mut() {
+            o.extend(kept);
+        }
+        Ok(bound)
+    }
+
+    /// Binds a JSON array whose items are component `name` (a `List<Name>` parameter).
+    pub fn bind_array(&self, name: &str, value: &Value) -> Result<Value, String> {
+        let schema = serde_json::json!({
+            "type": "array",
+            "items": {"$ref": format!("#/components/schemas/{name}")}
+        });
+        self.bind_value(&schema, value, &Chain::list(name), 0)
+    }
+
+    fn bind_value(
+        &self,
+        schema: &Value,
+        v: &Value,
+        chain: &Chain,
+        depth: u32,
+    ) -> Result<Value, String> {
+        if depth > 64 {
+            return Err("Document nesting depth exceeds the maximum allowed".into());
+        }
+        let Some(obj) = schema.as_object() else {
+            return Ok(v.clone());
+        };
+        if let Some(r) = obj.get("$ref").and_then(Value::as_str) {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or(r);
+            return match self.schemas.get(name) {
+                Some(target) => {
+                    let class = chain.with_class(name);
+                    self.bind_object_or_value(target, v, &class, name, depth + 1)
+                }
+                None => Ok(v.clone()),
+            };
+        }
+        if v.is_null() {
+            return Ok(Value::Null);
+        }
+        let Some(ty) = obj.get("type").and_then(Value::as_str) else {
+            return Ok(v.clone());
+        };
+        let java = java_type(schema);
+        match ty {
+            "object" => self.bind_object_or_value(schema, v, chain, "", depth),
+            "array" => {
+                let Some(items) = v.as_array() else {
+                    return Err(mismatch(&java, v, chain));
+                };
+                let item_schema = obj.get("items").cloned().unwrap_or(Value::Bool(true));
+                let mut out: Vec<Value> = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let bound = self.bind_value(&item_schema, item, &chain.index(i), depth + 1)?;
+                    if obj.get("uniqueItems").and_then(Value::as_bool) == Some(true)
+                        && out.contains(&bound)
+                    {
+                        continue;
+                    }
+                    out.push(bound);
+                }
+                Ok(Value::Array(out))
+            }
+            "string" => match v {
+                Value::String(_) => Ok(v.clone()),
+                Value::Bool(b) => Ok(Value::String(b.to_string())),
+                Value::Number(n) => Ok(Value::String(n.to_string())),
+                _ => Err(mismatch(&java, v, chain)),
+            },
+            "boolean" => match v {
+                Value::Bool(_) => Ok(v.clone()),
+                Value::String(s) => match s.trim() {
+                    "true" | "True" | "TRUE" => Ok(Value::Bool(true)),
+                    "false" | "False" | "FALSE" => Ok(Value::Bool(false)),
+                    "" => Ok(Value::Null),
+                    _ => Err(format!(
+                        "Cannot deserialize value of type `java.lang.Boolean` from String \"{s}\": only \"true\" or \"false\" recognized{}",
+                        chain.suffix()
+                    )),
+                },
+                Value::Number(n) => Err(format!(
+                    "Cannot coerce Integer value ({n}) to `java.lang.Boolean` value (but could if coercion was enabled using `CoercionConfig`){}",
+                    chain.suffix()
+                )),
+                _ => Err(mismatch(&java, v, chain)),
+            },
+            "integer" | "number" => {
+                let n: Option<f64> = match v {
+                    Value::Number(n) => n.as_f64(),
+                    Value::String(s) if s.trim().is_empty() => return Ok(Value::Null),
+                    Value::String(s) => match s.trim().parse::<f64>() {
+                        Ok(x) if ty == "number" || s.trim().parse::<i64>().is_ok() => Some(x),
+                        _ => {
+                            return Err(format!(
+                                "Cannot deserialize value of type `{java}` from String \"{s}\": not a valid `{java}` value{}",
+                                chain.suffix()
+                            ));
+                        }
+                    },
+                    _ => return Err(mismatch(&java, v, chain)),
+                };
+                let Some(x) = n else {
+                    return Err(mismatch(&java, v, chain));
+                };
+                if ty == "number" {
+                    return Ok(serde_json::Number::from_f64(x)
+                        .map(Value::Number)
+                        .unwrap_or(Value::Null));
+                }
+                // ACCEPT_FLOAT_AS_INT: Jackson truncates.
+                let t = x.trunc();
+                let int32 = obj.get("format").and_then(Value::as_str) == Some("int32");
+                let (lo, hi) = if int32 {
+                    (i32::MIN as f64, i32::MAX as f64)
+                } else {
+                    (i64::MIN as f64, i64::MAX as f64)
+                };
+                if t < lo || t > hi {
+                    let which = if int32 { "int" } else { "long" };
+                    return Err(format!(
+                        "Numeric value ({v}) out of range of {which} ({lo} - {hi}){}",
+                        chain.suffix()
+                    ));
+                }
+                Ok(Value::from(t as i64))
+            }
+            _ => Ok(v.clone()),
+        }
+    }
+
+    /// Binds an object schema (or a `$ref` target that is not an object).
+    fn bind_object_or_value(
+        &self,
+        schema: &Value,
+        v: &Value,
+        chain: &Chain,
+        component: &str,
+        depth: u32,
+    ) -> Result<Value, String> {
+        let Some(obj) = schema.as_object() else {
+            return Ok(v.clone());
+        };
+        if obj.get("type").and_then(Value::as_str) != Some("object") || obj.contains_key("$ref") {
+            return self.bind_value(schema, v, chain, depth + 1);
+        }
+        if v.is_null() {
+            return Ok(Value::Null);
+        }
+        let java = if component.is_empty() {
+            java_type(schema)
+        } else {
+            format!("org.keycloak.representations.idm.{component}")
+        };
+        let Some(fields) = v.as_object() else {
+            return Err(mismatch(&java, v, chain));
+        };
+        let props = obj.get("properties").and_then(Value::as_object);
+        let additional = obj.get("additionalProperties");
+        let mut out = Map::new();
+        for (k, item) in fields {
+            if let Some(p) = props.and_then(|p| p.get(k)) {
+                out.insert(
+                    k.clone(),
+                    self.bind_value(p, item, &chain.field(k), depth + 1)?,
+                );
+            } else if extra_properties(component).contains(&k.as_str()) {
+                out.insert(k.clone(), item.clone());
+            } else if let Some(a @ Value::Object(_)) = additional {
+                out.insert(
+                    k.clone(),
+                    self.bind_value(a, item, &chain.field(k), depth + 1)?,
+                );
+            } else if props.is_some() {
+                let mut known: Vec<&str> = props
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                known.extend(extra_properties(component));
+                known.sort_unstable();
+                let mut list = known
+                    .iter()
+                    .map(|k| format!("\"{k}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if list.len() > JACKSON_DESC_LIMIT {
+                    list.truncate(JACKSON_DESC_LIMIT);
+                    list.push_str(" [truncated]");
+                }
+                return Err(format!(
+                    "Unrecognized field \"{k}\" (class {java}), not marked as ignorable ({} known properties: {list}]){}",
+                    known.len(),
+                    chain.field(k).suffix()
+                ));
+            } else {
+                out.insert(k.clone(), item.clone());
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Jackson's "through reference chain" of the value being bound.
+#[derive(Clone)]
+struct Chain(Vec<String>, String);
+
+impl Chain {
+    fn root(component: &str) -> Chain {
+        Chain(
+            Vec::new(),
+            format!("org.keycloak.representations.idm.{component}"),
+        )
+    }
+    fn list(_component: &str) -> Chain {
+        Chain(Vec::new(), "java.util.ArrayList".into())
+    }
+    fn with_class(&self, component: &str) -> Chain {
+        if self.0.is_empty() {
+            return Chain(
+                Vec::new(),
+                format!("org.keycloak.representations.idm.{component}"),
+            );
+        }
+        self.clone()
+    }
+    fn field(&self, k: &str) -> Chain {
+        let mut c = self.clone();
+        c.0.push(format!("[\"{k}\"]"));
+        c
+    }
+    fn index(&self, i: usize) -> Chain {
+        let mut c = self.clone();
+        c.0.push(format!("[{i}]"));
+        c
+    }
+    fn suffix(&self) -> String {
+        if self.0.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (through reference chain: {}{})",
+                self.1,
+                self.0.join("->")
+            )
+        }
+    }
+}
+
+fn java_type(schema: &Value) -> String {
+    let ty = schema
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("object");
+    match ty {
+        "string" => "java.lang.String".into(),
+        "boolean" => "java.lang.Boolean".into(),
+        "integer" => {
+            if schema.get("format").and_then(Value::as_str) == Some("int64") {
+                "java.lang.Long".into()
+            } else {
+                "java.lang.Integer".into()
+            }
+        }
+        "number" => "java.lang.Double".into(),
+        "array" => {
+            let item = schema
+                .get("items")
+                .map(java_type)
+                .unwrap_or_else(|| "java.lang.Object".into());
+            if schema.get("uniqueItems").and_then(Value::as_bool) == Some(true) {
+                format!("java.util.Set<{item}>")
+            } else {
+                format!("java.util.List<{item}>")
+            }
+        }
+        _ => {
+            if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+                return format!(
+                    "org.keycloak.representations.idm.{}",
+                    r.rsplit('/').next().unwrap_or(r)
+                );
+            }
+            match schema.get("additionalProperties") {
+                Some(a @ Value::Object(_)) => {
+                    format!("java.util.Map<java.lang.String,{}>", java_type(a))
+                }
+                _ => "java.util.Map<java.lang.String,java.lang.Object>".into(),
+            }
+        }
+    }
+}
+
+fn mismatch(java: &str, v: &Value, chain: &Chain) -> String {
+    let (what, token) = match v {
+        Value::Null => ("Null", "VALUE_NULL"),
+        Value::Bool(true) => ("Boolean", "VALUE_TRUE"),
+        Value::Bool(false) => ("Boolean", "VALUE_FALSE"),
+        Value::Number(n) if n.is_f64() => ("Floating-point", "VALUE_NUMBER_FLOAT"),
+        Value::Number(_) => ("Integer", "VALUE_NUMBER_INT"),
+        Value::String(_) => ("String", "VALUE_STRING"),
+        Value::Array(_) => ("Array", "START_ARRAY"),
+        Value::Object(_) => ("Object", "START_OBJECT"),
+    };
+    format!(
+        "Cannot deserialize value of type `{java}` from {what} value (token `JsonToken.{token}`){}",
+        chain.suffix()
+    )
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -120,8 +120,9 @@ async fn token_endpoint_grants_and_errors() {
         (s, v),
         (
             StatusCode::UNAUTHORIZED,
-            json!({"error": "invalid_client", "error_description": "Invalid client or Invalid client credentials"})
-        )
+            json!({"error": "unauthorized_client", "error_description": "Invalid client or Invalid client credentials"}),
+        ),
+        "a wrong secret is unauthorized_client (ClientIdAndSecretAuthenticator)"
     );
     let (s, v) = token(
         &sim,
@@ -286,11 +287,12 @@ async fn admin_calls_check_tokens_realms_and_roles() {
 }
 
 #[tokio::test]
-async fn client_put_validates_merges_and_keeps_the_secret() {
+async fn client_put_binds_like_jackson_merges_and_keeps_the_secret() {
     let sim = sim().await;
     let t = op_token(&sim).await;
     let id = client_id(&sim, "coder");
     let path = format!("/admin/realms/coder/clients/{id}");
+    // Jackson coerces a boolean into a string attribute value: accepted and stored as "true".
     let (s, b) = call(
         &sim,
         reqwest::Method::PUT,
@@ -299,12 +301,55 @@ async fn client_put_validates_merges_and_keeps_the_secret() {
         Some(json!({"attributes": {"use.refresh.tokens": true}})),
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!((s, b.as_str()), (StatusCode::NO_CONTENT, ""));
     assert_eq!(
-        serde_json::from_str::<Value>(&b).unwrap(),
-        json!({"error": "invalid_request", "error_description": "The request body does not match ClientRepresentation: $.attributes.use.refresh.tokens: expected a string, got a boolean"})
+        sim.client("coder", "coder").unwrap()["attributes"]["use.refresh.tokens"],
+        json!("true")
     );
-    let (s, b) = call(&sim, reqwest::Method::PUT, &path, &t, Some(json!({"attributes": {"use.refresh.tokens": "true"}, "newField": [1], "description": "x"}))).await;
+    // An unknown field is rejected (FAIL_ON_UNKNOWN_PROPERTIES), nothing is stored.
+    let (s, b) = call(
+        &sim,
+        reqwest::Method::PUT,
+        &path,
+        &t,
+        Some(json!({"newField": [1], "description": "y"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let err = serde_json::from_str::<Value>(&b).unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with(r#"Unrecognized field "newField" (class org.keycloak.representations.idm.ClientRepresentation), not marked as ignorable"#),
+        "{err}"
+    );
+    assert_eq!(
+        sim.client("coder", "coder").unwrap()["description"],
+        json!("")
+    );
+    // A value Jackson cannot coerce is rejected too.
+    let (s, b) = call(
+        &sim,
+        reqwest::Method::PUT,
+        &path,
+        &t,
+        Some(json!({"enabled": "maybe"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    // Coercions, merge, deletion of a blank attribute, secret kept.
+    let (s, b) = call(
+        &sim,
+        reqwest::Method::PUT,
+        &path,
+        &t,
+        Some(
+            json!({"attributes": {"use.refresh.tokens": "false", "keep.me": ""},
+                    "description": "x", "enabled": "false", "notBefore": "5"}),
+        ),
+    )
+    .await;
     assert_eq!((s, b.as_str()), (StatusCode::NO_CONTENT, ""));
     let c = sim.client("coder", "coder").unwrap();
     assert_eq!(
@@ -312,10 +357,19 @@ async fn client_put_validates_merges_and_keeps_the_secret() {
         json!("coder-secret"),
         "a PUT without secret keeps it"
     );
-    assert_eq!(c["attributes"]["keep.me"], json!("1"), "attributes merge");
-    assert_eq!(c["attributes"]["use.refresh.tokens"], json!("true"));
-    assert_eq!(c["newField"], json!([1]));
+    assert!(
+        c["attributes"].get("keep.me").is_none(),
+        "an empty value deletes the attribute"
+    );
+    assert_eq!(c["attributes"]["use.refresh.tokens"], json!("false"));
+    assert_eq!(
+        c["attributes"]["post.logout.redirect.uris"],
+        json!("+"),
+        "attributes merge"
+    );
     assert_eq!(c["description"], json!("x"));
+    assert_eq!(c["enabled"], json!(false));
+    assert_eq!(c["notBefore"], json!(5));
     let (s, b) = call(
         &sim,
         reqwest::Method::PUT,
@@ -328,8 +382,28 @@ async fn client_put_validates_merges_and_keeps_the_secret() {
         (s, b.as_str()),
         (
             StatusCode::CONFLICT,
-            r#"{"errorMessage":"Client op already exists"}"#
+            r#"{"errorMessage":"Client already exists"}"#
         )
+    );
+    // Client validation runs after the update and rolls it back.
+    let (s, b) = call(
+        &sim,
+        reqwest::Method::PUT,
+        &path,
+        &t,
+        Some(json!({"rootUrl": "javascript:alert(1)", "description": "z"})),
+    )
+    .await;
+    assert_eq!(
+        (s, serde_json::from_str::<Value>(&b).unwrap()),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_input", "error_description": "Root URL uses an illegal scheme"})
+        )
+    );
+    assert_eq!(
+        sim.client("coder", "coder").unwrap()["description"],
+        json!("x")
     );
     let (s, b) = call(
         &sim,
@@ -347,10 +421,18 @@ async fn client_put_validates_merges_and_keeps_the_secret() {
         )
     );
     let recorded = sim.recorded_bodies();
-    assert_eq!(recorded.len(), 4);
+    assert_eq!(
+        recorded.len(),
+        6,
+        "the 404 is answered before the body is read"
+    );
     assert_eq!(recorded[0].schema, "ClientRepresentation");
+    // The strict contract check still flags what Keycloak merely coerces.
     let errors = sim.validate_recorded_bodies().unwrap_err();
-    assert_eq!(errors, vec!["PUT /admin/realms/{realm}/clients/{id} (ClientRepresentation): $.attributes.use.refresh.tokens: expected a string, got a boolean".to_string()]);
+    assert_eq!(
+        errors[0],
+        "PUT /admin/realms/{realm}/clients/{id} (ClientRepresentation): $.attributes.use.refresh.tokens: expected a string, got a boolean"
+    );
 }
 
 #[tokio::test]

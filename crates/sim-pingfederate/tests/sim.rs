@@ -72,7 +72,13 @@ async fn seed_and_version() {
         ))
         .await;
         assert_eq!(st, 200);
-        assert_eq!(body, sim_pingfederate::seed_client(v));
+        let mut expected = sim_pingfederate::seed_client(v);
+        assert_ne!(
+            body["clientAuth"]["encryptedSecret"], expected["clientAuth"]["encryptedSecret"],
+            "GET re-encrypts the secret"
+        );
+        expected["clientAuth"]["encryptedSecret"] = body["clientAuth"]["encryptedSecret"].clone();
+        assert_eq!(body, expected);
         let lines = sim.describe_client();
         assert_eq!(lines[1], ("grantTypes".into(), "AUTHORIZATION_CODE".into()));
         sim.shutdown().await;
@@ -135,7 +141,11 @@ async fn auditor_reads_but_cannot_write() {
         (st, body["resultId"].as_str()),
         (403, Some("insufficient_privileges"))
     );
-    assert_eq!(sim.client("coder").unwrap(), client);
+    assert_eq!(
+        sim.client("coder").unwrap(),
+        sim_pingfederate::seed_client(PfVersion::V11_3)
+    );
+    assert_eq!(sim.secret_changes(), 0);
     sim.shutdown().await;
 }
 
@@ -158,6 +168,33 @@ async fn put_validates_against_the_version_contract() {
         .json(&body),
     )
     .await;
+    // A property 11.3 does not know cannot be read into the model: 400 naming that field only.
+    assert_eq!(st, 400);
+    assert_eq!(err["resultId"], "invalid_request_body");
+    let paths: Vec<&str> = err["validationErrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["fieldPath"].as_str().unwrap())
+        .collect();
+    // `remove("name")` moved the last property into its place.
+    assert_eq!(paths, ["offlineAccessRequireConsentPrompt"]);
+    // Without the unreadable fields: 422 with every semantic error.
+    body.as_object_mut()
+        .unwrap()
+        .remove("offlineAccessRequireConsentPrompt");
+    body["refreshRolling"] = json!("ROLL");
+    let (st, err, _) = status_and_body(
+        req(
+            &http,
+            &sim,
+            &seed,
+            reqwest::Method::PUT,
+            "/oauth/clients/coder",
+        )
+        .json(&body),
+    )
+    .await;
     assert_eq!(st, 422);
     assert_eq!(err["resultId"], "validation_error");
     let paths: Vec<&str> = err["validationErrors"]
@@ -166,16 +203,7 @@ async fn put_validates_against_the_version_contract() {
         .iter()
         .map(|e| e["fieldPath"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        paths,
-        [
-            "name",
-            // `remove("name")` moved the last property into its place.
-            "offlineAccessRequireConsentPrompt",
-            "refreshRolling",
-            "restrictedScopes[3]"
-        ]
-    );
+    assert_eq!(paths, ["name", "restrictedScopes[3]"]);
     assert_eq!(
         sim.client("coder").unwrap(),
         sim_pingfederate::seed_client(PfVersion::V11_3),
@@ -237,10 +265,19 @@ async fn put_replaces_the_whole_client_and_a_plaintext_secret_rotates_it() {
     .await;
     assert_eq!(st, 200);
     assert!(stored.get("extendedParameters").is_none(), "full replace");
-    assert_eq!(stored["clientAuth"], original["clientAuth"]);
+    assert_eq!(
+        stored["clientSecretChangedTime"],
+        original["clientSecretChangedTime"]
+    );
+    assert_eq!(
+        sim.client("coder").unwrap()["clientAuth"],
+        original["clientAuth"],
+        "the at-rest ciphertext stays while the secret is the same"
+    );
     assert_eq!(sim.secret_rotations(), 0);
+    assert_eq!(sim.secret_changes(), 0);
 
-    // A wrong encryptedSecret is refused.
+    // A ciphertext the server never issued is refused.
     let mut bad = stored.clone();
     bad["clientAuth"]["encryptedSecret"] = json!("OBF:JWE:forged");
     let (st, err, _) = status_and_body(
@@ -284,6 +321,7 @@ async fn put_replaces_the_whole_client_and_a_plaintext_secret_rotates_it() {
         after["clientSecretChangedTime"],
         original["clientSecretChangedTime"]
     );
+    assert_eq!(sim.client_secret("coder").as_deref(), Some("plaintext!"));
     sim.shutdown().await;
 }
 

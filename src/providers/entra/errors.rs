@@ -148,7 +148,7 @@ impl EntraId {
                 self.app_id, self.tenant
             ),
             detail: format!(
-                "Microsoft Graph has no app registration with this appId visible to the management app ({msg}); check spec.provider.entraId.applicationId (the Application (client) ID Coder uses as CODER_OIDC_CLIENT_ID, not the Object ID) and tenantId, and that the management app of Secret {:?} has the Microsoft Graph application permission Application.Read.All or Application.ReadWrite.All with admin consent (with Application.ReadWrite.OwnedBy it must own the app); the operator never creates app registrations",
+                "Microsoft Graph has no app registration with this appId visible to the management app ({msg}); check spec.provider.entraId.applicationId (the Application (client) ID Coder uses as CODER_OIDC_CLIENT_ID, not the Object ID) and tenantId, and that the management app of Secret {:?} has one of the Microsoft Graph application permissions Application.Read.All, Application.ReadWrite.OwnedBy or Application.ReadWrite.All with admin consent; the operator never creates app registrations",
                 self.secret_name
             ),
         }

@@ -9,36 +9,64 @@
 //! endpoint, tenant, Secret name, Secret `resourceVersion` and a hash of the credentials), and on a
 //! 401 from Graph drops it, fetches a new one and retries the call once.
 //!
-//! Application permissions the management app needs (admin-consented):
-//! `Application.ReadWrite.All` (or `Application.ReadWrite.OwnedBy` as an owner of Coder's app;
-//! `Application.Read.All` is enough for `managementPolicy: Observe`); with `accessTokenLifetime`,
-//! also `Policy.ReadWrite.ApplicationConfiguration` (and the tenant needs Entra ID P1); optionally
-//! `DelegatedPermissionGrant.Read.All` so the operator can report missing admin consent.
+//! Application permissions the management app needs (admin-consented), as Graph's reference
+//! pages list them (`docs/fidelity/entra.md`, rows 8–14):
+//! - `Application.ReadWrite.All`, or `Application.ReadWrite.OwnedBy` as an owner of Coder's app
+//!   (it reads every app and service principal of the tenant, but writes only the apps it owns);
+//!   `Application.Read.All` is enough for `managementPolicy: Observe` without
+//!   `accessTokenLifetime`;
+//! - with `accessTokenLifetime`: reading and assigning the app's token lifetime policy needs an
+//!   Application *write* permission (above; `Application.Read.All` is not enough, even to read)
+//!   and `Policy.Read.All` or `Policy.ReadWrite.ApplicationConfiguration`; creating or updating
+//!   the policy needs `Policy.ReadWrite.ApplicationConfiguration`; the tenant needs Entra ID P1;
+//! - optionally `DelegatedPermissionGrant.Read.All`, so the operator can report missing admin
+//!   consent.
 //!
 //! # What is configured
 //! Coder's app registration is read through its alternate key
-//! `GET /v1.0/applications(appId='…')` (never created or deleted). Updates are
+//! `GET /v1.0/applications(appId='…')` (never created or deleted), without `$select`: Graph then
+//! returns `keyCredentials` without their `key`, enough for expiry dates, and that read is not
+//! subject to Graph's 150-per-minute limit on `$select=keyCredentials`. Updates are
 //! `PATCH /v1.0/applications/{id}` with only the properties that change; Graph replaces
 //! collections as a whole, so `requiredResourceAccess` is sent complete, with every other resource
-//! and permission exactly as read. Everything is read back afterwards (a 404 right after a write is
-//! retried: Graph is eventually consistent) and compared.
+//! and permission exactly as read.
 //!
 //! | policy (`spec.refreshTokens`) | Entra ID / Graph |
 //! |---|---|
 //! | always | `requiredResourceAccess` holds Microsoft Graph's delegated `openid`, `profile`, `email`; `isFallbackPublicClient` is not `true` (Coder is a confidential client) |
 //! | `offlineAccess: true` | also delegated `offline_access`; Coder requests scope `offline_access` |
-//! | `accessTokenLifetime` | a token lifetime policy named `oidc-refresh-operator <appId>` with `AccessTokenLifetime`, assigned to the app (updated in place, never duplicated) |
+//! | `accessTokenLifetime` | a token lifetime policy named `oidc-refresh-operator <appId>` with `AccessTokenLifetime` (`1.00:00:00` at the one-day maximum), assigned to the app (updated in place, never duplicated). It sets the lifetime of ID tokens issued to Coder and of access tokens *for Coder's own API*, not of the Microsoft Graph access token Coder refreshes with OIDC scopes only; a non-blocking finding (`AccessTokenLifetimeNotForGraph`) says so and `status.identityProvider.accessTokenLifetime` stays empty (see [`access_token_lifetime_finding`]) |
 //! | `lifetime`, `idleTimeout`, `rotation` | [`ProviderError::Unsupported`]: Entra ID fixed refresh-token lifetimes in January 2021 |
 //!
 //! Permission ids are looked up from Microsoft Graph's service principal
 //! (`oauth2PermissionScopes`), with the well-known ids as fallback when that read is refused.
 //!
-//! Reported, never changed: Coder's callback under `spa.redirectUris` (refresh tokens then live
-//! 24 h), client secrets and sign-in certificates (`keyCredentials` with usage `Verify`, for
-//! Coder's `CODER_OIDC_CLIENT_KEY_FILE`/`CODER_OIDC_CLIENT_CERT_FILE`) that expire within 30 days
-//! or have all expired (blocking only when neither kind has a valid credential left), and missing
-//! tenant-wide admin consent for the delegated permissions (when the management app may read
-//! `oauth2PermissionGrants`).
+//! # Graph's collections and eventual consistency
+//! Every list follows `@odata.nextLink` (which must stay on the Graph endpoint), at most
+//! [`MAX_PAGES`] pages, beyond which the answer is a [`ProviderError::Protocol`]. Grants are asked
+//! for with `$filter=clientId eq '…' and consentType eq 'AllPrincipals'` (per-user consents can be
+//! many); the operator's policy is looked up with `$filter=displayName eq '…'`.
+//!
+//! Graph may answer a read right after a write with the object as it was before. After its
+//! writes, `apply` reads back up to [`READ_BACK_ATTEMPTS`] times, [`READ_BACK_WAIT`] apart; if Graph
+//! still shows the old state, the accepted writes count as done for this pass (their actions are
+//! kept, the read-back's pending changes too, so the next pass reads and verifies again). A 404
+//! right after a write is retried. A `$ref` POST that Graph answers with 400 "already exist"
+//! (an assignment a stale read did not show) counts as done; the id of a policy the operator
+//! created is remembered for a while ([`ProviderDeps::facts`]) so that a pass whose list does not
+//! show it yet assigns it instead of creating another.
+//!
+//! # Reported, never changed
+//! Coder's callback under `spa.redirectUris` (refresh tokens then live 24 h), client secrets and
+//! sign-in certificates (`keyCredentials` with usage `Verify`, for Coder's
+//! `CODER_OIDC_CLIENT_KEY_FILE`/`CODER_OIDC_CLIENT_CERT_FILE`) that expire within 30 days or have
+//! all expired (blocking only when neither kind has a valid credential left), missing tenant-wide
+//! admin consent for the delegated permissions (when the management app may read
+//! `oauth2PermissionGrants`), and (blocking, reason `ManagedByBicep`) an app registration with
+//! `uniqueName` set, i.e. managed by a Bicep template, when the operator would change its
+//! properties: the finding lists what to declare in the template instead (see [`bicep_finding`]).
+//! Azure Service Operator `Application` resources are not detected (providers have no Kubernetes
+//! client).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,8 +91,9 @@ use model::OTHER_KNOWN_SCOPES;
 
 pub use errors::graph_message;
 pub use model::{
-    CALLBACK_PATH, Consent, GRAPH_APP_ID, Plan, PolicyPlan, REFRESH_TOKEN_INACTIVITY, RraMerge,
-    SECRET_WARNING_DAYS, SPA_REFRESH_TOKEN_LIFETIME, Snapshot, WELL_KNOWN_SCOPES, changes,
+    CALLBACK_PATH, Consent, GRAPH_APP_ID, POLICY_SETTING, POLICY_WHY, Plan, PolicyPlan,
+    REFRESH_TOKEN_INACTIVITY, RraMerge, SECRET_WARNING_DAYS, SPA_REFRESH_TOKEN_LIFETIME, Snapshot,
+    WELL_KNOWN_SCOPES, access_token_lifetime_finding, bicep_finding, bicep_unique_name, changes,
     findings, format_timespan, graph_scope_names, merge_required_resource_access, missing_consent,
     observation, parse_timespan, plan, policy_access_token_lifetime, policy_definition,
     policy_name, wanted_scopes,
@@ -82,6 +111,21 @@ pub const ACCESS_TOKEN_MIN: Duration = Duration::from_secs(600);
 pub const ACCESS_TOKEN_MAX: Duration = Duration::from_secs(86_400);
 /// Reads retried after a write that answer 404 (Graph replication).
 const CONSISTENCY_RETRIES: u32 = 5;
+/// Most pages of one collection the provider follows through `@odata.nextLink` (Graph's pages
+/// hold 100 directory objects by default, so 50 pages are far more than any list the provider
+/// reads should have).
+pub const MAX_PAGES: usize = 50;
+/// Read-backs after a write (Graph is eventually consistent: a read right after a write may
+/// answer 200 with the object as it was before). Graph offers no header asking for a consistent
+/// read of a directory object (`ConsistencyLevel: eventual` only unlocks advanced queries), so
+/// the provider reads again, at most this many times, [`READ_BACK_WAIT`] apart.
+pub const READ_BACK_ATTEMPTS: u32 = 5;
+/// Wait between two read-backs.
+pub const READ_BACK_WAIT: Duration = Duration::from_millis(200);
+/// How long the id of a token lifetime policy the operator created is remembered (through
+/// [`ProviderDeps::facts`]), so that a later pass whose list of policies does not show it yet
+/// (replication) assigns it instead of creating a second one.
+const CREATED_POLICY_TTL: Duration = Duration::from_secs(600);
 
 /// Message for the refresh-token settings Entra ID cannot honour.
 pub const UNSUPPORTED_REFRESH_SETTINGS: &str = "Microsoft Entra ID uses a fixed 90-day inactivity window for refresh tokens (24 h, not extended by use, for tokens issued to SPA redirect URIs); refresh-token lifetimes are not configurable since January 2021 (token lifetime policies ignore MaxInactiveTime and MaxAge*). Remove lifetime, idleTimeout and rotation from spec.refreshTokens and use Conditional Access sign-in frequency to force users to sign in again";
@@ -210,25 +254,30 @@ impl Op {
         }
     }
 
+    /// The Microsoft Graph application permissions the call needs, as each call's reference
+    /// page lists them (see `docs/fidelity/entra.md`, rows 8–14).
     fn permission(self) -> &'static str {
         match self {
-            Op::ReadApp | Op::ReadAppPolicies => {
-                "the Microsoft Graph application permission Application.Read.All or Application.ReadWrite.All (or Application.ReadWrite.OwnedBy as an owner of the app)"
+            Op::ReadApp => {
+                "one of the Microsoft Graph application permissions Application.Read.All, Application.ReadWrite.OwnedBy (which reads every app registration) or Application.ReadWrite.All"
             }
             Op::PatchApp => {
                 "the Microsoft Graph application permission Application.ReadWrite.All (or Application.ReadWrite.OwnedBy as an owner of the app)"
             }
             Op::ReadGraphSp | Op::ReadAppSp => {
-                "the Microsoft Graph application permission Application.Read.All or Application.ReadWrite.All"
+                "one of the Microsoft Graph application permissions Application.Read.All, Application.ReadWrite.OwnedBy or Application.ReadWrite.All"
             }
             Op::ReadGrants => {
                 "the Microsoft Graph application permission DelegatedPermissionGrant.Read.All"
             }
-            Op::ListPolicies | Op::CreatePolicy | Op::PatchPolicy => {
-                "the Microsoft Graph application permission Policy.ReadWrite.ApplicationConfiguration"
+            Op::ReadAppPolicies | Op::AssignPolicy => {
+                "both Microsoft Graph application permissions Application.ReadWrite.All (or Application.ReadWrite.OwnedBy as an owner of the app; Application.Read.All is not enough) and Policy.Read.All or Policy.ReadWrite.ApplicationConfiguration"
             }
-            Op::AssignPolicy => {
-                "the Microsoft Graph application permissions Policy.ReadWrite.ApplicationConfiguration and Application.ReadWrite.All"
+            Op::ListPolicies => {
+                "the Microsoft Graph application permission Policy.ReadWrite.ApplicationConfiguration (Policy.Read.All or Policy.Read.ApplicationConfiguration only read policies)"
+            }
+            Op::CreatePolicy | Op::PatchPolicy => {
+                "the Microsoft Graph application permission Policy.ReadWrite.ApplicationConfiguration"
             }
         }
     }
@@ -236,7 +285,11 @@ impl Op {
     /// What else the operation needs.
     fn note(self) -> &'static str {
         match self {
-            Op::ListPolicies | Op::CreatePolicy | Op::PatchPolicy | Op::AssignPolicy => {
+            Op::ReadAppPolicies
+            | Op::ListPolicies
+            | Op::CreatePolicy
+            | Op::PatchPolicy
+            | Op::AssignPolicy => {
                 "; token lifetime policies also need a Microsoft Entra ID P1 license in the tenant (or remove accessTokenLifetime from spec.refreshTokens)"
             }
             _ => "",
@@ -399,12 +452,59 @@ impl EntraId {
         }
     }
 
+    /// Every item of a collection: the first page at `url`, then every `@odata.nextLink`
+    /// (absolute and opaque; it must stay on the Graph endpoint, which gets the token), at most
+    /// [`MAX_PAGES`] pages. A status other than success on any page is returned for the caller
+    /// to map.
+    async fn list(&self, op: Op, url: &str) -> Result<Result<Vec<Value>, Answer>, ProviderError> {
+        let mut items = Vec::new();
+        let mut next = url.to_string();
+        for _ in 0..MAX_PAGES {
+            let page = match self.send(op, Method::GET, &next, None).await? {
+                Answer::Ok(v) => v.unwrap_or(Value::Null),
+                status => return Ok(Err(status)),
+            };
+            let Some(value) = page.get("value").and_then(Value::as_array) else {
+                return Err(ProviderError::Protocol {
+                    provider: KIND,
+                    operation: op.what().into(),
+                    detail: "the answer is not a collection (no \"value\" array)".into(),
+                });
+            };
+            items.extend(value.iter().cloned());
+            match page.get("@odata.nextLink").and_then(Value::as_str) {
+                None => return Ok(Ok(items)),
+                Some(link) if link.starts_with(&format!("{}/", self.graph)) => {
+                    next = link.to_string();
+                }
+                Some(link) => {
+                    return Err(ProviderError::Protocol {
+                        provider: KIND,
+                        operation: op.what().into(),
+                        detail: format!(
+                            "the next page is not on {} (@odata.nextLink {})",
+                            self.graph,
+                            http::truncate(link, 200)
+                        ),
+                    });
+                }
+            }
+        }
+        Err(ProviderError::Protocol {
+            provider: KIND,
+            operation: op.what().into(),
+            detail: format!(
+                "the collection has more than {MAX_PAGES} pages (@odata.nextLink kept coming); the operator stops there"
+            ),
+        })
+    }
+
+    /// Coder's app registration. Read without `$select`: Graph then returns `keyCredentials`
+    /// without their `key` (enough for expiry dates), and that read is not subject to the
+    /// 150-per-minute-per-tenant limit of `$select=keyCredentials` (ledger row 17). A 429 with
+    /// `Retry-After` becomes [`ProviderError::Throttled`].
     async fn read_app(&self, after_write: bool) -> Result<Value, ProviderError> {
-        let url = self.v1(&format!(
-            "/applications(appId='{}')?$select={}",
-            self.app_id,
-            enc("id,appId,displayName,requiredResourceAccess,isFallbackPublicClient,web,spa,publicClient,passwordCredentials,keyCredentials,signInAudience")
-        ));
+        let url = self.v1(&format!("/applications(appId='{}')", self.app_id));
         self.read_consistent(Op::ReadApp, &url, after_write)
             .await?
             .filter(|v| v.get("id").and_then(Value::as_str).is_some())
@@ -421,17 +521,63 @@ impl EntraId {
         needed: bool,
         after_write: bool,
     ) -> Result<Option<Vec<Value>>, ProviderError> {
+        // Only `accessTokenLifetime` needs them (the lifetime they set is not reported: see
+        // `access_token_lifetime_finding`).
+        if !needed {
+            return Ok(None);
+        }
         let url = self.v1(&format!("/applications/{object_id}/tokenLifetimePolicies"));
-        match self
-            .read_consistent(Op::ReadAppPolicies, &url, after_write)
-            .await
-        {
-            Ok(v) => Ok(Some(
-                v.and_then(|v| v.get("value").and_then(Value::as_array).cloned())
-                    .unwrap_or_default(),
-            )),
-            Err(ProviderError::Forbidden { .. }) if !needed => Ok(None),
-            Err(e) => Err(e),
+        let mut attempt = 0;
+        loop {
+            match self.list(Op::ReadAppPolicies, &url).await? {
+                Ok(items) => return Ok(Some(items)),
+                Err(Answer::Status(s, _, _))
+                    if s == StatusCode::NOT_FOUND
+                        && after_write
+                        && attempt < CONSISTENCY_RETRIES =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(Answer::Status(s, h, t)) => {
+                    return Err(self.error(Op::ReadAppPolicies, s, &h, &t));
+                }
+                Err(Answer::Ok(_)) => return Ok(Some(Vec::new())),
+            }
+        }
+    }
+
+    /// Tenant-wide (`AllPrincipals`) delegated permission grants of the app's service principal,
+    /// every page (apps with many per-user consents have many grants; only tenant-wide ones are
+    /// asked for). `None` when the management app may not read grants.
+    async fn read_grants(&self, sp_id: &str) -> Result<Option<Vec<Value>>, ProviderError> {
+        let url = self.v1(&format!(
+            "/oauth2PermissionGrants?$filter={}",
+            enc(&format!(
+                "clientId eq '{sp_id}' and consentType eq 'AllPrincipals'"
+            ))
+        ));
+        match self.list(Op::ReadGrants, &url).await? {
+            Ok(items) => Ok(Some(items)),
+            Err(Answer::Status(s, _, _)) if s == StatusCode::FORBIDDEN => Ok(None),
+            Err(Answer::Status(s, h, t)) => Err(self.error(Op::ReadGrants, s, &h, &t)),
+            Err(Answer::Ok(_)) => Ok(Some(Vec::new())),
+        }
+    }
+
+    /// Token lifetime policies named `name` (the operator's own), every page.
+    async fn policies_named(&self, name: &str) -> Result<Vec<Value>, ProviderError> {
+        let url = self.v1(&format!(
+            "/policies/tokenLifetimePolicies?$filter={}",
+            enc(&format!("displayName eq '{}'", name.replace('\'', "''")))
+        ));
+        match self.list(Op::ListPolicies, &url).await? {
+            Ok(items) => Ok(items
+                .into_iter()
+                .filter(|p| p.get("displayName").and_then(Value::as_str) == Some(name))
+                .collect()),
+            Err(Answer::Status(s, h, t)) => Err(self.error(Op::ListPolicies, s, &h, &t)),
+            Err(Answer::Ok(_)) => Ok(Vec::new()),
         }
     }
 
@@ -543,40 +689,24 @@ impl EntraId {
         let consent = match &catalogue.graph_sp_id {
             None => Consent::NotChecked,
             Some(graph_sp_id) => match self.app_service_principal(false).await? {
-                AppSp::Id(sp_id) => {
-                    let url = self.v1(&format!(
-                        "/oauth2PermissionGrants?$filter={}",
-                        enc(&format!("clientId eq '{sp_id}'"))
-                    ));
-                    match self.send(Op::ReadGrants, Method::GET, &url, None).await? {
-                        Answer::Ok(v) => {
-                            let grants: Vec<Value> = v
-                                .and_then(|v| v.get("value").and_then(Value::as_array).cloned())
-                                .unwrap_or_default();
-                            // No grants for a remembered service principal: make sure it still
-                            // exists before reporting missing consent.
-                            if grants.is_empty()
-                                && !matches!(
-                                    self.app_service_principal(true).await?,
-                                    AppSp::Id(ref id) if *id == sp_id
-                                )
-                            {
-                                Consent::NoServicePrincipal
-                            } else {
-                                Consent::Grants {
-                                    graph_sp_id: graph_sp_id.clone(),
-                                    grants,
-                                }
-                            }
-                        }
-                        Answer::Status(s, _, _) if s == StatusCode::FORBIDDEN => {
-                            Consent::NotChecked
-                        }
-                        Answer::Status(s, h, t) => {
-                            return Err(self.error(Op::ReadGrants, s, &h, &t));
-                        }
+                AppSp::Id(sp_id) => match self.read_grants(&sp_id).await? {
+                    // No grants for a remembered service principal: make sure it still exists
+                    // before reporting missing consent.
+                    Some(grants)
+                        if grants.is_empty()
+                            && !matches!(
+                                self.app_service_principal(true).await?,
+                                AppSp::Id(ref id) if *id == sp_id
+                            ) =>
+                    {
+                        Consent::NoServicePrincipal
                     }
-                }
+                    Some(grants) => Consent::Grants {
+                        graph_sp_id: graph_sp_id.clone(),
+                        grants,
+                    },
+                    None => Consent::NotChecked,
+                },
                 AppSp::Missing => Consent::NoServicePrincipal,
                 AppSp::Unreadable => Consent::NotChecked,
             },
@@ -648,15 +778,22 @@ impl EntraId {
             }
             PolicyPlan::Create { lifetime } => {
                 let name = policy_name(&self.app_id);
-                // Reuse an operator policy left unassigned by an interrupted run.
-                let list_url = self.v1("/policies/tokenLifetimePolicies");
-                let existing = self
-                    .call(Op::ListPolicies, Method::GET, &list_url, None)
-                    .await?
-                    .and_then(|v| v.get("value").and_then(Value::as_array).cloned())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|p| p.get("displayName").and_then(Value::as_str) == Some(name.as_str()));
+                let remembered_key = format!(
+                    "entra-created-policy|{}|{}|{}",
+                    self.graph, self.tenant, self.app_id
+                );
+                // Reuse an operator policy left unassigned by an interrupted run (found by its
+                // display name, every page), or the one this operator created a moment ago that
+                // Graph does not list yet: never a second one.
+                let existing = self.policies_named(&name).await?.into_iter().next();
+                let source = match (
+                    &existing,
+                    self.deps.facts.get::<(String, Duration)>(&remembered_key),
+                ) {
+                    (Some(_), _) => PolicySource::Listed,
+                    (None, Some(_)) => PolicySource::Remembered,
+                    (None, None) => PolicySource::Created,
+                };
                 let id = match existing {
                     Some(p) => {
                         let id = p
@@ -672,32 +809,49 @@ impl EntraId {
                         }
                         id
                     }
-                    None => {
-                        let body = json!({
-                            "definition": [policy_definition(*lifetime)],
-                            "displayName": name,
-                            "isOrganizationDefault": false,
-                        });
-                        let created = self
-                            .call(Op::CreatePolicy, Method::POST, &list_url, Some(&body))
-                            .await?;
-                        created
-                            .as_ref()
-                            .and_then(|v| v.get("id").and_then(Value::as_str))
-                            .map(str::to_string)
-                            .ok_or_else(|| ProviderError::Protocol {
-                                provider: KIND,
-                                operation: Op::CreatePolicy.what().into(),
-                                detail: "the answer has no policy id".into(),
-                            })?
-                    }
+                    None => match self.deps.facts.get::<(String, Duration)>(&remembered_key) {
+                        Some((id, written)) => {
+                            if written != *lifetime {
+                                let url = self.v1(&format!("/policies/tokenLifetimePolicies/{id}"));
+                                let body = json!({"definition": [policy_definition(*lifetime)]});
+                                self.call(Op::PatchPolicy, Method::PATCH, &url, Some(&body))
+                                    .await?;
+                            }
+                            id
+                        }
+                        None => {
+                            let body = json!({
+                                "definition": [policy_definition(*lifetime)],
+                                "displayName": name,
+                                "isOrganizationDefault": false,
+                            });
+                            let list_url = self.v1("/policies/tokenLifetimePolicies");
+                            let created = self
+                                .call(Op::CreatePolicy, Method::POST, &list_url, Some(&body))
+                                .await?;
+                            created
+                                .as_ref()
+                                .and_then(|v| v.get("id").and_then(Value::as_str))
+                                .map(str::to_string)
+                                .ok_or_else(|| ProviderError::Protocol {
+                                    provider: KIND,
+                                    operation: Op::CreatePolicy.what().into(),
+                                    detail: "the answer has no policy id".into(),
+                                })?
+                        }
+                    },
                 };
+                self.deps
+                    .facts
+                    .put(&remembered_key, (id.clone(), *lifetime), CREATED_POLICY_TTL);
                 let url = self.v1(&format!(
                     "/applications/{object_id}/tokenLifetimePolicies/$ref"
                 ));
                 let body =
                     json!({"@odata.id": self.v1(&format!("/policies/tokenLifetimePolicies/{id}"))});
-                // A policy created a moment ago may not be visible yet (Graph replication).
+                // A policy created a moment ago may not be visible yet (Graph replication): a 404
+                // is retried. A 400 saying the reference already exists means an earlier pass
+                // assigned it and the read did not show it yet: done.
                 let mut attempt = 0;
                 loop {
                     match self
@@ -705,12 +859,33 @@ impl EntraId {
                         .await?
                     {
                         Answer::Ok(_) => break,
+                        Answer::Status(s, _, t)
+                            if s == StatusCode::BAD_REQUEST && already_assigned(&t) =>
+                        {
+                            break;
+                        }
                         Answer::Status(s, _, _)
                             if s == StatusCode::NOT_FOUND && attempt < CONSISTENCY_RETRIES =>
                         {
                             attempt += 1;
                             tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt)))
                                 .await;
+                        }
+                        Answer::Status(s, _, t) if s == StatusCode::NOT_FOUND => {
+                            // A policy remembered from an earlier pass that is still not found
+                            // may have been deleted: forget it, so that the next pass creates
+                            // one. One created in this pass is kept (replication).
+                            if source == PolicySource::Remembered {
+                                self.deps.facts.invalidate(&remembered_key);
+                            }
+                            return Err(ProviderError::NotPersisted {
+                                provider: KIND,
+                                detail: format!(
+                                    "token lifetime policy {id} could not be assigned to app {} yet: Microsoft Graph does not find it ({}); the next pass assigns it",
+                                    self.app_id,
+                                    graph_message(&t)
+                                ),
+                            });
                         }
                         Answer::Status(s, h, t) => {
                             return Err(self.error(Op::AssignPolicy, s, &h, &t));
@@ -799,21 +974,54 @@ impl IdentityProvider for EntraId {
         let Writes { snap, plan: p } = todo.writes()?;
         let desired = todo.desired();
         let actions = self.write(snap, p).await?;
-        // Graph is eventually consistent: the read-back asks for a consistent view.
-        let after = AnySnapshot::new(KIND, self.read(desired, true).await?);
-        let left = self.plan(&after, desired)?;
-        if !left.is_empty() {
-            let list: Vec<String> = left.changes().iter().map(ToString::to_string).collect();
-            return Err(ProviderError::NotPersisted {
-                provider: KIND,
-                detail: format!("these settings still differ: {}", list.join("; ")),
-            });
+        // Graph answered every write with a success. Its reads are eventually consistent: one
+        // right after a write may answer 200 with the object as it was before. Read back up to
+        // READ_BACK_ATTEMPTS times, READ_BACK_WAIT apart (about a second in all). If Graph still
+        // shows the old state, the writes count as done for this pass (Graph accepted them; a
+        // write Graph refuses fails above): the result keeps the read-back's pending changes, so
+        // the controller does not remember it as verified and the next pass reads and checks
+        // again, and the actions (the Event) are kept. `NotPersisted` is not used here: it would
+        // drop the Event and retry writes Graph has already accepted.
+        let mut attempt = 1;
+        loop {
+            let after = AnySnapshot::new(KIND, self.read(desired, true).await?);
+            let left = self.plan(&after, desired)?;
+            if left.is_empty() || attempt >= READ_BACK_ATTEMPTS {
+                if !left.is_empty() {
+                    tracing::info!(
+                        app_id = %self.app_id,
+                        reads = attempt,
+                        "Microsoft Graph accepted the writes but still reads back the earlier state (replication); the next pass verifies"
+                    );
+                }
+                return Ok(Applied {
+                    observation: left.observation,
+                    actions,
+                });
+            }
+            attempt += 1;
+            tokio::time::sleep(READ_BACK_WAIT).await;
         }
-        Ok(Applied {
-            observation: left.observation,
-            actions,
-        })
     }
+}
+
+/// Where the policy an assignment names comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PolicySource {
+    /// Graph lists it by its display name.
+    Listed,
+    /// Created by an earlier pass, not listed yet.
+    Remembered,
+    /// Created by this pass.
+    Created,
+}
+
+/// Whether a 400 answer to `POST …/tokenLifetimePolicies/$ref` says the reference exists
+/// already (Graph: "One or more added object references already exist for the following
+/// modified properties: 'tokenLifetimePolicies'.").
+fn already_assigned(body: &str) -> bool {
+    let msg = graph_message(body).to_ascii_lowercase();
+    msg.contains("already exist")
 }
 
 /// The writes of an Entra ID plan, with the snapshot they were planned from.
@@ -838,5 +1046,15 @@ mod tests {
         );
         assert!(normalize_url("x", "login.microsoftonline.com").is_err());
         assert_eq!(enc("clientId eq 'a'"), "clientId%20eq%20%27a%27");
+    }
+
+    #[test]
+    fn a_duplicate_reference_is_recognised_but_a_second_policy_is_not() {
+        assert!(already_assigned(
+            r#"{"error":{"code":"Request_BadRequest","message":"One or more added object references already exist for the following modified properties: 'tokenLifetimePolicies'."}}"#
+        ));
+        assert!(!already_assigned(
+            r#"{"error":{"code":"Request_BadRequest","message":"An application can have only one token lifetime policy; policy 'x' is already assigned."}}"#
+        ));
     }
 }

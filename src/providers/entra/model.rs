@@ -586,6 +586,94 @@ pub fn plan(
     })
 }
 
+/// The setting a token lifetime policy change is shown as.
+pub const POLICY_SETTING: &str = "AccessTokenLifetime of the app's token lifetime policy (ID tokens issued to Coder, access tokens for Coder's own API)";
+/// Why the policy changes.
+pub const POLICY_WHY: &str = "spec.refreshTokens.accessTokenLifetime; on Entra ID it does not change the Microsoft Graph access token Coder refreshes";
+
+/// What `spec.refreshTokens.accessTokenLifetime` does on Entra ID, as a non-blocking finding.
+///
+/// A token lifetime policy applies to the *resource* a token is for (its audience), not to the
+/// client that asks for it (`docs/fidelity/entra.md`, "Token lifetime policies and the access
+/// token Coder refreshes"). With OIDC scopes only (`openid profile email offline_access`), the
+/// access token Coder receives and refreshes is for Microsoft Graph, which keeps Graph's own
+/// lifetime (a random 60–90 minutes); a policy on Coder's app registration cannot change it. It
+/// changes the ID token Coder receives and access tokens *for* Coder's app, i.e. when Coder also
+/// requests a scope of its own API (`api://<appId>/…` or `<appId>/.default`).
+///
+/// The provider keeps the setting (it is the only lever Entra ID has, and it does what it says
+/// for Coder deployments that request their own API's scope, which the provider cannot see) but
+/// tells the truth about it: the plan's change names what it sets,
+/// `status.identityProvider.accessTokenLifetime` stays empty (the lifetime of the token Coder
+/// refreshes is Graph's, neither readable nor set by the operator), and this finding says what
+/// the policy does and does not change.
+pub fn access_token_lifetime_finding(desired: &DesiredSettings, app_id: &str) -> Option<Finding> {
+    let want = desired.access_token_lifetime?;
+    Some(Finding {
+        reason: "AccessTokenLifetimeNotForGraph",
+        message: format!(
+            "spec.refreshTokens.accessTokenLifetime {} is applied as the token lifetime policy {:?} (AccessTokenLifetime {}) of app {app_id}. Entra ID applies it to the ID tokens Coder receives and to access tokens for Coder's own API (only when Coder also requests a scope such as api://{app_id}/<scope> or {app_id}/.default, e.g. through spec.coder.scopes); with OIDC scopes only, the access token Coder refreshes is for Microsoft Graph and keeps Graph's own lifetime (a random 60-90 minutes), which no policy on Coder's app changes. Remove accessTokenLifetime if that is the token you meant",
+            crate::duration::format(want),
+            policy_name(app_id),
+            format_timespan(want)
+        ),
+        blocking: false,
+    })
+}
+
+/// `uniqueName` of the app, when set: the Microsoft Graph Bicep extension addresses the apps it
+/// manages by it (`applications(uniqueName='…')`, a client-provided key it must set).
+pub fn bicep_unique_name(app: &Value) -> Option<&str> {
+    app.get("uniqueName")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// A blocking finding when the plan would change an app registration that a Bicep template
+/// manages (the Microsoft Graph Bicep extension; the app has `uniqueName`): its next deployment
+/// replaces `requiredResourceAccess` and the other properties it declares, so the operator's
+/// writes would be reverted and written again, pass after pass. The finding says what to add to
+/// the Bicep source instead. Token lifetime policy assignments are not properties of the
+/// application resource Bicep declares, so they do not conflict. (Azure Service Operator's
+/// `Application` custom resources cannot be seen from here: providers have no Kubernetes
+/// client.)
+pub fn bicep_finding(
+    snap: &Snapshot,
+    plan: &Plan,
+    wanted: &[(String, String)],
+    app_id: &str,
+) -> Option<Finding> {
+    let unique = bicep_unique_name(&snap.app)?;
+    if plan.required_resource_access.is_none() && !plan.disable_public_client {
+        return None;
+    }
+    let mut fields = Vec::new();
+    if let Some(m) = &plan.required_resource_access {
+        let entries: Vec<String> = m
+            .added
+            .iter()
+            .filter_map(|n| wanted.iter().find(|(w, _)| w == n))
+            .map(|(n, id)| format!("{{id: '{id}', type: 'Scope'}} ({n})"))
+            .collect();
+        fields.push(format!(
+            "in requiredResourceAccess, the entry with resourceAppId '{GRAPH_APP_ID}' (Microsoft Graph) must list in resourceAccess {}",
+            entries.join(", ")
+        ));
+    }
+    if plan.disable_public_client {
+        fields.push("isFallbackPublicClient: false".to_string());
+    }
+    Some(Finding {
+        reason: "ManagedByBicep",
+        message: format!(
+            "app registration {app_id} has uniqueName {unique:?}: it is managed by a Bicep template (a Microsoft.Graph/applications resource of the Microsoft Graph Bicep extension), whose next deployment would revert what the operator writes, so the operator changes nothing. Add this to the resource with uniqueName '{unique}' in the Bicep source and deploy it: {}",
+            fields.join("; ")
+        ),
+        blocking: true,
+    })
+}
+
 /// The changes of a plan, for people.
 pub fn changes(plan: &Plan, snap: &Snapshot) -> Vec<Change> {
     let mut out = Vec::new();
@@ -627,19 +715,19 @@ pub fn changes(plan: &Plan, snap: &Snapshot) -> Vec<Change> {
         PolicyPlan::Keep => {}
         PolicyPlan::Create { lifetime } => out.push(Change::new(
             &target,
-            "accessTokenLifetime (token lifetime policy)",
+            POLICY_SETTING,
             show_duration(snap.access_token_lifetime()),
             show_duration(Some(*lifetime)),
-            "spec.refreshTokens.accessTokenLifetime",
+            POLICY_WHY,
         )),
         PolicyPlan::Update {
             current, lifetime, ..
         } => out.push(Change::new(
             &target,
-            "accessTokenLifetime (token lifetime policy)",
+            POLICY_SETTING,
             show_duration(*current),
             show_duration(Some(*lifetime)),
-            "spec.refreshTokens.accessTokenLifetime",
+            POLICY_WHY,
         )),
     }
     out
@@ -665,10 +753,11 @@ pub fn observation(
     .is_none();
     let spa_only =
         !callbacks(&snap.app, "spa").is_empty() && callbacks(&snap.app, "web").is_empty();
-    let wanted: Vec<String> = wanted_scopes(desired, &snap.scope_ids)
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let wanted = wanted_scopes(desired, &snap.scope_ids);
+    let wanted_names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
+    let mut found = findings(&snap.app, app_id, &snap.consent, &wanted_names, now);
+    found.extend(bicep_finding(snap, plan, &wanted, app_id));
+    found.extend(access_token_lifetime_finding(desired, app_id));
     Observation {
         settings: IdpSettings {
             refresh_token_grant: Some(true),
@@ -676,10 +765,13 @@ pub fn observation(
             lifetime: spa_only.then_some(SPA_REFRESH_TOKEN_LIFETIME),
             idle_timeout: (!spa_only).then_some(REFRESH_TOKEN_INACTIVITY),
             rotation: None,
-            access_token_lifetime: snap.access_token_lifetime(),
+            // The access token Coder refreshes is Microsoft Graph's: its lifetime is Graph's
+            // (60-90 minutes), neither read nor set by a policy on Coder's app (see
+            // `access_token_lifetime_finding`).
+            access_token_lifetime: None,
         },
         changes: changes(plan, snap),
-        findings: findings(&snap.app, app_id, &snap.consent, &wanted, now),
+        findings: found,
         coder: CoderNeeds {
             add_scopes: if desired.offline_access {
                 vec!["offline_access".into()]
@@ -1063,12 +1155,12 @@ mod tests {
             shown,
             [(
                 r#"Entra ID app registration "o""#,
-                "accessTokenLifetime (token lifetime policy)",
+                POLICY_SETTING,
                 "2h",
                 "1h"
             )]
         );
-        assert_eq!(c[0].why, "spec.refreshTokens.accessTokenLifetime");
+        assert_eq!(c[0].why, POLICY_WHY);
         let same = json!({"id": "p1", "displayName": policy_name(APP), "definition": [policy_definition(Duration::from_secs(3600))]});
         assert!(
             plan(&d, &snap(app.clone(), Some(vec![same])), APP)
@@ -1132,5 +1224,88 @@ mod tests {
         assert_eq!(o.settings.offline_access, Some(false));
         assert_eq!(o.settings.idle_timeout, Some(REFRESH_TOKEN_INACTIVITY));
         assert_eq!(o.coder.add_scopes, vec!["offline_access".to_string()]);
+    }
+
+    #[test]
+    fn bicep_managed_apps_block_only_when_the_operator_would_change_them() {
+        let d = DesiredSettings {
+            offline_access: true,
+            ..DesiredSettings::default()
+        };
+        let rra = json!([{"resourceAppId": GRAPH_APP_ID, "resourceAccess": [{"id": OPENID, "type": "Scope"}]}]);
+        let app = json!({"id": "o", "appId": APP, "uniqueName": "coder-app", "requiredResourceAccess": rra});
+        let s = snap(app, None);
+        let p = plan(&d, &s, APP).unwrap();
+        let o = observation(&d, &s, &p, APP, ts("2026-01-01T00:00:00Z"));
+        let f: Vec<_> = o.findings.iter().filter(|f| f.blocking).collect();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].reason, "ManagedByBicep");
+        for needle in [
+            "uniqueName \"coder-app\"",
+            "Bicep",
+            GRAPH_APP_ID,
+            OFFLINE,
+            "(offline_access)",
+            "(profile)",
+        ] {
+            assert!(
+                f[0].message.contains(needle),
+                "{needle:?} in {}",
+                f[0].message
+            );
+        }
+        assert!(!f[0].message.contains("isFallbackPublicClient"));
+        assert!(
+            !f[0].message.contains(&format!("{OPENID}'")),
+            "present ones are not listed"
+        );
+        // Nothing to change: no conflict.
+        let full = json!([{"resourceAppId": GRAPH_APP_ID, "resourceAccess": WELL_KNOWN_SCOPES.iter().map(|(_, id)| json!({"id": id, "type": "Scope"})).collect::<Vec<_>>()}]);
+        let s = snap(
+            json!({"id": "o", "uniqueName": "coder-app", "requiredResourceAccess": full}),
+            None,
+        );
+        let p = plan(&d, &s, APP).unwrap();
+        assert!(bicep_finding(&s, &p, &wanted_scopes(&d, &s.scope_ids), APP).is_none());
+        // No uniqueName (or an empty one): not Bicep.
+        for unique in [Value::Null, json!(""), json!("  ")] {
+            let s = snap(json!({"id": "o", "uniqueName": unique}), None);
+            let p = plan(&d, &s, APP).unwrap();
+            assert!(bicep_finding(&s, &p, &wanted_scopes(&d, &s.scope_ids), APP).is_none());
+        }
+    }
+
+    #[test]
+    fn access_token_lifetime_says_what_the_policy_changes() {
+        let d = DesiredSettings {
+            offline_access: true,
+            access_token_lifetime: Some(Duration::from_secs(86_400)),
+            ..DesiredSettings::default()
+        };
+        let f = access_token_lifetime_finding(&d, APP).unwrap();
+        assert!(!f.blocking);
+        for needle in [
+            "1.00:00:00",
+            "ID tokens",
+            "Microsoft Graph",
+            &format!("api://{APP}/"),
+        ] {
+            assert!(f.message.contains(needle), "{needle:?} in {}", f.message);
+        }
+        let mut without = d.clone();
+        without.access_token_lifetime = None;
+        assert!(access_token_lifetime_finding(&without, APP).is_none());
+        // The assigned policy's value is not reported as the lifetime of Coder's access token.
+        let ours = json!({"id": "p1", "displayName": policy_name(APP), "definition": [policy_definition(Duration::from_secs(86_400))]});
+        let s = snap(json!({"id": "o"}), Some(vec![ours]));
+        let p = plan(&d, &s, APP).unwrap();
+        assert_eq!(p.policy, PolicyPlan::Keep);
+        let o = observation(&d, &s, &p, APP, ts("2026-01-01T00:00:00Z"));
+        assert_eq!(o.settings.access_token_lifetime, None);
+        assert!(
+            o.findings
+                .iter()
+                .any(|f| f.reason == "AccessTokenLifetimeNotForGraph")
+        );
     }
 }

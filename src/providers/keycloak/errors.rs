@@ -28,6 +28,18 @@ pub fn keycloak_message(body: &str) -> String {
     truncate(body, 300)
 }
 
+/// The `error_description` of an OAuth error body (empty when absent).
+fn oauth_description(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error_description")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
 impl Keycloak {
     /// The error for a refused token request.
     pub(super) fn token_error(
@@ -40,6 +52,51 @@ impl Keycloak {
         match status.as_u16() {
             400 | 401 => {
                 let code = http::oauth_error_code(body).unwrap_or_default();
+                let description = oauth_description(body);
+                let answered = format!(
+                    "the token endpoint of realm {:?} answered HTTP {} ({msg})",
+                    self.auth_realm,
+                    status.as_u16()
+                );
+                let client_credentials =
+                    matches!(self.admin, AdminCredentials::ClientCredentials { .. });
+                // ClientIdAndSecretAuthenticator: an unknown or disabled client is
+                // invalid_client, a known client with a wrong secret is unauthorized_client;
+                // both say "Invalid client or Invalid client credentials".
+                let bad_credentials = description.contains("Invalid client credentials");
+                let specific = match code.as_str() {
+                    "unauthorized_client" if client_credentials && bad_credentials => {
+                        Some(format!(
+                            "{answered}: the client named by client-id exists in realm {:?} but client-secret in Secret {:?} is wrong; copy the client's current secret (Credentials tab) into the Secret",
+                            self.auth_realm, self.secret_name
+                        ))
+                    }
+                    "invalid_client" if client_credentials && bad_credentials => Some(format!(
+                        "{answered}: realm {:?} has no enabled client with the client-id in Secret {:?}; check client-id, that the client is enabled and that it lives in realm {:?} (spec.provider.keycloak.authRealm)",
+                        self.auth_realm, self.secret_name, self.auth_realm
+                    )),
+                    "unauthorized_client"
+                        if description.contains("not enabled to retrieve service account") =>
+                    {
+                        Some(format!(
+                            "{answered}: the client named by client-id in Secret {:?} has service accounts turned off; enable Service accounts roles on it (Client authentication on) and give its service-account user the realm-management roles",
+                            self.secret_name
+                        ))
+                    }
+                    "unauthorized_client" if description.contains("Public client not allowed") => {
+                        Some(format!(
+                            "{answered}: the client named by client-id in Secret {:?} is public; turn Client authentication on and enable Service accounts roles",
+                            self.secret_name
+                        ))
+                    }
+                    _ => None,
+                };
+                if let Some(detail) = specific {
+                    return ProviderError::AuthenticationFailed {
+                        provider: KIND,
+                        detail,
+                    };
+                }
                 let hint = match (&self.admin, code.as_str()) {
                     (AdminCredentials::ClientCredentials { .. }, "unauthorized_client") => {
                         " and that the client has Client authentication and Service accounts roles enabled"
@@ -146,7 +203,7 @@ impl Keycloak {
         ProviderError::ClientNotFound {
             provider: KIND,
             what: format!("client {:?} in realm {:?}", self.client_id, self.realm),
-            detail: "no client has this clientId; check spec.provider.keycloak.clientId (the Client ID Coder uses as CODER_OIDC_CLIENT_ID, not Keycloak's internal UUID) and spec.provider.keycloak.realm; the operator never creates clients".into(),
+            detail: "no client has this clientId; check spec.provider.keycloak.clientId (the Client ID Coder uses as CODER_OIDC_CLIENT_ID, not Keycloak's internal UUID) and spec.provider.keycloak.realm; the operator never creates clients (with fine-grained admin permissions, the admin account may also lack the view permission on this client)".into(),
         }
     }
 }

@@ -6,14 +6,17 @@
 //! the public `admin-cli` client), and optionally `ca.crt` (PEM bundle for a private CA; TLS
 //! verification is never switched off). Tokens come from
 //! `{url}/realms/{authRealm}/protocol/openid-connect/token` (`authRealm` defaults to `realm`) and
-//! are cached in [`ProviderDeps::tokens`] until shortly before they expire, keyed by URL, auth
+//! are cached in [`ProviderDeps::tokens`] until shortly before they expire (a 60 s master-realm
+//! token about 20 s before: see `cache_lifetime`), keyed by URL, auth
 //! realm, Secret name, Secret `resourceVersion` and a hash of the credentials, so a rotated Secret
 //! is picked up at once. A 401 from the admin API drops the token, fetches a new one and retries
 //! the call once.
 //!
 //! Roles the admin account needs (realm-management client roles of the target realm, or of the
 //! `<realm>-realm` client when it lives in `master`): `view-clients` (find the client, its scopes
-//! and scope mappings), `manage-clients` (update the client, link the scope, map the role),
+//! and scope mappings; `query-clients` alone is not enough: Keycloak then lists no client at all,
+//! which the provider reports as this missing role), `manage-clients` (update the client, link
+//! the scope, map the role),
 //! `view-realm` (read token settings and the `offline_access` role) and, only with
 //! `allowRealmChanges`, `manage-realm`. `realm-admin` covers all of them.
 //!
@@ -26,9 +29,9 @@
 //! | policy (`spec.refreshTokens`) | Keycloak setting |
 //! |---|---|
 //! | always | client attribute `use.refresh.tokens` = `"true"` |
-//! | `offlineAccess: true` | client scope `offline_access` linked to the client (optional, or already default); realm role `offline_access` in the client's realm scope mappings when `fullScopeAllowed` is false; Coder requests scope `offline_access` |
+//! | `offlineAccess: true` | client scope `offline_access` linked to the client (optional, or already default); when `fullScopeAllowed` is false, realm role `offline_access` in the client's realm scope mappings only if the `offline_access` client scope's own scope mappings lack it (Keycloak's built-in scope carries it, and a requested scope brings its roles into the token); Coder requests scope `offline_access` |
 //! | `idleTimeout`, offline | client attribute `client.offline.session.idle.timeout` (seconds); realm `offlineSessionIdleTimeout` must be at least as long |
-//! | `lifetime`, offline | client attribute `client.offline.session.max.lifespan` (seconds); realm `offlineSessionMaxLifespanEnabled` must be true and realm `offlineSessionMaxLifespan` at least as long |
+//! | `lifetime`, offline | client attribute `client.offline.session.max.lifespan` (seconds), enforced per client by Keycloak 22+ even with the realm's `offlineSessionMaxLifespanEnabled` off; the switch is never turned on; only when it is already on must realm `offlineSessionMaxLifespan` be at least as long |
 //! | `idleTimeout`, not offline | client attribute `client.session.idle.timeout` (ordinary refresh tokens live in the SSO session); realm `ssoSessionIdleTimeout` must be at least as long |
 //! | `lifetime`, not offline | client attribute `client.session.max.lifespan`; realm `ssoSessionMaxLifespan` must be at least as long |
 //! | `accessTokenLifetime` | client attribute `access.token.lifespan` (seconds) |
@@ -38,16 +41,27 @@
 //! With `offlineAccess: true` Coder gets offline tokens, governed by the realm's offline-session
 //! settings; without it, ordinary refresh tokens that end with the SSO session, so the client
 //! session attributes are the ones that apply. Realm settings affect every client of the realm:
-//! they are changed (a partial realm PUT with only those fields) only when
-//! `spec.provider.keycloak.allowRealmChanges` is true; otherwise `observe` and `apply` fail with
+//! they are changed (a realm PUT of the whole representation read, with only those fields
+//! replaced, because Keycloak resets device, CIBA and PAR settings a body leaves out) only when
+//! `spec.provider.keycloak.allowRealmChanges` is true; otherwise planning fails with
 //! [`ProviderError::Unsupported`] naming each realm setting and the value it needs.
 //!
-//! Effective values follow Keycloak's rules: a client value (attribute, or the realm's
-//! `client*` default when the attribute is unset or empty) caps the user-session value, and the
-//! smaller one wins; the offline absolute lifetime applies only when the realm enables it.
+//! Effective values follow Keycloak's `SessionExpirationUtils`: a positive client value
+//! (attribute, or the realm's `client*` default when the attribute is unset, empty or 0) caps the
+//! user-session value, and the smaller one wins. The offline max lifespan: with the realm switch
+//! off, the client attribute if positive, else none; with it on, attribute, else
+//! `clientOfflineSessionMaxLifespan`, else `offlineSessionMaxLifespan`, capped by
+//! `offlineSessionMaxLifespan`.
 //!
 //! The realm's discovery document is checked too: `refresh_token` in `grant_types_supported` and
-//! `offline_access` in `scopes_supported` (blocking when offline access is wanted).
+//! `offline_access` in `scopes_supported` (non-blocking: a scope with
+//! `include.in.openid.provider.metadata` false is left out but still works; whether it exists is
+//! read through the admin API, and a missing scope is blocking).
+//!
+//! A realm imported by keycloak-config-cli (realm attributes `de.adorsys.keycloak.config.*`) is
+//! not changed: its next import would undo the changes (it manages client-scope lists in full).
+//! When something needs changing the plan carries the blocking finding
+//! `ManagedByKeycloakConfigCli` saying what to add to the import file.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -277,7 +291,15 @@ impl Keycloak {
         )
         .await?
         {
-            http::TokenAnswer::Token(token) => return Ok(token),
+            http::TokenAnswer::Token(token) => {
+                // Keycloak's master-realm tokens live 60 s. The shared cache renews a tenth of
+                // the lifetime early (6 s here), less than one reconcile with retries may take;
+                // keep such short tokens a quarter of their life (up to 15 s) shorter on top.
+                if let Some(keep) = jwt_lifetime(token.expose_secret()).map(cache_lifetime) {
+                    self.deps.tokens.put(&self.token_key, token.clone(), keep);
+                }
+                return Ok(token);
+            }
             http::TokenAnswer::Refused {
                 status,
                 headers,
@@ -361,8 +383,10 @@ impl Keycloak {
                 a.iter()
                     .find(|c| c.get("clientId").and_then(Value::as_str) == Some(&self.client_id))
             })
-            .cloned()
-            .ok_or_else(|| self.client_not_found())?;
+            .cloned();
+        let Some(client) = client else {
+            return Err(self.no_client_listed().await);
+        };
         let id = client
             .get("id")
             .and_then(Value::as_str)
@@ -425,10 +449,13 @@ impl Keycloak {
             offline_scope_id: None,
             offline_scope_exists: None,
             offline_role_mapped: None,
+            offline_scope_has_role: None,
             offline_role: None,
             discovery: Err("not read".into()),
         };
-        if desired.offline_access && offline_scope == ScopeLink::None {
+        let full_scope = snap.full_scope_allowed();
+        // The scope's id: to link it, or (full scope off) to read its own role mappings.
+        if desired.offline_access && (offline_scope == ScopeLink::None || !full_scope) {
             let all = self
                 .call(
                     &self.op(
@@ -450,7 +477,29 @@ impl Keycloak {
                 .and_then(|s| s.get("id").and_then(Value::as_str).map(str::to_string));
             snap.offline_scope_exists = Some(snap.offline_scope_id.is_some());
         }
-        if !snap.full_scope_allowed() {
+        if !full_scope && let Some(scope_id) = snap.offline_scope_id.clone() {
+            let roles = self
+                .call(
+                    &self.op(
+                        "get_client_scope_mappings",
+                        &format!(
+                            "read the realm scope mappings of client scope offline_access of realm {:?}",
+                            self.realm
+                        ),
+                        "view-clients",
+                        NotFound::Other,
+                    ),
+                    Method::GET,
+                    &self.admin_url(&format!(
+                        "/client-scopes/{}/scope-mappings/realm",
+                        enc(&scope_id)
+                    )),
+                    None,
+                )
+                .await?;
+            snap.offline_scope_has_role = Some(has_offline(roles));
+        }
+        if !full_scope && snap.offline_scope_has_role != Some(true) {
             let mapped = self
                 .call(
                     &self.op(
@@ -528,6 +577,40 @@ impl Keycloak {
             return Err(format!("HTTP {status}: {}", keycloak_message(&text)));
         }
         serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+    }
+
+    /// The error when the exact `clientId` lookup lists nothing. Keycloak answers `200 []` both
+    /// when no client has the clientId and when the admin account may query clients but not view
+    /// them (`query-clients` without `view-clients`, or fine-grained permissions without view on
+    /// any client): `ClientsResource.getClients` leaves out the clients the caller cannot view.
+    /// One page of any client tells them apart, because every realm has built-in clients
+    /// (`account`, `admin-cli`, `broker`, `realm-management`, …).
+    async fn no_client_listed(&self) -> ProviderError {
+        let any = self
+            .call(
+                &self.op(
+                    "list_clients",
+                    &format!("list the clients of realm {:?}", self.realm),
+                    "view-clients",
+                    NotFound::Realm,
+                ),
+                Method::GET,
+                &format!("{}?first=0&max=1", self.admin_url("/clients")),
+                None,
+            )
+            .await;
+        match any {
+            Ok(Some(Value::Array(list))) if list.is_empty() => ProviderError::Forbidden {
+                provider: KIND,
+                operation: format!("find client {:?}", self.client_id),
+                detail: format!(
+                    "Keycloak lists no client at all in realm {:?} to the admin account of Secret {:?}, although every realm has built-in clients: the account may query clients (query-clients) but not view them; assign it the realm-management client role view-clients (or realm-admin), or with fine-grained admin permissions the view permission on client {:?}",
+                    self.realm, self.secret_name, self.client_id
+                ),
+            },
+            Err(e) => e,
+            Ok(_) => self.client_not_found(),
+        }
     }
 
     fn refuse_realm_changes(&self, plan: &Plan) -> Result<(), ProviderError> {
@@ -694,6 +777,50 @@ impl Keycloak {
     }
 }
 
+/// How long to cache a token that lives `lifetime`, before the cache's own margin: a quarter of
+/// the lifetime, at most 15 s, less.
+fn cache_lifetime(lifetime: Duration) -> Duration {
+    lifetime.saturating_sub((lifetime / 4).min(Duration::from_secs(15)))
+}
+
+/// The lifetime (`exp` - `iat`) of a JWT access token, without verifying it; `None` when the
+/// token is not a JWT with both claims. Measured on the token itself, so clock skew does not
+/// matter.
+fn jwt_lifetime(token: &str) -> Option<Duration> {
+    let payload = token.split('.').nth(1)?;
+    let claims: Value = serde_json::from_slice(&base64url_decode(payload)?).ok()?;
+    let exp = claims.get("exp")?.as_i64()?;
+    let iat = claims.get("iat")?.as_i64()?;
+    u64::try_from(exp - iat)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
+/// Decodes unpadded (or padded) base64url.
+fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 /// Percent-encodes one path or query component.
 fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -800,6 +927,44 @@ mod tests {
             Err(ProviderError::Unsupported { .. })
         ));
         assert!(normalize_base_url("https:///x").is_err());
+    }
+
+    #[test]
+    fn short_admin_tokens_are_renewed_well_before_they_expire() {
+        // {"exp":1700000060,"iat":1700000000}: a 60 s master-realm token.
+        let claims = r#"{"exp":1700000060,"iat":1700000000,"sub":"x"}"#;
+        let b64: String = {
+            const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let bytes = claims.as_bytes();
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b))
+                    << (8 * (3 - chunk.len()));
+                for i in 0..=chunk.len() {
+                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        };
+        assert_eq!(base64url_decode(&b64).unwrap(), claims.as_bytes());
+        let token = format!("eyJhbGciOiJSUzI1NiJ9.{b64}.sig");
+        assert_eq!(jwt_lifetime(&token), Some(Duration::from_secs(60)));
+        assert_eq!(jwt_lifetime("opaque-token"), None);
+        assert_eq!(jwt_lifetime("a.!!!.c"), None);
+        // 60 s: cached 45 s (the shared cache then drops it a tenth earlier: renewed after
+        // about 40 s, 20 s before Keycloak rejects it); longer tokens lose at most 15 s.
+        assert_eq!(
+            cache_lifetime(Duration::from_secs(60)),
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            cache_lifetime(Duration::from_secs(300)),
+            Duration::from_secs(285)
+        );
+        assert_eq!(
+            cache_lifetime(Duration::from_secs(4)),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]

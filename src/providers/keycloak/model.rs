@@ -107,6 +107,11 @@ pub struct Snapshot {
     /// `offline_access` realm role in the client's realm scope mappings (`None`: not read
     /// because `fullScopeAllowed` is true).
     pub offline_role_mapped: Option<bool>,
+    /// The `offline_access` realm role in the realm scope mappings of the `offline_access`
+    /// client scope itself (`None`: not read). Keycloak's built-in scope carries it, and a
+    /// requested client scope brings its scope mappings into the token's role scope, so with
+    /// `fullScopeAllowed` off linking the scope is then enough.
+    pub offline_scope_has_role: Option<bool>,
     /// The realm's `offline_access` role (read only when a mapping is needed).
     pub offline_role: Option<Value>,
     /// The discovery document, or why it could not be read.
@@ -315,23 +320,16 @@ pub fn realm_changes(desired: &DesiredSettings, realm: &RealmSettings) -> Vec<Re
         );
         at_least("ssoSessionMaxLifespan", realm.sso_max, desired.lifetime);
     }
-    if desired.offline_access && desired.lifetime.is_some() {
-        if !realm.offline_max_enabled {
-            out.push(RealmChange {
-                field: "offlineSessionMaxLifespanEnabled",
-                from: json!(false),
-                to: json!(true),
-            });
-        }
-        if let Some(w) = desired.lifetime.map(secs)
-            && realm.offline_max < w
-        {
-            out.push(RealmChange {
-                field: "offlineSessionMaxLifespan",
-                from: json!(realm.offline_max),
-                to: json!(w),
-            });
-        }
+    // Keycloak 22+ (`SessionExpirationUtils.calculateClientSessionMaxLifespanTimestamp`)
+    // enforces a positive client `client.offline.session.max.lifespan` on its own; the realm
+    // switch is never needed. Only when the switch is already on does the realm's
+    // `offlineSessionMaxLifespan` cap the client value.
+    if desired.offline_access && realm.offline_max_enabled {
+        at_least(
+            "offlineSessionMaxLifespan",
+            realm.offline_max,
+            desired.lifetime,
+        );
     }
     match desired.rotation {
         Some(Rotation::Rotate) => {
@@ -374,6 +372,7 @@ pub fn plan(desired: &DesiredSettings, snap: &Snapshot) -> Plan {
         && snap.offline_scope_id.is_some();
     let map_offline_role = desired.offline_access
         && !snap.full_scope_allowed()
+        && snap.offline_scope_has_role != Some(true)
         && snap.offline_role_mapped == Some(false)
         && snap.offline_role.is_some();
     Plan {
@@ -395,12 +394,28 @@ fn attr_secs(v: Option<&str>) -> Option<u64> {
 /// Keycloak's rule: the client value (attribute, else the realm's client default) caps the
 /// user-session value when it is positive.
 fn capped(user_session: u64, client_attr: Option<&str>, realm_client_default: u64) -> u64 {
-    let client = attr_secs(client_attr).unwrap_or(realm_client_default);
+    let client = attr_secs(client_attr)
+        .filter(|n| *n > 0)
+        .unwrap_or(realm_client_default);
     if client > 0 {
         client.min(user_session)
     } else {
         user_session
     }
+}
+
+/// Keycloak 22+'s offline max lifespan for a client
+/// (`SessionExpirationUtils.calculateClientSessionMaxLifespanTimestamp`): with the realm switch
+/// `offlineSessionMaxLifespanEnabled` off, a positive client attribute is the max and nothing
+/// else is (`None`: no max); with it on, the attribute, else the realm's
+/// `clientOfflineSessionMaxLifespan`, else `offlineSessionMaxLifespan`, capped by
+/// `offlineSessionMaxLifespan`.
+fn offline_lifetime(r: &RealmSettings, client_attr: Option<&str>) -> Option<u64> {
+    let attr = attr_secs(client_attr).filter(|n| *n > 0);
+    if !r.offline_max_enabled {
+        return attr;
+    }
+    Some(capped(r.offline_max, client_attr, r.client_offline_max))
 }
 
 /// Effective settings (pure). `offline` selects offline tokens (Coder requests `offline_access`)
@@ -413,14 +428,7 @@ pub fn effective(snap: &Snapshot, offline: bool) -> IdpSettings {
             snap.attr(ATTR_OFFLINE_IDLE),
             r.client_offline_idle,
         );
-        let lifetime = r.offline_max_enabled.then(|| {
-            capped(
-                r.offline_max,
-                snap.attr(ATTR_OFFLINE_MAX),
-                r.client_offline_max,
-            )
-        });
-        (idle, lifetime)
+        (idle, offline_lifetime(r, snap.attr(ATTR_OFFLINE_MAX)))
     } else {
         (
             capped(
@@ -439,7 +447,9 @@ pub fn effective(snap: &Snapshot, offline: bool) -> IdpSettings {
         .filter(|n| *n > 0)
         .unwrap_or(r.access_token_lifespan);
     let linked = snap.offline_scope != ScopeLink::None;
-    let role_ok = snap.full_scope_allowed() || snap.offline_role_mapped == Some(true);
+    let role_ok = snap.full_scope_allowed()
+        || snap.offline_scope_has_role == Some(true)
+        || snap.offline_role_mapped == Some(true);
     IdpSettings {
         refresh_token_grant: Some(snap.attr(ATTR_USE_REFRESH_TOKENS) != Some("false")),
         offline_access: Some(linked && role_ok),
@@ -475,14 +485,19 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
                     blocking: false,
                 });
             }
-            if desired.offline_access && list_has("scopes_supported", OFFLINE_ACCESS) == Some(false)
+            // Keycloak leaves out of scopes_supported every client scope whose attribute
+            // include.in.openid.provider.metadata is "false"; such a scope still works when
+            // requested. Whether the scope exists is checked through the admin API (below).
+            if desired.offline_access
+                && list_has("scopes_supported", OFFLINE_ACCESS) == Some(false)
+                && snap.offline_scope_exists != Some(false)
             {
                 out.push(Finding {
-                    reason: "OfflineAccessNotSupported",
+                    reason: "OfflineAccessNotAdvertised",
                     message: format!(
-                        "the discovery document of realm {realm} does not list offline_access in scopes_supported, so Coder's sign-in would fail with invalid_scope; restore the offline_access client scope in the realm or set spec.refreshTokens.offlineAccess: false"
+                        "the discovery document of realm {realm} does not list offline_access in scopes_supported; the client scope exists, so Coder can still request it (the scope's \"Include in OpenID Provider Metadata\" switch, include.in.openid.provider.metadata, is probably off). Turn it on if other clients discover scopes from the metadata"
                     ),
-                    blocking: true,
+                    blocking: false,
                 });
             }
         }
@@ -517,6 +532,9 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
             blocking: true,
         });
     }
+    if let Some(f) = config_cli_finding(desired, snap, realm) {
+        out.push(f);
+    }
     let flag = |k: &str| snap.client.get(k).and_then(Value::as_bool);
     if flag("publicClient") == Some(true) {
         out.push(Finding {
@@ -542,6 +560,85 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
     out
 }
 
+/// Prefix of the realm attributes keycloak-config-cli writes: its import checksums
+/// (`de.adorsys.keycloak.config.import-checksum-<file>`, older releases without the suffix) and,
+/// with remote state on, the state of what it manages (`de.adorsys.keycloak.config.state-…`).
+pub const CONFIG_CLI_ATTRIBUTE_PREFIX: &str = "de.adorsys.keycloak.config.";
+
+/// The keycloak-config-cli realm attributes of the realm, sorted.
+pub fn config_cli_markers(realm_json: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = realm_json
+        .get("attributes")
+        .and_then(Value::as_object)
+        .map(|a| {
+            a.keys()
+                .filter(|k| k.starts_with(CONFIG_CLI_ATTRIBUTE_PREFIX))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// A realm imported by keycloak-config-cli: its next run puts back what its import file says
+/// (it manages each client's client-scope lists in full, so it would unlink offline_access
+/// again). Changing the client behind its back would be a fight; when something needs changing
+/// the operator stalls and says what to add to the import file instead.
+fn config_cli_finding(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Option<Finding> {
+    let markers = config_cli_markers(&snap.realm_json);
+    let marker = markers.first()?;
+    let todo = plan(desired, snap);
+    if todo.is_empty() {
+        return None;
+    }
+    let client_id = snap
+        .client
+        .get("clientId")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut client_fields = Vec::new();
+    if todo.link_offline_scope {
+        client_fields.push("add offline_access to optionalClientScopes".to_string());
+    }
+    if !todo.attributes.is_empty() {
+        let attrs: Vec<String> = todo
+            .attributes
+            .iter()
+            .map(|a| format!("{:?}: {:?}", a.key, a.to))
+            .collect();
+        client_fields.push(format!("set attributes {{{}}}", attrs.join(", ")));
+    }
+    let mut parts = Vec::new();
+    if !client_fields.is_empty() {
+        parts.push(format!(
+            "in clients[clientId={client_id}]: {}",
+            client_fields.join(" and ")
+        ));
+    }
+    if todo.map_offline_role {
+        parts.push(format!(
+            "in scopeMappings: {{\"client\": {client_id:?}, \"roles\": [\"offline_access\"]}}"
+        ));
+    }
+    if !todo.realm.is_empty() {
+        let fields: Vec<String> = todo
+            .realm
+            .iter()
+            .map(|r| format!("\"{}\": {}", r.field, r.to))
+            .collect();
+        parts.push(format!("at the realm level: {}", fields.join(", ")));
+    }
+    Some(Finding {
+        reason: "ManagedByKeycloakConfigCli",
+        message: format!(
+            "realm {realm} is managed by keycloak-config-cli (realm attribute {marker}), whose next import would undo the operator's changes (it manages each client's client-scope lists in full and would unlink offline_access again), so the operator changes nothing; add to the realm's import file {} and run the import; the operator then only checks the result",
+            parts.join("; ")
+        ),
+        blocking: true,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,6 +656,7 @@ mod tests {
             offline_scope_id: None,
             offline_scope_exists: None,
             offline_role_mapped: None,
+            offline_scope_has_role: None,
             offline_role: None,
             discovery: Ok(
                 json!({"grant_types_supported": ["refresh_token"], "scopes_supported": ["openid", "offline_access"]}),
@@ -666,10 +764,38 @@ mod tests {
             fields,
             vec![
                 ("offlineSessionIdleTimeout", json!(3_888_000)),
-                ("offlineSessionMaxLifespanEnabled", json!(true)),
+                ("revokeRefreshToken", json!(true)),
+            ],
+            "lifetime is the client attribute alone while the realm switch is off"
+        );
+        let switched_on = RealmSettings {
+            offline_max_enabled: true,
+            ..r.clone()
+        };
+        let fields: Vec<(&str, Value)> = realm_changes(&d, &switched_on)
+            .into_iter()
+            .map(|c| (c.field, c.to))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("offlineSessionIdleTimeout", json!(3_888_000)),
                 ("offlineSessionMaxLifespan", json!(7_776_000)),
                 ("revokeRefreshToken", json!(true)),
-            ]
+            ],
+            "the switch is on and its 60 days cap the wanted 90"
+        );
+        let short = DesiredSettings {
+            lifetime: Some(h(24 * 30)),
+            idle_timeout: None,
+            rotation: None,
+            ..d.clone()
+        };
+        assert_eq!(realm_changes(&short, &switched_on), vec![]);
+        assert!(
+            realm_changes(&d, &r)
+                .iter()
+                .all(|c| c.field != "offlineSessionMaxLifespanEnabled")
         );
         let online = DesiredSettings {
             offline_access: false,
@@ -698,7 +824,7 @@ mod tests {
         assert_eq!(e.idle_timeout, Some(h(24)));
         assert_eq!(
             e.lifetime, None,
-            "offline max lifespan disabled in the realm"
+            "offline max lifespan disabled in the realm and no client value"
         );
         assert_eq!(e.access_token_lifetime, Some(Duration::from_secs(600)));
         assert_eq!(
@@ -730,6 +856,207 @@ mod tests {
         s.client = json!({"fullScopeAllowed": false});
         s.offline_role_mapped = Some(false);
         assert_eq!(effective(&s, true).offline_access, Some(false));
+    }
+
+    /// `SessionExpirationUtils.calculateClientSessionMaxLifespanTimestamp` (Keycloak 22+):
+    /// (realm switch, realm offlineSessionMaxLifespan, realm clientOfflineSessionMaxLifespan,
+    /// client attribute) -> offline lifetime.
+    #[test]
+    fn offline_lifetime_follows_keycloak_22() {
+        type Row<'a> = (bool, u64, u64, Option<&'a str>, Option<u64>, &'a str);
+        let table: &[Row] = &[
+            (
+                false,
+                5_184_000,
+                0,
+                None,
+                None,
+                "switch off, no attribute: no max",
+            ),
+            (
+                false,
+                5_184_000,
+                0,
+                Some(""),
+                None,
+                "blank attribute is unset",
+            ),
+            (
+                false,
+                5_184_000,
+                0,
+                Some("0"),
+                None,
+                "zero attribute is unset",
+            ),
+            (
+                false,
+                5_184_000,
+                0,
+                Some("soon"),
+                None,
+                "non-numeric is unset",
+            ),
+            (
+                false,
+                5_184_000,
+                0,
+                Some("2592000"),
+                Some(2_592_000),
+                "attribute alone",
+            ),
+            (
+                false,
+                86_400,
+                0,
+                Some("2592000"),
+                Some(2_592_000),
+                "realm max ignored while off",
+            ),
+            (
+                false,
+                5_184_000,
+                604_800,
+                None,
+                None,
+                "realm client default inert while off",
+            ),
+            (
+                true,
+                5_184_000,
+                0,
+                None,
+                Some(5_184_000),
+                "switch on: the realm max",
+            ),
+            (
+                true,
+                5_184_000,
+                604_800,
+                None,
+                Some(604_800),
+                "realm client default",
+            ),
+            (
+                true,
+                5_184_000,
+                604_800,
+                Some(""),
+                Some(604_800),
+                "blank inherits",
+            ),
+            (
+                true,
+                5_184_000,
+                604_800,
+                Some("0"),
+                Some(604_800),
+                "zero inherits",
+            ),
+            (
+                true,
+                5_184_000,
+                604_800,
+                Some("86400"),
+                Some(86_400),
+                "attribute wins",
+            ),
+            (
+                true,
+                86_400,
+                0,
+                Some("2592000"),
+                Some(86_400),
+                "capped by the realm max",
+            ),
+            (
+                true,
+                86_400,
+                604_800,
+                None,
+                Some(86_400),
+                "client default capped too",
+            ),
+        ];
+        for (enabled, max, client_default, attr, want, why) in table {
+            let mut s = snap(match attr {
+                Some(v) => json!({"attributes": {"client.offline.session.max.lifespan": v}}),
+                None => json!({"attributes": {}}),
+            });
+            s.realm.offline_max_enabled = *enabled;
+            s.realm.offline_max = *max;
+            s.realm.client_offline_max = *client_default;
+            assert_eq!(
+                effective(&s, true).lifetime,
+                want.map(Duration::from_secs),
+                "{why}"
+            );
+        }
+    }
+
+    /// With fullScopeAllowed off, the role reaches offline tokens through the client's own
+    /// scope mappings or through those of the requested offline_access client scope.
+    #[test]
+    fn offline_role_through_the_scope_or_the_client() {
+        let d = DesiredSettings {
+            offline_access: true,
+            ..Default::default()
+        };
+        let role = Some(json!({"id": "r1", "name": "offline_access"}));
+        // (scope carries the role, client maps it) -> (map the role, offline access effective)
+        let table: &[(Option<bool>, Option<bool>, bool, bool)] = &[
+            (Some(true), None, false, true),
+            (Some(false), Some(false), true, false),
+            (Some(false), Some(true), false, true),
+            (None, Some(false), true, false),
+        ];
+        for (scope_has, client_has, map, works) in table {
+            let mut s = snap(
+                json!({"id": "1", "fullScopeAllowed": false, "attributes": {"use.refresh.tokens": "true"}}),
+            );
+            s.offline_scope_has_role = *scope_has;
+            s.offline_role_mapped = *client_has;
+            s.offline_role = role.clone();
+            assert_eq!(
+                plan(&d, &s).map_offline_role,
+                *map,
+                "{scope_has:?} {client_has:?}"
+            );
+            assert_eq!(
+                effective(&s, true).offline_access,
+                Some(*works),
+                "{scope_has:?} {client_has:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keycloak_config_cli_realms_stall_with_what_to_import() {
+        let d = DesiredSettings {
+            offline_access: true,
+            idle_timeout: Some(h(24)),
+            ..Default::default()
+        };
+        let mut s = snap(json!({"id": "1", "clientId": "coder", "attributes": {}}));
+        s.offline_scope = ScopeLink::None;
+        s.offline_scope_id = Some("scope-1".into());
+        assert!(findings(&d, &s, "coder").is_empty(), "no markers");
+        s.realm_json = json!({"attributes": {
+            "frontendUrl": "",
+            "de.adorsys.keycloak.config.import-checksum-default": "6292be06",
+        }});
+        let f = findings(&d, &s, "coder");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].reason, "ManagedByKeycloakConfigCli");
+        assert!(f[0].blocking);
+        assert_eq!(
+            f[0].message,
+            "realm coder is managed by keycloak-config-cli (realm attribute de.adorsys.keycloak.config.import-checksum-default), whose next import would undo the operator's changes (it manages each client's client-scope lists in full and would unlink offline_access again), so the operator changes nothing; add to the realm's import file in clients[clientId=coder]: add offline_access to optionalClientScopes and set attributes {\"use.refresh.tokens\": \"true\", \"client.offline.session.idle.timeout\": \"86400\"} and run the import; the operator then only checks the result"
+        );
+        // Once the import carries the settings, nothing is reported.
+        s.client = json!({"id": "1", "clientId": "coder", "attributes": {"use.refresh.tokens": "true", "client.offline.session.idle.timeout": "86400"}});
+        s.offline_scope = ScopeLink::Optional;
+        assert!(findings(&d, &s, "coder").is_empty());
     }
 
     #[test]
@@ -764,9 +1091,25 @@ mod tests {
             f.iter().map(|f| (f.reason, f.blocking)).collect::<Vec<_>>(),
             vec![
                 ("RefreshGrantNotAdvertised", false),
-                ("OfflineAccessNotSupported", true)
-            ]
+                ("OfflineAccessNotAdvertised", false)
+            ],
+            "a scope hidden from the metadata still works"
         );
+        s.offline_scope = ScopeLink::None;
+        s.offline_scope_exists = Some(false);
+        assert_eq!(
+            findings(&d, &s, "coder")
+                .iter()
+                .map(|f| (f.reason, f.blocking))
+                .collect::<Vec<_>>(),
+            vec![
+                ("RefreshGrantNotAdvertised", false),
+                ("OfflineAccessScopeMissing", true)
+            ],
+            "a missing scope is told by the admin API"
+        );
+        s.offline_scope = ScopeLink::Optional;
+        s.offline_scope_exists = None;
         s.discovery = Ok(json!({}));
         assert_eq!(
             findings(&d, &s, "coder"),

@@ -44,6 +44,17 @@ impl PingFederate {
                     self.secret_name
                 ),
             },
+            403 if operation == super::REPLICATE => ProviderError::Forbidden {
+                provider: KIND,
+                operation: operation.to_string(),
+                detail: format!(
+                    "the administrator account of Secret {:?} may not replicate{said_suffix}; replicating the \
+                     configuration to the engine nodes (POST /cluster/replicate) needs the Admin role. Give the \
+                     account the Admin role, or set spec.provider.pingFederate.replication to Manual and have an \
+                     administrator replicate",
+                    self.secret_name
+                ),
+            },
             403 => ProviderError::Forbidden {
                 provider: KIND,
                 operation: operation.to_string(),
@@ -171,6 +182,7 @@ mod tests {
             base: admin_base("https://pf.example.com:9999").unwrap(),
             client_id: "coder".into(),
             secret_name: creds.secret_name.clone(),
+            replication: crate::crd::PingFederateReplication::Automatic,
             username: creds.get("username").unwrap().clone(),
             password: creds.get("password").unwrap().clone(),
             http: deps.http.client(KIND, None).unwrap(),
@@ -192,6 +204,15 @@ mod tests {
             "PingFederate refused to update the OAuth client: the administrator account of Secret \"pf-admin\" \
              lacks the permission; it needs the Admin role (the Auditor role is read-only)"
         );
+        let e = pf.error(super::super::REPLICATE, StatusCode::FORBIDDEN, &h, "");
+        assert!(matches!(e, ProviderError::Forbidden { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains(
+                "replicating the configuration to the engine nodes (POST /cluster/replicate) needs the Admin role"
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("replication to Manual"), "{e}");
         let e = pf.error("read the OAuth client", StatusCode::NOT_FOUND, &h, "");
         assert!(
             matches!(e, ProviderError::ClientNotFound { ref what, .. } if what == "OAuth client \"coder\"")

@@ -10,6 +10,15 @@
 //!   `POST /oauth/authServerSettings/scopes/commonScopes` (additive, reported as an action).
 //! - Lifetimes are client overrides (`persistentGrantExpiration*`, `persistentGrantIdleTimeout*`
 //!   with `OVERRIDE_SERVER_DEFAULT`); rotation is `refreshRolling` (`ROLL`/`DONT_ROLL`).
+//! - `clientAuth.encryptedSecret` is a new ciphertext on every read, and any ciphertext the server
+//!   issued restores the secret it encrypted: a secret change is detected with
+//!   `clientSecretChangedTime` only, and the `PUT` body is rebuilt from a read taken right before
+//!   it (so a secret rotated since `observe` is sent back as rotated, never undone).
+//! - Clusters (`GET /cluster/status`; a 403 "not deployed in clustered mode" means standalone):
+//!   engines serve replicated configuration only. With `replication: Automatic` the operator
+//!   replicates after its own writes, unless replication was already required before them (other
+//!   administrators' pending changes are never pushed); while replication is required the
+//!   provider is not Ready (`ReplicationPending`).
 //! - 12.1+: `requireOfflineAccessScopeToIssueRefreshTokens` and
 //!   `offlineAccessRequireConsentPrompt` (client values, `SERVER_DEFAULT` resolved against the
 //!   authorization server settings) decide whether Coder must send `prompt=consent`.
@@ -28,18 +37,28 @@ use super::{
     Applied, Credentials, DesiredSettings, IdentityProvider, IdpPlan, ProviderDeps, ProviderError,
     ProviderKind, Snapshot as AnySnapshot,
 };
-use crate::crd::PingFederateSpec;
+use crate::crd::{PingFederateReplication, PingFederateSpec};
 
 mod errors;
 mod model;
 
-use model::{Plan, ServerVersion, Snapshot, check_desired, encrypted_secret, plan};
+use model::{
+    Cluster, Plan, REPLICATION_PENDING, ServerVersion, Snapshot, check_desired,
+    replication_pending_message, secret_changed_time,
+};
 
 /// The writes of a PingFederate plan, with the snapshot they were planned from.
 struct Writes {
     snap: Snapshot,
     plan: Plan,
 }
+
+/// Marks a server known to be standalone (shared through [`ProviderDeps::facts`]).
+#[derive(Clone, Copy)]
+struct Standalone;
+
+const NOT_CLUSTERED: &str = "not deployed in clustered mode";
+const REPLICATE: &str = "replicate the cluster configuration";
 
 const KIND: ProviderKind = ProviderKind::PingFederate;
 const OFFLINE_ACCESS: &str = "offline_access";
@@ -60,6 +79,7 @@ pub fn connect(
         base,
         client_id: spec.client_id.clone(),
         secret_name: creds.secret_name.clone(),
+        replication: spec.replication,
         username,
         password,
         http,
@@ -99,6 +119,7 @@ pub struct PingFederate {
     base: Url,
     client_id: String,
     secret_name: String,
+    replication: PingFederateReplication,
     username: SecretString,
     password: SecretString,
     http: reqwest::Client,
@@ -131,6 +152,28 @@ impl PingFederate {
         segments: &[&str],
         body: Option<&Value>,
     ) -> Result<Value, ProviderError> {
+        let (status, headers, text) = self.send(operation, method, segments, body).await?;
+        if !status.is_success() {
+            return Err(self.error(operation, status, &headers, &text));
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| ProviderError::Protocol {
+            provider: KIND,
+            operation: operation.to_string(),
+            detail: format!("the answer is not JSON ({e}); is adminUrl the admin port?"),
+        })
+    }
+
+    /// One request: status, headers and body text, whatever the status.
+    async fn send(
+        &self,
+        operation: &'static str,
+        method: Method,
+        segments: &[&str],
+        body: Option<&Value>,
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, String), ProviderError> {
         let mut req = self
             .http
             .request(method, self.url(segments))
@@ -152,17 +195,40 @@ impl PingFederate {
             operation: operation.to_string(),
             detail: http::describe_reqwest_error(&e),
         })?;
+        Ok((status, headers, text))
+    }
+
+    /// `GET /cluster/status`; a standalone server (403 "not deployed in clustered mode") is
+    /// remembered for [`http::FACT_TTL`].
+    async fn cluster(&self) -> Result<Cluster, ProviderError> {
+        const OP: &str = "read the cluster status";
+        let key = format!("pingfederate-standalone|{}", self.base);
+        if self.deps.facts.get::<Standalone>(&key).is_some() {
+            return Ok(Cluster::Standalone);
+        }
+        let (status, headers, text) = self
+            .send(OP, Method::GET, &["cluster", "status"], None)
+            .await?;
+        if status.as_u16() == 403 && text.contains(NOT_CLUSTERED) {
+            self.deps.facts.put(&key, Standalone, http::FACT_TTL);
+            return Ok(Cluster::Standalone);
+        }
         if !status.is_success() {
-            return Err(self.error(operation, status, &headers, &text));
+            return Err(self.error(OP, status, &headers, &text));
         }
-        if text.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).map_err(|e| ProviderError::Protocol {
+        let body: Value = serde_json::from_str(&text).map_err(|e| ProviderError::Protocol {
             provider: KIND,
-            operation: operation.to_string(),
-            detail: format!("the answer is not JSON ({e}); is adminUrl the admin port?"),
-        })
+            operation: OP.into(),
+            detail: format!("the answer is not JSON ({e})"),
+        })?;
+        if !body.is_object() {
+            return Err(ProviderError::Protocol {
+                provider: KIND,
+                operation: OP.into(),
+                detail: "the answer is not an object".into(),
+            });
+        }
+        Ok(Cluster::from_status(&body))
     }
 
     /// The server's version, shared by every policy of the server for [`http::FACT_TTL`].
@@ -226,11 +292,23 @@ impl PingFederate {
         let version = self.version().await?;
         let client = self.read_client().await?;
         let settings = self.read_settings().await?;
+        let cluster = self.cluster().await?;
         Ok(Snapshot {
             version,
             client,
             settings,
+            cluster,
         })
+    }
+
+    /// The transient error while the engines do not serve what was written.
+    fn replication_pending(&self, detail: String) -> ProviderError {
+        ProviderError::NotPersisted {
+            provider: KIND,
+            detail: format!(
+                "that the engine nodes do not serve it yet ({REPLICATION_PENDING}): {detail}"
+            ),
+        }
     }
 }
 
@@ -256,7 +334,7 @@ impl IdentityProvider for PingFederate {
     ) -> Result<IdpPlan, ProviderError> {
         check_desired(desired)?;
         let snap: &Snapshot = snapshot.get()?;
-        let p = plan(snap, desired);
+        let p = model::plan(snap, desired, self.replication);
         let observation = p.observation.clone();
         let writes = Writes {
             snap: snap.clone(),
@@ -275,6 +353,17 @@ impl IdentityProvider for PingFederate {
         let Writes { snap, plan: p } = todo.writes()?;
         let desired = todo.desired();
         let mut actions = Vec::new();
+        // Automatic replication pushes everything pending on the console: write only when the
+        // snapshot (read moments ago by `observe`) had nothing else pending, so that everything
+        // replicated is the operator's own.
+        if self.replication == PingFederateReplication::Automatic
+            && matches!(snap.cluster, Cluster::Clustered { .. })
+            && !p.replicate
+        {
+            return Err(
+                self.replication_pending(replication_pending_message(self.replication, true))
+            );
+        }
         if p.add_scope {
             let entry = json!({
                 "name": OFFLINE_ACCESS,
@@ -293,12 +382,42 @@ impl IdentityProvider for PingFederate {
                     .to_string(),
             );
         }
-        if let Some(body) = &p.client_update {
+        let mut secret_time = None;
+        if p.client_update.is_some() {
+            // The PUT replaces the whole client and any ciphertext restores the secret it
+            // encrypts: build the body from a read taken right now, so a secret rotated (or any
+            // other field changed) since `observe` is kept, and write only if the owned fields
+            // still need exactly the planned changes.
+            let fresh = Snapshot {
+                client: self.read_client().await?,
+                ..snap.clone()
+            };
+            let again = model::plan(&fresh, desired, self.replication);
+            let body = match again.client_update {
+                Some(body) if again.client_changes == p.client_changes => body,
+                _ => {
+                    return Err(ProviderError::Protocol {
+                        provider: KIND,
+                        operation: "update the OAuth client".into(),
+                        detail: format!(
+                            "OAuth client {:?} was changed by someone else since it was read, so the planned \
+                             update was not written{}; the next pass plans again",
+                            self.client_id,
+                            if actions.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({} before that)", actions.join("; "))
+                            }
+                        ),
+                    });
+                }
+            };
+            secret_time = Some(secret_changed_time(&fresh.client).map(str::to_string));
             self.call(
                 "update the OAuth client",
                 Method::PUT,
                 &["oauth", "clients", &self.client_id],
-                Some(body),
+                Some(&body),
             )
             .await?;
             actions.push(format!(
@@ -311,22 +430,35 @@ impl IdentityProvider for PingFederate {
                     .join("; ")
             ));
         }
+        if p.replicate && self.cluster().await?.replication_required() {
+            self.call(REPLICATE, Method::POST, &["cluster", "replicate"], None)
+                .await?;
+            actions.push(
+                "replicated the PingFederate configuration to the engine nodes (POST /cluster/replicate)"
+                    .to_string(),
+            );
+        }
         let after = Snapshot {
             version: snap.version,
             client: self.read_client().await?,
             settings: self.read_settings().await?,
+            cluster: self.cluster().await?,
         };
-        if encrypted_secret(&after.client) != encrypted_secret(&snap.client) {
+        if let Some(before) = secret_time
+            && secret_changed_time(&after.client) != before.as_deref()
+        {
             return Err(ProviderError::NotPersisted {
                 provider: KIND,
                 detail: format!(
-                    "the client secret of {:?} changed during the update (clientAuth.encryptedSecret differs); \
-                     check Coder's client secret",
-                    self.client_id
+                    "that the client secret of {:?} changed during the update (clientSecretChangedTime {} -> {}); \
+                     check that Coder's client secret still works",
+                    self.client_id,
+                    before.as_deref().unwrap_or("(none)"),
+                    secret_changed_time(&after.client).unwrap_or("(none)")
                 ),
             });
         }
-        let check = plan(&after, desired);
+        let check = model::plan(&after, desired, self.replication);
         if !check.observation.changes.is_empty() {
             return Err(ProviderError::NotPersisted {
                 provider: KIND,
@@ -338,6 +470,13 @@ impl IdentityProvider for PingFederate {
                     .collect::<Vec<_>>()
                     .join("; "),
             });
+        }
+        if after.cluster.replication_required() {
+            return Err(self.replication_pending(format!(
+                "{} ({})",
+                replication_pending_message(self.replication, false),
+                actions.join("; ")
+            )));
         }
         Ok(Applied {
             observation: check.observation,

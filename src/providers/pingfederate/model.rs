@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{KIND, OFFLINE_ACCESS};
-use crate::crd::Rotation;
+use crate::crd::{PingFederateReplication, Rotation};
 use crate::providers::{
     Change, CoderNeeds, DesiredSettings, Finding, IdpSettings, Observation, ProviderError,
 };
@@ -33,12 +33,95 @@ impl ServerVersion {
     }
 }
 
+/// How the server is deployed, from `GET /cluster/status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Cluster {
+    /// One node (`/cluster/status` answers 403 "not deployed in clustered mode"): changes take
+    /// effect at once.
+    Standalone,
+    /// An administrative console plus engine nodes that serve replicated configuration only.
+    Clustered {
+        /// The console has changes the engines do not have (`replicationRequired`).
+        replication_required: bool,
+        /// Engine nodes whose `replicationStatus` is not `SUCCEEDED` (address and status).
+        lagging: Vec<String>,
+    },
+}
+
+impl Cluster {
+    /// Reads a `ClusterStatus` body.
+    pub(super) fn from_status(status: &Value) -> Self {
+        let lagging = status["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["mode"].as_str() != Some("CLUSTERED_CONSOLE"))
+            .filter_map(|n| {
+                let st = n["replicationStatus"].as_str()?;
+                (st != "SUCCEEDED").then(|| {
+                    format!(
+                        "{} ({st})",
+                        n["address"].as_str().unwrap_or("an engine node")
+                    )
+                })
+            })
+            .collect();
+        Cluster::Clustered {
+            replication_required: status["replicationRequired"].as_bool() == Some(true),
+            lagging,
+        }
+    }
+
+    pub(super) fn replication_required(&self) -> bool {
+        matches!(
+            self,
+            Cluster::Clustered {
+                replication_required: true,
+                ..
+            }
+        )
+    }
+}
+
 /// State read from the server.
 #[derive(Clone)]
 pub(super) struct Snapshot {
     pub(super) version: ServerVersion,
     pub(super) client: Value,
     pub(super) settings: Value,
+    pub(super) cluster: Cluster,
+}
+
+/// Reason of the finding (and of the transient error) while the engines do not serve the
+/// console's configuration.
+pub(super) const REPLICATION_PENDING: &str = "ReplicationPending";
+
+const REPLICATE_HOWTO: &str = "an administrator must review and replicate them (administrative console: \
+    System > Server > Cluster Management > Replicate Configuration, or POST /pf-admin-api/v1/cluster/replicate)";
+
+/// The message while replication is required and the operator does not replicate.
+pub(super) fn replication_pending_message(
+    mode: PingFederateReplication,
+    own_changes: bool,
+) -> String {
+    let head = "PingFederate's administrative console has configuration changes that are not replicated to \
+                the engine nodes yet (GET /cluster/status: replicationRequired), so the engines may not serve \
+                this client's refresh-token settings";
+    match (mode, own_changes) {
+        (PingFederateReplication::Manual, _) => format!(
+            "{head}. spec.provider.pingFederate.replication is Manual, so the operator does not replicate: \
+             {REPLICATE_HOWTO}. Checked again until replicated"
+        ),
+        (PingFederateReplication::Automatic, false) => format!(
+            "{head}. They may be other administrators' changes, so the operator does not replicate them: \
+             {REPLICATE_HOWTO}. Checked again until replicated"
+        ),
+        (PingFederateReplication::Automatic, true) => format!(
+            "{head}. They may be other administrators' changes, so the operator neither replicates them nor \
+             makes its own changes (it would have to replicate them too): {REPLICATE_HOWTO}. The operator \
+             makes and replicates its changes once nothing else is pending"
+        ),
+    }
 }
 
 /// Settings PingFederate cannot honour.
@@ -131,8 +214,10 @@ fn list(v: &[String]) -> String {
     }
 }
 
-pub(super) fn encrypted_secret(client: &Value) -> Option<&str> {
-    client["clientAuth"]["encryptedSecret"].as_str()
+/// When the client secret last changed (the only way to tell: `encryptedSecret` is a new
+/// ciphertext on every read).
+pub(super) fn secret_changed_time(client: &Value) -> Option<&str> {
+    client["clientSecretChangedTime"].as_str()
 }
 
 fn has_scope(settings: &Value, list: &str, name: &str) -> bool {
@@ -218,9 +303,14 @@ fn rotation_of(client: &Value, settings: &Value) -> Option<Rotation> {
     match client["refreshRolling"].as_str() {
         Some("ROLL") => Some(Rotation::Rotate),
         Some("DONT_ROLL") => Some(Rotation::Reuse),
-        _ => settings["rollRefreshTokenValues"]
-            .as_bool()
-            .map(|r| if r { Rotation::Rotate } else { Rotation::Reuse }),
+        // The server setting defaults to true when absent.
+        _ => {
+            if settings["rollRefreshTokenValues"].as_bool().unwrap_or(true) {
+                Some(Rotation::Rotate)
+            } else {
+                Some(Rotation::Reuse)
+            }
+        }
     }
 }
 
@@ -268,9 +358,16 @@ pub(super) struct Plan {
     pub(super) client_changes: Vec<Change>,
     pub(super) client_update: Option<Value>,
     pub(super) add_scope: bool,
+    /// Clustered with `Automatic` replication and nothing else pending: after the writes, replicate
+    /// when the cluster status says so.
+    pub(super) replicate: bool,
 }
 
-pub(super) fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Plan {
+pub(super) fn plan(
+    snap: &Snapshot,
+    desired: &DesiredSettings,
+    replication: PingFederateReplication,
+) -> Plan {
     let (client, settings) = (&snap.client, &snap.settings);
     let mut new = client.clone();
     let mut client_changes = Vec::new();
@@ -444,6 +541,37 @@ pub(super) fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Plan {
     });
     let mut changes = scope_changes;
     changes.extend(client_changes.iter().cloned());
+
+    let mut replicate = false;
+    if let Cluster::Clustered {
+        replication_required,
+        lagging,
+    } = &snap.cluster
+    {
+        let automatic = replication == PingFederateReplication::Automatic;
+        if *replication_required && (automatic || changes.is_empty()) {
+            // Automatic: never push others' pending changes; Manual with changes to make: write
+            // them (apply then reports ReplicationPending).
+            findings.push(Finding {
+                reason: REPLICATION_PENDING,
+                message: replication_pending_message(replication, !changes.is_empty()),
+                blocking: true,
+            });
+        }
+        replicate = automatic && !*replication_required;
+        if !*replication_required && !lagging.is_empty() {
+            findings.push(Finding {
+                reason: "ReplicationIncomplete",
+                message: format!(
+                    "PingFederate engine node(s) {} have not applied the replicated configuration yet; they \
+                     serve the previous one until they fetch it (engines poll the cluster periodically). Check \
+                     that these nodes are running and reach the cluster",
+                    lagging.join(", ")
+                ),
+                blocking: false,
+            });
+        }
+    }
     Plan {
         observation: Observation {
             settings: settings_now,
@@ -454,6 +582,7 @@ pub(super) fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Plan {
         client_changes,
         client_update,
         add_scope,
+        replicate,
     }
 }
 
@@ -497,7 +626,12 @@ mod tests {
             version: v,
             client,
             settings,
+            cluster: Cluster::Standalone,
         }
+    }
+
+    fn plan(s: &Snapshot, d: &DesiredSettings) -> Plan {
+        super::plan(s, d, PingFederateReplication::Automatic)
     }
 
     fn want() -> DesiredSettings {
@@ -722,6 +856,86 @@ mod tests {
                 .observation
                 .findings
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn server_defaults_roll_and_minus_one_is_indefinite() {
+        let mut st = settings();
+        st.as_object_mut().unwrap().remove("rollRefreshTokenValues");
+        let mut c = client();
+        c["persistentGrantExpirationType"] = json!(OVERRIDE);
+        c["persistentGrantExpirationTime"] = json!(-1);
+        let p = plan(&snap(c, st, ServerVersion(11, 3)), &want());
+        assert_eq!(p.observation.settings.rotation, Some(Rotation::Rotate));
+        assert_eq!(p.observation.settings.lifetime, None);
+        assert!(
+            p.observation
+                .changes
+                .iter()
+                .any(|c| c.from == "OVERRIDE_SERVER_DEFAULT (indefinite)"
+                    && c.to == "OVERRIDE_SERVER_DEFAULT (90 DAYS)"),
+            "{:?}",
+            p.observation.changes
+        );
+    }
+
+    #[test]
+    fn replication_is_planned_only_when_nothing_else_is_pending() {
+        let status = |required: bool| {
+            Cluster::from_status(&json!({
+                "replicationRequired": required,
+                "nodes": [
+                    {"address": "a:7600", "mode": "CLUSTERED_CONSOLE", "replicationStatus": "SUCCEEDED"},
+                    {"address": "b:7600", "mode": "CLUSTERED_ENGINE", "replicationStatus": "SUCCEEDED"},
+                ]
+            }))
+        };
+        let with = |cluster: Cluster, converged: bool, mode| {
+            let mut s = snap(client(), settings(), ServerVersion(12, 1));
+            s.cluster = cluster;
+            let d = if converged {
+                DesiredSettings::default()
+            } else {
+                want()
+            };
+            let mut s2 = s.clone();
+            if converged {
+                s2.client["grantTypes"] = json!(["REFRESH_TOKEN"]);
+            }
+            let p = super::plan(&s2, &d, mode);
+            let found: Vec<_> = p
+                .observation
+                .findings
+                .iter()
+                .map(|f| (f.reason, f.blocking))
+                .collect();
+            (p.replicate, p.observation.changes.is_empty(), found)
+        };
+        use PingFederateReplication::{Automatic, Manual};
+        assert_eq!(with(status(false), false, Automatic), (true, false, vec![]));
+        assert_eq!(
+            with(status(true), false, Automatic),
+            (false, false, vec![(REPLICATION_PENDING, true)])
+        );
+        assert_eq!(with(status(false), false, Manual), (false, false, vec![]));
+        // Manual with changes: written, then apply reports the pending replication.
+        assert_eq!(with(status(true), false, Manual), (false, false, vec![]));
+        assert_eq!(
+            with(status(true), true, Manual),
+            (false, true, vec![(REPLICATION_PENDING, true)])
+        );
+        assert_eq!(
+            with(status(true), true, Automatic),
+            (false, true, vec![(REPLICATION_PENDING, true)])
+        );
+        assert_eq!(
+            with(Cluster::Standalone, false, Automatic),
+            (false, false, vec![])
+        );
+        assert_eq!(
+            with(Cluster::Standalone, true, Manual),
+            (false, true, vec![])
         );
     }
 
