@@ -6,11 +6,12 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -28,6 +29,8 @@ use crate::error::Error;
 use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::providers::ProviderDeps;
+use crate::providers::http::{HttpClients, TenantPolicy};
+use crate::reconcile::memo::MemoKey;
 use crate::reconcile::{self, Context};
 
 /// Settings of the controller.
@@ -50,10 +53,36 @@ pub struct Settings {
     pub provider_qps: f64,
     /// Burst allowed above `provider_qps`.
     pub provider_burst: u32,
+    /// Longest a single reconcile may run before it is cancelled and retried with backoff
+    /// (`None`: [`RECONCILE_TIMEOUT_FACTOR`] × `provider_timeout`, at least
+    /// [`MIN_RECONCILE_TIMEOUT`]).
+    pub reconcile_timeout: Option<Duration>,
+    /// Use a Secret as identity-provider credentials only when it carries the label
+    /// `oidcrefresh.dev/credentials: "true"` (see `docs/security.md`). `run` defaults to true.
+    pub require_credentials_label: bool,
+    /// Allow plain `http` to loopback identity providers (tests, the sandbox). Never to any other
+    /// address. `run` defaults to false.
+    pub allow_insecure_http: bool,
+    /// Host suffixes identity providers may be at (empty: any host that is not denied).
+    pub allowed_idp_hosts: Vec<String>,
+    /// Hosts never called on a policy's behalf unless listed in `allowed_idp_hosts`: the
+    /// Kubernetes API server (`host` or `host:port`).
+    pub denied_idp_hosts: Vec<String>,
+    /// Requests in flight to one identity-provider host at a time (0: unlimited).
+    pub max_in_flight_per_host: usize,
 }
 
+/// Default reconcile deadline, in units of the provider timeout.
+pub const RECONCILE_TIMEOUT_FACTOR: u32 = 4;
+/// Shortest default reconcile deadline.
+pub const MIN_RECONCILE_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Default for Settings {
+    /// Library defaults. The tenant-safety settings are permissive here (loopback http allowed,
+    /// no credentials label required) so tests and the sandbox work with their loopback
+    /// simulators; `oidc-refresh-operator run` sets them from its flags, which default to strict.
     fn default() -> Self {
+        let tenant = TenantPolicy::default();
         Settings {
             namespaces: Vec::new(),
             concurrency: 32,
@@ -63,7 +92,46 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(300),
             provider_qps: 300.0,
             provider_burst: 600,
+            reconcile_timeout: None,
+            require_credentials_label: tenant.require_credentials_label,
+            allow_insecure_http: tenant.allow_insecure_http,
+            allowed_idp_hosts: tenant.allowed_hosts,
+            denied_idp_hosts: tenant.denied_hosts,
+            max_in_flight_per_host: tenant.max_in_flight_per_host,
         }
+    }
+}
+
+impl Settings {
+    /// The reconcile deadline in effect.
+    pub fn reconcile_deadline(&self) -> Duration {
+        self.reconcile_timeout.unwrap_or_else(|| {
+            self.provider_timeout
+                .saturating_mul(RECONCILE_TIMEOUT_FACTOR)
+                .max(MIN_RECONCILE_TIMEOUT)
+        })
+    }
+
+    /// What policies may make the operator do over the network.
+    pub fn tenant_policy(&self) -> TenantPolicy {
+        TenantPolicy {
+            allow_insecure_http: self.allow_insecure_http,
+            allowed_hosts: self.allowed_idp_hosts.clone(),
+            denied_hosts: self.denied_idp_hosts.clone(),
+            require_credentials_label: self.require_credentials_label,
+            max_in_flight_per_host: self.max_in_flight_per_host,
+        }
+    }
+
+    /// Provider dependencies for these settings.
+    pub fn provider_deps(&self, metrics: Arc<Metrics>) -> ProviderDeps {
+        let mut deps = ProviderDeps::new(metrics, self.provider_timeout)
+            .with_rate_limit(self.provider_qps, self.provider_burst);
+        deps.http = Arc::new(HttpClients::with_policy(
+            self.provider_timeout,
+            self.tenant_policy(),
+        ));
+        deps
     }
 }
 
@@ -316,19 +384,32 @@ pub async fn run(
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
+    // Ready once every controller's policy cache has synced (its first list is complete).
+    let total = namespaces.len();
+    let synced = Arc::new(AtomicUsize::new(0));
     let runs = namespaces.into_iter().map(|ns| {
         let mut rx = rx.clone();
+        let (synced, ready) = (synced.clone(), ready.clone());
+        let once = AtomicBool::new(false);
+        let on_synced = move || {
+            if !once.swap(true, Ordering::SeqCst)
+                && synced.fetch_add(1, Ordering::SeqCst) + 1 == total
+            {
+                ready.store(true, Ordering::SeqCst);
+                info!("policy caches synced; ready");
+            }
+        };
         run_one(
             client.clone(),
             ns,
             settings.clone(),
             metrics.clone(),
+            on_synced,
             async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             },
         )
     });
-    ready.store(true, Ordering::SeqCst);
     let all = futures::future::join_all(runs);
     tokio::pin!(all);
     tokio::select! {
@@ -347,6 +428,7 @@ async fn run_one(
     namespace: Option<String>,
     settings: Settings,
     metrics: Arc<Metrics>,
+    on_synced: impl Fn() + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let policies: Api<WatchedPolicy> = api(&client, &namespace);
@@ -354,15 +436,30 @@ async fn run_one(
     let secrets: Api<Related<Secret>> = api(&client, &namespace);
 
     let events = Publisher::new(client.clone(), settings.instance.clone());
-    let deps = ProviderDeps::new(metrics.clone(), settings.provider_timeout)
-        .with_rate_limit(settings.provider_qps, settings.provider_burst);
+    let deps = settings.provider_deps(metrics.clone());
+    // The context is built after the cache it points at; the watch hook reaches it through this.
+    let shared: Arc<OnceLock<Arc<Context>>> = Arc::new(OnceLock::new());
+    let hook = shared.clone();
     let (store, policy_events) = cached_policies(
-        watcher(policies, watcher::Config::default().any_semantic()).map_ok(unwrap_event),
+        watcher(policies, watcher::Config::default().any_semantic())
+            .map_ok(unwrap_event)
+            .inspect(move |event| match event {
+                Ok(watcher::Event::InitDone) => on_synced(),
+                Ok(watcher::Event::Delete(p)) => {
+                    if let Some(ctx) = hook.get() {
+                        forget_policy(ctx, p.namespace().unwrap_or_default(), p.name_any());
+                    }
+                }
+                _ => {}
+            }),
     );
     let mut context = Context::new(client.clone(), events, metrics.clone(), deps);
     context.backoff = reconcile::backoff::Backoff::new(settings.backoff_base, settings.backoff_max);
     context.policies = Some(store.clone());
     let ctx = Arc::new(context);
+    let _ = shared.set(ctx.clone());
+    let forget_ctx = ctx.clone();
+    let deadline = settings.reconcile_deadline();
 
     let controller = Controller::for_stream(policy_events, store).with_config(
         controller::Config::default()
@@ -387,21 +484,88 @@ async fn run_one(
             })
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                match e {
-                    controller::Error::ReconcilerFailed(err, obj) => {
-                        warn!(policy = %obj, error = %err, "reconcile failed")
+        .run(
+            move |policy, ctx| guarded_reconcile(policy, ctx, deadline),
+            error_policy,
+            ctx,
+        )
+        .for_each(move |res| {
+            let ctx = forget_ctx.clone();
+            async move {
+                if let Err(e) = res {
+                    match e {
+                        controller::Error::ReconcilerFailed(err, obj) => {
+                            warn!(policy = %obj, error = %err, "reconcile failed")
+                        }
+                        controller::Error::ObjectNotFound(obj) => {
+                            tracing::debug!(policy = %obj, "policy gone");
+                            forget_policy(&ctx, obj.namespace.unwrap_or_default(), obj.name);
+                        }
+                        other => warn!(error = %other, "controller event"),
                     }
-                    controller::Error::ObjectNotFound(obj) => {
-                        tracing::debug!(policy = %obj, "policy gone")
-                    }
-                    other => warn!(error = %other, "controller event"),
                 }
             }
         })
         .await;
+}
+
+/// Drops what the controller remembers about a deleted policy.
+fn forget_policy(ctx: &Context, namespace: String, name: String) {
+    let key = (namespace, name);
+    ctx.backoff.reset(&key);
+    ctx.memos.forget(&MemoKey {
+        policy: key,
+        generation: 0,
+        window: Duration::ZERO,
+    });
+}
+
+/// One reconcile, contained: a panic inside it is caught (counted as a `panic` reconcile error,
+/// logged without its text, which may hold remote text) and a reconcile that outlives `deadline`
+/// (a tarpit identity provider, a hung API call) is cancelled; both are retried with backoff by
+/// [`error_policy`], and every other policy keeps being reconciled.
+async fn guarded_reconcile(
+    policy: Arc<OidcRefreshPolicy>,
+    ctx: Arc<Context>,
+    deadline: Duration,
+) -> Result<Action, Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let metrics = ctx.metrics.clone();
+    contain(
+        reconcile::reconcile(policy, ctx),
+        deadline,
+        &metrics,
+        &ns,
+        &name,
+    )
+    .await
+}
+
+/// Runs `reconcile` with a panic guard and a deadline (see [`guarded_reconcile`]).
+async fn contain(
+    reconcile: impl Future<Output = Result<Action, Error>>,
+    deadline: Duration,
+    metrics: &Metrics,
+    ns: &str,
+    name: &str,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let run = AssertUnwindSafe(reconcile).catch_unwind();
+    match tokio::time::timeout(deadline, run).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_panic)) => {
+            metrics.reconciled(started.elapsed(), Some(Error::Panicked.category()));
+            tracing::error!(policy.namespace = %ns, policy.name = %name, "reconcile panicked (a bug); the controller keeps running and retries this policy with backoff");
+            Err(Error::Panicked)
+        }
+        Err(_elapsed) => {
+            let err = Error::DeadlineExceeded(deadline);
+            metrics.reconciled(started.elapsed(), Some(err.category()));
+            warn!(policy.namespace = %ns, policy.name = %name, deadline_s = deadline.as_secs(), "reconcile cancelled at its deadline");
+            Err(err)
+        }
+    }
 }
 
 /// Kubernetes API failures: retried with backoff per policy.
@@ -534,6 +698,67 @@ mod tests {
             Related::<Secret>::url_path(&(), Some("a")),
             Secret::url_path(&(), Some("a"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_contained_and_counted() {
+        let metrics = Metrics::new();
+        let boom = async {
+            if std::hint::black_box(true) {
+                panic!("boom with remote text");
+            }
+            Ok(Action::await_change())
+        };
+        let r = contain(boom, Duration::from_secs(5), &metrics, "a", "p").await;
+        assert!(matches!(r, Err(Error::Panicked)), "{r:?}");
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"oidc_refresh_reconcile_errors_total{category="panic"} 1"#),
+            "{}",
+            metrics.encode()
+        );
+        let fine = contain(
+            async { Ok(Action::await_change()) },
+            Duration::from_secs(5),
+            &metrics,
+            "a",
+            "p",
+        )
+        .await;
+        assert!(fine.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconcile_past_its_deadline_is_cancelled() {
+        let metrics = Metrics::new();
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Action::await_change())
+        };
+        let r = contain(slow, Duration::from_secs(40), &metrics, "a", "p").await;
+        assert!(matches!(r, Err(Error::DeadlineExceeded(_))), "{r:?}");
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"oidc_refresh_reconcile_errors_total{category="deadline"} 1"#)
+        );
+    }
+
+    #[test]
+    fn the_reconcile_deadline_follows_the_provider_timeout() {
+        let s = Settings::default();
+        assert_eq!(s.reconcile_deadline(), Duration::from_secs(120));
+        let s = Settings {
+            provider_timeout: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        assert_eq!(s.reconcile_deadline(), MIN_RECONCILE_TIMEOUT);
+        let s = Settings {
+            reconcile_timeout: Some(Duration::from_secs(7)),
+            ..Settings::default()
+        };
+        assert_eq!(s.reconcile_deadline(), Duration::from_secs(7));
     }
 
     #[test]

@@ -71,6 +71,7 @@ fn default_interval() -> String {
     "rule": "(has(self.google) ? 1 : 0) + (has(self.keycloak) ? 1 : 0) + (has(self.pingFederate) ? 1 : 0) + (has(self.entraId) ? 1 : 0) == 1",
     "message": "set exactly one provider: google, keycloak, pingFederate or entraId"
 }]))]
+#[schemars(transform = harden_provider_schema)]
 pub struct ProviderSpec {
     /// Google: no admin API; only Coder's side is configured (`access_type=offline`,
     /// `prompt=consent`, and no `offline_access` scope, which Google rejects).
@@ -97,21 +98,22 @@ pub struct GoogleSpec {}
 pub struct KeycloakSpec {
     /// Base URL of Keycloak, without `/admin` (a legacy `/auth` prefix is kept if given),
     /// for example `https://sso.example.com`.
-    #[schemars(regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$"))]
+    #[schemars(regex(pattern = URL_PATTERN), length(max = 2048))]
     pub url: String,
     /// Realm of the client Coder uses.
-    #[schemars(length(min = 1))]
+    #[schemars(schema_with = "realm_schema")]
     pub realm: String,
     /// The `clientId` Coder uses (not Keycloak's internal UUID).
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = NO_CONTROL_PATTERN), length(min = 1, max = 255))]
     pub client_id: String,
     /// Name of a Secret in this namespace with `client-id` + `client-secret` (client
     /// credentials) or `username` + `password` (password grant via `admin-cli`); optionally
     /// `ca.crt` with a PEM CA bundle for a Keycloak with a private CA.
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
     pub credentials_secret: String,
     /// Realm the admin credentials live in (default: `realm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_realm_schema")]
     pub auth_realm: Option<String>,
     /// Allow changes to realm-wide settings (`offlineSessionMaxLifespanEnabled`,
     /// `revokeRefreshToken`, `refreshTokenMaxReuse`), which affect every client of the realm.
@@ -174,15 +176,15 @@ pub struct EntraIdSpec {
     pub application_id: String,
     /// Name of a Secret in this namespace with `client-id` + `client-secret` of a management app
     /// allowed to update applications through Microsoft Graph.
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
     pub credentials_secret: String,
     /// Token authority (default `https://login.microsoftonline.com`; set it for national clouds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    #[schemars(regex(pattern = URL_PATTERN), length(max = 2048))]
     pub authority_host: Option<String>,
     /// Microsoft Graph endpoint (default `https://graph.microsoft.com`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    #[schemars(regex(pattern = URL_PATTERN), length(max = 2048))]
     pub graph_endpoint: Option<String>,
 }
 
@@ -230,10 +232,11 @@ pub enum Rotation {
 #[serde(rename_all = "camelCase")]
 pub struct CoderSpec {
     /// Name of the Coder Deployment in this namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
     pub deployment: String,
     /// Container that runs `coder server` (default `coder`, the Coder Helm chart's name).
     #[serde(default = "default_container")]
+    #[schemars(regex(pattern = DNS_LABEL_PATTERN), length(min = 1, max = 63))]
     pub container: String,
     /// Extra scopes to ensure in `CODER_OIDC_SCOPES`. Scopes already set are always kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -246,6 +249,7 @@ pub struct CoderSpec {
         rename = "authURLParams",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
+    #[schemars(schema_with = "auth_url_params_schema")]
     pub auth_url_params: BTreeMap<String, String>,
     /// What to do when another declarative owner (Helm, Argo CD, Flux, any server-side applier)
     /// owns the env entries: `Report` (default) changes nothing and sets `CoderConfigured=False`
@@ -414,16 +418,100 @@ fn positive_duration_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sche
     )))
 }
 
+/// An http(s) base URL: no user info (`user:pw@`), no query, no fragment, no whitespace.
+pub const URL_PATTERN: &str = r"^https?://[^\s/@?#]+(/[^\s?#]*)?$";
+/// A DNS-1123 subdomain (names of Deployments and Secrets).
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A DNS-1123 label (container names).
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Text without control characters.
+pub const NO_CONTROL_PATTERN: &str = r"^[^\x00-\x1f\x7f]+$";
+/// Most scopes in `coder.scopes`.
+pub const MAX_SCOPES: u64 = 50;
+/// Most entries in `coder.authURLParams`.
+pub const MAX_AUTH_URL_PARAMS: u64 = 32;
+
+fn realm_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^[^/\\\\\\x00-\\x1f\\x7f]+$",
+        "x-kubernetes-validations": [{
+            "rule": "!self.contains('..')",
+            "message": "a realm name contains no '..'"
+        }]
+    })
+}
+
+fn optional_realm_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut s = realm_schema(g);
+    s.remove("minLength");
+    s.insert("nullable".into(), true.into());
+    s
+}
+
+fn auth_url_params_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_AUTH_URL_PARAMS,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": 1024,
+            "pattern": "^[^\\x00-\\x1f\\x7f]*$"
+        },
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, size(k) >= 1 && size(k) <= 128 && k.matches('^[A-Za-z0-9_.~-]+$'))",
+            "message": "authURLParams keys are 1 to 128 characters of letters, digits, '_', '.', '~' and '-'"
+        }]
+    })
+}
+
 fn scopes_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",
         "x-kubernetes-list-type": "set",
+        "maxItems": MAX_SCOPES,
         "items": {
             "type": "string",
             "minLength": 1,
-            "pattern": "^[^,\\s\"]+$"
+            "maxLength": 128,
+            "pattern": "^[^,\\s\"\\x00-\\x1f\\x7f]+$"
         }
     })
+}
+
+/// Limits on the `pingFederate` block, whose struct is kept free of schema attributes: URL
+/// shape and length, and names Kubernetes accepts.
+fn harden_provider_schema(schema: &mut schemars::Schema) {
+    let Some(pf) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("pingFederate"))
+        .and_then(|p| p.get_mut("properties"))
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    let mut set = |field: &str, extra: serde_json::Value| {
+        if let (Some(serde_json::Value::Object(f)), serde_json::Value::Object(extra)) =
+            (pf.get_mut(field), extra)
+        {
+            f.extend(extra);
+        }
+    };
+    set(
+        "adminUrl",
+        serde_json::json!({"pattern": URL_PATTERN, "maxLength": 2048}),
+    );
+    set(
+        "clientId",
+        serde_json::json!({"pattern": NO_CONTROL_PATTERN, "maxLength": 255}),
+    );
+    set(
+        "credentialsSecret",
+        serde_json::json!({"pattern": DNS_SUBDOMAIN_PATTERN, "maxLength": 253}),
+    );
 }
 
 fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

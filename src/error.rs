@@ -13,6 +13,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The reconcile panicked (a bug; the panic's text is not repeated, it may hold remote
+    /// text). The controller keeps running and retries the policy with backoff.
+    #[error("the reconcile stopped on an internal error (a bug); retrying with backoff")]
+    Panicked,
+    /// The reconcile ran longer than its deadline (a slow identity provider or API server) and
+    /// was cancelled; retried with backoff.
+    #[error("the reconcile did not finish within its deadline of {}s and was cancelled; retrying with backoff", .0.as_secs())]
+    DeadlineExceeded(std::time::Duration),
 }
 
 impl Error {
@@ -32,6 +40,8 @@ impl Error {
                 ..
             } if s.code == 409 => "kube_conflict",
             Error::Kube { .. } => "kube",
+            Error::Panicked => "panic",
+            Error::DeadlineExceeded(_) => "deadline",
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::coder::{PARAMS_ENV, SCOPES_ENV};
 use crate::controller::{self, Settings};
 use crate::crd::OidcRefreshPolicy;
 use crate::metrics::Metrics;
+use crate::providers::http::CREDENTIALS_LABEL;
 use crate::status::{self, ConditionType};
 
 /// Namespace the sandbox uses.
@@ -217,6 +218,9 @@ impl Sandbox {
             instance: Some("sandbox".into()),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(5),
+            // The simulators listen on loopback over plain http.
+            allow_insecure_http: true,
+            require_credentials_label: true,
             ..Settings::default()
         };
         let controller = tokio::spawn(controller::run(
@@ -316,9 +320,12 @@ pub async fn create_secret(
     data: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     let api: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": name, "namespace": NAMESPACE}, "stringData": data}),
-    )?;
+    // Labelled as identity-provider credentials, as the operator requires of every Secret a
+    // policy names.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {CREDENTIALS_LABEL: "true"}},
+        "stringData": data,
+    }))?;
     api.create(&PostParams::default(), &secret).await?;
     Ok(())
 }

@@ -140,7 +140,13 @@ impl Operator {
         let port = free_port();
         let log = dir.path().join("operator.log");
         let child = Command::new(BIN)
-            .args(["run", "--admin-addr", &format!("127.0.0.1:{port}")])
+            // The identity-provider simulator listens on loopback over plain http.
+            .args([
+                "run",
+                "--allow-insecure-http",
+                "--admin-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
             .args(extra)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info")

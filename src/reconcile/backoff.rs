@@ -83,6 +83,10 @@ struct Retry {
     generation: i64,
 }
 
+/// Entries kept before those whose hold is over are swept (deleted policies leave theirs behind
+/// only until then, or until the controller sees them go).
+const MAX_ENTRIES: usize = 4096;
+
 /// Per-policy retry state.
 pub struct Backoff {
     retries: Mutex<HashMap<PolicyKey, Retry>>,
@@ -116,6 +120,11 @@ impl Backoff {
         hold: Option<i64>,
     ) -> Duration {
         let mut map = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
+            // Entries of policies deleted while backing off, whose holds are over.
+            let now = Instant::now();
+            map.retain(|_, r| r.not_before.is_some_and(|t| t > now));
+        }
         let r = map.entry(key.clone()).or_insert(Retry {
             attempts: 0,
             not_before: None,
@@ -137,6 +146,16 @@ impl Backoff {
         (r.generation == generation)
             .then(|| until.checked_duration_since(Instant::now()))
             .flatten()
+    }
+
+    /// Policies with retry state.
+    pub fn len(&self) -> usize {
+        self.retries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// No retry state.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Forgets the state of `key`.
@@ -183,7 +202,8 @@ impl Backoff {
 }
 
 /// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)` capped at `max`, with
-/// jitter, but never shorter than the server's `Retry-After`.
+/// jitter, but never shorter than the server's `Retry-After`, and never longer than `max` (a
+/// `Retry-After` longer than the cap is cut to it).
 pub fn backoff_delay(
     attempt: u32,
     base: Duration,
@@ -191,7 +211,10 @@ pub fn backoff_delay(
     retry_after: Option<Duration>,
 ) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    jitter(exp.min(max)).max(retry_after.unwrap_or_default())
+    // A `Retry-After` is the server's to choose: it never parks a policy beyond the cap.
+    jitter(exp.min(max))
+        .max(retry_after.unwrap_or_default())
+        .min(max)
 }
 
 /// ±10 % jitter so many policies do not resync in lockstep.
@@ -240,6 +263,34 @@ mod tests {
             backoff_delay(1, base, max, Some(Duration::from_secs(120))),
             Duration::from_secs(120)
         );
+    }
+
+    #[test]
+    fn a_retry_after_never_parks_a_policy_beyond_the_cap() {
+        let (base, max) = (Duration::from_secs(5), Duration::from_secs(300));
+        assert_eq!(
+            backoff_delay(1, base, max, Some(Duration::from_secs(86_400))),
+            max
+        );
+        assert_eq!(
+            backoff_delay(1, base, max, Some(Duration::MAX)),
+            max,
+            "no overflow either"
+        );
+        let b = Backoff::new(base, max);
+        let key = ("ns".to_string(), "p".to_string());
+        let d = b.delay(&key, Some(Duration::from_secs(86_400)), Some(1));
+        assert_eq!(d, max);
+        assert!(b.held(&key, 1).unwrap() <= max);
+    }
+
+    #[test]
+    fn entries_of_gone_policies_are_swept() {
+        let b = Backoff::new(Duration::from_millis(1), Duration::from_millis(1));
+        for i in 0..(MAX_ENTRIES + 10) {
+            b.next_delay(&("ns".to_string(), format!("p{i}")), None);
+        }
+        assert!(b.len() <= MAX_ENTRIES, "{}", b.len());
     }
 
     #[test]

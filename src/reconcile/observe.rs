@@ -13,8 +13,9 @@ use super::memo::MemoKey;
 use crate::coder::{self, EnvSource, SourceFound, SourceKind, SourceRead};
 use crate::crd::OidcRefreshPolicy;
 use crate::error::{Error, Result};
+use crate::providers::http::{CREDENTIALS_LABEL, Redactor};
 use crate::providers::{
-    self, Credentials, DesiredSettings, IdentityProvider, IdpPlan, ProviderError,
+    self, Credentials, DesiredSettings, IdentityProvider, IdpPlan, ProviderError, ProviderKind,
 };
 
 /// What a reconcile saw.
@@ -127,6 +128,157 @@ async fn observe_idp(
     memo: &MemoKey,
     ctx: &Context,
 ) -> Result<IdpObserved> {
+    if let Err(e) = check_targets(policy, ctx) {
+        return Ok(IdpObserved::Failed(e));
+    }
+    let mut redactor = Redactor::default();
+    let observed = observe_idp_with(policy, ns, desired, memo, ctx, &mut redactor).await?;
+    Ok(match observed {
+        IdpObserved::Failed(e) => IdpObserved::Failed(redact_error(e, &redactor)),
+        other => other,
+    })
+}
+
+/// The URLs a policy makes the operator call, checked against the operator's tenant policy
+/// before anything is read (the same checks run again on every request, and on every address a
+/// name resolves to).
+fn check_targets(policy: &OidcRefreshPolicy, ctx: &Context) -> Result<(), ProviderError> {
+    let p = &policy.spec.provider;
+    let mut urls: Vec<(ProviderKind, &str, &str)> = Vec::new();
+    if let Some(k) = &p.keycloak {
+        urls.push((ProviderKind::Keycloak, "spec.provider.keycloak.url", &k.url));
+    }
+    if let Some(pf) = &p.ping_federate {
+        urls.push((
+            ProviderKind::PingFederate,
+            "spec.provider.pingFederate.adminUrl",
+            &pf.admin_url,
+        ));
+    }
+    if let Some(e) = &p.entra_id {
+        for (field, value) in [
+            ("spec.provider.entraId.authorityHost", &e.authority_host),
+            ("spec.provider.entraId.graphEndpoint", &e.graph_endpoint),
+        ] {
+            if let Some(v) = value {
+                urls.push((ProviderKind::EntraId, field, v));
+            }
+        }
+    }
+    let tenant = ctx.providers.http.policy();
+    for (provider, field, raw) in urls {
+        let unsupported = |detail: String| ProviderError::Unsupported { provider, detail };
+        let url = reqwest::Url::parse(raw.trim())
+            .map_err(|e| unsupported(format!("{field} is not a URL: {e}")))?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(unsupported(format!(
+                "{field} has a query or fragment (?… or #…); give the base URL only"
+            )));
+        }
+        tenant
+            .check_url(&url)
+            .map_err(|why| unsupported(format!("{field}: {why}")))?;
+    }
+    Ok(())
+}
+
+/// `e` with every credential value blanked out of its texts (a provider may have put an answer
+/// that echoes the request into them).
+fn redact_error(e: ProviderError, r: &Redactor) -> ProviderError {
+    if r.is_empty() {
+        return e;
+    }
+    let x = |s: String| r.redact(&s);
+    match e {
+        ProviderError::AuthenticationFailed { provider, detail } => {
+            ProviderError::AuthenticationFailed {
+                provider,
+                detail: x(detail),
+            }
+        }
+        ProviderError::Forbidden {
+            provider,
+            operation,
+            detail,
+        } => ProviderError::Forbidden {
+            provider,
+            operation: x(operation),
+            detail: x(detail),
+        },
+        ProviderError::ClientNotFound {
+            provider,
+            what,
+            detail,
+        } => ProviderError::ClientNotFound {
+            provider,
+            what: x(what),
+            detail: x(detail),
+        },
+        ProviderError::Unreachable {
+            provider,
+            operation,
+            detail,
+        } => ProviderError::Unreachable {
+            provider,
+            operation: x(operation),
+            detail: x(detail),
+        },
+        ProviderError::Rejected {
+            provider,
+            operation,
+            detail,
+        } => ProviderError::Rejected {
+            provider,
+            operation: x(operation),
+            detail: x(detail),
+        },
+        ProviderError::Unsupported { provider, detail } => ProviderError::Unsupported {
+            provider,
+            detail: x(detail),
+        },
+        ProviderError::InvalidSecret { provider, detail } => ProviderError::InvalidSecret {
+            provider,
+            detail: x(detail),
+        },
+        ProviderError::Protocol {
+            provider,
+            operation,
+            detail,
+        } => ProviderError::Protocol {
+            provider,
+            operation: x(operation),
+            detail: x(detail),
+        },
+        ProviderError::NotPersisted { provider, detail } => ProviderError::NotPersisted {
+            provider,
+            detail: x(detail),
+        },
+        other => other,
+    }
+}
+
+/// The provider kind a policy names (for messages about its Secret).
+fn kind_of(policy: &OidcRefreshPolicy) -> ProviderKind {
+    let p = &policy.spec.provider;
+    if p.ping_federate.is_some() {
+        ProviderKind::PingFederate
+    } else if p.entra_id.is_some() {
+        ProviderKind::EntraId
+    } else if p.keycloak.is_some() {
+        ProviderKind::Keycloak
+    } else {
+        ProviderKind::Google
+    }
+}
+
+async fn observe_idp_with(
+    policy: &OidcRefreshPolicy,
+    ns: &str,
+    desired: &DesiredSettings,
+    memo: &MemoKey,
+    ctx: &Context,
+    redactor: &mut Redactor,
+) -> Result<IdpObserved> {
     let credentials = match policy.spec.provider.credentials_secret() {
         None => None,
         Some(name) => {
@@ -141,12 +293,34 @@ async fn observe_idp(
             let Some(secret) = secret else {
                 return Ok(IdpObserved::SecretNotFound(name.to_string()));
             };
+            let opted_in = secret
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(CREDENTIALS_LABEL))
+                .is_some_and(|v| v == "true");
+            if ctx.providers.http.policy().require_credentials_label && !opted_in {
+                // The owner of a Secret decides whether it may be sent to an identity provider;
+                // being able to name it in a policy is not enough.
+                return Ok(IdpObserved::Failed(ProviderError::InvalidSecret {
+                    provider: kind_of(policy),
+                    detail: format!(
+                        "Secret {name:?} is not marked for use as identity-provider credentials: the operator sends a Secret's values to the policy's URL only when the Secret carries the label {CREDENTIALS_LABEL}: \"true\". If this Secret is meant for it, run: kubectl label secret -n {ns} {name} {CREDENTIALS_LABEL}=true"
+                    ),
+                }));
+            }
             let data: BTreeMap<String, Vec<u8>> = secret
                 .data
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(k, v)| (k, v.0))
                 .collect();
+            *redactor = Redactor::from_values(
+                data.iter()
+                    .filter(|(k, _)| k.as_str() != "ca.crt")
+                    .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+                    .flat_map(|v| [v, v.trim()]),
+            );
             Some(Credentials::new(
                 name,
                 secret.metadata.resource_version.as_deref().unwrap_or(""),

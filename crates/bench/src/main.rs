@@ -492,7 +492,8 @@ fn seed_cluster(
             sim,
             "v1",
             "Secret",
-            json!({"metadata": {"name": format!("{name}-keycloak"), "namespace": ns},
+            json!({"metadata": {"name": format!("{name}-keycloak"), "namespace": ns,
+                                "labels": {"oidcrefresh.dev/credentials": "true"}},
                    "type": "Opaque",
                    "stringData": {"client-id": ADMIN_CLIENT, "client-secret": ADMIN_SECRET}}),
         )?;
@@ -594,6 +595,8 @@ impl Operator {
             .arg(admin.to_string())
             .arg("--log-format")
             .arg("json")
+            // The identity-provider simulators listen on loopback over plain http.
+            .arg("--allow-insecure-http")
             .args(&plan.operator_args)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
