@@ -716,6 +716,70 @@ pub fn schema_for(group: &str, kind: &str) -> Value {
                 ),
             ],
         ),
+        ("apps", "ReplicaSet") => top(
+            "ReplicaSet ensures that a specified number of pod replicas are running at any given time.",
+            vec![
+                (
+                    "spec",
+                    obj(
+                        "Spec defines the specification of the desired behavior of the ReplicaSet.",
+                        vec![
+                            ("replicas", i("Replicas is the number of desired pods.")),
+                            (
+                                "minReadySeconds",
+                                i(
+                                    "Minimum number of seconds for which a newly created pod should be ready.",
+                                ),
+                            ),
+                            ("selector", label_selector()),
+                            ("template", pod_template()),
+                        ],
+                    ),
+                ),
+                (
+                    "status",
+                    obj(
+                        "Status is the most recently observed status of the ReplicaSet.",
+                        vec![
+                            (
+                                "replicas",
+                                i(
+                                    "Replicas is the most recently observed number of non-terminating pods.",
+                                ),
+                            ),
+                            (
+                                "fullyLabeledReplicas",
+                                i(
+                                    "The number of non-terminating pods that have labels matching the labels of the pod template of the replicaset.",
+                                ),
+                            ),
+                            (
+                                "readyReplicas",
+                                i(
+                                    "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.",
+                                ),
+                            ),
+                            (
+                                "availableReplicas",
+                                i(
+                                    "The number of available non-terminating pods (ready for at least minReadySeconds) for this replica set.",
+                                ),
+                            ),
+                            (
+                                "observedGeneration",
+                                json!({"type": "integer", "format": "int64", "description": "ObservedGeneration reflects the generation of the most recently observed ReplicaSet."}),
+                            ),
+                            (
+                                "conditions",
+                                conditions(
+                                    "Represents the latest available observations of a replica set's current state.",
+                                ),
+                            ),
+                        ],
+                    ),
+                ),
+            ],
+        ),
         ("", "Secret") => top(
             "Secret holds secret data of a certain type.",
             vec![

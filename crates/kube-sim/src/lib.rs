@@ -78,8 +78,9 @@
 //!   `required` errors are listed before the properties' errors (the real
 //!   server's ordering may differ slightly). CEL rules of a node are skipped
 //!   when the node or its children already failed schema validation.
-//! * Events are not validated (the real server requires e.g. `eventTime`,
-//!   `reportingController` and `action` for events.k8s.io/v1).
+//! * Events are validated as `pkg/apis/core/validation/events.go` does
+//!   (legacy rules for core/v1, strict create/update rules through
+//!   events.k8s.io/v1); see `docs/fidelity/kubernetes.md`.
 //! * `/scale` is served for Deployments only (not for CRDs' scale subresource).
 //! * Paginated lists do not serve a snapshot: continuation pages show the
 //!   current state after the continue key (the real server reads the snapshot
@@ -111,13 +112,16 @@
 //!   conversion of managed field sets.
 //! * Garbage collection is synchronous and simplified: when an object is
 //!   deleted, dependents whose every owner reference points to a now missing
-//!   uid are deleted too (background propagation); `Foreground` and `Orphan`
-//!   propagation are accepted but treated as background.
+//!   uid are deleted too (background propagation); `Orphan` removes the
+//!   owner's reference from its dependents, which survive; `Foreground` is
+//!   treated as background.
 //! * CRD deletion removes all its custom resources immediately (no
 //!   `customresourcecleanup` finalizer phase); CRD validation is light (names,
 //!   group, versions, exactly one storage version).
-//! * Deployment controller emulation writes Deployment status only: no
-//!   ReplicaSets or Pods are created.
+//! * Deployment controller emulation creates and scales `apps/v1`
+//!   ReplicaSets (pod-template-hash, owner references, revision annotations,
+//!   paused Deployments, history cleanup) and writes their status as if their
+//!   pods became ready after the rollout delay; no Pods are created.
 //! * The watch cache is a bounded event history (`watch_history` events); a
 //!   watch from an older RV gets `410 Expired`. A watcher that falls too far
 //!   behind the fan-out channel has its stream closed (clients re-watch).

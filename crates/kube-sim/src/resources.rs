@@ -162,6 +162,16 @@ pub fn builtins() -> Vec<ResourceInfo> {
             true,
         ),
         builtin(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            true,
+            &["rs"],
+            true,
+            true,
+        ),
+        builtin(
             "networking.k8s.io",
             "v1",
             "networkpolicies",
@@ -245,6 +255,7 @@ pub fn builtins() -> Vec<ResourceInfo> {
                 r.scale_subresource = true;
                 r.categories = vec!["all".into()];
             }
+            ("apps", "replicasets") => r.categories = vec!["all".into()],
             ("", "pods") => {
                 r.categories = vec!["all".into()];
                 r.field_selectors = vec!["spec.nodeName", "status.phase"];

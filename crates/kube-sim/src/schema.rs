@@ -160,13 +160,84 @@ pub fn prune(schema: &Value, v: &mut Value, path: &str, unknown: &mut Vec<String
     }
 }
 
+/// `PruneNonNullableNullsWithoutDefaults` (apiextensions-apiserver
+/// `schema/defaulting/prunenulls.go`): drop `null`s of fields that are not
+/// nullable and have no default (those with a default get it later).
+pub fn prune_nulls(schema: Option<&Value>, v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let keys: Vec<String> = o.keys().cloned().collect();
+            for k in keys {
+                let cs = schema.and_then(|s| {
+                    s.get("properties")
+                        .and_then(|p| p.get(&k))
+                        .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+                });
+                let drop = o.get(&k).is_some_and(|x| x.is_null())
+                    && cs.is_some_and(|cs| {
+                        cs.get("nullable").and_then(|n| n.as_bool()) != Some(true)
+                            && cs.get("default").is_none()
+                    });
+                if drop {
+                    o.remove(&k);
+                } else if let Some(cv) = o.get_mut(&k) {
+                    prune_nulls(cs, cv);
+                }
+            }
+        }
+        Value::Array(a) => {
+            let is = schema.and_then(|s| s.get("items"));
+            for x in a.iter_mut() {
+                prune_nulls(is, x);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Validation ratcheting (`CRDValidationRatcheting`, on by default since
+/// 1.30): on update, drop errors about values that are unchanged from the
+/// old object (a `Required` error looks at the parent object).
+pub fn ratchet(errs: &mut Vec<FieldError>, new: &Value, old: &Value) {
+    fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+        let mut cur = v;
+        for seg in path.split('.').filter(|s| !s.is_empty()) {
+            let (name, idx) = match seg.find('[') {
+                Some(i) => (&seg[..i], Some(&seg[i..])),
+                None => (seg, None),
+            };
+            if !name.is_empty() {
+                cur = cur.get(name)?;
+            }
+            if let Some(idx) = idx {
+                for part in idx.split(']').filter(|p| !p.is_empty()) {
+                    let n: usize = part.trim_start_matches('[').parse().ok()?;
+                    cur = cur.get(n)?;
+                }
+            }
+        }
+        Some(cur)
+    }
+    errs.retain(|e| {
+        let path = if matches!(e.kind, FieldErrorKind::Required) {
+            e.field.rsplit_once('.').map(|(p, _)| p).unwrap_or("")
+        } else {
+            e.field.as_str()
+        };
+        let (a, b) = (at(new, path), at(old, path));
+        a.is_none() || a != b
+    });
+}
+
 /// Apply `default`s (nested; only where the parent object exists).
 pub fn apply_defaults(schema: &Value, v: &mut Value) {
     match v {
         Value::Object(o) => {
             if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
                 for (k, ps) in props {
-                    if !o.contains_key(k)
+                    let null_non_nullable = o.get(k).is_some_and(|x| x.is_null())
+                        && ps.get("nullable").and_then(|n| n.as_bool()) != Some(true);
+                    if (!o.contains_key(k) || null_non_nullable)
                         && let Some(d) = ps.get("default")
                     {
                         o.insert(k.clone(), d.clone());

@@ -444,6 +444,23 @@ fn new_entry(manager: &str, op: &str, api_version: &str, time: &str, sub: Option
     }
 }
 
+/// `isResetManagedFields`: a non-nil empty list or one empty entry.
+pub fn is_reset_managed_fields(mf: &[Value]) -> bool {
+    mf.is_empty() || (mf.len() == 1 && mf[0].as_object().is_some_and(|o| o.is_empty()))
+}
+
+/// Whether client-written managedFields decode (`DecodeManagedFields`):
+/// every entry an object with `fieldsType: FieldsV1`, an `Apply`/`Update`
+/// operation and a `fieldsV1` object.
+pub fn decodable_managed_fields(mf: &[Value]) -> bool {
+    !mf.is_empty()
+        && mf.iter().all(|e| {
+            e["fieldsType"] == "FieldsV1"
+                && matches!(e["operation"].as_str(), Some("Apply" | "Update"))
+                && e["fieldsV1"].is_object()
+        })
+}
+
 /// Record an Update (create, PUT, non-apply PATCH) by `manager` into `new`'s managedFields.
 #[allow(clippy::too_many_arguments)]
 pub fn record_update(
@@ -605,6 +622,25 @@ pub fn apply(
     let mut merged = merge(Some(schema), Some(live_v), &cfg);
     let cfg_set = object_set(schema, &cfg, subresource, has_status);
     let mut es = entries(live);
+    // skipNonAppliedManager.Apply: the first apply to an existing object
+    // without managed fields first records an Update by `before-first-apply`
+    // owning every field the object has.
+    if let Some(l) = live
+        && es.is_empty()
+    {
+        let set = object_set(schema, l, subresource, has_status);
+        if !set.is_empty() {
+            let mut e = new_entry(
+                "before-first-apply",
+                "Update",
+                api_version,
+                time,
+                subresource,
+            );
+            e.set = set;
+            es.push(e);
+        }
+    }
     let idx = match es.iter().position(|e| e.is(manager, "Apply", subresource)) {
         Some(i) => i,
         None => {

@@ -425,6 +425,27 @@ pub fn update(shared: &Shared, req: &ApiRequest) -> Reply {
     let Some(old) = old else {
         return SimError::not_found(&req.ri.group, &req.ri.resource, &name).into();
     };
+    // Store.Update: kinds whose strategy does not AllowUnconditionalUpdate
+    // (custom resources, CRDs) need a resourceVersion; the error names the
+    // resource (plural) as its kind.
+    if (req.ri.custom || req.ri.resource == "customresourcedefinitions")
+        && body
+            .pointer("/metadata/resourceVersion")
+            .and_then(|v| v.as_str())
+            .is_none_or(|v| v.is_empty() || v == "0")
+    {
+        return SimError::invalid(
+            &req.ri.group,
+            &req.ri.resource,
+            &name,
+            &[FieldError::new(
+                "metadata.resourceVersion",
+                FieldErrorKind::InvalidRaw("0x0".into()),
+                "must be specified for an update",
+            )],
+        )
+        .into();
+    }
     if let Some(rv) = body
         .pointer("/metadata/resourceVersion")
         .and_then(|v| v.as_str())
@@ -857,6 +878,19 @@ pub fn commit(
                 if let Some(mf) = new.pointer("/metadata/managedFields") {
                     base["metadata"]["managedFields"] = mf.clone();
                 }
+                if ri.group == "apps" && ri.resource == "deployments" {
+                    // deploymentStatusStrategy.PrepareForUpdate resets only
+                    // spec and labels: the controller writes the revision
+                    // annotation through /status.
+                    match new.pointer("/metadata/annotations") {
+                        Some(a) => base["metadata"]["annotations"] = a.clone(),
+                        None => {
+                            if let Some(m) = base["metadata"].as_object_mut() {
+                                m.remove("annotations");
+                            }
+                        }
+                    }
+                }
                 new = base;
             } else {
                 match old_v.get("status") {
@@ -924,8 +958,21 @@ pub fn commit(
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
+    // Built-in kinds are decoded into Go structs: JSON nulls are not kept.
+    if !ri.custom && ri.resource != "customresourcedefinitions" {
+        drop_nulls(&mut new);
+    }
     // --- kind-specific normalization ---
     normalize_kind(ri, &mut new, old_req.as_ref(), is_create)?;
+    if ri.resource == "events" {
+        let strict = ri.group == "events.k8s.io";
+        let core = to_storage(ri, new.clone());
+        let old_core = old_req.as_ref().map(|o| to_storage(ri, o.clone()));
+        let errs = crate::events::validate(&core, old_core.as_ref(), strict);
+        if !errs.is_empty() {
+            return Err(SimError::invalid("", "Event", &name, &errs));
+        }
+    }
     // --- custom resource schema ---
     if ri.custom {
         let mut unknown = vec![];
@@ -953,9 +1000,13 @@ pub fn commit(
                 Validation::Ignore => {}
             }
         }
+        crate::schema::prune_nulls(Some(&ri.schema), &mut new);
         crate::schema::apply_defaults(&ri.schema, &mut new);
         let mut errs = vec![];
         crate::schema::validate(&ri.schema, &new, old_req.as_ref(), &mut errs);
+        if let Some(o) = old_req.as_ref() {
+            crate::schema::ratchet(&mut errs, &new, o);
+        }
         if !errs.is_empty() {
             return Err(SimError::invalid(&ri.group, &ri.kind, &name, &errs));
         }
@@ -970,8 +1021,20 @@ pub fn commit(
             .pointer("/metadata/generation")
             .and_then(|g| g.as_i64())
             .unwrap_or(1);
-        let changed = without_meta_status(old_v, ri.status_subresource)
-            != without_meta_status(&new, ri.status_subresource);
+        let changed = if ri.group == "apps" && ri.resource == "deployments" {
+            // deploymentStrategy.PrepareForUpdate: spec or annotations.
+            ctx.subresource.as_deref() != Some("status")
+                && (old_v.get("spec") != new.get("spec")
+                    || old_v
+                        .pointer("/metadata/annotations")
+                        .filter(|a| a.as_object().is_some_and(|o| !o.is_empty()))
+                        != new
+                            .pointer("/metadata/annotations")
+                            .filter(|a| a.as_object().is_some_and(|o| !o.is_empty())))
+        } else {
+            without_meta_status(old_v, ri.status_subresource)
+                != without_meta_status(&new, ri.status_subresource)
+        };
         new["metadata"]["generation"] = json!(if changed { old_gen + 1 } else { old_gen });
     }
     // --- managed fields ---
@@ -980,29 +1043,56 @@ pub fn commit(
             new["metadata"]["managedFields"] = mf;
         }
         Op::Create | Op::Update => {
-            let prev_mf = old_req
+            // decodeLiveOrNew (managedfields/internal/fieldmanager.go): a
+            // subresource write keeps the live managedFields; otherwise
+            // `[]`/`[{}]` resets them, decodable entries are taken as given,
+            // anything else (absent, undecodable) falls back to the live ones.
+            let live_mf = old_req
                 .as_ref()
                 .and_then(|o| o.pointer("/metadata/managedFields"))
                 .cloned();
-            match prev_mf {
-                Some(mf) => new["metadata"]["managedFields"] = mf,
-                None => {
+            let req_mf = new.pointer("/metadata/managedFields").cloned();
+            let base = if ctx.subresource.is_some() {
+                live_mf
+            } else {
+                match req_mf {
+                    Some(Value::Array(a)) if crate::ssa::is_reset_managed_fields(&a) => {
+                        Some(json!([]))
+                    }
+                    Some(Value::Array(a)) if crate::ssa::decodable_managed_fields(&a) => {
+                        Some(Value::Array(a))
+                    }
+                    _ => live_mf,
+                }
+            };
+            let empty_base = base
+                .as_ref()
+                .is_none_or(|b| b.as_array().is_none_or(|a| a.is_empty()));
+            match base {
+                Some(mf) if !empty_base => new["metadata"]["managedFields"] = mf,
+                _ => {
                     new["metadata"]
                         .as_object_mut()
                         .unwrap()
                         .remove("managedFields");
                 }
             }
-            crate::ssa::record_update(
-                &ri.schema,
-                old_req.as_ref(),
-                &mut new,
-                &ctx.manager,
-                &ri.api_version(),
-                ctx.subresource.as_deref(),
-                ri.status_subresource,
-                &now,
-            );
+            // skipNonAppliedManager: an update of an object without managed
+            // fields does not start tracking (until the next apply).
+            if !is_create && empty_base {
+                // nothing recorded
+            } else {
+                crate::ssa::record_update(
+                    &ri.schema,
+                    old_req.as_ref(),
+                    &mut new,
+                    &ctx.manager,
+                    &ri.api_version(),
+                    ctx.subresource.as_deref(),
+                    ri.status_subresource,
+                    &now,
+                );
+            }
         }
     }
     if ri.resource == "customresourcedefinitions" {
@@ -1065,6 +1155,19 @@ pub fn commit(
         }
     }
     Ok((if is_create { 201 } else { 200 }, (*out).clone()))
+}
+
+fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            for x in m.values_mut() {
+                drop_nulls(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 fn normalize_kind(
@@ -1190,11 +1293,14 @@ struct DeleteOpts {
     rv: Option<String>,
     uid: Option<String>,
     dry_run: bool,
+    orphan: bool,
 }
 
 fn delete_opts(req: &ApiRequest) -> DeleteOpts {
     let mut o = DeleteOpts {
         dry_run: req.q("dryRun") == Some("All"),
+        orphan: req.q("propagationPolicy") == Some("Orphan")
+            || req.q("orphanDependents") == Some("true"),
         ..Default::default()
     };
     if let Ok(b) = serde_json::from_slice::<Value>(&req.body) {
@@ -1206,6 +1312,15 @@ fn delete_opts(req: &ApiRequest) -> DeleteOpts {
             .pointer("/preconditions/uid")
             .and_then(|v| v.as_str())
             .map(String::from);
+        match b.get("propagationPolicy").and_then(|p| p.as_str()) {
+            Some("Orphan") => o.orphan = true,
+            Some(_) => o.orphan = false,
+            None => {
+                if b.get("orphanDependents").and_then(|x| x.as_bool()) == Some(true) {
+                    o.orphan = true;
+                }
+            }
+        }
         if let Some(d) = b.get("dryRun").and_then(|d| d.as_array())
             && d.iter().any(|x| x == "All")
         {
@@ -1291,6 +1406,11 @@ fn delete_inner(
         }
         return Ok((200, present(ri, &o)));
     }
+    if opts.orphan
+        && let Some(uid) = old.pointer("/metadata/uid").and_then(|u| u.as_str())
+    {
+        orphan_dependents(st, uid);
+    }
     let last = st.remove(&ri.storage, ns, name).unwrap();
     if ri.resource == "customresourcedefinitions" {
         unregister_crd(st, &last);
@@ -1307,6 +1427,42 @@ fn delete_inner(
         200,
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
     ))
+}
+
+/// `propagationPolicy: Orphan`: the garbage collector removes the owner's
+/// reference from its dependents (which then survive it).
+fn orphan_dependents(st: &mut State, uid: &str) {
+    let mut hits = vec![];
+    for (storage, b) in &st.objects {
+        for ((ns, name), o) in b {
+            if o.pointer("/metadata/ownerReferences")
+                .and_then(|r| r.as_array())
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            {
+                hits.push((storage.clone(), ns.clone(), name.clone()));
+            }
+        }
+    }
+    for (storage, ns, name) in hits {
+        let Some(o) = st.get(&storage, &ns, &name) else {
+            continue;
+        };
+        let mut o = (*o).clone();
+        if let Some(refs) = o
+            .pointer_mut("/metadata/ownerReferences")
+            .and_then(|r| r.as_array_mut())
+        {
+            refs.retain(|r| r["uid"] != uid);
+            if refs.is_empty()
+                && let Some(m) = o["metadata"].as_object_mut()
+            {
+                m.remove("ownerReferences");
+            }
+        }
+        let rv = st.next_rv();
+        o["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.put(&storage, &ns, &name, o, rv);
+    }
 }
 
 /// Garbage collection and namespace termination after deletions.
@@ -1517,10 +1673,14 @@ pub fn controller_status_write(
     name: &str,
     status: Value,
     manager: &str,
+    annotations: Option<Value>,
 ) -> Option<Value> {
     let old = st.get(&ri.storage, ns, name)?;
     let mut new = (*old).clone();
     new["status"] = status;
+    if let Some(a) = annotations {
+        new["metadata"]["annotations"] = a;
+    }
     let mut ctx = WriteCtx {
         manager: manager.into(),
         subresource: Some("status".into()),
