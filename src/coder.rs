@@ -10,8 +10,11 @@
 //!   appended; no duplicates and no spaces (Coder splits on commas and does not trim, so a stray
 //!   space would make a scope Coder sends but the provider does not know). Scopes the provider
 //!   rejects (`offline_access` for Google) are removed.
-//! - Params: the existing JSON object is parsed and every key kept; required and extra params are
-//!   set; the result is compact JSON with sorted keys, so the same input always gives the same bytes.
+//! - Params: the existing JSON object is parsed and every key kept; extra and then required params
+//!   are set (`prompt` values combine); the result is compact JSON with sorted keys, so the same
+//!   input always gives the same bytes. A live value equal in meaning is kept as it is.
+//! - Owners: a manager that applies, or updates without being one of kubectl's imperative commands
+//!   (or a console), owns its value declaratively and is never overwritten silently.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,18 +34,57 @@ pub const DEFAULT_SCOPES: &str = "openid,profile,email";
 /// Coder's default auth URL params.
 pub const DEFAULT_PARAMS: &str = r#"{"access_type": "offline"}"#;
 
-/// Field managers that own configuration declaratively (their value would come back on their
-/// next sync); any `Apply` manager counts too.
-const DECLARATIVE_UPDATE_MANAGERS: &[&str] = &[
-    "helm",
-    "helm-controller",
-    "argocd-controller",
-    "argocd-application-controller",
-    "kustomize-controller",
-    "kubectl-client-side-apply",
-    "terraform",
-    "pulumi-kubernetes",
+/// Field managers that edit objects by hand (kubectl's imperative commands, consoles): a value they
+/// set is drift, restored by the operator. Every other manager, and every `Apply`, is treated as
+/// a declarative owner whose value would come back on its next sync (Helm, Argo CD, Flux,
+/// Terraform, kapp, Fleet, a CI `kubectl replace`, tools the operator does not know), so it is
+/// never overwritten silently. `before-first-apply` is what the API server records as the owner
+/// of every field after `managedFields` was reset: nobody's declaration, taken over like a hand
+/// edit.
+const IMPERATIVE_MANAGERS: &[&str] = &[
+    "kubectl",
+    "kubectl-edit",
+    "kubectl-patch",
+    "kubectl-set",
+    "kubectl-create",
+    "kubectl-run",
+    "kubectl-label",
+    "kubectl-annotate",
+    "kubectl-rollout",
+    "k9s",
+    "Mozilla",
+    "dashboard",
+    "before-first-apply",
 ];
+
+/// The field manager that applies the env entries of `container`: one per container, so an apply
+/// for one container never prunes the operator's entries in another (two policies on two
+/// containers of one Deployment, or a policy moved to another container, whose old container
+/// keeps its values). The Coder chart's container `coder` keeps the plain name.
+pub fn field_manager(container: &str) -> String {
+    if container == crate::crd::DEFAULT_CONTAINER {
+        FIELD_MANAGER.to_string()
+    } else {
+        format!("{FIELD_MANAGER}/{container}")
+    }
+}
+
+/// Whether `manager` is one of the operator's own field managers.
+pub fn is_operator_manager(manager: &str) -> bool {
+    manager == FIELD_MANAGER
+        || manager
+            .strip_prefix(FIELD_MANAGER)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Coder flags that win over the two env variables.
+pub const OVERRIDING_FLAGS: [(&str, &str); 2] = [
+    ("--oidc-scopes", SCOPES_ENV),
+    ("--oidc-auth-url-params", PARAMS_ENV),
+];
+
+/// Coder's YAML config file variable.
+pub const CONFIG_PATH_ENV: &str = "CODER_CONFIG_PATH";
 
 /// Merges scopes. `current` is the env value (`None` = absent).
 pub fn merge_scopes(current: Option<&str>, needs: &CoderNeeds, extra: &[String]) -> String {
@@ -50,7 +92,12 @@ pub fn merge_scopes(current: Option<&str>, needs: &CoderNeeds, extra: &[String])
         Some(v) if !v.trim().is_empty() => v,
         _ => DEFAULT_SCOPES,
     };
-    let remove: BTreeSet<&str> = needs.remove_scopes.iter().map(String::as_str).collect();
+    let remove: BTreeSet<&str> = needs
+        .remove_scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !extra.iter().any(|e| e.trim() == *s))
+        .collect();
     let mut seen = BTreeSet::new();
     let mut out: Vec<String> = Vec::new();
     let candidates = split_scopes(base)
@@ -99,7 +146,10 @@ pub struct InvalidParams {
     pub detail: String,
 }
 
-/// Merges auth URL params. `current` is the env value (`None` = absent).
+/// Merges auth URL params. `current` is the env value (`None` = absent). The parameters refresh
+/// tokens need (`needs.params`) always win over an existing value; `prompt`, a space-separated list
+/// in OpenID Connect, keeps the values already there and adds the needed ones
+/// (`select_account` + `consent` → `select_account consent`).
 pub fn merge_params(
     current: Option<&str>,
     needs: &CoderNeeds,
@@ -118,10 +168,57 @@ pub fn merge_params(
         });
     };
     let mut merged: BTreeMap<String, Value> = map.into_iter().collect();
-    for (k, v) in needs.params.iter().chain(extra.iter()) {
-        merged.insert(k.clone(), Value::String(v.clone()));
+    for (k, v) in extra.iter().chain(needs.params.iter()) {
+        let value = match (k.as_str(), merged.get(k).and_then(Value::as_str)) {
+            ("prompt", Some(old)) => union_prompt(old, v),
+            _ => v.clone(),
+        };
+        merged.insert(k.clone(), Value::String(value));
     }
     Ok(serde_json::to_string(&merged).unwrap_or_default())
+}
+
+/// `prompt` values of `old` followed by those of `add` not in it (`none` cannot be combined, so
+/// it gives way).
+fn union_prompt(old: &str, add: &str) -> String {
+    let mut out: Vec<&str> = old
+        .split_whitespace()
+        .filter(|p| *p != "none" || add.split_whitespace().all(|a| a == "none"))
+        .collect();
+    for p in add.split_whitespace() {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out.join(" ")
+}
+
+/// A parameter of `spec.coder.authURLParams` that contradicts one refresh tokens need, as
+/// `(key, the policy's value, the needed value)`. `prompt` values combine instead (unless the
+/// policy asks for `none`, which cannot be combined).
+pub fn conflicting_param<'a>(
+    needs: &'a CoderNeeds,
+    extra: &'a BTreeMap<String, String>,
+) -> Option<(&'a str, &'a str, &'a str)> {
+    needs.params.iter().find_map(|(k, need)| {
+        let have = extra.get(k)?;
+        let conflict = if k == "prompt" {
+            have.split_whitespace().any(|p| p == "none")
+        } else {
+            have != need
+        };
+        conflict.then_some((k.as_str(), have.as_str(), need.as_str()))
+    })
+}
+
+/// Whether two params values mean the same to Coder (equal JSON values; key order and spacing do
+/// not matter).
+pub fn same_params(current: Option<&str>, wanted: &str) -> bool {
+    let parse = |s: &str| serde_json::from_str::<Value>(s).ok();
+    match (current.and_then(parse), parse(wanted)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -168,6 +265,10 @@ pub enum ContainerState {
         scopes: EnvEntry,
         /// `CODER_OIDC_AUTH_URL_PARAMS`.
         params: EnvEntry,
+        /// `--oidc-*` flags in the container's command or args, with the variable each overrides.
+        flags: Vec<(&'static str, &'static str)>,
+        /// `CODER_CONFIG_PATH` as set in the container's env (`valueFrom` shown as such).
+        config_path: Option<String>,
     },
     /// No container of that name; the names that exist.
     Missing(Vec<String>),
@@ -198,9 +299,34 @@ pub fn inspect(deployment: &Deployment, container: &str) -> ContainerState {
             other_owners: owners(deployment, container, name),
         }
     };
+    let words = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .flat_map(|a| a.split_whitespace());
+    let mut flags = Vec::new();
+    for word in words {
+        for (flag, env) in OVERRIDING_FLAGS {
+            let named = word == flag || word.strip_prefix(flag).is_some_and(|r| r.starts_with('='));
+            if named && !flags.contains(&(flag, env)) {
+                flags.push((flag, env));
+            }
+        }
+    }
+    let config_path =
+        env.iter()
+            .find(|e| e.name == CONFIG_PATH_ENV)
+            .map(|e| match (&e.value, &e.value_from) {
+                (_, Some(_)) => "(from valueFrom)".to_string(),
+                (Some(v), None) => v.clone(),
+                (None, None) => String::new(),
+            });
     ContainerState::Found {
         scopes: entry(SCOPES_ENV),
         params: entry(PARAMS_ENV),
+        flags,
+        config_path: config_path.filter(|p| !p.trim().is_empty()),
     }
 }
 
@@ -274,7 +400,7 @@ impl SourceRead {
 /// returned) when at least one of them is absent from its `env`, since an `env` entry overrides
 /// anything `envFrom` sets.
 pub fn env_sources(deployment: &Deployment, container: &str) -> Vec<EnvSource> {
-    let ContainerState::Found { scopes, params } = inspect(deployment, container) else {
+    let ContainerState::Found { scopes, params, .. } = inspect(deployment, container) else {
         return Vec::new();
     };
     if scopes.present && params.present {
@@ -310,7 +436,9 @@ fn owners(deployment: &Deployment, container: &str, env_name: &str) -> Vec<Owner
     let mut out = Vec::new();
     for mf in deployment.metadata.managed_fields.iter().flatten() {
         let manager = mf.manager.clone().unwrap_or_default();
-        if manager == FIELD_MANAGER || mf.subresource.as_deref().is_some_and(|s| !s.is_empty()) {
+        if manager == field_manager(container)
+            || mf.subresource.as_deref().is_some_and(|s| !s.is_empty())
+        {
             continue;
         }
         let Some(fields) = mf.fields_v1.as_ref() else {
@@ -328,8 +456,11 @@ fn owners(deployment: &Deployment, container: &str, env_name: &str) -> Vec<Owner
                 entry.contains_key("f:value") || entry.contains_key("f:valueFrom")
             });
         if owned {
-            let declarative = mf.operation.as_deref() == Some("Apply")
-                || DECLARATIVE_UPDATE_MANAGERS.contains(&manager.as_str());
+            // Another of the operator's own managers (the one of an earlier version) is taken
+            // over, never a conflict.
+            let declarative = !is_operator_manager(&manager)
+                && (mf.operation.as_deref() == Some("Apply")
+                    || !IMPERATIVE_MANAGERS.contains(&manager.as_str()));
             if !out.iter().any(|o: &Owner| o.manager == manager) {
                 out.push(Owner {
                     manager,
@@ -376,10 +507,27 @@ pub enum Rollout {
     InProgress(String),
     /// The Deployment controller gave up (`ProgressDeadlineExceeded`).
     Failed(String),
+    /// The Deployment is paused (`spec.paused`) with the current template not rolled out: the
+    /// Deployment controller creates nothing until it is resumed.
+    Paused(String),
 }
 
-/// Judges the rollout the way `kubectl rollout status` and Argo CD do.
+/// Judges the rollout the way `kubectl rollout status` and Argo CD do; a paused Deployment whose
+/// rollout is not complete is `Paused`, not in progress (it would wait forever).
 pub fn rollout(deployment: &Deployment) -> Rollout {
+    let judged = rollout_of(deployment);
+    let paused = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.paused)
+        .unwrap_or(false);
+    match judged {
+        Rollout::InProgress(m) if paused => Rollout::Paused(m),
+        other => other,
+    }
+}
+
+fn rollout_of(deployment: &Deployment) -> Rollout {
     let name = deployment.metadata.name.clone().unwrap_or_default();
     let generation = deployment.metadata.generation.unwrap_or(0);
     let want = deployment
@@ -595,7 +743,7 @@ mod tests {
                 env_fields(FIELD_MANAGER, "Apply", SCOPES_ENV)
             ]),
         );
-        let ContainerState::Found { scopes, params } = inspect(&d, "coder") else {
+        let ContainerState::Found { scopes, params, .. } = inspect(&d, "coder") else {
             panic!("container")
         };
         assert_eq!(scopes.value.as_deref(), Some("openid"));
@@ -625,7 +773,7 @@ mod tests {
             json!([{"name": PARAMS_ENV, "value": "{}"}]),
             json!([env_fields("argocd-controller", "Apply", PARAMS_ENV)]),
         );
-        let ContainerState::Found { params, scopes } = inspect(&d, "coder") else {
+        let ContainerState::Found { params, scopes, .. } = inspect(&d, "coder") else {
             panic!()
         };
         assert!(params.other_owners[0].declarative);
@@ -646,6 +794,123 @@ mod tests {
         d.status = Some(serde_json::from_value(json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1,
             "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"coder-1\" has timed out progressing."}]})).unwrap());
         assert!(matches!(rollout(&d), Rollout::Failed(m) if m.contains("timed out")));
+    }
+
+    #[test]
+    fn a_paused_deployment_with_a_rollout_pending_is_paused_not_in_progress() {
+        let mut d = deployment(json!([]), json!([]));
+        d.spec.as_mut().unwrap().paused = Some(true);
+        // The template changed while paused: the controller made no new ReplicaSet.
+        d.status = Some(serde_json::from_value(json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 0, "availableReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "Unknown", "reason": "DeploymentPaused", "message": "Deployment is paused"}]})).unwrap());
+        assert!(matches!(rollout(&d), Rollout::Paused(m) if m.contains("0 of 1")));
+        // Paused with nothing to roll out is complete.
+        d.status = Some(serde_json::from_value(json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1})).unwrap());
+        assert_eq!(rollout(&d), Rollout::Complete);
+    }
+
+    #[test]
+    fn one_field_manager_per_container_and_all_of_them_are_ours() {
+        assert_eq!(field_manager("coder"), "oidc-refresh-operator");
+        assert_eq!(field_manager("proxy"), "oidc-refresh-operator/proxy");
+        assert!(is_operator_manager("oidc-refresh-operator"));
+        assert!(is_operator_manager("oidc-refresh-operator/proxy"));
+        assert!(!is_operator_manager("oidc-refresh-operator-fork"));
+        assert!(!is_operator_manager("helm"));
+    }
+
+    #[test]
+    fn prompt_values_combine_and_required_params_are_checked() {
+        assert_eq!(
+            union_prompt("select_account", "consent"),
+            "select_account consent"
+        );
+        assert_eq!(union_prompt("consent login", "consent"), "consent login");
+        assert_eq!(union_prompt("none", "consent"), "consent");
+        let google = needs(
+            &[],
+            &["offline_access"],
+            &[("access_type", "offline"), ("prompt", "consent")],
+        );
+        let extra = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        assert_eq!(
+            conflicting_param(&google, &extra("prompt", "select_account")),
+            None
+        );
+        assert_eq!(
+            conflicting_param(&google, &extra("prompt", "none")),
+            Some(("prompt", "none", "consent"))
+        );
+        assert_eq!(
+            conflicting_param(&google, &extra("access_type", "online")),
+            Some(("access_type", "online", "offline"))
+        );
+        assert_eq!(
+            conflicting_param(&google, &extra("hd", "example.com")),
+            None
+        );
+        assert_eq!(
+            merge_params(
+                Some(r#"{"prompt":"login"}"#),
+                &google,
+                &extra("prompt", "select_account")
+            )
+            .unwrap(),
+            r#"{"access_type":"offline","prompt":"login select_account consent"}"#
+        );
+    }
+
+    #[test]
+    fn params_are_compared_as_json() {
+        assert!(same_params(
+            Some(DEFAULT_PARAMS),
+            r#"{"access_type":"offline"}"#
+        ));
+        assert!(same_params(
+            Some(r#"{"b":"2", "a":"1"}"#),
+            r#"{"a":"1","b":"2"}"#
+        ));
+        assert!(!same_params(Some(r#"{"a":"1"}"#), r#"{"a":"2"}"#));
+        assert!(!same_params(Some("not json"), r#"{"a":"2"}"#));
+        assert!(!same_params(None, r#"{}"#));
+    }
+
+    #[test]
+    fn coder_flags_are_found_in_command_and_args() {
+        let mut d = deployment(
+            json!([{"name": "CODER_CONFIG_PATH", "value": "/c.yaml"}]),
+            json!([]),
+        );
+        let c = &mut d
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0];
+        c.command = Some(vec!["/opt/coder".into(), "server".into()]);
+        c.args = Some(vec![
+            "--oidc-auth-url-params".into(),
+            "{}".into(),
+            "--oidc-scopes=openid".into(),
+            "--oidc-scopes-extra".into(),
+        ]);
+        let ContainerState::Found {
+            flags, config_path, ..
+        } = inspect(&d, "coder")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            flags,
+            [
+                ("--oidc-auth-url-params", PARAMS_ENV),
+                ("--oidc-scopes", SCOPES_ENV)
+            ]
+        );
+        assert_eq!(config_path.as_deref(), Some("/c.yaml"));
     }
 
     fn scope_strategy() -> impl Strategy<Value = String> {

@@ -257,6 +257,14 @@ pub enum Reason {
     RolloutFailed,
     /// The rollout finished.
     RolloutComplete,
+    /// The Deployment is paused: the new env reaches Coder only after it is resumed.
+    DeploymentPaused,
+    /// A `--oidc-*` flag in the Coder container's command or args wins over the env.
+    CoderFlagOverride,
+    /// Coder reads a YAML config file whose OIDC settings the env would silently replace.
+    CoderConfigFile,
+    /// `spec.coder.authURLParams` contradicts a parameter refresh tokens need.
+    ConflictingAuthURLParams,
     /// The Kubernetes API failed.
     KubernetesError,
 }
@@ -292,6 +300,10 @@ impl Reason {
             Reason::RolloutInProgress => "RolloutInProgress",
             Reason::RolloutFailed => "RolloutFailed",
             Reason::RolloutComplete => "RolloutComplete",
+            Reason::DeploymentPaused => "DeploymentPaused",
+            Reason::CoderFlagOverride => "CoderFlagOverride",
+            Reason::CoderConfigFile => "CoderConfigFile",
+            Reason::ConflictingAuthURLParams => "ConflictingAuthURLParams",
             Reason::KubernetesError => "KubernetesError",
         }
     }

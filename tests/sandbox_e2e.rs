@@ -594,3 +594,168 @@ async fn a_second_policy_for_the_same_deployment_changes_nothing_until_the_first
     );
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn a_paused_deployment_is_reported_and_becomes_ready_once_resumed() {
+    let sb = cluster().await;
+    let mut coder = sandbox::coder_deployment("coder", json!([]));
+    coder["spec"]["paused"] = json!(true);
+    sandbox::create_coder(&sb.client, coder).await.unwrap();
+    sandbox::create_policy(
+        &sb.client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    let p = wait_reason(
+        &sb.client,
+        "coder",
+        "CoderRolledOut",
+        "False",
+        "DeploymentPaused",
+    )
+    .await;
+    let c = sandbox::condition(
+        &p,
+        oidc_refresh_operator::status::ConditionType::CoderRolledOut,
+    )
+    .unwrap();
+    assert!(
+        c.message
+            .contains("kubectl rollout resume deployment/coder"),
+        "{}",
+        c.message
+    );
+    assert!(!sandbox::is_ready(&p));
+    // The env is written; only the rollout waits.
+    assert_eq!(
+        sandbox::coder_env(&sb.client, "coder").await.unwrap(),
+        (Some(GOOGLE_SCOPES.into()), Some(GOOGLE_PARAMS.into()))
+    );
+    // `kubectl rollout resume` patches spec.paused.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(sb.client.clone(), NAMESPACE);
+    deployments
+        .patch(
+            "coder",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"paused": null}})),
+        )
+        .await
+        .unwrap();
+    wait_ready(&sb.client, "coder").await;
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn entries_the_deployment_was_created_with_are_taken_over_without_a_drift_warning() {
+    let sb = cluster().await;
+    // kubectl create: the entries belong to the `kubectl-create` manager.
+    let coder = sandbox::coder_deployment(
+        "coder",
+        json!([{"name": "CODER_OIDC_SCOPES", "value": "openid,profile,email"}]),
+    );
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(sb.client.clone(), NAMESPACE);
+    api.create(
+        &kube::api::PostParams {
+            field_manager: Some("kubectl-create".into()),
+            ..Default::default()
+        },
+        &serde_json::from_value(coder).unwrap(),
+    )
+    .await
+    .unwrap();
+    sandbox::create_policy(
+        &sb.client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    wait_ready(&sb.client, "coder").await;
+    let events = sandbox::policy_events(&sb.client, "coder").await.unwrap();
+    assert!(
+        events.iter().any(|e| e.1 == "DeploymentPatched"),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.1 == "DriftCorrected"),
+        "a first configuration is no drift: {events:?}"
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn two_policies_on_two_containers_of_one_deployment_keep_each_others_entries() {
+    let sb = cluster().await;
+    let mut coder = sandbox::coder_deployment("coder", json!([]));
+    let mut second = coder["spec"]["template"]["spec"]["containers"][0].clone();
+    second["name"] = json!("coder-canary");
+    second["env"] = json!([]);
+    coder["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    sandbox::create_coder(&sb.client, coder).await.unwrap();
+    sandbox::create_policy(
+        &sb.client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    wait_ready(&sb.client, "coder").await;
+    let mut canary = sandbox::example_policy("canary", json!({"google": {}}));
+    canary["spec"]["coder"]["container"] = json!("coder-canary");
+    canary["spec"]["coder"]["scopes"] = json!(["canary"]);
+    sandbox::create_policy(&sb.client, canary).await.unwrap();
+    wait_ready(&sb.client, "canary").await;
+    // The second policy's apply (its own field manager) left the first container's entries.
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(sb.client.clone(), NAMESPACE);
+    let d = api.get("coder").await.unwrap();
+    let env_of = |name: &str| -> Vec<(String, Option<String>)> {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == "CODER_OIDC_SCOPES" || e.name == "CODER_OIDC_AUTH_URL_PARAMS")
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect()
+    };
+    assert_eq!(
+        env_of("coder"),
+        [
+            (
+                "CODER_OIDC_SCOPES".to_string(),
+                Some(GOOGLE_SCOPES.to_string())
+            ),
+            (
+                "CODER_OIDC_AUTH_URL_PARAMS".to_string(),
+                Some(GOOGLE_PARAMS.to_string())
+            ),
+        ]
+    );
+    assert_eq!(
+        env_of("coder-canary")[0],
+        (
+            "CODER_OIDC_SCOPES".to_string(),
+            Some("openid,profile,email,canary".to_string())
+        )
+    );
+    // A pass of the first policy (same generation, poked) rewrites nothing and prunes nothing.
+    poke_policy(&sb.client, "coder", "1").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let again = api.get("coder").await.unwrap();
+    assert_eq!(again.metadata.resource_version, d.metadata.resource_version);
+    sb.stop().await;
+}

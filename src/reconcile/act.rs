@@ -10,7 +10,6 @@ use super::memo::MemoKey;
 use super::observe::{IdpObserved, Observed};
 use super::plan::{CoderStep, IdpStep, Plan, conflict_message, provider_verdict, rbac_message};
 use crate::coder::{PARAMS_ENV, SCOPES_ENV};
-use crate::crd::FIELD_MANAGER;
 use crate::error::{Error, Result};
 use crate::events::EventNote;
 use crate::providers::{Change, Finding, IdpSettings};
@@ -170,7 +169,7 @@ pub async fn act(
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let mut pp = PatchParams::apply(FIELD_MANAGER);
+            let mut pp = PatchParams::apply(&crate::coder::field_manager(&container));
             pp.force = force;
             match api.patch(&name, &pp, &Patch::Apply(&body)).await {
                 Ok(d) => {

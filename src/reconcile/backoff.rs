@@ -11,8 +11,10 @@
 //! 2. **Blocked by something fixed outside Kubernetes** (RBAC, the IdP's credentials, its
 //!    permissions, a wrong client id): the same exponential backoff, but never later than the
 //!    policy's `interval`, and not held: a fixed Secret is picked up at once by its watch.
-//! 3. **A rollout under way, or the Deployment just written**: again in 5 s (at most `interval`)
-//!    to follow the rollout; the backoff is reset.
+//! 3. **A rollout under way, the Deployment just written, or another policy managing the same
+//!    container**: looked at again soon, starting at 5 s and doubling up to 30 s (at most
+//!    `interval`), so a rollout that takes long (a quota-starved one) or a duplicate that stays is
+//!    not polled every 5 s forever; watch events still trigger a pass at once. Not held.
 //! 4. **Converged, or blocked by something a watch reports** (a missing Secret or Deployment, a
 //!    bad spec, a conflict): again at `interval` with ±10 % jitter; the backoff is reset.
 //!
@@ -78,6 +80,8 @@ pub fn next(
 #[derive(Clone, Copy, Debug)]
 struct Retry {
     attempts: u32,
+    /// Consecutive passes under rule 3.
+    follows: u32,
     /// No new pass of the same generation before this, whatever triggers it.
     not_before: Option<Instant>,
     generation: i64,
@@ -127,6 +131,7 @@ impl Backoff {
         }
         let r = map.entry(key.clone()).or_insert(Retry {
             attempts: 0,
+            follows: 0,
             not_before: None,
             generation: 0,
         });
@@ -156,6 +161,21 @@ impl Backoff {
     /// No retry state.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Counts one more pass under rule 3 for `key` (1-based) and clears its failure backoff.
+    pub fn follow(&self, key: &PolicyKey) -> u32 {
+        let mut map = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        let r = map.entry(key.clone()).or_insert(Retry {
+            attempts: 0,
+            follows: 0,
+            not_before: None,
+            generation: 0,
+        });
+        r.attempts = 0;
+        r.not_before = None;
+        r.follows = r.follows.saturating_add(1);
+        r.follows
     }
 
     /// Forgets the state of `key`.
@@ -190,8 +210,8 @@ impl Backoff {
                 Action::requeue(d)
             }
             Next::Soon => {
-                self.reset(key);
-                Action::requeue(Duration::from_secs(5).min(interval))
+                let d = backoff_delay(self.follow(key), SOON, SOON_MAX, None);
+                Action::requeue(d.min(interval))
             }
             Next::Interval => {
                 self.reset(key);
@@ -200,6 +220,11 @@ impl Backoff {
         }
     }
 }
+
+/// First delay of rule 3.
+const SOON: Duration = Duration::from_secs(5);
+/// Longest delay of rule 3.
+const SOON_MAX: Duration = Duration::from_secs(30);
 
 /// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)` capped at `max`, with
 /// jitter, but never shorter than the server's `Retry-After`, and never longer than `max` (a
@@ -291,6 +316,34 @@ mod tests {
             b.next_delay(&("ns".to_string(), format!("p{i}")), None);
         }
         assert!(b.len() <= MAX_ENTRIES, "{}", b.len());
+    }
+
+    #[test]
+    fn following_a_rollout_slows_down_and_a_converged_pass_resets_it() {
+        let b = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
+        let key = ("ns".to_string(), "p".to_string());
+        let interval = Duration::from_secs(600);
+        let delays: Vec<u32> = (0..7).map(|_| b.follow(&key)).collect();
+        assert_eq!(delays, [1, 2, 3, 4, 5, 6, 7]);
+        let d = backoff_delay(7, SOON, SOON_MAX, None);
+        assert!(
+            d <= SOON_MAX.mul_f64(1.1) && d >= SOON_MAX.mul_f64(0.9),
+            "{d:?}"
+        );
+        b.requeue(&key, 1, interval, Next::Interval, Reason::Configured);
+        assert_eq!(b.follow(&key), 1, "reset after converging");
+        let soon = b.requeue(
+            &key,
+            1,
+            Duration::from_secs(2),
+            Next::Soon,
+            Reason::Configured,
+        );
+        assert_eq!(
+            soon,
+            Action::requeue(Duration::from_secs(2)),
+            "never beyond the interval"
+        );
     }
 
     #[test]

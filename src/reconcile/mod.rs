@@ -174,7 +174,8 @@ async fn run_pass(
         (Some(d), None) => plan::DeploymentView::Found(d, &observed.env_from),
         (None, None) => plan::DeploymentView::Missing,
     };
-    let decided = plan::plan(&policy.spec, ns, view, deployment);
+    let previous = policy.status.as_ref().and_then(|s| s.coder.as_ref());
+    let decided = plan::plan_with(&policy.spec, ns, view, deployment, previous);
     debug!(plan = ?decided, "planned");
 
     let acted = act::act(decided, observed, &memo, ns, ctx).await?;

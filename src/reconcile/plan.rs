@@ -13,7 +13,9 @@ use serde_json::Value;
 use crate::coder::{
     self, ContainerState, EnvEntry, PARAMS_ENV, SCOPES_ENV, SourceFound, SourceKind, SourceRead,
 };
-use crate::crd::{ConflictPolicy, ManagementPolicy, OidcRefreshPolicy, OidcRefreshPolicySpec};
+use crate::crd::{
+    CoderStatus, ConflictPolicy, ManagementPolicy, OidcRefreshPolicy, OidcRefreshPolicySpec,
+};
 use crate::providers::{Change, Observation, ProviderError};
 use crate::status::{Reason, State, Verdict};
 
@@ -159,12 +161,25 @@ pub fn provider_verdict(e: &ProviderError) -> Verdict {
     Verdict::new(state, reason, format!("{e}.{hint}"))
 }
 
-/// Plans a reconcile.
+/// Plans a reconcile of a policy that has not configured Coder before.
 pub fn plan<'a>(
     spec: &OidcRefreshPolicySpec,
     namespace: &str,
     idp: IdpView<'_>,
     deployment: impl Into<DeploymentView<'a>>,
+) -> Plan {
+    plan_with(spec, namespace, idp, deployment, None)
+}
+
+/// Plans a reconcile. `previous` is what the policy's status recorded as Coder's values: a live
+/// value that differs from it was changed by someone else (drift); without it the operator is
+/// configuring the entries for the first time (or after a spec change), which is no drift.
+pub fn plan_with<'a>(
+    spec: &OidcRefreshPolicySpec,
+    namespace: &str,
+    idp: IdpView<'_>,
+    deployment: impl Into<DeploymentView<'a>>,
+    previous: Option<&CoderStatus>,
 ) -> Plan {
     let deployment = deployment.into();
     let observe_only = spec.management_policy == ManagementPolicy::Observe;
@@ -258,6 +273,7 @@ pub fn plan<'a>(
         observation,
         deployment,
         idp_ready || observe_only,
+        previous,
     );
     Plan {
         idp: idp_step,
@@ -351,6 +367,7 @@ fn plan_coder(
     o: &Observation,
     deployment: DeploymentView<'_>,
     idp_ready: bool,
+    previous: Option<&CoderStatus>,
 ) -> (CoderStep, Option<(String, String)>, Vec<Change>) {
     let name = &spec.coder.deployment;
     let container = &spec.coder.container;
@@ -398,7 +415,42 @@ fn plan_coder(
                 ),
             );
         }
-        ContainerState::Found { scopes, params } => (scopes, params),
+        ContainerState::Found {
+            scopes,
+            params,
+            flags,
+            config_path,
+        } => {
+            if let Some((flag, env)) = flags.first() {
+                return stalled(
+                    Reason::CoderFlagOverride,
+                    format!(
+                        "Container {container:?} passes {flag} in its command or args, which Coder reads after the environment: it would silently win over the {env} the operator sets. \
+                         Remove {flag} from the container's args (the Coder chart's coder.commandArgs) and put its scopes or parameters in spec.coder instead; the policy is checked again when the Deployment changes."
+                    ),
+                );
+            }
+            if let Some(path) = config_path {
+                let absent: Vec<&str> = [(SCOPES_ENV, &scopes), (PARAMS_ENV, &params)]
+                    .iter()
+                    .filter(|(_, e)| !e.present)
+                    .map(|(env, _)| *env)
+                    .collect();
+                if !absent.is_empty() {
+                    return stalled(
+                        Reason::CoderConfigFile,
+                        format!(
+                            "Container {container:?} reads a Coder YAML config file ({}={path}); an env entry for {} would silently replace what that file sets. \
+                             Put {} in the container's env (with the value from the file, or Coder's default), where the operator merges it, or remove it from the file.",
+                            coder::CONFIG_PATH_ENV,
+                            absent.join(" and "),
+                            absent.join(" and ")
+                        ),
+                    );
+                }
+            }
+            (scopes, params)
+        }
     };
     for (env, entry) in [(SCOPES_ENV, &scopes), (PARAMS_ENV, &params)] {
         if entry.value_from {
@@ -423,14 +475,37 @@ fn plan_coder(
             return (CoderStep::None(verdict), None, Vec::new());
         }
     }
-    let want_scopes = coder::merge_scopes(scopes.value.as_deref(), &o.coder, &spec.coder.scopes);
-    let want_params = match coder::merge_params(
-        params.value.as_deref(),
-        &o.coder,
-        &spec.coder.auth_url_params,
-    ) {
-        Ok(p) => p,
-        Err(e) => return stalled(Reason::InvalidEnvValue, e.to_string()),
+    if let Some((key, have, need)) = coder::conflicting_param(&o.coder, &spec.coder.auth_url_params)
+    {
+        return stalled(
+            Reason::ConflictingAuthURLParams,
+            format!(
+                "spec.coder.authURLParams.{key} is {have:?}, but refresh tokens from this identity provider need {key}={need:?}. Remove {key} from spec.coder.authURLParams (the operator sets it)."
+            ),
+        );
+    }
+    // Turning offlineAccess off stops Coder from asking for offline_access, unless the policy
+    // lists it in spec.coder.scopes itself.
+    let mut needs = o.coder.clone();
+    if spec.refresh_tokens.offline_access == Some(false) {
+        needs.add_scopes.retain(|s| s != "offline_access");
+        if !needs.remove_scopes.iter().any(|s| s == "offline_access") {
+            needs.remove_scopes.push("offline_access".into());
+        }
+    }
+    let want_scopes = coder::merge_scopes(scopes.value.as_deref(), &needs, &spec.coder.scopes);
+    let want_params =
+        match coder::merge_params(params.value.as_deref(), &needs, &spec.coder.auth_url_params) {
+            Ok(p) => p,
+            Err(e) => return stalled(Reason::InvalidEnvValue, e.to_string()),
+        };
+    // The same JSON in another key order or spacing means the same to Coder: keep the live bytes,
+    // so nothing is written (and no declarative owner is contradicted) for a change of form.
+    let want_params = match &params.value {
+        Some(live) if params.present && coder::same_params(Some(live), &want_params) => {
+            live.clone()
+        }
+        _ => want_params,
     };
     let current = (
         shown(&scopes, coder::DEFAULT_SCOPES),
@@ -518,14 +593,33 @@ fn plan_coder(
     }
     let mut declarative: Vec<&str> = Vec::new();
     let mut imperative: Vec<String> = Vec::new();
-    for (_, e, _) in &differing {
+    // Drift: a value the operator had set (recorded in status) that someone changed by hand. A
+    // value Coder's manifest was created with, or one from before a spec change, is no drift.
+    let mut drifted_by: Vec<String> = Vec::new();
+    for (env, e, _) in &differing {
+        let recorded = previous.and_then(|p| {
+            if *env == SCOPES_ENV {
+                p.scopes.as_deref()
+            } else {
+                p.auth_url_params.as_deref()
+            }
+        });
+        let drifted = recorded.is_some_and(|r| e.value.as_deref() != Some(r));
         for owner in &e.other_owners {
             if owner.declarative {
                 if !declarative.contains(&owner.manager.as_str()) {
                     declarative.push(&owner.manager);
                 }
-            } else if !imperative.contains(&owner.manager) {
-                imperative.push(owner.manager.clone());
+            } else {
+                if !imperative.contains(&owner.manager) {
+                    imperative.push(owner.manager.clone());
+                }
+                if drifted
+                    && !coder::is_operator_manager(&owner.manager)
+                    && !drifted_by.contains(&owner.manager)
+                {
+                    drifted_by.push(owner.manager.clone());
+                }
             }
         }
     }
@@ -546,7 +640,7 @@ fn plan_coder(
         CoderStep::Apply {
             body: coder::apply_body(namespace, name, container, &want_scopes, &want_params),
             force,
-            restoring_from: imperative,
+            restoring_from: drifted_by,
             scopes: want_scopes.clone(),
             params: want_params.clone(),
         },
@@ -589,6 +683,17 @@ pub fn rollout_verdict(
             Reason::RolloutInProgress,
             format!("Rollout in progress: {m}."),
         ),
+        coder::Rollout::Paused(m) => {
+            let name = d.metadata.name.clone().unwrap_or_default();
+            Verdict::new(
+                State::Stalled,
+                Reason::DeploymentPaused,
+                format!(
+                    "Deployment {name:?} is paused (spec.paused), so the Deployment controller does not roll out the current configuration ({m}). \
+                     Resume it with `kubectl rollout resume deployment/{name}`; the policy follows the rollout from there."
+                ),
+            )
+        }
         coder::Rollout::Failed(m) => Verdict::new(
             State::Stalled,
             Reason::RolloutFailed,
@@ -755,6 +860,37 @@ mod tests {
             json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}]),
             owned_by("kubectl-edit", "Update"),
         );
+        // The operator had set the entries (its status recorded them): the hand edit is drift.
+        let recorded = CoderStatus {
+            scopes: Some("openid,profile,email,groups".into()),
+            auth_url_params: None,
+        };
+        let p = plan_with(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+            Some(&recorded),
+        );
+        let CoderStep::Apply {
+            force,
+            restoring_from,
+            ..
+        } = &p.coder
+        else {
+            panic!()
+        };
+        assert!(force);
+        assert_eq!(restoring_from, &["kubectl-edit".to_string()]);
+    }
+
+    #[test]
+    fn first_configuration_takes_over_a_created_entry_without_calling_it_drift() {
+        // kubectl create wrote the entry with the Deployment; nothing was recorded yet.
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}]),
+            owned_by("kubectl-create", "Update"),
+        );
         let p = plan(
             &spec(json!({})),
             "coder",
@@ -767,10 +903,235 @@ mod tests {
             ..
         } = &p.coder
         else {
+            panic!("{:?}", p.coder)
+        };
+        assert!(force, "the creator's ownership is taken over");
+        assert!(restoring_from.is_empty(), "{restoring_from:?}");
+        // After a spec change the live value is the one recorded: no drift either.
+        let recorded = CoderStatus {
+            scopes: Some("openid".into()),
+            auth_url_params: None,
+        };
+        let p = plan_with(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+            Some(&recorded),
+        );
+        let CoderStep::Apply { restoring_from, .. } = &p.coder else {
             panic!()
         };
-        assert!(force);
-        assert_eq!(restoring_from, &["kubectl-edit".to_string()]);
+        assert!(restoring_from.is_empty());
+    }
+
+    #[test]
+    fn unknown_update_managers_are_owners_not_drift() {
+        // Terraform's Kubernetes provider, kapp, Fleet, a CI `kubectl replace`: never overwritten
+        // silently.
+        for manager in [
+            "Terraform",
+            "kapp",
+            "fleetagent",
+            "kubectl-replace",
+            "my-ci-bot",
+        ] {
+            let d = deployment(
+                json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}]),
+                owned_by(manager, "Update"),
+            );
+            let p = plan(
+                &spec(json!({})),
+                "coder",
+                IdpView::Seen(&google()),
+                Some(&d),
+            );
+            let CoderStep::None(v) = &p.coder else {
+                panic!("{manager}: {:?}", p.coder)
+            };
+            assert_eq!(v.reason, Reason::FieldConflict, "{manager}");
+            assert!(v.message.contains(manager), "{}", v.message);
+        }
+        // A managedFields reset leaves `before-first-apply` owning everything: taken over.
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_SCOPES", "value": "openid"}]),
+            owned_by("before-first-apply", "Update"),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        assert!(matches!(p.coder, CoderStep::Apply { force: true, .. }));
+    }
+
+    #[test]
+    fn params_equal_in_meaning_are_not_rewritten_even_when_helm_owns_them() {
+        // Coder's documented default spelling, keys in another order, owned by Helm.
+        let env = json!([
+            {"name": "CODER_OIDC_SCOPES", "value": "openid,profile,email,offline_access,groups"},
+            {"name": "CODER_OIDC_AUTH_URL_PARAMS", "value": "{ \"hd\": \"example.com\", \"access_type\": \"offline\" }"},
+        ]);
+        let helm = json!([{"manager": "helm", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+            "k:{\"name\":\"coder\"}": {"f:env": {
+                "k:{\"name\":\"CODER_OIDC_SCOPES\"}": {"f:value": {}},
+                "k:{\"name\":\"CODER_OIDC_AUTH_URL_PARAMS\"}": {"f:value": {}}}}}}}}}}]);
+        let d = deployment(env, helm);
+        let mut o = google();
+        o.coder = crate::providers::CoderNeeds {
+            add_scopes: vec!["offline_access".into()],
+            ..Default::default()
+        };
+        let p = plan(&spec(json!({})), "coder", IdpView::Seen(&o), Some(&d));
+        let CoderStep::None(v) = &p.coder else {
+            panic!("{:?}", p.coder)
+        };
+        assert_eq!(v.state, State::Done, "{}", v.message);
+        assert_eq!(
+            p.coder_values.as_ref().map(|v| v.1.as_str()),
+            Some(r#"{ "hd": "example.com", "access_type": "offline" }"#),
+            "the live value is what Coder has"
+        );
+        assert!(p.coder_changes.is_empty());
+    }
+
+    #[test]
+    fn coder_flags_and_config_files_stall_naming_them() {
+        let mut d = deployment(json!([]), json!([]));
+        let c = &mut d
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0];
+        c.args = Some(vec!["server".into(), "--oidc-scopes=openid,email".into()]);
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        let CoderStep::None(v) = &p.coder else {
+            panic!("{:?}", p.coder)
+        };
+        assert_eq!(v.reason, Reason::CoderFlagOverride);
+        assert!(v.message.contains("--oidc-scopes"), "{}", v.message);
+
+        let mut d = deployment(
+            json!([{"name": "CODER_CONFIG_PATH", "value": "/etc/coder/config.yaml"},
+                   {"name": "CODER_OIDC_SCOPES", "value": "openid"}]),
+            json!([]),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        let CoderStep::None(v) = &p.coder else {
+            panic!("{:?}", p.coder)
+        };
+        assert_eq!(v.reason, Reason::CoderConfigFile);
+        assert!(
+            v.message.contains("/etc/coder/config.yaml"),
+            "{}",
+            v.message
+        );
+        assert!(
+            v.message.contains("CODER_OIDC_AUTH_URL_PARAMS"),
+            "{}",
+            v.message
+        );
+        // With both variables in env, env already wins over the file: merged as usual.
+        let c = &mut d
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0];
+        c.env.as_mut().unwrap().push(
+            serde_json::from_value(json!({"name": "CODER_OIDC_AUTH_URL_PARAMS", "value": "{}"}))
+                .unwrap(),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        assert!(matches!(p.coder, CoderStep::Apply { .. }), "{:?}", p.coder);
+    }
+
+    #[test]
+    fn offline_access_off_is_removed_and_required_params_cannot_be_overridden() {
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_SCOPES", "value": "openid,offline_access,groups"}]),
+            json!([]),
+        );
+        let mut o = google();
+        o.coder = crate::providers::CoderNeeds::default();
+        let p = plan(
+            &spec(json!({"refreshTokens": {"offlineAccess": false}})),
+            "coder",
+            IdpView::Seen(&o),
+            Some(&d),
+        );
+        let CoderStep::Apply { scopes, .. } = &p.coder else {
+            panic!("{:?}", p.coder)
+        };
+        assert_eq!(scopes, "openid,groups");
+        // Listed in spec.coder.scopes, it stays.
+        let p = plan(
+            &spec(
+                json!({"refreshTokens": {"offlineAccess": false}, "coder": {"scopes": ["offline_access"]}}),
+            ),
+            "coder",
+            IdpView::Seen(&o),
+            Some(&d),
+        );
+        let CoderStep::Apply { scopes, .. } = &p.coder else {
+            panic!("{:?}", p.coder)
+        };
+        assert_eq!(scopes, "openid,offline_access,groups");
+
+        // Google needs access_type=offline: a policy asking for online stalls and says why.
+        let p = plan(
+            &spec(json!({"coder": {"authURLParams": {"access_type": "online"}}})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        let CoderStep::None(v) = &p.coder else {
+            panic!("{:?}", p.coder)
+        };
+        assert_eq!(v.reason, Reason::ConflictingAuthURLParams);
+        assert!(v.message.contains("access_type"), "{}", v.message);
+
+        // prompt combines: the user's select_account stays, consent is added.
+        let d = deployment(
+            json!([{"name": "CODER_OIDC_AUTH_URL_PARAMS", "value": "{\"prompt\":\"select_account\"}"}]),
+            json!([]),
+        );
+        let p = plan(
+            &spec(json!({})),
+            "coder",
+            IdpView::Seen(&google()),
+            Some(&d),
+        );
+        let CoderStep::Apply { params, .. } = &p.coder else {
+            panic!("{:?}", p.coder)
+        };
+        assert!(
+            params.contains(r#""prompt":"select_account consent""#),
+            "{params}"
+        );
     }
 
     #[test]

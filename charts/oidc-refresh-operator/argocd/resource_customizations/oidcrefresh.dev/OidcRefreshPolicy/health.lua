@@ -30,6 +30,10 @@ local terminal = {
   FieldConflict = true,
   DuplicatePolicy = true,
   RolloutFailed = true,
+  DeploymentPaused = true,
+  CoderFlagOverride = true,
+  CoderConfigFile = true,
+  ConflictingAuthURLParams = true,
   InvalidSpec = true,
 }
 
