@@ -512,6 +512,7 @@ async fn run_one(
 /// Drops what the controller remembers about a deleted policy.
 fn forget_policy(ctx: &Context, namespace: String, name: String) {
     let key = (namespace, name);
+    ctx.metrics.forget_policy(&key.0, &key.1);
     ctx.backoff.reset(&key);
     ctx.memos.forget(&MemoKey {
         policy: key,

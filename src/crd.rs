@@ -68,8 +68,8 @@ fn default_interval() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "(has(self.google) ? 1 : 0) + (has(self.keycloak) ? 1 : 0) + (has(self.pingFederate) ? 1 : 0) + (has(self.entraId) ? 1 : 0) == 1",
-    "message": "set exactly one provider: google, keycloak, pingFederate or entraId"
+    "rule": "(has(self.google) ? 1 : 0) + (has(self.keycloak) ? 1 : 0) + (has(self.pingFederate) ? 1 : 0) + (has(self.entraId) ? 1 : 0) + (has(self.logto) ? 1 : 0) == 1",
+    "message": "set exactly one provider: google, keycloak, pingFederate, entraId or logto"
 }]))]
 #[schemars(transform = harden_provider_schema)]
 pub struct ProviderSpec {
@@ -86,6 +86,9 @@ pub struct ProviderSpec {
     /// Microsoft Entra ID, configured through Microsoft Graph.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entra_id: Option<EntraIdSpec>,
+    /// Logto (self-hosted or a Logto Cloud tenant), configured through its Management API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logto: Option<LogtoSpec>,
 }
 
 /// Google has no settings here.
@@ -188,6 +191,30 @@ pub struct EntraIdSpec {
     pub graph_endpoint: Option<String>,
 }
 
+/// Logto endpoint, Coder's application and the operator's machine-to-machine app.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogtoSpec {
+    /// The Logto endpoint: a Cloud tenant's `https://<tenant-id>.logto.app` (or its custom
+    /// domain), or a self-hosted Logto's core URL (port 3001 by default), without `/api`.
+    #[schemars(regex(pattern = URL_PATTERN), length(max = 2048))]
+    pub endpoint: String,
+    /// App ID of the Traditional web application Coder signs in with (`CODER_OIDC_CLIENT_ID`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]+$"), length(min = 1, max = 21))]
+    pub application_id: String,
+    /// Name of a Secret in this namespace with `client-id` + `client-secret` of a
+    /// machine-to-machine app whose role grants the Logto Management API permission `all`, and
+    /// optionally `ca.crt`.
+    #[schemars(regex(pattern = DNS_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// Logto Cloud tenant id, for a tenant behind a custom domain: the Management API resource
+    /// indicator is `https://<tenantId>.logto.app/api`. Default: taken from an endpoint
+    /// `https://<tenant-id>.logto.app`, else `default` (self-hosted Logto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]+$"), length(min = 1, max = 21))]
+    pub tenant_id: Option<String>,
+}
+
 /// Refresh-token settings.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -208,8 +235,10 @@ pub struct RefreshTokensSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "positive_duration_schema")]
     pub idle_timeout: Option<String>,
-    /// `Rotate`: each refresh token can be used once and is replaced on use; `Reuse`: a refresh
-    /// token stays valid across uses.
+    /// `Rotate`: a refresh token is replaced on use and the used one stays redeemable only for a
+    /// short reuse window that covers concurrent refreshes (Keycloak: 5 extra uses, PingFederate:
+    /// a 60 s grace period); `RotateStrict`: one-time use with no window, so two refreshes at the
+    /// same moment sign the user out; `Reuse`: a refresh token stays valid across uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<Rotation>,
     /// Lifetime of access tokens issued to Coder (e.g. `1h`).
@@ -218,11 +247,19 @@ pub struct RefreshTokensSpec {
     pub access_token_lifetime: Option<String>,
 }
 
-/// Refresh-token rotation.
+/// Refresh-token rotation. `Rotate`: every refresh returns a new refresh token, and the used
+/// one stays redeemable for a short window, so that refreshes racing each other (Coder refreshes
+/// inside each request, with no lock across requests or replicas) all succeed: Keycloak
+/// `refreshTokenMaxReuse` at least 5, PingFederate a rolling grace period of at least 60 s.
+/// `RotateStrict`: strict one-time use (no reuse, no grace period); the loser of two concurrent
+/// refreshes gets `invalid_grant` and the user is signed out (a warning says so). `Reuse`: the
+/// same refresh token can be used again.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Rotation {
-    /// One-time use: every refresh returns a new refresh token.
+    /// Rotation with a reuse window that covers concurrent refreshes.
     Rotate,
+    /// Strict one-time use: no reuse, no grace period.
+    RotateStrict,
     /// The same refresh token can be used again.
     Reuse,
 }
@@ -348,6 +385,11 @@ pub struct PolicyWarning {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityProviderStatus {
+    /// How long or how often a rotated refresh token can still be redeemed, so that Coder's
+    /// concurrent refreshes succeed (`5 reuses` in Keycloak, `60s` in PingFederate; `0 reuses` or
+    /// `0s` is strict one-time use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_window: Option<String>,
     /// The client may use the `refresh_token` grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token_grant: Option<bool>,
@@ -542,7 +584,8 @@ pub fn crd_yaml() -> String {
 }
 
 impl OidcRefreshPolicy {
-    /// Provider kind name as shown in status (`google`, `keycloak`, `pingFederate`, `entraId`).
+    /// Provider kind name as shown in status (`google`, `keycloak`, `pingFederate`, `entraId`,
+    /// `logto`).
     pub fn provider_name(&self) -> &'static str {
         self.spec.provider.kind_name()
     }
@@ -559,6 +602,8 @@ impl ProviderSpec {
             "pingFederate"
         } else if self.entra_id.is_some() {
             "entraId"
+        } else if self.logto.is_some() {
+            "logto"
         } else {
             "unknown"
         }
@@ -570,6 +615,8 @@ impl ProviderSpec {
             Some(&k.credentials_secret)
         } else if let Some(p) = &self.ping_federate {
             Some(&p.credentials_secret)
+        } else if let Some(l) = &self.logto {
+            Some(&l.credentials_secret)
         } else {
             self.entra_id
                 .as_ref()
@@ -584,6 +631,7 @@ impl ProviderSpec {
             self.keycloak.is_some(),
             self.ping_federate.is_some(),
             self.entra_id.is_some(),
+            self.logto.is_some(),
         ]
         .into_iter()
         .filter(|b| *b)

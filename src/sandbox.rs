@@ -43,6 +43,8 @@ pub enum SandboxProvider {
     Pingfederate11,
     /// Microsoft Entra ID (Microsoft Graph simulator).
     EntraId,
+    /// Logto (Management API simulator).
+    Logto,
 }
 
 /// A running identity-provider simulator.
@@ -55,6 +57,8 @@ pub enum IdpSim {
     PingFederate(sim_pingfederate::SimHandle),
     /// Microsoft Graph.
     Entra(sim_entra::SimHandle),
+    /// Logto.
+    Logto(sim_logto::SimHandle),
 }
 
 /// What the sandbox puts into the policy and the Secret for a provider.
@@ -75,6 +79,7 @@ impl IdpSim {
             IdpSim::Keycloak(s) => s.describe_client(),
             IdpSim::PingFederate(s) => s.describe_client(),
             IdpSim::Entra(s) => s.describe_client(),
+            IdpSim::Logto(s) => s.describe_client(),
         }
     }
 
@@ -85,6 +90,7 @@ impl IdpSim {
             IdpSim::Keycloak(s) => s.shutdown().await,
             IdpSim::PingFederate(s) => s.shutdown().await,
             IdpSim::Entra(s) => s.shutdown().await,
+            IdpSim::Logto(s) => s.shutdown().await,
         }
     }
 }
@@ -111,6 +117,15 @@ pub async fn start_idp(provider: SandboxProvider) -> anyhow::Result<IdpSetup> {
             let seed = sim.seed_sandbox();
             IdpSetup {
                 sim: IdpSim::Entra(sim),
+                provider: seed.spec,
+                secret: Some((seed.secret_name, seed.secret_data)),
+            }
+        }
+        SandboxProvider::Logto => {
+            let sim = sim_logto::start(sim_logto::SimConfig::default()).await?;
+            let seed = sim.seed_sandbox();
+            IdpSetup {
+                sim: IdpSim::Logto(sim),
                 provider: seed.spec,
                 secret: Some((seed.secret_name, seed.secret_data)),
             }
@@ -350,6 +365,10 @@ pub fn example_refresh_tokens(provider: SandboxProvider) -> Value {
         SandboxProvider::Google => json!({}),
         // Entra ID fixes refresh-token lifetimes; only offline_access applies.
         SandboxProvider::EntraId => json!({"offlineAccess": true}),
+        // Logto has no idle timeout; lifetimes are whole days (90 here).
+        SandboxProvider::Logto => {
+            json!({"offlineAccess": true, "lifetime": "2160h", "rotation": "Rotate"})
+        }
         _ => {
             json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"})
         }

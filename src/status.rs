@@ -99,6 +99,7 @@ pub fn build(
             idle_timeout: s.idle_timeout.map(duration::format),
             rotation: s.rotation,
             access_token_lifetime: s.access_token_lifetime.map(duration::format),
+            rotation_window: s.rotation_window.clone(),
         }),
         None => old.and_then(|s| s.identity_provider.clone()),
     };

@@ -42,19 +42,33 @@ async fn converge_then_stay_quiet(provider: SandboxProvider) {
         scopes.as_deref(),
         Some("openid,profile,email,offline_access,groups")
     );
-    assert_eq!(
-        params.as_deref(),
-        Some(r#"{"access_type":"offline","hd":"example.com"}"#)
-    );
+    let expected_params = if provider == SandboxProvider::Logto {
+        // Logto drops offline_access without prompt=consent.
+        r#"{"access_type":"offline","hd":"example.com","prompt":"consent"}"#
+    } else {
+        r#"{"access_type":"offline","hd":"example.com"}"#
+    };
+    assert_eq!(params.as_deref(), Some(expected_params));
     let status = p.status.clone().unwrap();
     let seen = status.identity_provider.unwrap();
     assert_eq!(
         (seen.refresh_token_grant, seen.offline_access),
         (Some(true), Some(true))
     );
+    // Rotation keeps a window for Coder's concurrent refreshes, shown in status.
+    let window = match provider {
+        SandboxProvider::Keycloak => Some("5 reuses"),
+        SandboxProvider::Pingfederate | SandboxProvider::Pingfederate11 => Some("60s"),
+        _ => None,
+    };
+    assert_eq!(seen.rotation_window.as_deref(), window, "{provider:?}");
     if provider == SandboxProvider::EntraId {
         // Fixed by Microsoft, reported as it is.
         assert_eq!(seen.idle_timeout.as_deref(), Some("2160h"));
+    } else if provider == SandboxProvider::Logto {
+        // No idle timeout in Logto; the lifetime is refreshTokenTtlInDays.
+        assert_eq!(seen.idle_timeout, None);
+        assert_eq!(seen.lifetime.as_deref(), Some("2160h"));
     } else {
         assert_eq!(seen.idle_timeout.as_deref(), Some("720h"));
         assert_eq!(seen.lifetime.as_deref(), Some("2160h"));
@@ -165,6 +179,8 @@ fn max_requests_to_converge(provider: SandboxProvider) -> u64 {
         // Token; app, Graph catalogue, service principal, grants (refused: no permission in the
         // sandbox), token-lifetime policies; the app patch; app, grants and policies read back.
         SandboxProvider::EntraId => 10,
+        // Token; app; the app read again right before its PATCH, the PATCH; app read back.
+        SandboxProvider::Logto => 5,
     }
 }
 
@@ -186,6 +202,11 @@ async fn pingfederate_11_converges_and_a_second_reconcile_writes_nothing() {
 #[tokio::test]
 async fn entra_id_converges_and_a_second_reconcile_writes_nothing() {
     converge_then_stay_quiet(SandboxProvider::EntraId).await;
+}
+
+#[tokio::test]
+async fn logto_converges_and_a_second_reconcile_writes_nothing() {
+    converge_then_stay_quiet(SandboxProvider::Logto).await;
 }
 
 #[tokio::test]

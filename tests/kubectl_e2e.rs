@@ -43,6 +43,7 @@ async fn the_committed_crd_and_every_example_apply() {
         "keycloak",
         "pingfederate",
         "entra-id",
+        "logto",
         "observe-only",
     ] {
         let file = format!("{}/examples/{example}.yaml", env!("CARGO_MANIFEST_DIR"));

@@ -77,6 +77,10 @@ fn idp_state(idp: &IdpSetup) -> Value {
                 .collect();
             json!({"app": s.application(tenant, app), "accessTokenLifetime": lifetime})
         }
+        IdpSim::Logto(s) => {
+            let id = p["logto"]["applicationId"].as_str().unwrap();
+            json!({"app": s.application(id)})
+        }
     };
     by_name(raw)
 }
@@ -290,6 +294,11 @@ async fn pingfederate_11_observe_plan_is_what_enforce_writes() {
 #[tokio::test]
 async fn entra_id_observe_plan_is_what_enforce_writes() {
     observe_then_enforce(SandboxProvider::EntraId).await;
+}
+
+#[tokio::test]
+async fn logto_observe_plan_is_what_enforce_writes() {
+    observe_then_enforce(SandboxProvider::Logto).await;
 }
 
 #[tokio::test]

@@ -383,7 +383,7 @@ async fn realm_changes_need_the_opt_in() {
         assert!(matches!(e, ProviderError::Unsupported { .. }));
         assert_eq!(
             e.to_string(),
-            "Keycloak cannot honour this policy: the policy needs realm-wide settings of realm \"coder\", which affect every client in it: set revokeRefreshToken to true (now false) (admin console: Realm settings, Sessions and Tokens tabs), or set spec.provider.keycloak.allowRealmChanges: true to let the operator change them"
+            "Keycloak cannot honour this policy: the policy needs realm-wide settings of realm \"coder\", which affect every client in it: set revokeRefreshToken to true (now false), refreshTokenMaxReuse to 5 (now 0) (admin console: Realm settings, Sessions and Tokens tabs), or set spec.provider.keycloak.allowRealmChanges: true to let the operator change them"
         );
     }
     assert_eq!(sim.writes(), 0);
@@ -393,8 +393,11 @@ async fn realm_changes_need_the_opt_in() {
     let kc = connect(&opted_in, operator_creds(), &deps);
     let applied = kc.converge(&desired).await.unwrap();
     assert_eq!(
-        &applied.actions[..1],
-        &["set realm coder revokeRefreshToken to true (was false)"]
+        &applied.actions[..2],
+        &[
+            "set realm coder revokeRefreshToken to true (was false)",
+            "set realm coder refreshTokenMaxReuse to 5 (was 0)"
+        ]
     );
     let realm = sim.realm(REALM).unwrap();
     assert_eq!(
@@ -426,16 +429,153 @@ async fn realm_changes_need_the_opt_in() {
         .collect();
     let mut expected = realm_before.clone();
     expected["revokeRefreshToken"] = json!(true);
+    expected["refreshTokenMaxReuse"] = json!(5);
     assert_eq!(realm_puts, vec![expected]);
     let after = sim.realm(REALM).unwrap();
     for (k, v) in realm_before.as_object().unwrap() {
-        if k != "revokeRefreshToken" {
+        if k != "revokeRefreshToken" && k != "refreshTokenMaxReuse" {
             assert_eq!(after.get(k), Some(v), "realm {k} unchanged");
         }
     }
     sim.reset_counters();
     assert_eq!(kc.converge(&desired).await.unwrap().actions.len(), 0);
     assert_eq!(sim.writes(), 0);
+    assert_bodies_valid(&sim);
+}
+
+/// Signs a user in, then redeems the refresh token twice at the same moment, as two of Coder's
+/// requests (or replicas) do when the access token has expired: the two token-endpoint answers
+/// (Ok: the new refresh token; Err: the error description).
+async fn concurrent_refreshes(sim: &SimHandle) -> [Result<String, String>; 2] {
+    let (status, v) = user_grant(sim, "openid offline_access").await;
+    assert_eq!(status, 200, "{v}");
+    let rt = v["refresh_token"].as_str().unwrap().to_string();
+    let refresh = || async {
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "{}/realms/{REALM}/protocol/openid-connect/token",
+                sim.base_url()
+            ))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "coder"),
+                ("client_secret", CODER_SECRET),
+                ("refresh_token", rt.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let ok = resp.status().is_success();
+        let v: Value = resp.json().await.unwrap();
+        if ok {
+            Ok(v["refresh_token"].as_str().unwrap().to_string())
+        } else {
+            Err(v["error_description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string())
+        }
+    };
+    let (a, b) = tokio::join!(refresh(), refresh());
+    [a, b]
+}
+
+/// `rotation: Rotate` rotates with a reuse window (realm `refreshTokenMaxReuse` 5), so two
+/// concurrent refreshes of one token both succeed; `RotateStrict` is one-time use, with a
+/// warning, and one of them fails. Without `allowRealmChanges` the window is not written and a
+/// strict realm is a warning, not a stall.
+#[tokio::test]
+async fn rotate_survives_concurrent_refreshes_and_strict_warns() {
+    let sim = sim().await;
+    sim.set_admin_roles(
+        REALM,
+        "coder-operator",
+        REALM,
+        &[
+            "view-clients",
+            "manage-clients",
+            "view-realm",
+            "manage-realm",
+        ],
+    );
+    let deps = deps();
+    let rotate = DesiredSettings {
+        rotation: Some(Rotation::Rotate),
+        ..wanted()
+    };
+    let strict_warnings = |o: &providers::Observation| -> Vec<String> {
+        o.findings
+            .iter()
+            .filter(|f| f.reason == "StrictRefreshTokenRotation" && !f.blocking)
+            .map(|f| f.message.clone())
+            .collect()
+    };
+
+    // A realm an administrator made strictly one-time; no allowRealmChanges: a warning.
+    sim.update_realm(REALM, |r| {
+        r.insert("revokeRefreshToken".into(), json!(true));
+        r.insert("refreshTokenMaxReuse".into(), json!(0));
+    });
+    let kc = connect(&spec(&sim), operator_creds(), &deps);
+    let applied = kc.converge(&rotate).await.unwrap();
+    assert_eq!(sim.realm(REALM).unwrap()["refreshTokenMaxReuse"], json!(0));
+    let w = strict_warnings(&applied.observation);
+    assert_eq!(w.len(), 1, "{:?}", applied.observation.findings);
+    assert!(w[0].contains("allowRealmChanges"), "{}", w[0]);
+    assert_eq!(
+        applied.observation.settings.rotation,
+        Some(Rotation::RotateStrict)
+    );
+    let [a, b] = concurrent_refreshes(&sim).await;
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+
+    // With allowRealmChanges: the plan says what it sets and why, apply writes exactly that.
+    let mut opted_in = spec(&sim);
+    opted_in.allow_realm_changes = Some(true);
+    let kc = connect(&opted_in, operator_creds(), &deps);
+    let plan = kc.observe_plan(&rotate).await.unwrap();
+    let realm_changes: Vec<_> = plan
+        .observation
+        .changes
+        .iter()
+        .filter(|c| c.target.starts_with("Keycloak realm"))
+        .collect();
+    assert_eq!(realm_changes.len(), 1);
+    assert_eq!(realm_changes[0].to_string(), "refreshTokenMaxReuse: 0 -> 5");
+    assert!(realm_changes[0].why.contains("concurrent refreshes"));
+    sim.reset_counters();
+    let applied = kc.apply(&plan).await.unwrap();
+    assert!(
+        applied
+            .actions
+            .contains(&"set realm coder refreshTokenMaxReuse to 5 (was 0)".to_string()),
+        "{:?}",
+        applied.actions
+    );
+    assert_eq!(sim.realm(REALM).unwrap()["refreshTokenMaxReuse"], json!(5));
+    assert!(strict_warnings(&applied.observation).is_empty());
+    assert_eq!(
+        applied.observation.settings.rotation,
+        Some(Rotation::Rotate)
+    );
+    let [a, b] = concurrent_refreshes(&sim).await;
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+
+    // RotateStrict: one-time use, warned about; the loser of two concurrent refreshes fails.
+    let strict = DesiredSettings {
+        rotation: Some(Rotation::RotateStrict),
+        ..wanted()
+    };
+    let applied = kc.converge(&strict).await.unwrap();
+    assert_eq!(sim.realm(REALM).unwrap()["refreshTokenMaxReuse"], json!(0));
+    let w = strict_warnings(&applied.observation);
+    assert!(w.len() == 1 && w[0].contains("RotateStrict"), "{w:?}");
+    let [a, b] = concurrent_refreshes(&sim).await;
+    let refused = if a.is_ok() { b } else { a };
+    assert_eq!(
+        refused,
+        Err("Maximum allowed refresh token reuse exceeded".into())
+    );
     assert_bodies_valid(&sim);
 }
 

@@ -113,6 +113,7 @@ fn wanted_settings() -> IdpSettings {
         idle_timeout: Some(Duration::from_secs(36 * 3600)),
         rotation: Some(Rotation::Rotate),
         access_token_lifetime: None,
+        rotation_window: Some("60s".into()),
     }
 }
 
@@ -223,6 +224,7 @@ async fn first_convergence_then_nothing_to_write() {
                 // rollRefreshTokenValues: the server default is true.
                 rotation: Some(Rotation::Rotate),
                 access_token_lifetime: None,
+                rotation_window: Some("60s".into()),
             }
         );
         assert_eq!(sim.counters().writes(), 0, "observe writes nothing");
@@ -926,7 +928,8 @@ async fn others_pending_changes_are_never_replicated() {
         assert!(sim.replication_required());
 
         let plan = pf.observe_plan(&want()).await.unwrap();
-        assert_eq!(plan.changes().len(), 6, "{version}");
+        // Six, plus the client's grace period: the server's 5 s is shorter than Rotate's 60 s.
+        assert_eq!(plan.changes().len(), 7, "{version}");
         assert_eq!(
             reasons(&plan.observation),
             [("ReplicationPending", true)],
@@ -1089,4 +1092,84 @@ async fn unreadable_bodies_are_rejected_with_the_field_path() {
         "{err}"
     );
     sim.shutdown().await;
+}
+
+/// `rotation: Rotate` gives the client a rolling grace period of 60 s when the server's is
+/// shorter, so an engine accepts a second redemption of a rolled refresh token at the same
+/// moment (two of Coder's requests or replicas refreshing at once); `RotateStrict` sets none,
+/// warns, and the second redemption fails.
+#[tokio::test]
+async fn rotate_sets_a_grace_period_that_covers_concurrent_refreshes() {
+    for version in VERSIONS {
+        let (sim, seed) = sim(version).await;
+        sim.update_auth_server_settings(|s| {
+            s["refreshTokenRollingGracePeriod"] = json!(0);
+        });
+        assert!(sim.replicate());
+        let pf = connect(&sim, &seed);
+        let rotate = DesiredSettings {
+            rotation: Some(Rotation::Rotate),
+            ..want()
+        };
+        let plan = pf.observe_plan(&rotate).await.unwrap();
+        let grace: Vec<_> = plan
+            .observation
+            .changes
+            .iter()
+            .filter(|c| c.setting.contains("refreshTokenRollingGracePeriod"))
+            .collect();
+        assert_eq!(grace.len(), 1, "{version}");
+        assert_eq!(
+            grace[0].to_string(),
+            "refreshTokenRollingGracePeriodType, refreshTokenRollingGracePeriod: SERVER_DEFAULT (0 s) -> OVERRIDE_SERVER_DEFAULT (60 s)"
+        );
+        assert!(grace[0].why.contains("concurrent refreshes"));
+        let applied = pf.apply(&plan).await.unwrap();
+        let c = sim.client("coder").unwrap();
+        assert_eq!(
+            (
+                &c["refreshTokenRollingGracePeriodType"],
+                &c["refreshTokenRollingGracePeriod"]
+            ),
+            (&json!("OVERRIDE_SERVER_DEFAULT"), &json!(60)),
+            "{version}"
+        );
+        assert_eq!(
+            applied.observation.settings.rotation,
+            Some(Rotation::Rotate)
+        );
+        assert!(
+            applied
+                .observation
+                .findings
+                .iter()
+                .all(|f| f.reason != "StrictRefreshTokenRotation")
+        );
+        let engine = sim.engine_refresh_policy(0, "coder").unwrap();
+        assert!(engine.roll && engine.reuse_allowed(0) && engine.reuse_allowed(30));
+
+        let strict = DesiredSettings {
+            rotation: Some(Rotation::RotateStrict),
+            ..want()
+        };
+        let applied = pf.converge(&strict).await.unwrap();
+        assert_eq!(
+            sim.client("coder").unwrap()["refreshTokenRollingGracePeriod"],
+            json!(0)
+        );
+        assert_eq!(
+            applied.observation.settings.rotation,
+            Some(Rotation::RotateStrict)
+        );
+        let warning = applied
+            .observation
+            .findings
+            .iter()
+            .find(|f| f.reason == "StrictRefreshTokenRotation")
+            .expect("a warning");
+        assert!(!warning.blocking && warning.message.contains("invalid_grant"));
+        let engine = sim.engine_refresh_policy(0, "coder").unwrap();
+        assert!(engine.roll && !engine.reuse_allowed(0), "{version}");
+        sim.shutdown().await;
+    }
 }

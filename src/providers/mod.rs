@@ -20,6 +20,7 @@ pub mod entra;
 pub mod google;
 pub mod http;
 pub mod keycloak;
+pub mod logto;
 pub mod pingfederate;
 
 use std::any::Any;
@@ -45,6 +46,8 @@ pub enum ProviderKind {
     PingFederate,
     /// Microsoft Entra ID through Microsoft Graph.
     EntraId,
+    /// Logto Management API.
+    Logto,
 }
 
 impl ProviderKind {
@@ -55,6 +58,7 @@ impl ProviderKind {
             ProviderKind::Keycloak => "keycloak",
             ProviderKind::PingFederate => "pingFederate",
             ProviderKind::EntraId => "entraId",
+            ProviderKind::Logto => "logto",
         }
     }
 
@@ -65,6 +69,7 @@ impl ProviderKind {
             ProviderKind::Keycloak => "Keycloak",
             ProviderKind::PingFederate => "PingFederate",
             ProviderKind::EntraId => "Microsoft Entra ID",
+            ProviderKind::Logto => "Logto",
         }
     }
 }
@@ -107,6 +112,9 @@ pub struct IdpSettings {
     pub rotation: Option<Rotation>,
     /// Effective access-token lifetime.
     pub access_token_lifetime: Option<Duration>,
+    /// How long or how often a rotated refresh token can still be redeemed (the window that lets
+    /// concurrent refreshes succeed), rendered for people: `5 reuses`, `60s`.
+    pub rotation_window: Option<String>,
 }
 
 /// One setting that differs from what the policy wants: a line of the plan.
@@ -159,6 +167,9 @@ pub struct Finding {
     pub message: String,
     /// True when the finding keeps the provider from working (the condition goes False).
     pub blocking: bool,
+    /// When the credential the finding is about expires (a client secret or certificate that
+    /// expires soon or has expired): exported as a metric.
+    pub expires_at: Option<jiff::Timestamp>,
 }
 
 /// What Coder must send for refresh tokens to work with this provider.
@@ -644,9 +655,12 @@ pub fn connect(
     if let Some(e) = &spec.entra_id {
         return entra::connect(e, credentials, deps);
     }
+    if let Some(l) = &spec.logto {
+        return logto::connect(l, credentials, deps);
+    }
     Err(ProviderError::Unsupported {
         provider: ProviderKind::Google,
-        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate or entraId".into(),
+        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate, entraId or logto".into(),
     })
 }
 

@@ -157,6 +157,7 @@ mod tests {
                 reason: "X",
                 message: "m".into(),
                 blocking: true,
+                expires_at: None,
             }],
             ..clean.clone()
         };

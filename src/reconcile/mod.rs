@@ -163,6 +163,12 @@ async fn run_pass(
     };
 
     let observed = observe::observe(policy, &desired, &memo, ctx).await?;
+    if let IdpObserved::Seen { plan, .. } = &observed.idp {
+        // All findings, blocking ones (an expired secret) too: `act` passes on only the others.
+        let (name, kind) = (policy.name_any(), policy.provider_name());
+        ctx.metrics
+            .credential_expiry(ns, &name, kind, &plan.observation.findings);
+    }
     let view = match &observed.idp {
         IdpObserved::SecretNotFound(n) => IdpView::SecretNotFound(n),
         IdpObserved::SecretForbidden(m) => IdpView::SecretForbidden(m),

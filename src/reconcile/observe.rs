@@ -155,6 +155,13 @@ fn check_targets(policy: &OidcRefreshPolicy, ctx: &Context) -> Result<(), Provid
             &pf.admin_url,
         ));
     }
+    if let Some(l) = &p.logto {
+        urls.push((
+            ProviderKind::Logto,
+            "spec.provider.logto.endpoint",
+            &l.endpoint,
+        ));
+    }
     if let Some(e) = &p.entra_id {
         for (field, value) in [
             ("spec.provider.entraId.authorityHost", &e.authority_host),
@@ -266,6 +273,8 @@ fn kind_of(policy: &OidcRefreshPolicy) -> ProviderKind {
         ProviderKind::EntraId
     } else if p.keycloak.is_some() {
         ProviderKind::Keycloak
+    } else if p.logto.is_some() {
+        ProviderKind::Logto
     } else {
         ProviderKind::Google
     }

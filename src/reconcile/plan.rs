@@ -1381,6 +1381,7 @@ mod tests {
             reason: "ClientSecretExpired",
             message: "all secrets expired".into(),
             blocking: true,
+            expires_at: None,
         });
         let p = plan(
             &spec(json!({})),

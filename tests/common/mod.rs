@@ -194,6 +194,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::Keycloak(s) => s.counters().writes(),
             IdpSim::PingFederate(s) => s.counters().writes(),
             IdpSim::Entra(s) => s.counters().writes(),
+            IdpSim::Logto(s) => s.counters().writes(),
         }
     }
 
@@ -203,6 +204,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::Keycloak(s) => s.counters().total(),
             IdpSim::PingFederate(s) => s.counters().total(),
             IdpSim::Entra(s) => s.counters().total(),
+            IdpSim::Logto(s) => s.counters().total(),
         }
     }
 
@@ -212,6 +214,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::Keycloak(s) => s.validate_recorded_bodies(),
             IdpSim::PingFederate(s) => s.validate_recorded_bodies(),
             IdpSim::Entra(s) => s.validate_recorded_bodies(),
+            IdpSim::Logto(s) => s.validate_recorded_bodies(),
         }
     }
 }

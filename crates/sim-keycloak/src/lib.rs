@@ -345,6 +345,23 @@ struct Session {
     offline: bool,
     started: Instant,
     last_refresh: Instant,
+    /// The client session the token belongs to (shared by every token refreshed from it).
+    client_session: u64,
+    /// The refresh token's `jti` and `iat` (wall-clock seconds); set when it is issued.
+    jti: String,
+    iat: i64,
+}
+
+/// The refresh-token reuse state Keycloak keeps on a client session
+/// (`AuthenticatedClientSessionModel`: current refresh token, its use count, timestamp).
+#[derive(Clone, Debug, Default)]
+struct ClientSession {
+    current_refresh_token: Option<String>,
+    use_count: u64,
+    /// Wall-clock seconds of the sign-in or the last refresh.
+    timestamp: i64,
+    /// Detached from the user session after a failed reuse check: every token of it is dead.
+    detached: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -400,6 +417,9 @@ struct SimState {
     tokens: HashMap<String, Token>,
     /// Refresh tokens → sessions.
     sessions: HashMap<String, Session>,
+    /// Client sessions (reuse state) by id.
+    client_sessions: HashMap<u64, ClientSession>,
+    next_client_session: u64,
     latency: Duration,
     failure: Option<Failure>,
     throttle: Option<Throttle>,
@@ -447,6 +467,8 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             realms: BTreeMap::new(),
             tokens: HashMap::new(),
             sessions: HashMap::new(),
+            client_sessions: HashMap::new(),
+            next_client_session: 1,
             latency: config.latency,
             failure: None,
             throttle: None,
@@ -2184,13 +2206,28 @@ async fn token(
                     );
                 }
             }
-            let session = use_refresh.then(|| Session {
-                realm: realm.clone(),
-                client_id: client_id.clone(),
-                username: field("username").to_string(),
-                offline,
-                started: now,
-                last_refresh: now,
+            let session = use_refresh.then(|| {
+                let id = st.next_client_session;
+                st.next_client_session += 1;
+                let timestamp = unix_now() + st.clock_offset.as_secs() as i64;
+                st.client_sessions.insert(
+                    id,
+                    ClientSession {
+                        timestamp,
+                        ..ClientSession::default()
+                    },
+                );
+                Session {
+                    realm: realm.clone(),
+                    client_id: client_id.clone(),
+                    username: field("username").to_string(),
+                    offline,
+                    started: now,
+                    last_refresh: now,
+                    client_session: id,
+                    jti: String::new(),
+                    iat: 0,
+                }
             });
             (Principal::User(field("username").to_string()), session)
         }
@@ -2226,13 +2263,58 @@ async fn token(
                     "Token is not active",
                 );
             }
+            // TokenManager.validateToken: a client session detached after a failed reuse check
+            // is gone for every token of it.
+            if st
+                .client_sessions
+                .get(&s.client_session)
+                .is_none_or(|c| c.detached)
+            {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "Session doesn't have required client",
+                );
+            }
+            // TokenManager.validateTokenReuseForRefresh / validateTokenReuse: with
+            // revokeRefreshToken the client session remembers the current refresh token and how
+            // often it was used; a token other than the current one issued before the last
+            // refresh is stale, and a use fails once the earlier uses of the current token
+            // exceed refreshTokenMaxReuse (0: one use in all). A failure detaches the client
+            // session, ending every token of it.
+            let wall_now = unix_now() + st.clock_offset.as_secs() as i64;
             let rotate = realm_repr
                 .get("revokeRefreshToken")
                 .and_then(Value::as_bool)
                 == Some(true);
+            let max_reuse = realm_repr
+                .get("refreshTokenMaxReuse")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let cs = st
+                .client_sessions
+                .get_mut(&s.client_session)
+                .expect("checked above");
             if rotate {
-                st.sessions.remove(rt);
-            } else if let Some(s) = st.sessions.get_mut(rt) {
+                let current = cs.current_refresh_token.as_deref();
+                let refused = if current.is_some_and(|c| c != s.jti) && s.iat < cs.timestamp {
+                    Some("Stale token")
+                } else {
+                    if current != Some(s.jti.as_str()) {
+                        cs.current_refresh_token = Some(s.jti.clone());
+                        cs.use_count = 0;
+                    }
+                    (cs.use_count > max_reuse)
+                        .then_some("Maximum allowed refresh token reuse exceeded")
+                };
+                if let Some(description) = refused {
+                    cs.detached = true;
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description);
+                }
+                cs.use_count += 1;
+            }
+            cs.timestamp = wall_now;
+            if let Some(s) = st.sessions.get_mut(rt) {
                 s.last_refresh = now;
             }
             let mut s = s;
@@ -2287,6 +2369,9 @@ async fn token(
         out["refresh_token"] = json!(refresh_token);
         out["refresh_expires_in"] = json!(expires_in);
         out["session_state"] = json!(new_id());
+        let mut s = s;
+        s.jti = claims["jti"].as_str().unwrap_or_default().to_string();
+        s.iat = wall;
         st.sessions.insert(refresh_token, s);
     }
     axum::Json(out).into_response()

@@ -499,3 +499,116 @@ async fn fields_the_server_returned_are_known_invented_ones_are_not() {
     );
     sim.shutdown().await;
 }
+
+/// `TokenManager.validateTokenReuse`: with `revokeRefreshToken`, `refreshTokenMaxReuse` is the
+/// number of uses of a refresh token allowed after its first; the window closes once the
+/// successor is used ("Stale token"); any refused reuse detaches the client session, so the
+/// tokens already refreshed from it die too.
+#[tokio::test]
+async fn rotated_refresh_tokens_allow_refresh_token_max_reuse_concurrent_uses() {
+    let sim = sim().await;
+    sim.add_admin_user("coder", "alice", "pw", "coder", &[]);
+    let login = || async {
+        let (s, v) = post_token(
+            &sim,
+            "coder",
+            &[
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", "alice"),
+                ("password", "pw"),
+                ("scope", "openid offline_access"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["refresh_token"].as_str().unwrap().to_string()
+    };
+    let refresh = |rt: String| {
+        let sim = sim.clone();
+        async move {
+            let (s, v) = post_token(
+                &sim,
+                "coder",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "admin-cli"),
+                    ("refresh_token", &rt),
+                ],
+                None,
+            )
+            .await;
+            if s == StatusCode::OK {
+                return Ok(v["refresh_token"].as_str().unwrap().to_string());
+            }
+            assert_eq!(
+                (s, &v["error"]),
+                (StatusCode::BAD_REQUEST, &json!("invalid_grant"))
+            );
+            Err(v["error_description"].as_str().unwrap().to_string())
+        }
+    };
+    let refused = |d: &str| Err::<String, String>(d.to_string());
+
+    // Rotation with reuse: two (and six) refreshes of one token at the same moment all succeed.
+    sim.update_realm("coder", |r| {
+        r.insert("revokeRefreshToken".into(), json!(true));
+        r.insert("refreshTokenMaxReuse".into(), json!(5));
+    });
+    let rt = login().await;
+    let (a, b) = tokio::join!(refresh(rt.clone()), refresh(rt.clone()));
+    let (next, _other) = (a.unwrap(), b.unwrap());
+    for _ in 0..4 {
+        refresh(rt.clone()).await.unwrap();
+    }
+    assert_eq!(
+        refresh(rt.clone()).await,
+        refused("Maximum allowed refresh token reuse exceeded"),
+        "a 7th use exceeds 5 reuses"
+    );
+    assert_eq!(
+        refresh(next).await,
+        refused("Session doesn't have required client"),
+        "the refused reuse ended the session"
+    );
+
+    // Once the successor is used (a second later), the old token is stale.
+    let rt = login().await;
+    let next = refresh(rt.clone()).await.unwrap();
+    sim.advance_clock(Duration::from_secs(2));
+    let after = refresh(next).await.unwrap();
+    assert_eq!(refresh(rt).await, refused("Stale token"));
+    assert_eq!(
+        refresh(after).await,
+        refused("Session doesn't have required client")
+    );
+
+    // Strict one-time use: of two concurrent refreshes one fails and the user is signed out.
+    sim.update_realm("coder", |r| {
+        r.insert("refreshTokenMaxReuse".into(), json!(0));
+    });
+    let rt = login().await;
+    let (a, b) = tokio::join!(refresh(rt.clone()), refresh(rt.clone()));
+    let (ok, err): (Vec<_>, Vec<_>) = [a, b].into_iter().partition(Result::is_ok);
+    assert_eq!((ok.len(), err.len()), (1, 1));
+    assert_eq!(
+        err[0],
+        refused("Maximum allowed refresh token reuse exceeded")
+    );
+    let winner = ok.into_iter().next().unwrap().unwrap();
+    assert_eq!(
+        refresh(winner).await,
+        refused("Session doesn't have required client")
+    );
+
+    // Without rotation a token is reusable at will.
+    sim.update_realm("coder", |r| {
+        r.insert("revokeRefreshToken".into(), json!(false));
+    });
+    let rt = login().await;
+    for _ in 0..8 {
+        refresh(rt.clone()).await.unwrap();
+    }
+    sim.shutdown().await;
+}

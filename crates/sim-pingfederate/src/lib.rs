@@ -279,9 +279,12 @@ pub struct RefreshPolicy {
 impl RefreshPolicy {
     /// Whether presenting a refresh token again `secs_after_use` seconds after it was first
     /// redeemed still works: always when tokens do not roll; within the grace period when they do.
+    /// A grace period of 0 means none: a rolled token is invalid at once, so a second redemption
+    /// at the same moment (`secs_after_use` 0, two concurrent refreshes) fails.
     pub fn reuse_allowed(&self, secs_after_use: u64) -> bool {
         !self.roll
-            || i64::try_from(secs_after_use).is_ok_and(|s| s <= self.rolling_grace_period_secs)
+            || (self.rolling_grace_period_secs > 0
+                && i64::try_from(secs_after_use).is_ok_and(|s| s <= self.rolling_grace_period_secs))
     }
 }
 
@@ -2290,6 +2293,15 @@ mod tests {
         c["refreshTokenRollingGracePeriod"] = json!(0);
         c["persistentGrantExpirationType"] = json!("OVERRIDE_SERVER_DEFAULT");
         c["persistentGrantExpirationTime"] = json!(-1);
+        let p = refresh_policy(PfVersion::V12_1, &c, &settings);
+        assert!(p.roll);
+        assert!(
+            !p.reuse_allowed(0),
+            "no grace period: a concurrent second redemption fails"
+        );
+        c["refreshTokenRollingGracePeriod"] = json!(1);
+        assert!(refresh_policy(PfVersion::V12_1, &c, &settings).reuse_allowed(0));
+        c["refreshTokenRollingGracePeriod"] = json!(0);
         c["refreshRolling"] = json!("DONT_ROLL");
         let p = refresh_policy(PfVersion::V12_1, &c, &settings);
         assert_eq!(p.rolling_grace_period_secs, 0);

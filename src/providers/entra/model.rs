@@ -356,6 +356,7 @@ pub fn findings(
                 spa.join(", ")
             ),
             blocking: false,
+            expires_at: None,
         });
     }
     // Coder authenticates with a client secret (CODER_OIDC_CLIENT_SECRET) or a certificate
@@ -393,6 +394,7 @@ pub fn findings(
                     "every {noun} of app {app_id} has expired (the latest, {name}, on {date}): {consequence}. Add a new {noun} under App registrations > Certificates & secrets{where_} and update Coder's {env}"
                 ),
                 blocking,
+                expires_at: Some(*end),
             });
         } else {
             let left = end.duration_since(now).as_secs() / 86_400;
@@ -404,6 +406,7 @@ pub fn findings(
                         if left == 1 { "" } else { "s" }
                     ),
                     blocking: false,
+                    expires_at: Some(*end),
                 });
             }
         }
@@ -421,6 +424,7 @@ pub fn findings(
                 missing.join(", ")
             ),
             blocking: false,
+            expires_at: None,
         });
     }
     out
@@ -618,6 +622,7 @@ pub fn access_token_lifetime_finding(desired: &DesiredSettings, app_id: &str) ->
             format_timespan(want)
         ),
         blocking: false,
+        expires_at: None,
     })
 }
 
@@ -671,6 +676,7 @@ pub fn bicep_finding(
             fields.join("; ")
         ),
         blocking: true,
+        expires_at: None,
     })
 }
 
@@ -769,6 +775,7 @@ pub fn observation(
             // (60-90 minutes), neither read nor set by a policy on Coder's app (see
             // `access_token_lifetime_finding`).
             access_token_lifetime: None,
+            rotation_window: None,
         },
         changes: changes(plan, snap),
         findings: found,
@@ -941,6 +948,7 @@ mod tests {
             (f[0].reason, f[0].blocking),
             ("ClientSecretExpiring", false)
         );
+        assert_eq!(f[0].expires_at, Some(ts("2026-12-02T00:00:00Z")));
         assert!(
             f[0].message.contains("\"soon\"")
                 && f[0].message.contains("2026-12-02")
@@ -960,6 +968,7 @@ mod tests {
         let f = findings(&app, APP, &Consent::NotChecked, &[], now);
         assert_eq!(f.len(), 1);
         assert_eq!((f[0].reason, f[0].blocking), ("ClientSecretExpired", true));
+        assert_eq!(f[0].expires_at, Some(ts("2026-11-21T00:00:00Z")));
         assert!(
             f[0].message.contains("\"b\"") && f[0].message.contains("2026-11-21"),
             "{}",

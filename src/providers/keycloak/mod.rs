@@ -35,8 +35,13 @@
 //! | `idleTimeout`, not offline | client attribute `client.session.idle.timeout` (ordinary refresh tokens live in the SSO session); realm `ssoSessionIdleTimeout` must be at least as long |
 //! | `lifetime`, not offline | client attribute `client.session.max.lifespan`; realm `ssoSessionMaxLifespan` must be at least as long |
 //! | `accessTokenLifetime` | client attribute `access.token.lifespan` (seconds) |
-//! | `rotation: Rotate` | realm `revokeRefreshToken` = true and `refreshTokenMaxReuse` = 0 |
+//! | `rotation: Rotate` | realm `revokeRefreshToken` = true and `refreshTokenMaxReuse` at least [`ROTATE_MAX_REUSE`] (5 uses after the first, so Coder's concurrent refreshes all succeed); without `allowRealmChanges` (or in a keycloak-config-cli realm) the reuse count is not written and a strict realm gets a warning instead |
+//! | `rotation: RotateStrict` | realm `revokeRefreshToken` = true and `refreshTokenMaxReuse` = 0, with a warning: concurrent refreshes sign users out |
 //! | `rotation: Reuse` | realm `revokeRefreshToken` = false |
+//!
+//! Whatever the policy asks, a realm whose refresh tokens are strictly one-time
+//! (`revokeRefreshToken` on, `refreshTokenMaxReuse` 0) gets the warning
+//! `StrictRefreshTokenRotation`.
 //!
 //! With `offlineAccess: true` Coder gets offline tokens, governed by the realm's offline-session
 //! settings; without it, ordinary refresh tokens that end with the SSO session, so the client
@@ -86,8 +91,10 @@ mod model;
 pub use errors::keycloak_message;
 pub use model::{
     ATTR_ACCESS_TOKEN, ATTR_OFFLINE_IDLE, ATTR_OFFLINE_MAX, ATTR_SESSION_IDLE, ATTR_SESSION_MAX,
-    ATTR_USE_REFRESH_TOKENS, AttrChange, Plan, RealmChange, RealmSettings, ScopeLink, Snapshot,
-    desired_attributes, effective, findings, plan, realm_body, realm_changes,
+    ATTR_USE_REFRESH_TOKENS, AttrChange, Plan, ROTATE_MAX_REUSE, RealmChange, RealmSettings,
+    STRICT_ROTATION, ScopeLink, Snapshot, config_cli_markers, desired_attributes, effective,
+    findings, plan, realm_body, realm_changes, strict_rotation_finding,
+    without_optional_realm_changes,
 };
 
 const KIND: ProviderKind = ProviderKind::Keycloak;
@@ -614,7 +621,9 @@ impl Keycloak {
     }
 
     fn refuse_realm_changes(&self, plan: &Plan) -> Result<(), ProviderError> {
-        if plan.realm.is_empty() || self.allow_realm_changes {
+        // The reuse window of `rotation: Rotate` alone never stalls the policy: it is dropped
+        // and a warning stands in for it.
+        if !plan.realm.iter().any(|c| c.required) || self.allow_realm_changes {
             return Ok(());
         }
         let list: Vec<String> = plan
@@ -636,7 +645,16 @@ impl Keycloak {
         Observation {
             settings: effective(snap, desired.offline_access),
             changes: plan.changes(&self.realm, &self.client_id),
-            findings: findings(desired, snap, &self.realm),
+            findings: findings(desired, snap, &self.realm)
+                .into_iter()
+                .chain(strict_rotation_finding(
+                    desired,
+                    snap,
+                    plan,
+                    &self.realm,
+                    self.allow_realm_changes,
+                ))
+                .collect(),
             coder: CoderNeeds {
                 add_scopes: if desired.offline_access {
                     vec![OFFLINE_ACCESS.to_string()]
@@ -873,8 +891,11 @@ impl IdentityProvider for Keycloak {
     ) -> Result<IdpPlan, ProviderError> {
         self.check(desired)?;
         let snap: &Snapshot = snapshot.get()?;
-        let todo = plan(desired, snap);
+        let mut todo = plan(desired, snap);
         self.refuse_realm_changes(&todo)?;
+        if !self.allow_realm_changes || !config_cli_markers(&snap.realm_json).is_empty() {
+            todo = without_optional_realm_changes(todo);
+        }
         let observation = self.observation(desired, snap, &todo);
         let writes = Writes {
             snap: snap.clone(),

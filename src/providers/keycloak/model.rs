@@ -22,6 +22,21 @@ pub const ATTR_SESSION_MAX: &str = "client.session.max.lifespan";
 /// Client attribute: access-token lifespan (seconds).
 pub const ATTR_ACCESS_TOKEN: &str = "access.token.lifespan";
 
+/// Realm `refreshTokenMaxReuse` with `rotation: Rotate`: the number of uses of a refresh token
+/// Keycloak allows after its first one (`TokenManager.validateTokenReuse`: a use fails when the
+/// count of earlier uses exceeds it). Coder refreshes inside each request with no lock across
+/// requests or replicas, so every request of a page load that arrives while the link's access
+/// token is expired redeems the same refresh token; browsers open up to 6 connections per host
+/// (more over HTTP/2), so 5 reuses let 6 simultaneous refreshes succeed. A failed reuse costs
+/// the whole session (Keycloak detaches the client session, so the winners' new tokens die too),
+/// while a larger count costs little: the window closes as soon as the successor token is used
+/// (an older token is then a "Stale token"), and Coder is a confidential client whose refresh
+/// tokens are useless without its secret.
+pub const ROTATE_MAX_REUSE: u64 = 5;
+
+/// Reason of the warning about strict one-time refresh tokens.
+pub const STRICT_ROTATION: &str = "StrictRefreshTokenRotation";
+
 /// Realm token/session settings (seconds).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RealmSettings {
@@ -154,6 +169,10 @@ pub struct RealmChange {
     pub from: Value,
     /// Wanted value.
     pub to: Value,
+    /// False for the reuse window `rotation: Rotate` adds on top of what the policy asks: it is
+    /// written only with `allowRealmChanges` (and not in realms keycloak-config-cli manages);
+    /// otherwise a warning stands in for it instead of the policy stalling.
+    pub required: bool,
 }
 
 /// What differs between the policy and Keycloak.
@@ -219,7 +238,7 @@ impl Plan {
                 r.field,
                 r.from.to_string(),
                 r.to.to_string(),
-                realm_why(r.field),
+                realm_why(r.field, &r.to),
             )
         }));
         out
@@ -240,7 +259,16 @@ fn attribute_why(key: &str) -> &'static str {
 }
 
 /// Why the policy needs a realm setting.
-fn realm_why(field: &str) -> &'static str {
+fn realm_why(field: &str, to: &Value) -> String {
+    if field == "refreshTokenMaxReuse" {
+        return if to == &json!(0) {
+            "spec.refreshTokens.rotation: RotateStrict: every refresh token usable exactly once (concurrent refreshes by Coder then sign users out)".into()
+        } else {
+            format!(
+                "spec.refreshTokens.rotation: Rotate: {to} uses of a refresh token after its first, so that Coder's concurrent refreshes (several requests of a page load, several replicas, none waiting for the others) all succeed; a failed reuse ends the user's session. Set rotation: RotateStrict for strict one-time use"
+            )
+        };
+    }
     match field {
         "offlineSessionIdleTimeout" | "ssoSessionIdleTimeout" => {
             "spec.refreshTokens.idleTimeout: the realm value caps the client's"
@@ -251,9 +279,10 @@ fn realm_why(field: &str) -> &'static str {
         "offlineSessionMaxLifespanEnabled" => {
             "spec.refreshTokens.lifetime: offline sessions have a maximum lifespan only when the realm enables it"
         }
-        "revokeRefreshToken" | "refreshTokenMaxReuse" => "spec.refreshTokens.rotation",
+        "revokeRefreshToken" => "spec.refreshTokens.rotation",
         _ => "the policy",
     }
+    .into()
 }
 
 /// The realm representation to PUT: the one read, with the plan's fields replaced.
@@ -303,6 +332,7 @@ pub fn realm_changes(desired: &DesiredSettings, realm: &RealmSettings) -> Vec<Re
                 field,
                 from: json!(current),
                 to: json!(w),
+                required: true,
             });
         }
     };
@@ -332,19 +362,31 @@ pub fn realm_changes(desired: &DesiredSettings, realm: &RealmSettings) -> Vec<Re
         );
     }
     match desired.rotation {
-        Some(Rotation::Rotate) => {
+        Some(r @ (Rotation::Rotate | Rotation::RotateStrict)) => {
             if !realm.revoke_refresh_token {
                 out.push(RealmChange {
                     field: "revokeRefreshToken",
                     from: json!(false),
                     to: json!(true),
+                    required: true,
                 });
             }
-            if realm.refresh_token_max_reuse != 0 {
+            let reuse = realm.refresh_token_max_reuse;
+            if r == Rotation::Rotate && reuse < ROTATE_MAX_REUSE {
+                // At least: a larger count an administrator chose is kept.
                 out.push(RealmChange {
                     field: "refreshTokenMaxReuse",
-                    from: json!(realm.refresh_token_max_reuse),
+                    from: json!(reuse),
+                    to: json!(ROTATE_MAX_REUSE),
+                    required: false,
+                });
+            }
+            if r == Rotation::RotateStrict && reuse != 0 {
+                out.push(RealmChange {
+                    field: "refreshTokenMaxReuse",
+                    from: json!(reuse),
                     to: json!(0),
+                    required: true,
                 });
             }
         }
@@ -352,10 +394,71 @@ pub fn realm_changes(desired: &DesiredSettings, realm: &RealmSettings) -> Vec<Re
             field: "revokeRefreshToken",
             from: json!(true),
             to: json!(false),
+            required: true,
         }),
         _ => {}
     }
     out
+}
+
+/// Drops the realm changes that are not required (the reuse window of `rotation: Rotate`) when
+/// the operator may not change the realm: a warning stands in for them
+/// ([`strict_rotation_finding`]). Returns the plan to make.
+pub fn without_optional_realm_changes(mut plan: Plan) -> Plan {
+    plan.realm.retain(|c| c.required);
+    plan
+}
+
+/// `(revokeRefreshToken, refreshTokenMaxReuse)` once the plan is applied.
+fn rotation_after(realm: &RealmSettings, plan: &Plan) -> (bool, u64) {
+    let mut revoke = realm.revoke_refresh_token;
+    let mut reuse = realm.refresh_token_max_reuse;
+    for c in &plan.realm {
+        match c.field {
+            "revokeRefreshToken" => revoke = c.to.as_bool().unwrap_or(revoke),
+            "refreshTokenMaxReuse" => reuse = c.to.as_u64().unwrap_or(reuse),
+            _ => {}
+        }
+    }
+    (revoke, reuse)
+}
+
+/// A warning when refresh tokens are strictly one-time once the plan is applied (realm
+/// `revokeRefreshToken` on, `refreshTokenMaxReuse` 0): Coder refreshes inside each request
+/// without coordinating requests or replicas, so concurrent refreshes redeem the same token and
+/// all but one get `invalid_grant`, which signs the user out.
+pub fn strict_rotation_finding(
+    desired: &DesiredSettings,
+    snap: &Snapshot,
+    plan: &Plan,
+    realm: &str,
+    allow_realm_changes: bool,
+) -> Option<Finding> {
+    let (revoke, reuse) = rotation_after(&snap.realm, plan);
+    if !revoke || reuse != 0 {
+        return None;
+    }
+    let risk = "so when two of Coder's requests refresh a user's token at the same moment (requests of one page load, or requests on different Coder replicas; Coder does not coordinate them), the second gets invalid_grant, Keycloak ends the user's session and the user must sign in again";
+    let message = if desired.rotation == Some(Rotation::RotateStrict) {
+        format!(
+            "spec.refreshTokens.rotation is RotateStrict: every refresh token of realm {realm} can be used exactly once (revokeRefreshToken on, refreshTokenMaxReuse 0), {risk}. Use rotation: Rotate to allow {ROTATE_MAX_REUSE} reuses"
+        )
+    } else {
+        let fix = if allow_realm_changes {
+            "set spec.refreshTokens.rotation: Rotate and the operator sets it".to_string()
+        } else {
+            "set spec.provider.keycloak.allowRealmChanges: true with rotation: Rotate and the operator sets it".to_string()
+        };
+        format!(
+            "realm {realm} makes every refresh token usable exactly once (revokeRefreshToken on, refreshTokenMaxReuse 0), {risk}. Set the realm's refreshTokenMaxReuse to at least {ROTATE_MAX_REUSE} (admin console: Realm settings, Tokens tab, Refresh token max reuse), or {fix}"
+        )
+    };
+    Some(Finding {
+        reason: STRICT_ROTATION,
+        message,
+        blocking: false,
+        expires_at: None,
+    })
 }
 
 /// Computes what differs (pure).
@@ -455,14 +558,15 @@ pub fn effective(snap: &Snapshot, offline: bool) -> IdpSettings {
         offline_access: Some(linked && role_ok),
         lifetime: lifetime.map(Duration::from_secs),
         idle_timeout: Some(Duration::from_secs(idle)),
-        rotation: Some(
-            if r.revoke_refresh_token && r.refresh_token_max_reuse == 0 {
-                Rotation::Rotate
-            } else {
-                Rotation::Reuse
-            },
-        ),
+        rotation: Some(match (r.revoke_refresh_token, r.refresh_token_max_reuse) {
+            (false, _) => Rotation::Reuse,
+            (true, 0) => Rotation::RotateStrict,
+            (true, _) => Rotation::Rotate,
+        }),
         access_token_lifetime: Some(Duration::from_secs(access)),
+        rotation_window: r
+            .revoke_refresh_token
+            .then(|| format!("{} reuses", r.refresh_token_max_reuse)),
     }
 }
 
@@ -483,6 +587,7 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
                         "the discovery document of realm {realm} does not list refresh_token in grant_types_supported; check that nothing in front of Keycloak rewrites it"
                     ),
                     blocking: false,
+                    expires_at: None,
                 });
             }
             // Keycloak leaves out of scopes_supported every client scope whose attribute
@@ -498,6 +603,7 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
                         "the discovery document of realm {realm} does not list offline_access in scopes_supported; the client scope exists, so Coder can still request it (the scope's \"Include in OpenID Provider Metadata\" switch, include.in.openid.provider.metadata, is probably off). Turn it on if other clients discover scopes from the metadata"
                     ),
                     blocking: false,
+                    expires_at: None,
                 });
             }
         }
@@ -505,6 +611,7 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
             reason: "DiscoveryUnavailable",
             message: format!("could not read the discovery document of realm {realm}: {e}"),
             blocking: false,
+            expires_at: None,
         }),
     }
     if desired.offline_access
@@ -517,6 +624,7 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
                 "realm {realm} has no client scope named offline_access (Keycloak creates it in every realm); recreate it under Client scopes, or set spec.refreshTokens.offlineAccess: false"
             ),
             blocking: true,
+            expires_at: None,
         });
     }
     if desired.offline_access
@@ -530,6 +638,7 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
                 "realm {realm} has no realm role offline_access, which users need for offline tokens; recreate it and add it to default-roles-{realm}, or set spec.refreshTokens.offlineAccess: false"
             ),
             blocking: true,
+            expires_at: None,
         });
     }
     if let Some(f) = config_cli_finding(desired, snap, realm) {
@@ -541,6 +650,7 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
             reason: "PublicClient",
             message: "the client is public (Client authentication off); Coder needs a confidential client with a secret".into(),
             blocking: false,
+            expires_at: None,
         });
     }
     if flag("standardFlowEnabled") == Some(false) {
@@ -548,6 +658,7 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
             reason: "StandardFlowDisabled",
             message: "the client has Standard flow (authorization code) disabled; Coder's OIDC sign-in needs it".into(),
             blocking: false,
+            expires_at: None,
         });
     }
     if flag("enabled") == Some(false) {
@@ -555,6 +666,7 @@ pub fn findings(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Vec<
             reason: "ClientDisabled",
             message: "the client is disabled in Keycloak; nobody can sign in to Coder".into(),
             blocking: false,
+            expires_at: None,
         });
     }
     out
@@ -588,7 +700,9 @@ pub fn config_cli_markers(realm_json: &Value) -> Vec<String> {
 fn config_cli_finding(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -> Option<Finding> {
     let markers = config_cli_markers(&snap.realm_json);
     let marker = markers.first()?;
-    let todo = plan(desired, snap);
+    // The operator never writes the optional reuse window into such a realm; the strict-rotation
+    // warning names it instead.
+    let todo = without_optional_realm_changes(plan(desired, snap));
     if todo.is_empty() {
         return None;
     }
@@ -636,6 +750,7 @@ fn config_cli_finding(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -
             parts.join("; ")
         ),
         blocking: true,
+        expires_at: None,
     })
 }
 
@@ -765,6 +880,7 @@ mod tests {
             vec![
                 ("offlineSessionIdleTimeout", json!(3_888_000)),
                 ("revokeRefreshToken", json!(true)),
+                ("refreshTokenMaxReuse", json!(ROTATE_MAX_REUSE)),
             ],
             "lifetime is the client attribute alone while the realm switch is off"
         );
@@ -782,6 +898,7 @@ mod tests {
                 ("offlineSessionIdleTimeout", json!(3_888_000)),
                 ("offlineSessionMaxLifespan", json!(7_776_000)),
                 ("revokeRefreshToken", json!(true)),
+                ("refreshTokenMaxReuse", json!(ROTATE_MAX_REUSE)),
             ],
             "the switch is on and its 60 days cap the wanted 90"
         );
@@ -813,6 +930,90 @@ mod tests {
             vec!["ssoSessionIdleTimeout"],
             "1h > 30m idle; 8h < 10h max; Reuse is the default"
         );
+    }
+
+    /// `rotation: Rotate` keeps a reuse window (at least `ROTATE_MAX_REUSE` uses after the
+    /// first) so that Coder's concurrent refreshes do not sign users out; it is optional (dropped,
+    /// with a warning, without allowRealmChanges), `RotateStrict` is required and warned about.
+    #[test]
+    fn rotate_keeps_a_reuse_window_and_strict_rotation_warns() {
+        let rotate = DesiredSettings {
+            rotation: Some(Rotation::Rotate),
+            ..Default::default()
+        };
+        let mut s = snap(json!({"id": "1", "attributes": {"use.refresh.tokens": "true"}}));
+        s.realm.revoke_refresh_token = true;
+        let p = plan(&rotate, &s);
+        assert_eq!(
+            p.realm,
+            vec![RealmChange {
+                field: "refreshTokenMaxReuse",
+                from: json!(0),
+                to: json!(ROTATE_MAX_REUSE),
+                required: false,
+            }]
+        );
+        let c = &p.changes("coder", "coder")[0];
+        assert_eq!(c.to_string(), "refreshTokenMaxReuse: 0 -> 5");
+        assert!(c.why.contains("concurrent refreshes"), "{}", c.why);
+        assert!(c.why.contains("RotateStrict"), "{}", c.why);
+        assert!(
+            strict_rotation_finding(&rotate, &s, &p, "coder", true).is_none(),
+            "the plan opens the window"
+        );
+
+        // Without allowRealmChanges the window is not written: a warning instead of a stall.
+        let limited = without_optional_realm_changes(p.clone());
+        assert!(limited.is_empty());
+        let f = strict_rotation_finding(&rotate, &s, &limited, "coder", false).unwrap();
+        assert_eq!((f.reason, f.blocking), (STRICT_ROTATION, false));
+        assert!(
+            f.message.contains("refreshTokenMaxReuse to at least 5")
+                && f.message.contains("allowRealmChanges")
+                && f.message.contains("sign in again"),
+            "{}",
+            f.message
+        );
+        // Whatever the policy asks (rotation unset too), a strict realm is reported.
+        let unset = DesiredSettings::default();
+        assert!(plan(&unset, &s).is_empty());
+        assert!(strict_rotation_finding(&unset, &s, &plan(&unset, &s), "coder", true).is_some());
+
+        // A larger count an administrator chose is kept.
+        s.realm.refresh_token_max_reuse = 10;
+        assert!(plan(&rotate, &s).is_empty());
+        assert_eq!(effective(&s, true).rotation, Some(Rotation::Rotate));
+
+        // RotateStrict: one-time use, required, and warned about.
+        let strict = DesiredSettings {
+            rotation: Some(Rotation::RotateStrict),
+            ..Default::default()
+        };
+        let p = plan(&strict, &s);
+        assert_eq!(
+            p.realm,
+            vec![RealmChange {
+                field: "refreshTokenMaxReuse",
+                from: json!(10),
+                to: json!(0),
+                required: true,
+            }]
+        );
+        assert_eq!(without_optional_realm_changes(p.clone()), p);
+        let f = strict_rotation_finding(&strict, &s, &p, "coder", true).unwrap();
+        assert!(
+            f.message.contains("RotateStrict") && f.message.contains("invalid_grant"),
+            "{}",
+            f.message
+        );
+        // From no rotation at all, RotateStrict needs only revokeRefreshToken.
+        s.realm = realm_defaults();
+        let fields: Vec<_> = plan(&strict, &s)
+            .realm
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(fields, ["revokeRefreshToken"]);
     }
 
     #[test]
@@ -852,6 +1053,8 @@ mod tests {
         assert_eq!(online.lifetime, Some(Duration::from_secs(36000)));
         assert_eq!(online.refresh_token_grant, Some(false));
         s.realm.revoke_refresh_token = true;
+        assert_eq!(effective(&s, true).rotation, Some(Rotation::RotateStrict));
+        s.realm.refresh_token_max_reuse = 1;
         assert_eq!(effective(&s, true).rotation, Some(Rotation::Rotate));
         s.client = json!({"fullScopeAllowed": false});
         s.offline_role_mapped = Some(false);

@@ -9,7 +9,13 @@
 //! - `offline_access` must exist at the authorization server: a missing common scope is added with
 //!   `POST /oauth/authServerSettings/scopes/commonScopes` (additive, reported as an action).
 //! - Lifetimes are client overrides (`persistentGrantExpiration*`, `persistentGrantIdleTimeout*`
-//!   with `OVERRIDE_SERVER_DEFAULT`); rotation is `refreshRolling` (`ROLL`/`DONT_ROLL`).
+//!   with `OVERRIDE_SERVER_DEFAULT`); rotation is `refreshRolling` (`ROLL`/`DONT_ROLL`). With
+//!   `rotation: Rotate` the client's rolling grace period (`refreshTokenRollingGracePeriodType`
+//!   `OVERRIDE_SERVER_DEFAULT` + `refreshTokenRollingGracePeriod`, in 11.3 and 12.1) is raised to
+//!   at least 60 s when the effective one (override, else the server's) is shorter, so Coder's
+//!   concurrent refreshes all succeed; `RotateStrict` sets it to 0 and warns. A client
+//!   representation without the override leaves the server's value, reported, not changed.
+//!   Tokens rolling with no grace period get the warning `StrictRefreshTokenRotation`.
 //! - `clientAuth.encryptedSecret` is a new ciphertext on every read, and any ciphertext the server
 //!   issued restores the secret it encrypted: a secret change is detected with
 //!   `clientSecretChangedTime` only, and the `PUT` body is rebuilt from a read taken right before

@@ -14,6 +14,20 @@ use crate::providers::{
 
 const REFRESH_TOKEN: &str = "REFRESH_TOKEN";
 const OVERRIDE: &str = "OVERRIDE_SERVER_DEFAULT";
+const GRACE_TYPE: &str = "refreshTokenRollingGracePeriodType";
+const GRACE: &str = "refreshTokenRollingGracePeriod";
+
+/// Rolling grace period (seconds) with `rotation: Rotate`: how long a rolled refresh token stays
+/// redeemable. Coder refreshes inside each request with no lock across requests or replicas, so
+/// requests arriving while a user's access token is expired all redeem the same refresh token
+/// within the time of one refresh (a token-endpoint round trip and Coder's database write,
+/// well under a second, seconds with retries). 60 s covers that with a wide margin, is
+/// PingFederate's own server default (a server on defaults needs no change), and keeps the window
+/// short; Coder is a confidential client, so a leaked token is useless without its secret.
+pub const ROTATE_GRACE_PERIOD_SECS: i64 = 60;
+
+/// Reason of the warning about strict one-time refresh tokens.
+pub const STRICT_ROTATION: &str = "StrictRefreshTokenRotation";
 
 /// Major and minor version of the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -299,19 +313,34 @@ impl GrantTime {
     }
 }
 
-fn rotation_of(client: &Value, settings: &Value) -> Option<Rotation> {
+/// Whether refresh tokens roll: the client's `refreshRolling`, else the server's
+/// `rollRefreshTokenValues` (true when absent).
+fn rolls(client: &Value, settings: &Value) -> bool {
     match client["refreshRolling"].as_str() {
-        Some("ROLL") => Some(Rotation::Rotate),
-        Some("DONT_ROLL") => Some(Rotation::Reuse),
-        // The server setting defaults to true when absent.
-        _ => {
-            if settings["rollRefreshTokenValues"].as_bool().unwrap_or(true) {
-                Some(Rotation::Rotate)
-            } else {
-                Some(Rotation::Reuse)
-            }
-        }
+        Some("ROLL") => true,
+        Some("DONT_ROLL") => false,
+        _ => settings["rollRefreshTokenValues"].as_bool().unwrap_or(true),
     }
+}
+
+/// The effective rolling grace period in seconds: the client override, else the server's
+/// `refreshTokenRollingGracePeriod` (60 when absent, its documented default).
+fn grace_period(client: &Value, settings: &Value) -> i64 {
+    if client[GRACE_TYPE].as_str() == Some(OVERRIDE) {
+        client[GRACE].as_i64().unwrap_or(0)
+    } else {
+        settings[GRACE].as_i64().unwrap_or(ROTATE_GRACE_PERIOD_SECS)
+    }
+}
+
+fn rotation_of(client: &Value, settings: &Value) -> Option<Rotation> {
+    Some(if !rolls(client, settings) {
+        Rotation::Reuse
+    } else if grace_period(client, settings) > 0 {
+        Rotation::Rotate
+    } else {
+        Rotation::RotateStrict
+    })
 }
 
 /// The effective minimum age before a refresh token rolls, when not zero. The value is in hours
@@ -350,6 +379,84 @@ fn offline_controls(client: &Value, settings: &Value) -> (bool, bool) {
     );
     let consent = required && tri_state(client, settings, "offlineAccessRequireConsentPrompt");
     (required, consent)
+}
+
+/// `rotation: Rotate` wants a rolling grace period of at least [`ROTATE_GRACE_PERIOD_SECS`]
+/// (a longer one an administrator chose is kept); `RotateStrict` wants none. Set as the client
+/// override (11.3 and 12.1 both have it); on a server whose client representation lacks the
+/// override the server-wide value applies, which is reported, not changed.
+fn ensure_grace_period(
+    r: Rotation,
+    client: &Value,
+    settings: &Value,
+    new: &mut Value,
+    changes: &mut Vec<Change>,
+    findings: &mut Vec<Finding>,
+    target: &str,
+) {
+    let now = grace_period(client, settings);
+    let want = match r {
+        Rotation::Rotate if now < ROTATE_GRACE_PERIOD_SECS => ROTATE_GRACE_PERIOD_SECS,
+        Rotation::RotateStrict if now != 0 => 0,
+        _ => return,
+    };
+    if client.get(GRACE_TYPE).is_none() {
+        findings.push(Finding {
+            reason: "RollingGracePeriodNotSet",
+            message: format!(
+                "this PingFederate version has no per-client refresh token rolling grace period, so the server's ({now} s) applies; spec.refreshTokens.rotation wants {want} s. Change it under System > OAuth Settings > Authorization Server Settings (refreshTokenRollingGracePeriod) if every client may have it"
+            ),
+            blocking: false,
+            expires_at: None,
+        });
+        return;
+    }
+    let kind = client[GRACE_TYPE].as_str().unwrap_or("SERVER_DEFAULT");
+    new[GRACE_TYPE] = json!(OVERRIDE);
+    new[GRACE] = json!(want);
+    let why = if want == 0 {
+        "spec.refreshTokens.rotation: RotateStrict: a rolled refresh token is invalid at once (concurrent refreshes by Coder then sign users out)".to_string()
+    } else {
+        format!(
+            "spec.refreshTokens.rotation: Rotate: a rolled refresh token stays valid {want} s, so that Coder's concurrent refreshes (several requests of a page load, several replicas, none waiting for the others) all succeed instead of signing the user out. Set rotation: RotateStrict for strict one-time use"
+        )
+    };
+    changes.push(Change::new(
+        target,
+        format!("{GRACE_TYPE}, {GRACE}"),
+        format!("{kind} ({now} s)"),
+        format!("{OVERRIDE} ({want} s)"),
+        why,
+    ));
+}
+
+/// A warning when refresh tokens roll with no grace period once the client (`new`, as it will be
+/// written) is saved: Coder refreshes inside each request without coordinating requests or
+/// replicas, so concurrent refreshes redeem the same token and all but one fail.
+fn strict_rotation_finding(
+    desired: &DesiredSettings,
+    new: &Value,
+    settings: &Value,
+) -> Option<Finding> {
+    if !rolls(new, settings) || grace_period(new, settings) > 0 {
+        return None;
+    }
+    let risk = "so when two of Coder's requests refresh a user's token at the same moment (requests of one page load, or requests on different Coder replicas; Coder does not coordinate them), the second gets invalid_grant and the user must sign in again";
+    let message = if desired.rotation == Some(Rotation::RotateStrict) {
+        format!(
+            "spec.refreshTokens.rotation is RotateStrict: PingFederate rolls the client's refresh tokens with no grace period, {risk}. Use rotation: Rotate for a {ROTATE_GRACE_PERIOD_SECS} s grace period"
+        )
+    } else {
+        format!(
+            "PingFederate rolls the client's refresh tokens with no grace period (refreshTokenRollingGracePeriod 0), {risk}. Set spec.refreshTokens.rotation: Rotate (the operator sets a {ROTATE_GRACE_PERIOD_SECS} s grace period) or Reuse"
+        )
+    };
+    Some(Finding {
+        reason: STRICT_ROTATION,
+        message,
+        blocking: false,
+        expires_at: None,
+    })
 }
 
 /// What to do, computed from a snapshot.
@@ -459,9 +566,10 @@ pub(super) fn plan(
             (&target, "spec.refreshTokens.idleTimeout"),
         );
     }
+    let mut findings = Vec::new();
     if let Some(r) = desired.rotation {
         let want = match r {
-            Rotation::Rotate => "ROLL",
+            Rotation::Rotate | Rotation::RotateStrict => "ROLL",
             Rotation::Reuse => "DONT_ROLL",
         };
         let current = client["refreshRolling"]
@@ -477,9 +585,21 @@ pub(super) fn plan(
                 "spec.refreshTokens.rotation",
             ));
         }
+        if r != Rotation::Reuse {
+            ensure_grace_period(
+                r,
+                client,
+                settings,
+                &mut new,
+                &mut client_changes,
+                &mut findings,
+                &target,
+            );
+        }
     }
-
-    let mut findings = Vec::new();
+    if let Some(f) = strict_rotation_finding(desired, &new, settings) {
+        findings.push(f);
+    }
     let mut coder = CoderNeeds::default();
     if desired.offline_access {
         coder.add_scopes.push(OFFLINE_ACCESS.into());
@@ -493,6 +613,7 @@ pub(super) fn plan(
                           (requireOfflineAccessScopeToIssueRefreshTokens); set spec.refreshTokens.offlineAccess to true"
                     .into(),
                 blocking: true,
+                expires_at: None,
             });
         }
         if consent && desired.offline_access {
@@ -504,6 +625,7 @@ pub(super) fn plan(
                           consent page at each sign-in"
                     .into(),
                 blocking: false,
+                expires_at: None,
             });
         }
     }
@@ -519,6 +641,7 @@ pub(super) fn plan(
                 crate::duration::format(interval)
             ),
             blocking: false,
+            expires_at: None,
         });
     }
 
@@ -529,6 +652,8 @@ pub(super) fn plan(
         idle_timeout: IDLE.effective(client, settings),
         rotation: rotation_of(client, settings),
         access_token_lifetime: None,
+        rotation_window: rolls(client, settings)
+            .then(|| format!("{}s", grace_period(client, settings).max(0))),
     };
 
     let client_update = (!client_changes.is_empty()).then(|| {
@@ -556,6 +681,7 @@ pub(super) fn plan(
                 reason: REPLICATION_PENDING,
                 message: replication_pending_message(replication, !changes.is_empty()),
                 blocking: true,
+                expires_at: None,
             });
         }
         replicate = automatic && !*replication_required;
@@ -569,6 +695,7 @@ pub(super) fn plan(
                     lagging.join(", ")
                 ),
                 blocking: false,
+                expires_at: None,
             });
         }
     }
@@ -644,6 +771,112 @@ mod tests {
         }
     }
 
+    /// `rotation: Rotate` keeps a rolling grace period of at least 60 s (client override when
+    /// the effective one is shorter); `RotateStrict` sets none and is warned about, as is a
+    /// client that rolls with no grace period whatever the policy asks.
+    #[test]
+    fn rotate_keeps_a_grace_period_and_strict_rotation_warns() {
+        let rotate = DesiredSettings {
+            rotation: Some(Rotation::Rotate),
+            ..Default::default()
+        };
+        let mut c = client();
+        c["grantTypes"] = json!(["AUTHORIZATION_CODE", "REFRESH_TOKEN"]);
+        c["refreshRolling"] = json!("ROLL");
+        c[GRACE_TYPE] = json!("SERVER_DEFAULT");
+        let mut st = settings();
+        st[GRACE] = json!(0);
+        let strict_reasons = |p: &Plan| -> Vec<&str> {
+            p.observation
+                .findings
+                .iter()
+                .map(|f| f.reason)
+                .filter(|r| *r == STRICT_ROTATION)
+                .collect()
+        };
+        let v = ServerVersion(11, 3);
+        let unset = DesiredSettings::default();
+        let p = plan(&snap(c.clone(), st.clone(), v), &unset);
+        assert_eq!(
+            p.observation.settings.rotation,
+            Some(Rotation::RotateStrict)
+        );
+        assert!(p.client_update.is_none(), "{:?}", p.client_changes);
+        assert_eq!(
+            strict_reasons(&p),
+            [STRICT_ROTATION],
+            "reported, not changed"
+        );
+
+        let p = plan(&snap(c.clone(), st.clone(), v), &rotate);
+        assert_eq!(
+            p.client_changes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "refreshTokenRollingGracePeriodType, refreshTokenRollingGracePeriod: SERVER_DEFAULT (0 s) -> OVERRIDE_SERVER_DEFAULT (60 s)"
+            ]
+        );
+        assert!(p.client_changes[0].why.contains("concurrent refreshes"));
+        let body = p.client_update.clone().unwrap();
+        assert_eq!(
+            (&body[GRACE_TYPE], &body[GRACE], &body["futureField"]),
+            (&json!(OVERRIDE), &json!(60), &json!({"kept": [1, 2]}))
+        );
+        assert!(
+            strict_reasons(&p).is_empty(),
+            "the plan sets a grace period"
+        );
+
+        // The server default (60 s) is enough: nothing to write.
+        st[GRACE] = json!(60);
+        assert!(
+            plan(&snap(c.clone(), st.clone(), v), &rotate)
+                .client_update
+                .is_none()
+        );
+        // A longer override an administrator chose is kept.
+        c[GRACE_TYPE] = json!(OVERRIDE);
+        c[GRACE] = json!(300);
+        let p = plan(&snap(c.clone(), st.clone(), v), &rotate);
+        assert!(p.client_update.is_none());
+        assert_eq!(p.observation.settings.rotation, Some(Rotation::Rotate));
+
+        // RotateStrict: no grace period, with a warning.
+        let strict = DesiredSettings {
+            rotation: Some(Rotation::RotateStrict),
+            ..Default::default()
+        };
+        let p = plan(&snap(c.clone(), st.clone(), ServerVersion(12, 1)), &strict);
+        assert_eq!(p.client_update.as_ref().unwrap()[GRACE], json!(0));
+        let f = p
+            .observation
+            .findings
+            .iter()
+            .find(|f| f.reason == STRICT_ROTATION)
+            .unwrap();
+        assert!(
+            !f.blocking
+                && f.message.contains("RotateStrict")
+                && f.message.contains("invalid_grant")
+        );
+
+        // A client representation without the override: the server value is reported.
+        let mut old = client();
+        old["grantTypes"] = json!(["AUTHORIZATION_CODE", "REFRESH_TOKEN"]);
+        old["refreshRolling"] = json!("ROLL");
+        st[GRACE] = json!(10);
+        let p = plan(&snap(old, st, v), &rotate);
+        assert!(p.client_update.is_none());
+        assert!(
+            p.observation
+                .findings
+                .iter()
+                .any(|f| f.reason == "RollingGracePeriodNotSet" && !f.blocking)
+        );
+    }
+
     #[test]
     fn unit_selection_uses_the_largest_exact_unit() {
         assert_eq!(grant_time(days(90)), Some((90, "DAYS")));
@@ -688,6 +921,7 @@ mod tests {
                 idle_timeout: Some(days(30)),
                 rotation: Some(Rotation::Reuse),
                 access_token_lifetime: None,
+                rotation_window: None,
             }
         );
         assert_eq!(
