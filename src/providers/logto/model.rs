@@ -287,13 +287,17 @@ pub fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Result<Plan, Provider
             expires_at: None,
         });
     }
-    if desired.rotation == Some(Rotation::Rotate) && kind == "Traditional" {
+    if effective_rotation(&next) == Rotation::Rotate && kind == "Traditional" {
         findings.push(Finding {
             reason: ROTATION_THRESHOLD,
             message: format!(
-                "Logto rotates a Traditional web app's refresh token only once 70% of its lifetime has passed (before \
+                "Logto rotates a Traditional web app's refresh token once 70% of its lifetime has passed (before \
                  that, a refresh returns the same token), and a session that keeps refreshing lasts at most Logto's \
-                 fixed {GRANT_TTL_DAYS}-day grant lifetime"
+                 fixed {GRANT_TTL_DAYS}-day grant lifetime. Logto has no reuse window: a rotated token presented \
+                 again revokes the user's whole grant, so two of Coder's concurrent refreshes (the requests of one \
+                 page load, several replicas) after that point sign the user out. spec.refreshTokens.rotation: \
+                 Reuse (rotateRefreshToken false) avoids it; Coder is a confidential client, so its refresh tokens \
+                 are useless without its client secret"
             ),
             blocking: false,
             expires_at: None,
@@ -323,7 +327,9 @@ pub fn plan(snap: &Snapshot, desired: &DesiredSettings) -> Result<Plan, Provider
             idle_timeout: None,
             rotation: Some(effective_rotation(&cm)),
             access_token_lifetime: None,
-            rotation_window: None,
+            // Logto has no reuse window: a rotated token is single-use.
+            rotation_window: (effective_rotation(&cm) == Rotation::Rotate)
+                .then(|| "0s".to_string()),
         },
         changes,
         findings,
@@ -398,5 +404,36 @@ mod tests {
                 Err(ProviderError::Unsupported { .. })
             ));
         }
+    }
+
+    #[test]
+    fn rotation_without_a_reuse_window_is_reported_whatever_the_policy_asks() {
+        let warned = |p: &Plan| {
+            p.observation
+                .findings
+                .iter()
+                .any(|f| f.reason == ROTATION_THRESHOLD && f.message.contains("no reuse window"))
+        };
+        // Logto rotates by default: reported even when the policy says nothing about rotation.
+        let p = plan(&snap(json!({}), "Traditional"), &DesiredSettings::default()).unwrap();
+        assert!(warned(&p));
+        assert_eq!(
+            p.observation.settings.rotation_window.as_deref(),
+            Some("0s")
+        );
+        // Reuse turns rotation off: no warning once it is planned.
+        let reuse = DesiredSettings {
+            rotation: Some(Rotation::Reuse),
+            ..Default::default()
+        };
+        let p = plan(&snap(json!({}), "Traditional"), &reuse).unwrap();
+        assert!(!warned(&p));
+        let p = plan(
+            &snap(json!({"rotateRefreshToken": false}), "Traditional"),
+            &reuse,
+        )
+        .unwrap();
+        assert!(!warned(&p));
+        assert_eq!(p.observation.settings.rotation_window, None);
     }
 }
