@@ -366,8 +366,10 @@ pub fn example_refresh_tokens(provider: SandboxProvider) -> Value {
         // Entra ID fixes refresh-token lifetimes; only offline_access applies.
         SandboxProvider::EntraId => json!({"offlineAccess": true}),
         // Logto has no idle timeout; lifetimes are whole days (90 here).
+        // Logto has no reuse window for rotated refresh tokens: Reuse keeps Coder's concurrent
+        // refreshes from signing users out (Coder is a confidential client).
         SandboxProvider::Logto => {
-            json!({"offlineAccess": true, "lifetime": "2160h", "rotation": "Rotate"})
+            json!({"offlineAccess": true, "lifetime": "2160h", "rotation": "Reuse"})
         }
         _ => {
             json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"})
