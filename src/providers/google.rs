@@ -82,10 +82,7 @@ impl IdentityProvider for Google {
     }
 
     async fn apply(&self, plan: &IdpPlan) -> Result<Applied, ProviderError> {
-        Ok(Applied {
-            observation: plan.observation.clone(),
-            actions: Vec::new(),
-        })
+        Ok(Applied::unchanged(plan))
     }
 }
 

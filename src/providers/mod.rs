@@ -329,6 +329,16 @@ pub struct Applied {
     pub actions: Vec<String>,
 }
 
+impl Applied {
+    /// The outcome of applying an empty plan: nothing written, the plan's own view.
+    pub fn unchanged(plan: &IdpPlan) -> Applied {
+        Applied {
+            observation: plan.observation.clone(),
+            actions: Vec::new(),
+        }
+    }
+}
+
 /// An identity provider's admin API: observe (reads) → plan (pure) → apply (exactly the plan's
 /// writes, then a read-back).
 #[async_trait]

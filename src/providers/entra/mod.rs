@@ -966,10 +966,7 @@ impl IdentityProvider for EntraId {
 
     async fn apply(&self, todo: &IdpPlan) -> Result<Applied, ProviderError> {
         if todo.is_empty() {
-            return Ok(Applied {
-                observation: todo.observation.clone(),
-                actions: Vec::new(),
-            });
+            return Ok(Applied::unchanged(todo));
         }
         let Writes { snap, plan: p } = todo.writes()?;
         let desired = todo.desired();

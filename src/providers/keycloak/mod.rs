@@ -906,10 +906,7 @@ impl IdentityProvider for Keycloak {
 
     async fn apply(&self, plan: &IdpPlan) -> Result<Applied, ProviderError> {
         if plan.is_empty() {
-            return Ok(Applied {
-                observation: plan.observation.clone(),
-                actions: Vec::new(),
-            });
+            return Ok(Applied::unchanged(plan));
         }
         let w: &Writes = plan.writes()?;
         let actions = self.write(&w.snap, &w.plan).await?;

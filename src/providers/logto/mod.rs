@@ -318,10 +318,7 @@ impl IdentityProvider for Logto {
 
     async fn apply(&self, todo: &IdpPlan) -> Result<Applied, ProviderError> {
         if todo.is_empty() {
-            return Ok(Applied {
-                observation: todo.observation.clone(),
-                actions: Vec::new(),
-            });
+            return Ok(Applied::unchanged(todo));
         }
         let Writes { plan: p, target } = todo.writes()?;
         let desired = todo.desired();
