@@ -43,17 +43,20 @@ pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
+use sim_kit::{CountRules, Hooks, Listener, Observe, Serving, form_decode, lock};
+
+pub use sim_kit::SandboxSeed;
 
 /// Simulator settings.
 #[derive(Clone, Debug)]
@@ -70,86 +73,27 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: sim_kit::LOOPBACK,
             latency: Duration::ZERO,
             path_prefix: String::new(),
         }
     }
 }
 
-/// What [`SimHandle::seed_sandbox`] created.
-#[derive(Clone, Debug)]
-pub struct SandboxSeed {
-    /// The provider block of the policy's `spec.provider`: `{"keycloak": {...}}`.
-    pub spec: Value,
-    /// Name of the credentials Secret the spec names.
-    pub secret_name: String,
-    /// The Secret's keys and values.
-    pub secret_data: BTreeMap<String, String>,
-}
-
 /// Request counts by (method, route template, status). Route templates are relative to the path
 /// prefix, e.g. `/admin/realms/{realm}/clients/{id}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SimCounters {
-    /// Count per (method, route template, status).
-    pub by_route: BTreeMap<(String, String, u16), u64>,
+pub type SimCounters = sim_kit::Counters<KeycloakRoutes>;
+
+/// Keycloak's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET`.
+#[derive(Clone, Copy, Debug)]
+pub struct KeycloakRoutes;
+
+impl CountRules for KeycloakRoutes {
+    const TOKEN_ROUTE: Option<&'static str> = Some(TOKEN_ROUTE);
 }
 
 /// Route template of the token endpoint.
 pub const TOKEN_ROUTE: &str = "/realms/{realm}/protocol/openid-connect/token";
-
-impl SimCounters {
-    /// Non-GET calls other than token requests.
-    pub fn writes(&self) -> u64 {
-        self.by_route
-            .iter()
-            .filter(|((m, r, _), _)| m != "GET" && m != "HEAD" && r != TOKEN_ROUTE)
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    /// GET calls.
-    pub fn reads(&self) -> u64 {
-        self.by_route
-            .iter()
-            .filter(|((m, _, _), _)| m == "GET")
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    /// All calls.
-    pub fn total(&self) -> u64 {
-        self.by_route.values().sum()
-    }
-
-    /// Token requests.
-    pub fn token_requests(&self) -> u64 {
-        self.by_route
-            .iter()
-            .filter(|((_, r, _), _)| r == TOKEN_ROUTE)
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    /// Calls to one (method, route template), any status.
-    pub fn calls(&self, method: &str, route: &str) -> u64 {
-        self.by_route
-            .iter()
-            .filter(|((m, r, _), _)| m == method && r == route)
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    /// Calls answered with `status`.
-    pub fn with_status(&self, status: u16) -> u64 {
-        self.by_route
-            .iter()
-            .filter(|((_, _, s), _)| *s == status)
-            .map(|(_, n)| n)
-            .sum()
-    }
-}
 
 /// One request body the simulator received on the admin API.
 #[derive(Clone, Debug, PartialEq)]
@@ -364,54 +308,6 @@ struct ClientSession {
     detached: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Failure {
-    remaining: usize,
-    status: u16,
-    retry_after: Option<u64>,
-}
-
-/// Probabilistic throttling: a share of admin calls answers 429 with `Retry-After`, decided by a
-/// seeded PRNG (xorshift64*), so a run is reproducible.
-#[derive(Clone, Copy, Debug)]
-struct Throttle {
-    ratio: f64,
-    retry_after: u64,
-    rng: u64,
-}
-
-/// Seed of the throttle PRNG (any non-zero value).
-const THROTTLE_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
-
-impl Throttle {
-    fn new(ratio: f64, retry_after: u64) -> Self {
-        Throttle {
-            ratio: if ratio.is_nan() {
-                0.0
-            } else {
-                ratio.clamp(0.0, 1.0)
-            },
-            retry_after,
-            rng: THROTTLE_SEED,
-        }
-    }
-
-    /// Next uniform draw in [0, 1).
-    fn next_unit(&mut self) -> f64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Whether this call is throttled.
-    fn hit(&mut self) -> bool {
-        self.ratio > 0.0 && self.next_unit() < self.ratio
-    }
-}
-
 struct SimState {
     realms: BTreeMap<String, RealmState>,
     tokens: HashMap<String, Token>,
@@ -420,10 +316,6 @@ struct SimState {
     /// Client sessions (reuse state) by id.
     client_sessions: HashMap<u64, ClientSession>,
     next_client_session: u64,
-    latency: Duration,
-    failure: Option<Failure>,
-    throttle: Option<Throttle>,
-    counters: SimCounters,
     bodies: Vec<RecordedBody>,
     sandbox: Option<(String, String)>,
     next_token: u64,
@@ -440,10 +332,10 @@ impl SimState {
 
 struct Inner {
     state: Mutex<SimState>,
+    hooks: Arc<Hooks>,
     base_url: String,
     prefix: String,
-    shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    server: OnceLock<Serving>,
 }
 
 /// Handle to a running simulator. Cheap to clone.
@@ -454,8 +346,7 @@ pub struct SimHandle {
 
 /// Starts the simulator on the current tokio runtime. The `master` realm exists from the start.
 pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
-    let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    let addr = listener.local_addr()?;
+    let listener = Listener::bind(config.addr).await?;
     let prefix = config.path_prefix.trim_end_matches('/').to_string();
     let prefix = if prefix.is_empty() || prefix.starts_with('/') {
         prefix
@@ -469,20 +360,16 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             sessions: HashMap::new(),
             client_sessions: HashMap::new(),
             next_client_session: 1,
-            latency: config.latency,
-            failure: None,
-            throttle: None,
-            counters: SimCounters::default(),
             bodies: Vec::new(),
             sandbox: None,
             next_token: 1,
             ignore_client_updates: false,
             clock_offset: Duration::ZERO,
         }),
-        base_url: format!("http://{addr}{prefix}"),
+        hooks: Arc::new(Hooks::new(config.latency)),
+        base_url: format!("{}{prefix}", listener.base_url()),
         prefix: prefix.clone(),
-        shutdown: Mutex::new(None),
-        task: Mutex::new(None),
+        server: OnceLock::new(),
     });
     let handle = SimHandle { inner };
     handle.add_realm("master");
@@ -496,21 +383,8 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let app = Router::new()
         .fallback_service(routes)
         .layer(middleware::map_request(strip_trailing_slash));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    *lock(&handle.inner.shutdown) = Some(tx);
-    *lock(&handle.inner.task) = Some(task);
+    let _ = handle.inner.server.set(listener.serve(app));
     Ok(handle)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> &'a str {
@@ -1319,7 +1193,7 @@ impl SimHandle {
 
     /// Request counters so far.
     pub fn counters(&self) -> SimCounters {
-        self.state().counters.clone()
+        self.inner.hooks.counters()
     }
 
     /// Shorthand for `counters().writes()`.
@@ -1329,7 +1203,7 @@ impl SimHandle {
 
     /// Clears the counters (not the recorded bodies).
     pub fn reset_counters(&self) {
-        self.state().counters = SimCounters::default();
+        self.inner.hooks.reset_counters();
     }
 
     /// Every admin-API request body received so far, in order.
@@ -1340,36 +1214,22 @@ impl SimHandle {
     /// Validates every recorded body against its contract schema. Returns how many were checked,
     /// or one line per problem.
     pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
-        let bodies = self.recorded_bodies();
-        let mut errors = Vec::new();
-        for b in &bodies {
-            if let Err(e) = validate_body(&b.schema, &b.body) {
-                errors.extend(
-                    e.into_iter()
-                        .map(|e| format!("{} {} ({}): {e}", b.method, b.route, b.schema)),
-                );
-            }
-        }
-        if errors.is_empty() {
-            Ok(bodies.len())
-        } else {
-            Err(errors)
-        }
+        sim_kit::validate_all(
+            &self.recorded_bodies(),
+            |b| format!("{} {} ({})", b.method, b.route, b.schema),
+            |b| validate_body(&b.schema, &b.body),
+        )
     }
 
     /// Delay before every answer from now on.
     pub fn set_latency(&self, d: Duration) {
-        self.state().latency = d;
+        self.inner.hooks.set_latency(d);
     }
 
     /// The next `n` admin-API calls (paths under `/admin`) answer `status`, with `Retry-After:
     /// <secs>` when given. `n = 0` clears a pending failure.
     pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.state().failure = (n > 0).then_some(Failure {
-            remaining: n,
-            status,
-            retry_after,
-        });
+        self.inner.hooks.fail_next(n, status, retry_after);
     }
 
     /// From now on, a share `ratio` (0..=1) of admin-API calls (paths under `/admin`, not the token
@@ -1378,7 +1238,7 @@ impl SimHandle {
     /// sequence of calls is throttled the same way each time. `ratio = 0` turns it off. A pending
     /// [`Self::fail_next`] takes precedence.
     pub fn set_throttle(&self, ratio: f64, retry_after_secs: u64) {
-        self.state().throttle = (ratio > 0.0).then(|| Throttle::new(ratio, retry_after_secs));
+        self.inner.hooks.set_throttle(ratio, retry_after_secs);
     }
 
     /// When on, `PUT /clients/{id}` answers 204 but stores nothing (as a client policy or a
@@ -1389,12 +1249,8 @@ impl SimHandle {
 
     /// Stops the server and waits for it.
     pub async fn shutdown(&self) {
-        if let Some(tx) = lock(&self.inner.shutdown).take() {
-            let _ = tx.send(());
-        }
-        let task = lock(&self.inner.task).take();
-        if let Some(task) = task {
-            let _ = task.await;
+        if let Some(server) = self.inner.server.get() {
+            server.shutdown().await;
         }
     }
 }
@@ -1451,7 +1307,7 @@ pub fn route_template(path: &str) -> String {
 }
 
 fn routes(sim: Sim) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(TOKEN_ROUTE, post(token))
         .route(
             "/realms/{realm}/.well-known/openid-configuration",
@@ -1513,8 +1369,8 @@ fn routes(sim: Sim) -> Router {
                 None,
             )
         })
-        .layer(middleware::from_fn_with_state(sim.clone(), observe))
-        .with_state(sim)
+        .with_state(sim.clone());
+    observed(&sim).apply(routes)
 }
 
 /// Drops trailing slashes from the path before routing (`/admin/realms/x/clients/` is
@@ -1539,63 +1395,26 @@ async fn strip_trailing_slash(mut req: Request) -> Request {
     req
 }
 
-/// Latency, failure injection and counters around every call.
-async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let path = req.uri().path();
-    // A nested router already sees the path without the prefix.
-    let route = route_template(
-        path.strip_prefix(sim.prefix.as_str())
-            .filter(|r| !sim.prefix.is_empty() && r.starts_with('/'))
-            .unwrap_or(path),
-    );
-    let (latency, injected) = {
-        let mut st = lock(&sim.state);
-        let mut injected = None;
-        if route.starts_with("/admin/")
-            && let Some(f) = st.failure.as_mut()
-        {
-            injected = Some((f.status, f.retry_after));
-            f.remaining -= 1;
-            if f.remaining == 0 {
-                st.failure = None;
-            }
-        }
-        if injected.is_none()
-            && route.starts_with("/admin/")
-            && let Some(t) = st.throttle.as_mut()
-            && t.hit()
-        {
-            injected = Some((429, Some(t.retry_after)));
-        }
-        (st.latency, injected)
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let response = match injected {
-        Some((status, retry_after)) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut resp = keycloak_error(
-                status,
-                "unknown_error",
-                Some(status.canonical_reason().unwrap_or("injected failure")),
-            );
-            if let Some(secs) = retry_after
-                && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-            {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            resp
-        }
-        None => next.run(req).await,
-    };
-    let mut st = lock(&sim.state);
-    *st.counters
-        .by_route
-        .entry((method, route, response.status().as_u16()))
-        .or_default() += 1;
-    response
+/// Latency, failure injection (admin API only, in Keycloak's error shape) and counters around
+/// every call.
+fn observed(sim: &Sim) -> Observe {
+    let prefix = sim.prefix.clone();
+    Observe::new(sim.hooks.clone(), move |path| {
+        // A nested router already sees the path without the prefix.
+        route_template(
+            path.strip_prefix(prefix.as_str())
+                .filter(|r| !prefix.is_empty() && r.starts_with('/'))
+                .unwrap_or(path),
+        )
+    })
+    .faults_on(|route| route.starts_with("/admin/"))
+    .fault_answer(|status| {
+        keycloak_error(
+            status,
+            "unknown_error",
+            Some(status.canonical_reason().unwrap_or("injected failure")),
+        )
+    })
 }
 
 /// The caller of an admin call: its realm-management roles for the target realm.
@@ -1650,11 +1469,7 @@ fn unauthorized() -> Response {
 /// A token of a realm other than `master` only works on its own realm (403 elsewhere).
 #[allow(clippy::result_large_err)] // the error is the HTTP answer, returned at once
 fn authenticate(st: &SimState, headers: &HeaderMap, realm: &str) -> Result<Caller, Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let token = sim_kit::bearer_token(headers);
     let now = st.now();
     let Some(t) = token
         .and_then(|t| st.tokens.get(t))
@@ -1819,31 +1634,6 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// `application/x-www-form-urlencoded` decoding of one component (`+` is a space).
-fn form_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `Authorization: Basic base64(urlencode(id):urlencode(secret))` as RFC 6749 §2.3.1 (and
@@ -3363,21 +3153,6 @@ async fn get_role(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn throttle_hits_about_the_ratio_and_is_deterministic() {
-        let draws = |ratio: f64| {
-            let mut t = Throttle::new(ratio, 1);
-            (0..10_000).map(|_| t.hit()).collect::<Vec<bool>>()
-        };
-        let a = draws(0.2);
-        assert_eq!(a, draws(0.2), "same seed, same sequence");
-        let hits = a.iter().filter(|h| **h).count();
-        assert!((1_800..=2_200).contains(&hits), "{hits} of 10000");
-        assert!(draws(0.0).iter().all(|h| !h));
-        assert!(draws(1.0).iter().all(|h| *h));
-        assert!(draws(f64::NAN).iter().all(|h| !h));
-    }
 
     #[tokio::test]
     async fn throttle_answers_429_with_retry_after_on_admin_calls_only() {
