@@ -60,16 +60,18 @@ pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+use sim_kit::{CountRules, Hooks, Listener, Observe, Serving, lock, percent_decode};
+
+pub use sim_kit::{SandboxSeed, TlsIdentity};
 
 /// `appId` of Microsoft Graph.
 pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
@@ -160,19 +162,10 @@ pub const DEFAULT_PAGE_SIZE: usize = 2;
 /// Graph's documented limit of `$select=keyCredentials` requests per tenant and minute.
 pub const KEY_CREDENTIALS_PER_MINUTE: usize = 150;
 
-/// A server certificate chain (DER, leaf first) and its PKCS#8 private key (DER).
-#[derive(Clone, Debug)]
-pub struct TlsIdentity {
-    /// Certificate chain, leaf first.
-    pub cert_chain_der: Vec<Vec<u8>>,
-    /// PKCS#8 private key.
-    pub key_der: Vec<u8>,
-}
-
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: sim_kit::LOOPBACK,
             latency: Duration::ZERO,
             replication_delay: false,
             token_lifetime: Duration::from_secs(3599),
@@ -184,63 +177,17 @@ impl Default for SimConfig {
     }
 }
 
-/// What [`SimHandle::seed_sandbox`] created.
-#[derive(Clone, Debug)]
-pub struct SandboxSeed {
-    /// The provider block of the policy's `spec.provider`: `{"entraId": {...}}`.
-    pub spec: Value,
-    /// Name of the credentials Secret the spec names.
-    pub secret_name: String,
-    /// The Secret's keys and values.
-    pub secret_data: BTreeMap<String, String>,
-}
-
 /// Request counts by (method, route template, status), e.g.
 /// `("PATCH", "/v1.0/applications/{id}", 204)`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SimCounters {
-    /// Count per (method, route template, status).
-    pub by_route: BTreeMap<(String, String, u16), u64>,
-}
+pub type SimCounters = sim_kit::Counters<GraphRoutes>;
 
-impl SimCounters {
-    /// Non-GET calls other than token requests.
-    pub fn writes(&self) -> u64 {
-        self.sum(|m, r, _| m != "GET" && m != "HEAD" && r != TOKEN_ROUTE)
-    }
+/// The counting rules of Graph and the token service: token requests are [`TOKEN_ROUTE`],
+/// reads are `GET`.
+#[derive(Clone, Copy, Debug)]
+pub struct GraphRoutes;
 
-    /// GET calls.
-    pub fn reads(&self) -> u64 {
-        self.sum(|m, _, _| m == "GET")
-    }
-
-    /// All calls.
-    pub fn total(&self) -> u64 {
-        self.sum(|_, _, _| true)
-    }
-
-    /// Token requests.
-    pub fn token_requests(&self) -> u64 {
-        self.sum(|_, r, _| r == TOKEN_ROUTE)
-    }
-
-    /// Calls to one (method, route template), any status.
-    pub fn calls(&self, method: &str, route: &str) -> u64 {
-        self.sum(|m, r, _| m == method && r == route)
-    }
-
-    /// Calls answered with `status`.
-    pub fn with_status(&self, status: u16) -> u64 {
-        self.sum(|_, _, s| s == status)
-    }
-
-    fn sum(&self, f: impl Fn(&str, &str, u16) -> bool) -> u64 {
-        self.by_route
-            .iter()
-            .filter(|((m, r, s), _)| f(m, r, *s))
-            .map(|(_, n)| n)
-            .sum()
-    }
+impl CountRules for GraphRoutes {
+    const TOKEN_ROUTE: Option<&'static str> = Some(TOKEN_ROUTE);
 }
 
 /// One Graph request body the simulator received.
@@ -318,19 +265,9 @@ struct Token {
     expires: Instant,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Failure {
-    remaining: usize,
-    status: u16,
-    retry_after: Option<u64>,
-}
-
 struct SimState {
     tenants: BTreeMap<String, Tenant>,
     tokens: HashMap<String, Token>,
-    latency: Duration,
-    failure: Option<Failure>,
-    counters: SimCounters,
     bodies: Vec<RecordedBody>,
     replication_delay: bool,
     /// (tenant, application object id) written and not yet read since.
@@ -361,55 +298,9 @@ struct StaleApp {
 
 struct Inner {
     state: Mutex<SimState>,
+    hooks: Arc<Hooks>,
     base_url: String,
-    shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The TLS accept loop, when serving https.
-    acceptor: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// Accepted TLS connections, handed to axum.
-struct TlsListener {
-    rx: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        SocketAddr,
-    )>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.addr)
-    }
-}
-
-fn tls_acceptor(id: &TlsIdentity) -> std::io::Result<tokio_rustls::TlsAcceptor> {
-    use tokio_rustls::rustls;
-    let certs: Vec<rustls::pki_types::CertificateDer<'static>> = id
-        .cert_chain_der
-        .iter()
-        .map(|c| rustls::pki_types::CertificateDer::from(c.clone()))
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(id.key_der.clone().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let mut config = config;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    server: OnceLock<Serving>,
 }
 
 /// Handle to a running simulator. Cheap to clone.
@@ -422,17 +313,11 @@ type Sim = Arc<Inner>;
 
 /// Starts the simulator on the current tokio runtime. No tenant exists until one is added.
 pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
-    let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    let addr = listener.local_addr()?;
-    let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let listener = Listener::bind_tls(config.addr, config.tls.as_ref()).await?;
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState {
             tenants: BTreeMap::new(),
             tokens: HashMap::new(),
-            latency: config.latency,
-            failure: None,
-            counters: SimCounters::default(),
             bodies: Vec::new(),
             replication_delay: config.replication_delay,
             stale: HashSet::new(),
@@ -445,61 +330,13 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             key_credentials_per_minute: config.key_credentials_per_minute,
             key_credential_reads: HashMap::new(),
         }),
-        base_url: format!("{scheme}://{addr}"),
-        shutdown: Mutex::new(None),
-        task: Mutex::new(None),
-        acceptor: Mutex::new(None),
+        hooks: Arc::new(Hooks::new(config.latency)),
+        base_url: listener.base_url(),
+        server: OnceLock::new(),
     });
-    let app = Router::new()
-        .fallback(dispatch)
-        .layer(middleware::from_fn_with_state(inner.clone(), observe))
-        .with_state(inner.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = match acceptor {
-        None => tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        }),
-        Some(acceptor) => {
-            let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
-            let accept_loop = tokio::spawn(async move {
-                loop {
-                    let Ok((tcp, peer)) = listener.accept().await else {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    };
-                    let acceptor = acceptor.clone();
-                    let conn_tx = conn_tx.clone();
-                    tokio::spawn(async move {
-                        let handshake =
-                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
-                        if let Ok(Ok(tls)) = handshake.await {
-                            let _ = conn_tx.send((tls, peer)).await;
-                        }
-                    });
-                }
-            });
-            *lock(&inner.acceptor) = Some(accept_loop);
-            let listener = TlsListener { rx: conn_rx, addr };
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await;
-            })
-        }
-    };
-    *lock(&inner.shutdown) = Some(tx);
-    *lock(&inner.task) = Some(task);
+    let app = observed(&inner).apply(Router::new().fallback(dispatch).with_state(inner.clone()));
+    let _ = inner.server.set(listener.serve(app));
     Ok(SimHandle { inner })
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> &'a str {
@@ -1204,7 +1041,7 @@ impl SimHandle {
 
     /// Request counters so far.
     pub fn counters(&self) -> SimCounters {
-        self.state().counters.clone()
+        self.inner.hooks.counters()
     }
 
     /// Shorthand for `counters().writes()`.
@@ -1214,7 +1051,7 @@ impl SimHandle {
 
     /// Clears the counters (not the recorded bodies).
     pub fn reset_counters(&self) {
-        self.state().counters = SimCounters::default();
+        self.inner.hooks.reset_counters();
     }
 
     /// Every Graph request body received so far, in order (token requests are not recorded:
@@ -1226,74 +1063,30 @@ impl SimHandle {
     /// Validates every recorded body against its contract entity type. Returns how many were
     /// checked, or one line per problem.
     pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
-        let bodies = self.recorded_bodies();
-        let mut errors = Vec::new();
-        for b in &bodies {
-            if let Err(e) = validate_body(&b.entity, &b.body) {
-                errors.extend(
-                    e.into_iter()
-                        .map(|e| format!("{} {} ({}): {e}", b.method, b.route, b.entity)),
-                );
-            }
-        }
-        if errors.is_empty() {
-            Ok(bodies.len())
-        } else {
-            Err(errors)
-        }
+        sim_kit::validate_all(
+            &self.recorded_bodies(),
+            |b| format!("{} {} ({})", b.method, b.route, b.entity),
+            |b| validate_body(&b.entity, &b.body),
+        )
     }
 
     /// Delay before every answer from now on.
     pub fn set_latency(&self, d: Duration) {
-        self.state().latency = d;
+        self.inner.hooks.set_latency(d);
     }
 
     /// The next `n` Graph calls (paths under `/v1.0/`) answer `status` with a Graph error body,
     /// and `Retry-After: <secs>` when given. `n = 0` clears a pending failure.
     pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.state().failure = (n > 0).then_some(Failure {
-            remaining: n,
-            status,
-            retry_after,
-        });
+        self.inner.hooks.fail_next(n, status, retry_after);
     }
 
     /// Stops the server and waits for it.
     pub async fn shutdown(&self) {
-        if let Some(accept_loop) = lock(&self.inner.acceptor).take() {
-            accept_loop.abort();
-        }
-        if let Some(tx) = lock(&self.inner.shutdown).take() {
-            let _ = tx.send(());
-        }
-        let task = lock(&self.inner.task).take();
-        if let Some(task) = task {
-            let _ = task.await;
+        if let Some(server) = self.inner.server.get() {
+            server.shutdown().await;
         }
     }
-}
-
-/// Percent-decodes a path or query component (`+` stays `+`).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(
-                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                16,
-            )
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn segments(path: &str) -> Vec<String> {
@@ -1343,30 +1136,12 @@ pub fn route_template(path: &str) -> String {
     out
 }
 
-/// Latency, failure injection and counters around every call.
-async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let route = route_template(req.uri().path());
-    let (latency, injected) = {
-        let mut st = lock(&sim.state);
-        let mut injected = None;
-        if route.starts_with("/v1.0/")
-            && let Some(f) = st.failure.as_mut()
-        {
-            injected = Some((f.status, f.retry_after));
-            f.remaining -= 1;
-            if f.remaining == 0 {
-                st.failure = None;
-            }
-        }
-        (st.latency, injected)
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let response = match injected {
-        Some((status, retry_after)) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+/// Latency, failure injection (Graph calls only, with Graph's error body) and counters around
+/// every call.
+fn observed(sim: &Sim) -> Observe {
+    Observe::new(sim.hooks.clone(), route_template)
+        .faults_on(|route| route.starts_with("/v1.0/"))
+        .fault_answer(|status| {
             let (code, msg) = match status.as_u16() {
                 429 => (
                     "TooManyRequests",
@@ -1376,22 +1151,8 @@ async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
                 504 => ("UnknownError", "Gateway timeout."),
                 _ => ("UnknownError", "An internal server error occurred."),
             };
-            let mut resp = graph_error(status, code, msg);
-            if let Some(secs) = retry_after
-                && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-            {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            resp
-        }
-        None => next.run(req).await,
-    };
-    let mut st = lock(&sim.state);
-    *st.counters
-        .by_route
-        .entry((method, route, response.status().as_u16()))
-        .or_default() += 1;
-    response
+            graph_error(status, code, msg)
+        })
 }
 
 fn query_params(uri: &Uri) -> Vec<(String, String)> {
@@ -1651,14 +1412,6 @@ fn token_service(
     }
 }
 
-fn is_json_content_type(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-}
-
 async fn dispatch(
     State(sim): State<Sim>,
     method: Method,
@@ -1682,11 +1435,7 @@ async fn dispatch(
     }
     let mut st = lock(&sim.state);
     // Authentication.
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    let bearer = sim_kit::bearer_token(&headers)
         .unwrap_or_default()
         .to_string();
     if bearer.is_empty() {
@@ -1711,7 +1460,7 @@ async fn dispatch(
         );
     }
     // Graph reads a request body only as JSON.
-    if (method == Method::PATCH || method == Method::POST) && !is_json_content_type(&headers) {
+    if (method == Method::PATCH || method == Method::POST) && !sim_kit::is_json(&headers) {
         return graph_error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
