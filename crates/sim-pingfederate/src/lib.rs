@@ -58,7 +58,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use sim_kit::{CountRules, Hooks, Listener, Serving, form_decode, lock, percent_decode};
+
+pub use sim_kit::SandboxSeed;
 
 pub use schema::{FieldError, validate};
 pub use secrets::{SEED_CIPHERTEXT, SEED_SECRET};
@@ -160,7 +162,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: sim_kit::LOOPBACK,
             latency: Duration::ZERO,
             version: PfVersion::default(),
             deployment: Deployment::default(),
@@ -169,17 +171,6 @@ impl Default for SimConfig {
             replicate_clients_on_save: false,
         }
     }
-}
-
-/// What [`SimHandle::seed_sandbox`] created.
-#[derive(Clone, Debug)]
-pub struct SandboxSeed {
-    /// The policy's `spec.provider` block: `{"pingFederate": {adminUrl, clientId, credentialsSecret}}`.
-    pub spec: Value,
-    /// Name of the credentials Secret.
-    pub secret_name: String,
-    /// The Secret's keys and values (`username`, `password`).
-    pub secret_data: BTreeMap<String, String>,
 }
 
 /// One request the simulator received.
@@ -201,57 +192,16 @@ pub struct RecordedRequest {
     pub xsrf_header: bool,
 }
 
-/// Request counts by (method, route template, status).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SimCounters {
-    /// The counts.
-    pub map: BTreeMap<(String, String, u16), u64>,
-}
+/// Request counts by (method, route template, status); route templates are without the
+/// prefix, e.g. `/oauth/clients/{id}`.
+pub type SimCounters = sim_kit::Counters<AdminApiRoutes>;
 
-impl SimCounters {
-    /// Requests with this method and route template, any status.
-    pub fn get(&self, method: &str, route: &str) -> u64 {
-        self.map
-            .iter()
-            .filter(|((m, r, _), _)| m == method && r == route)
-            .map(|(_, c)| *c)
-            .sum()
-    }
+/// The counting rules of the administrative API: no token endpoint; `GET` and `HEAD` are reads.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminApiRoutes;
 
-    /// Non-GET calls (this API has no token requests).
-    pub fn writes(&self) -> u64 {
-        self.map
-            .iter()
-            .filter(|((m, _, _), _)| m != "GET" && m != "HEAD")
-            .map(|(_, c)| *c)
-            .sum()
-    }
-
-    /// GET calls.
-    pub fn reads(&self) -> u64 {
-        self.map
-            .iter()
-            .filter(|((m, _, _), _)| m == "GET" || m == "HEAD")
-            .map(|(_, c)| *c)
-            .sum()
-    }
-
-    /// All calls.
-    pub fn total(&self) -> u64 {
-        self.map.values().sum()
-    }
-
-    /// Counts since `earlier`.
-    pub fn diff(&self, earlier: &SimCounters) -> SimCounters {
-        let mut map = BTreeMap::new();
-        for (k, v) in &self.map {
-            let before = earlier.map.get(k).copied().unwrap_or(0);
-            if *v > before {
-                map.insert(k.clone(), v - before);
-            }
-        }
-        SimCounters { map }
-    }
+impl CountRules for AdminApiRoutes {
+    const READ_METHODS: &'static [&'static str] = &["GET", "HEAD"];
 }
 
 /// The refresh-token behaviour an engine node applies to a client, resolved from the client's
@@ -317,12 +267,11 @@ struct Cluster {
 
 struct SimState {
     version: PfVersion,
-    latency: Duration,
-    fail: Option<(usize, u16, Option<u64>)>,
+    /// Latency, scripted failures and counters.
+    hooks: Arc<Hooks>,
     accounts: BTreeMap<String, Account>,
     clients: BTreeMap<String, Value>,
     settings: Value,
-    counters: SimCounters,
     requests: Vec<RecordedRequest>,
     cipher: Cipher,
     rotations: u64,
@@ -338,15 +287,16 @@ type Shared = Arc<Mutex<SimState>>;
 pub struct SimHandle {
     addr: SocketAddr,
     state: Shared,
-    stop: watch::Sender<bool>,
-    done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    hooks: Arc<Hooks>,
+    server: Arc<Serving>,
 }
 
 /// Starts a simulator on the current tokio runtime. It starts with default authorization server
 /// settings, no clients and no admin accounts; see [`SimHandle::seed_sandbox`].
 pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
-    let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    let addr = listener.local_addr()?;
+    let listener = Listener::bind(config.addr).await?;
+    let addr = listener.local_addr();
+    let hooks = Arc::new(Hooks::new(config.latency));
     let settings = default_settings(config.version);
     let stamp = now();
     let engines = match config.deployment {
@@ -364,12 +314,10 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     };
     let state = Arc::new(Mutex::new(SimState {
         version: config.version,
-        latency: config.latency,
-        fail: None,
+        hooks: hooks.clone(),
         accounts: BTreeMap::new(),
         clients: BTreeMap::new(),
         settings: settings.clone(),
-        counters: SimCounters::default(),
         requests: Vec::new(),
         cipher: Cipher::new(config.version.version_string()),
         rotations: 0,
@@ -390,25 +338,17 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         },
     }));
     let app = Router::new().fallback(handle).with_state(state.clone());
-    let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await;
-    });
     Ok(SimHandle {
         addr,
         state,
-        stop,
-        done: Arc::new(tokio::sync::Mutex::new(Some(task))),
+        hooks,
+        server: Arc::new(listener.serve(app)),
     })
 }
 
 impl SimHandle {
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// `http://127.0.0.1:PORT` (the policy's `adminUrl`).
@@ -570,7 +510,7 @@ impl SimHandle {
 
     /// Request counts so far.
     pub fn counters(&self) -> SimCounters {
-        self.lock().counters.clone()
+        self.hooks.counters()
     }
 
     /// Validates every recorded request body against the contract schema of this version's
@@ -665,12 +605,12 @@ impl SimHandle {
 
     /// Changes the delay before every answer.
     pub fn set_latency(&self, d: Duration) {
-        self.lock().latency = d;
+        self.hooks.set_latency(d);
     }
 
     /// The next `n` admin-API calls answer `status` (with `Retry-After: retry_after` if given).
     pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.lock().fail = (n > 0).then_some((n, status, retry_after));
+        self.hooks.fail_next(n, status, retry_after);
     }
 
     /// Adds or replaces an admin account.
@@ -822,10 +762,7 @@ impl SimHandle {
 
     /// Stops the server.
     pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.done.lock().await.take() {
-            let _ = task.await;
-        }
+        self.server.shutdown().await;
     }
 }
 
@@ -1390,27 +1327,6 @@ fn route_of(path: &str) -> Option<(&'static str, Option<String>)> {
     })
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
     query
         .unwrap_or_default()
@@ -1418,10 +1334,7 @@ fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                percent_decode(&k.replace('+', " ")),
-                percent_decode(&v.replace('+', " ")),
-            )
+            (form_decode(k), form_decode(v))
         })
         .collect()
 }
@@ -1444,10 +1357,8 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
     let bytes = axum::body::to_bytes(body, 8 << 20)
         .await
         .unwrap_or_default();
-    let latency = shared.lock().unwrap_or_else(|e| e.into_inner()).latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    let hooks = lock(&shared).hooks.clone();
+    hooks.delay().await;
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query());
@@ -1471,7 +1382,7 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
     let route = route_of(&path);
 
-    let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = lock(&shared);
     let s = &mut *guard;
     let answer = process(
         s,
@@ -1486,10 +1397,7 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
         },
     );
     let template = route.map(|(t, _)| t).unwrap_or("(unknown)").to_string();
-    *s.counters
-        .map
-        .entry((method.clone(), template.clone(), answer.status))
-        .or_insert(0) += 1;
+    s.hooks.count(&method, &template, answer.status);
     s.requests.push(RecordedRequest {
         method,
         path,
@@ -1506,11 +1414,7 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
         Some(b) => (status, axum::Json(b)).into_response(),
         None => (status, Body::empty()).into_response(),
     };
-    if let Some(ra) = answer.retry_after
-        && let Ok(v) = HeaderValue::from_str(&ra.to_string())
-    {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
+    sim_kit::set_retry_after(&mut resp, answer.retry_after);
     if answer.status == 401 {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -1535,12 +1439,9 @@ fn process(s: &mut SimState, req: Incoming<'_>) -> Answer {
     let Some((template, param)) = req.route else {
         return not_found();
     };
-    if let Some((n, status, retry_after)) = s.fail.take() {
-        if n > 1 {
-            s.fail = Some((n - 1, status, retry_after));
-        }
-        let mut a = api_error(status, "simulated_failure", "Simulated failure.");
-        a.retry_after = retry_after;
+    if let Some(fault) = s.hooks.take_fault() {
+        let mut a = api_error(fault.code, "simulated_failure", "Simulated failure.");
+        a.retry_after = fault.retry_after;
         return a;
     }
     if !req.xsrf {

@@ -426,9 +426,18 @@ async fn injected_failures_latency_and_counters() {
         status_and_body(req(&http, &sim, &seed, reqwest::Method::GET, "/version")).await;
     assert_eq!(st, 200);
     let c = sim.counters();
-    assert_eq!(c.map[&("GET".to_string(), "/version".to_string(), 429)], 2);
-    assert_eq!(c.map[&("GET".to_string(), "/version".to_string(), 503)], 1);
-    assert_eq!(c.map[&("GET".to_string(), "/version".to_string(), 200)], 1);
+    assert_eq!(
+        c.by_route[&("GET".to_string(), "/version".to_string(), 429)],
+        2
+    );
+    assert_eq!(
+        c.by_route[&("GET".to_string(), "/version".to_string(), 503)],
+        1
+    );
+    assert_eq!(
+        c.by_route[&("GET".to_string(), "/version".to_string(), 200)],
+        1
+    );
     assert_eq!((c.reads(), c.writes(), c.total()), (4, 0, 4));
     sim.shutdown().await;
 }
