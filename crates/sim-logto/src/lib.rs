@@ -39,17 +39,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
+use sim_kit::{CountRules, Hooks, Listener, Observe, Serving, lock, percent_decode};
+
+pub use sim_kit::SandboxSeed;
 
 /// Route template of the token endpoint.
 pub const TOKEN_ROUTE: &str = "/oidc/token";
@@ -87,7 +89,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: sim_kit::LOOPBACK,
             latency: Duration::ZERO,
             tenant_id: "default".into(),
             token_lifetime: Duration::from_secs(3600),
@@ -96,63 +98,16 @@ impl Default for SimConfig {
     }
 }
 
-/// What [`SimHandle::seed_sandbox`] created.
-#[derive(Clone, Debug)]
-pub struct SandboxSeed {
-    /// The provider block of the policy's `spec.provider`: `{"logto": {...}}`.
-    pub spec: Value,
-    /// Name of the credentials Secret the spec names.
-    pub secret_name: String,
-    /// The Secret's keys and values.
-    pub secret_data: BTreeMap<String, String>,
-}
-
 /// Request counts by (method, route template, status), e.g.
 /// `("PATCH", "/api/applications/{id}", 200)`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SimCounters {
-    /// Count per (method, route template, status).
-    pub by_route: BTreeMap<(String, String, u16), u64>,
-}
+pub type SimCounters = sim_kit::Counters<LogtoRoutes>;
 
-impl SimCounters {
-    /// Non-GET calls other than token requests.
-    pub fn writes(&self) -> u64 {
-        self.sum(|m, r, _| m != "GET" && m != "HEAD" && r != TOKEN_ROUTE)
-    }
+/// Logto's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET`.
+#[derive(Clone, Copy, Debug)]
+pub struct LogtoRoutes;
 
-    /// GET calls.
-    pub fn reads(&self) -> u64 {
-        self.sum(|m, _, _| m == "GET")
-    }
-
-    /// All calls.
-    pub fn total(&self) -> u64 {
-        self.sum(|_, _, _| true)
-    }
-
-    /// Token requests.
-    pub fn token_requests(&self) -> u64 {
-        self.sum(|_, r, _| r == TOKEN_ROUTE)
-    }
-
-    /// Calls to one (method, route template), any status.
-    pub fn calls(&self, method: &str, route: &str) -> u64 {
-        self.sum(|m, r, _| m == method && r == route)
-    }
-
-    /// Calls answered with `status`.
-    pub fn with_status(&self, status: u16) -> u64 {
-        self.sum(|_, _, s| s == status)
-    }
-
-    fn sum(&self, f: impl Fn(&str, &str, u16) -> bool) -> u64 {
-        self.by_route
-            .iter()
-            .filter(|((m, r, s), _)| f(m, r, *s))
-            .map(|(_, n)| n)
-            .sum()
-    }
+impl CountRules for LogtoRoutes {
+    const TOKEN_ROUTE: Option<&'static str> = Some(TOKEN_ROUTE);
 }
 
 /// One Management API request body the simulator received.
@@ -196,19 +151,9 @@ struct Token {
     expires: Instant,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Failure {
-    remaining: usize,
-    status: u16,
-    retry_after: Option<u64>,
-}
-
 struct SimState {
     apps: BTreeMap<String, App>,
     tokens: HashMap<String, Token>,
-    latency: Duration,
-    failure: Option<Failure>,
-    counters: SimCounters,
     bodies: Vec<RecordedBody>,
     tenant_id: String,
     token_lifetime: Duration,
@@ -218,9 +163,9 @@ struct SimState {
 
 struct Inner {
     state: Mutex<SimState>,
+    hooks: Arc<Hooks>,
     base_url: String,
-    shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    server: OnceLock<Serving>,
 }
 
 type Sim = Arc<Inner>;
@@ -229,10 +174,6 @@ type Sim = Arc<Inner>;
 #[derive(Clone)]
 pub struct SimHandle {
     inner: Arc<Inner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A random-looking id of `len` lowercase letters and digits (Logto ids are 21 characters
@@ -258,39 +199,23 @@ pub fn new_id(len: usize) -> String {
 
 /// Starts the simulator on the current tokio runtime. No application exists until one is added.
 pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
-    let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    let addr = listener.local_addr()?;
+    let listener = Listener::bind(config.addr).await?;
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState {
             apps: BTreeMap::new(),
             tokens: HashMap::new(),
-            latency: config.latency,
-            failure: None,
-            counters: SimCounters::default(),
             bodies: Vec::new(),
             tenant_id: config.tenant_id,
             token_lifetime: config.token_lifetime,
             max_ttl_days: config.max_ttl_days,
             sandbox: None,
         }),
-        base_url: format!("http://{addr}"),
-        shutdown: Mutex::new(None),
-        task: Mutex::new(None),
+        hooks: Arc::new(Hooks::new(config.latency)),
+        base_url: listener.base_url(),
+        server: OnceLock::new(),
     });
-    let app = Router::new()
-        .fallback(dispatch)
-        .layer(middleware::from_fn_with_state(inner.clone(), observe))
-        .with_state(inner.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    *lock(&inner.shutdown) = Some(tx);
-    *lock(&inner.task) = Some(task);
+    let app = observed(&inner).apply(Router::new().fallback(dispatch).with_state(inner.clone()));
+    let _ = inner.server.set(listener.serve(app));
     Ok(SimHandle { inner })
 }
 
@@ -347,33 +272,14 @@ pub fn route_template(path: &str) -> String {
     }
 }
 
-/// Latency, failure injection and counters around every call.
-async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let route = route_template(req.uri().path());
-    let (latency, injected) = {
-        let mut st = lock(&sim.state);
-        let mut injected = None;
-        if route.starts_with("/api/")
-            && let Some(f) = st.failure.as_mut()
-        {
-            injected = Some((f.status, f.retry_after));
-            f.remaining -= 1;
-            if f.remaining == 0 {
-                st.failure = None;
-            }
-        }
-        (st.latency, injected)
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let response = match injected {
-        Some((status, retry_after)) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+/// Latency, failure injection (Management API only) and counters around every call.
+fn observed(sim: &Sim) -> Observe {
+    Observe::new(sim.hooks.clone(), route_template)
+        .faults_on(|route| route.starts_with("/api/"))
+        .fault_answer(|status| {
             // Logto's error handler answers 500 with this body; other statuses come from a proxy
             // in front of Logto (Logto itself has no rate limit), as plain text.
-            let mut resp = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            if status == StatusCode::INTERNAL_SERVER_ERROR {
                 (
                     status,
                     axum::Json(json!({"message": "Internal server error."})),
@@ -385,22 +291,8 @@ async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
                     status.canonical_reason().unwrap_or("error").to_string(),
                 )
                     .into_response()
-            };
-            if let Some(secs) = retry_after
-                && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-            {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
-            resp
-        }
-        None => next.run(req).await,
-    };
-    let mut st = lock(&sim.state);
-    *st.counters
-        .by_route
-        .entry((method, route, response.status().as_u16()))
-        .or_default() += 1;
-    response
+        })
 }
 
 async fn dispatch(
@@ -758,29 +650,6 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
     r
 }
 
-/// Percent-decodes a component (`+` stays `+`, as in Basic credentials).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(
-                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                16,
-            )
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl SimHandle {
     fn state(&self) -> MutexGuard<'_, SimState> {
         lock(&self.inner.state)
@@ -970,7 +839,7 @@ impl SimHandle {
 
     /// Request counters so far.
     pub fn counters(&self) -> SimCounters {
-        self.state().counters.clone()
+        self.inner.hooks.counters()
     }
 
     /// Shorthand for `counters().writes()`.
@@ -980,7 +849,7 @@ impl SimHandle {
 
     /// Clears the counters (not the recorded bodies).
     pub fn reset_counters(&self) {
-        self.state().counters = SimCounters::default();
+        self.inner.hooks.reset_counters();
     }
 
     /// Every Management API request body received so far, in order (token requests are not
@@ -992,46 +861,28 @@ impl SimHandle {
     /// Validates every recorded body strictly against the contract. Returns how many were
     /// checked, or one line per problem.
     pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
-        let bodies = self.recorded_bodies();
-        let mut errors = Vec::new();
-        for b in &bodies {
-            if let Err(e) = validate_body(&b.body) {
-                errors.extend(
-                    e.into_iter()
-                        .map(|e| format!("{} {}: {e}", b.method, b.route)),
-                );
-            }
-        }
-        if errors.is_empty() {
-            Ok(bodies.len())
-        } else {
-            Err(errors)
-        }
+        sim_kit::validate_all(
+            &self.recorded_bodies(),
+            |b| format!("{} {}", b.method, b.route),
+            |b| validate_body(&b.body),
+        )
     }
 
     /// Delay before every answer from now on.
     pub fn set_latency(&self, d: Duration) {
-        self.state().latency = d;
+        self.inner.hooks.set_latency(d);
     }
 
     /// The next `n` Management API calls (paths under `/api/`) answer `status`, with
     /// `Retry-After: <secs>` when given. `n = 0` clears a pending failure.
     pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.state().failure = (n > 0).then_some(Failure {
-            remaining: n,
-            status,
-            retry_after,
-        });
+        self.inner.hooks.fail_next(n, status, retry_after);
     }
 
     /// Stops the server and waits for it.
     pub async fn shutdown(&self) {
-        if let Some(tx) = lock(&self.inner.shutdown).take() {
-            let _ = tx.send(());
-        }
-        let task = lock(&self.inner.task).take();
-        if let Some(task) = task {
-            let _ = task.await;
+        if let Some(server) = self.inner.server.get() {
+            server.shutdown().await;
         }
     }
 }
