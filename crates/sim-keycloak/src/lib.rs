@@ -43,7 +43,7 @@ pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -54,7 +54,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
-use sim_kit::{CountRules, Hooks, Listener, Observe, Serving, form_decode, lock};
+use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, form_decode, lock};
 
 pub use sim_kit::SandboxSeed;
 
@@ -316,7 +316,6 @@ struct SimState {
     /// Client sessions (reuse state) by id.
     client_sessions: HashMap<u64, ClientSession>,
     next_client_session: u64,
-    bodies: Vec<RecordedBody>,
     sandbox: Option<(String, String)>,
     next_token: u64,
     ignore_client_updates: bool,
@@ -332,16 +331,37 @@ impl SimState {
 
 struct Inner {
     state: Mutex<SimState>,
-    hooks: Arc<Hooks>,
-    base_url: String,
+    kit: Harness<KeycloakRoutes, RecordedBody>,
     prefix: String,
-    server: OnceLock<Serving>,
 }
 
 /// Handle to a running simulator. Cheap to clone.
 #[derive(Clone)]
 pub struct SimHandle {
     inner: Arc<Inner>,
+}
+
+/// The test hooks every simulator shares (`counters`, `writes`, `reset_counters`,
+/// `recorded_bodies`, `validate_recorded_bodies`, `set_latency`, `fail_next`, `set_throttle`,
+/// `shutdown`):
+/// scripted failures and throttling hit the admin API (paths under `/admin`) only, never the
+/// token or discovery endpoints, and answer in Keycloak's `{"error","error_description"}` shape.
+impl std::ops::Deref for SimHandle {
+    type Target = Harness<KeycloakRoutes, RecordedBody>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner.kit
+    }
+}
+
+impl Recorded for RecordedBody {
+    fn label(&self) -> String {
+        format!("{} {} ({})", self.method, self.route, self.schema)
+    }
+
+    fn validate(&self) -> Result<(), Vec<String>> {
+        validate_body(&self.schema, &self.body)
+    }
 }
 
 /// Starts the simulator on the current tokio runtime. The `master` realm exists from the start.
@@ -360,16 +380,13 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             sessions: HashMap::new(),
             client_sessions: HashMap::new(),
             next_client_session: 1,
-            bodies: Vec::new(),
             sandbox: None,
             next_token: 1,
             ignore_client_updates: false,
             clock_offset: Duration::ZERO,
         }),
-        hooks: Arc::new(Hooks::new(config.latency)),
-        base_url: format!("{}{prefix}", listener.base_url()),
+        kit: Harness::new(format!("{}{prefix}", listener.base_url()), config.latency),
         prefix: prefix.clone(),
-        server: OnceLock::new(),
     });
     let handle = SimHandle { inner };
     handle.add_realm("master");
@@ -383,7 +400,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let app = Router::new()
         .fallback_service(routes)
         .layer(middleware::map_request(strip_trailing_slash));
-    let _ = handle.inner.server.set(listener.serve(app));
+    handle.inner.kit.serve(listener, app);
     Ok(handle)
 }
 
@@ -623,7 +640,7 @@ impl SimHandle {
 
     /// `http://127.0.0.1:PORT` plus the path prefix: the `url` for the policy's spec.
     pub fn base_url(&self) -> String {
-        self.inner.base_url.clone()
+        self.inner.kit.base_url().to_string()
     }
 
     /// Creates a realm with Keycloak's defaults, its built-in client scopes and realm roles, and
@@ -1191,67 +1208,10 @@ impl SimHandle {
         out
     }
 
-    /// Request counters so far.
-    pub fn counters(&self) -> SimCounters {
-        self.inner.hooks.counters()
-    }
-
-    /// Shorthand for `counters().writes()`.
-    pub fn writes(&self) -> u64 {
-        self.counters().writes()
-    }
-
-    /// Clears the counters (not the recorded bodies).
-    pub fn reset_counters(&self) {
-        self.inner.hooks.reset_counters();
-    }
-
-    /// Every admin-API request body received so far, in order.
-    pub fn recorded_bodies(&self) -> Vec<RecordedBody> {
-        self.state().bodies.clone()
-    }
-
-    /// Validates every recorded body against its contract schema. Returns how many were checked,
-    /// or one line per problem.
-    pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
-        sim_kit::validate_all(
-            &self.recorded_bodies(),
-            |b| format!("{} {} ({})", b.method, b.route, b.schema),
-            |b| validate_body(&b.schema, &b.body),
-        )
-    }
-
-    /// Delay before every answer from now on.
-    pub fn set_latency(&self, d: Duration) {
-        self.inner.hooks.set_latency(d);
-    }
-
-    /// The next `n` admin-API calls (paths under `/admin`) answer `status`, with `Retry-After:
-    /// <secs>` when given. `n = 0` clears a pending failure.
-    pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.inner.hooks.fail_next(n, status, retry_after);
-    }
-
-    /// From now on, a share `ratio` (0..=1) of admin-API calls (paths under `/admin`, not the token
-    /// endpoint) answers 429 with `Retry-After: <retry_after_secs>`, as a throttling IdP does.
-    /// The choice is made by a PRNG seeded the same way on every call of this method, so a given
-    /// sequence of calls is throttled the same way each time. `ratio = 0` turns it off. A pending
-    /// [`Self::fail_next`] takes precedence.
-    pub fn set_throttle(&self, ratio: f64, retry_after_secs: u64) {
-        self.inner.hooks.set_throttle(ratio, retry_after_secs);
-    }
-
     /// When on, `PUT /clients/{id}` answers 204 but stores nothing (as a client policy or a
     /// faulty proxy might), so a client can prove it reads back after writing.
     pub fn ignore_client_updates(&self, on: bool) {
         self.state().ignore_client_updates = on;
-    }
-
-    /// Stops the server and waits for it.
-    pub async fn shutdown(&self) {
-        if let Some(server) = self.inner.server.get() {
-            server.shutdown().await;
-        }
     }
 }
 
@@ -1399,22 +1359,23 @@ async fn strip_trailing_slash(mut req: Request) -> Request {
 /// every call.
 fn observed(sim: &Sim) -> Observe {
     let prefix = sim.prefix.clone();
-    Observe::new(sim.hooks.clone(), move |path| {
-        // A nested router already sees the path without the prefix.
-        route_template(
-            path.strip_prefix(prefix.as_str())
-                .filter(|r| !prefix.is_empty() && r.starts_with('/'))
-                .unwrap_or(path),
-        )
-    })
-    .faults_on(|route| route.starts_with("/admin/"))
-    .fault_answer(|status| {
-        keycloak_error(
-            status,
-            "unknown_error",
-            Some(status.canonical_reason().unwrap_or("injected failure")),
-        )
-    })
+    sim.kit
+        .observe(move |path| {
+            // A nested router already sees the path without the prefix.
+            route_template(
+                path.strip_prefix(prefix.as_str())
+                    .filter(|r| !prefix.is_empty() && r.starts_with('/'))
+                    .unwrap_or(path),
+            )
+        })
+        .faults_on(|route| route.starts_with("/admin/"))
+        .fault_answer(|status| {
+            keycloak_error(
+                status,
+                "unknown_error",
+                Some(status.canonical_reason().unwrap_or("injected failure")),
+            )
+        })
 }
 
 /// The caller of an admin call: its realm-management roles for the target realm.
@@ -1529,20 +1490,20 @@ macro_rules! require {
 /// (unknown field → 400, coercions). `Err` is the 400 answer.
 #[allow(clippy::result_large_err)] // the error is the HTTP answer, returned at once
 fn read_body(
-    st: &mut SimState,
+    sim: &Inner,
     method: &Method,
     route: &str,
     schema: &str,
     bytes: &Bytes,
 ) -> Result<Value, Response> {
-    read_body_known(st, method, route, schema, bytes, &[])
+    read_body_known(sim, method, route, schema, bytes, &[])
 }
 
 /// [`read_body`] for a representation whose stored form carries the top-level properties
 /// `also_known` (the simulated server knows them: it returned them).
 #[allow(clippy::result_large_err)] // the error is the HTTP answer, returned at once
 fn read_body_known(
-    st: &mut SimState,
+    sim: &Inner,
     method: &Method,
     route: &str,
     schema: &str,
@@ -1554,7 +1515,7 @@ fn read_body_known(
         Ok(v) => v.clone(),
         Err(_) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
     };
-    st.bodies.push(RecordedBody {
+    sim.kit.record(RecordedBody {
         method: method.to_string(),
         route: route.to_string(),
         schema: schema.to_string(),
@@ -2114,7 +2075,7 @@ async fn token(
     };
     let n = st.next_token;
     st.next_token += 1;
-    let issuer = format!("{}/realms/{realm}", sim.base_url);
+    let issuer = format!("{}/realms/{realm}", sim.kit.base_url());
     let wall = unix_now() + st.clock_offset.as_secs() as i64;
     let subject = match &principal {
         Principal::ServiceAccount(cid) => format!("service-account-{}", cid.to_lowercase()),
@@ -2172,7 +2133,7 @@ async fn discovery(State(sim): State<Sim>, Path(realm): Path<String>) -> Respons
     let Some(r) = st.realms.get(&realm) else {
         return keycloak_error(StatusCode::NOT_FOUND, "Realm does not exist", None);
     };
-    let issuer = format!("{}/realms/{realm}", sim.base_url);
+    let issuer = format!("{}/realms/{realm}", sim.kit.base_url());
     let oidc = format!("{issuer}/protocol/openid-connect");
     let grants = r.grant_types_supported.clone().unwrap_or_else(|| {
         [
@@ -2325,7 +2286,7 @@ async fn put_realm(
     require!(caller.manage_realm());
     let stored_fields: Vec<String> = st.realms[&realm].repr.keys().cloned().collect();
     let body = match read_body_known(
-        &mut st,
+        &sim,
         &Method::PUT,
         "/admin/realms/{realm}",
         "RealmRepresentation",
@@ -2633,7 +2594,7 @@ async fn put_client(
         .map(|c| c.repr.keys().cloned().collect())
         .unwrap_or_default();
     let body = match read_body_known(
-        &mut st,
+        &sim,
         &Method::PUT,
         "/admin/realms/{realm}/clients/{id}",
         "ClientRepresentation",
@@ -3003,7 +2964,7 @@ async fn change_mappings(
         Value::Array(Vec::new())
     } else {
         match read_body(
-            &mut st,
+            &sim,
             &method,
             "/admin/realms/{realm}/clients/{id}/scope-mappings/realm",
             "RoleRepresentation[]",

@@ -7,76 +7,95 @@
 //!
 //! | piece | what it is for |
 //! | --- | --- |
-//! | [`Listener`], [`Serving`] | bind a loopback port (http, or https with the `tls` feature), serve an axum [`Router`](axum::Router), stop it and wait for it |
-//! | [`Hooks`] | the test hooks of a running simulator: delay before every answer, scripted failures ([`Hooks::fail_next`]: status and `Retry-After` for the next N calls), seeded probabilistic throttling ([`Hooks::set_throttle`]), and request counts |
-//! | [`Observe`] | the axum middleware that applies [`Hooks`] to every request: delay, scripted failure (answered in the simulated server's own error shape), count by (method, route template, status) |
+//! | [`Harness`] | the test-harness side of one running simulator: base URL, server, hooks, counters, recorded bodies, with the test methods every simulator handle offers (`base_url`, `counters`, `writes`, `reset_counters`, `set_latency`, `fail_next`, `set_throttle`, `recorded_bodies`, `validate_recorded_bodies`, `shutdown`) |
+//! | [`Listener`], [`Serving`] | bind a loopback port (http, or https with the `tls` feature and a `TlsIdentity`), serve an axum [`Router`](axum::Router), stop it and wait for it |
+//! | [`Hooks`] | the mechanisms behind the test methods: delay before every answer, scripted failures ([`Hooks::fail_next`]: status and `Retry-After` for the next N calls), seeded probabilistic throttling ([`Hooks::set_throttle`]), request counts |
+//! | [`Observe`] | the axum middleware that applies [`Hooks`] to every request: delay, scripted failure (only on the routes the simulator says, answered in the simulated server's own error shape, `Retry-After` added), count by (method, route template, status) |
 //! | [`Counters`], [`CountRules`] | a snapshot of the counts with reads, writes, token requests, per-route and per-status sums and differences; each simulator says which route is its token endpoint and which methods are reads |
-//! | [`validate_all`] | check every recorded request body against the contract excerpts, one line per problem |
+//! | [`Recorded`], [`validate_all`] | recorded request bodies checked against the contract excerpts, one line per problem |
 //! | [`percent_decode`], [`form_decode`], [`bearer_token`], [`is_json`], [`set_retry_after`], [`lock`] | small helpers every server model needs |
-//! | [`SandboxSeed`] | what a simulator's `seed_sandbox` hands the operator's sandbox |
+//! | [`SandboxSeed`], [`LOOPBACK`] | what a simulator's `seed_sandbox` hands the operator's sandbox; the default listen address |
 //!
 //! # How a simulator uses it
 //!
 //! ```no_run
-//! use std::sync::{Arc, Mutex, OnceLock};
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
 //! use axum::{Router, http::StatusCode, response::IntoResponse};
-//! use sim_kit::{CountRules, Counters, Hooks, Listener, Observe, Serving};
+//! use serde_json::{Value, json};
+//! use sim_kit::{CountRules, Harness, Listener, Recorded};
 //!
-//! /// Which calls are token requests and which are reads, for [`Counters`].
+//! /// Which calls are token requests and which are reads, for the counters.
 //! pub struct Routes;
 //! impl CountRules for Routes {
 //!     const TOKEN_ROUTE: Option<&'static str> = Some("/oauth2/token");
 //! }
-//! pub type SimCounters = Counters<Routes>;
+//! pub type SimCounters = sim_kit::Counters<Routes>;
+//!
+//! /// One admin-API body the simulator received (token requests are never recorded).
+//! #[derive(Clone, Debug)]
+//! pub struct RecordedBody { pub route: String, pub body: Value }
+//! impl Recorded for RecordedBody {
+//!     fn label(&self) -> String { self.route.clone() }
+//!     fn validate(&self) -> Result<(), Vec<String>> {
+//!         // The simulator's strict contract check.
+//!         Ok(())
+//!     }
+//! }
 //!
 //! struct Inner {
 //!     state: Mutex<()>, // the server model
-//!     hooks: Arc<Hooks>,
-//!     base_url: String,
-//!     server: OnceLock<Serving>,
+//!     kit: Harness<Routes, RecordedBody>,
+//! }
+//!
+//! #[derive(Clone)]
+//! pub struct SimHandle { inner: Arc<Inner> }
+//!
+//! /// The shared test methods (`counters`, `fail_next`, `shutdown`, …) are the harness's.
+//! impl std::ops::Deref for SimHandle {
+//!     type Target = Harness<Routes, RecordedBody>;
+//!     fn deref(&self) -> &Self::Target { &self.inner.kit }
 //! }
 //!
 //! fn route_template(path: &str) -> String {
 //!     if path == "/oauth2/token" { path.into() } else { "<unmatched>".into() }
 //! }
 //!
-//! async fn start() -> std::io::Result<Arc<Inner>> {
+//! pub async fn start(latency: Duration) -> std::io::Result<SimHandle> {
 //!     let listener = Listener::bind(sim_kit::LOOPBACK).await?;
-//!     let hooks = Arc::new(Hooks::new(std::time::Duration::ZERO));
 //!     let inner = Arc::new(Inner {
 //!         state: Mutex::new(()),
-//!         hooks: hooks.clone(),
-//!         base_url: listener.base_url(),
-//!         server: OnceLock::new(),
+//!         kit: Harness::new(listener.base_url(), latency),
 //!     });
-//!     let observe = Observe::new(hooks, route_template)
-//!         // Scripted failures hit the admin API only, never the token endpoint.
+//!     let observe = inner.kit.observe(route_template)
+//!         // Scripted failures hit the admin API only, never the token endpoint,
 //!         .faults_on(|route| route.starts_with("/api/"))
-//!         // ... answered in the server's own error shape.
-//!         .fault_answer(|status| (status, "{\"error\":\"server_error\"}").into_response());
+//!         // and answer in the server's own error shape.
+//!         .fault_answer(|status| (status, axum::Json(json!({"error": "server_error"}))).into_response());
 //!     let app = observe.apply(Router::new().fallback(|| async { StatusCode::NOT_FOUND }));
-//!     let _ = inner.server.set(listener.serve(app));
-//!     Ok(inner)
+//!     inner.kit.serve(listener, app);
+//!     Ok(SimHandle { inner })
 //! }
 //! ```
 //!
-//! The simulator's `SimHandle` then forwards its test hooks: `counters()` is
-//! `hooks.counters()`, `fail_next(n, status, retry_after)` is `hooks.fail_next(..)`,
-//! `set_latency(d)` is `hooks.set_latency(d)`, `shutdown()` is `server.shutdown()`. A simulator
-//! whose server decides about failures later than routing (e.g. only for known routes, after
-//! reading the body) calls [`Hooks::delay`], [`Hooks::take_fault`] and [`Hooks::count`] itself
-//! instead of using [`Observe`].
+//! Handlers record bodies with [`Harness::record`]. A simulator whose server decides about
+//! failures later than routing (e.g. only for known routes, after reading the body) calls
+//! [`Hooks::delay`], [`Hooks::take_fault`] and [`Hooks::count`] itself instead of using
+//! [`Observe`]. Inherent methods of the handle take precedence over the harness's, for a
+//! simulator whose server records or validates differently.
 //!
 //! What stays in each simulator, on purpose: route templates, which routes scripted failures
 //! hit, the body of an injected failure, authentication, error shapes, paging parameters, what is
 //! recorded of a request and against which contract schema it is checked.
 
 mod counters;
+mod harness;
 mod hooks;
 mod server;
 mod util;
 
 pub use counters::{CountRules, Counters, RouteKey};
+pub use harness::{Harness, Recorded};
 pub use hooks::{Fault, Hooks, Observe};
 #[cfg(feature = "tls")]
 pub use server::TlsIdentity;
