@@ -60,7 +60,7 @@ pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -69,7 +69,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use sim_kit::{CountRules, Hooks, Listener, Observe, Serving, lock, percent_decode};
+use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, lock, percent_decode};
 
 pub use sim_kit::{SandboxSeed, TlsIdentity};
 
@@ -268,7 +268,6 @@ struct Token {
 struct SimState {
     tenants: BTreeMap<String, Tenant>,
     tokens: HashMap<String, Token>,
-    bodies: Vec<RecordedBody>,
     replication_delay: bool,
     /// (tenant, application object id) written and not yet read since.
     stale: HashSet<(String, String)>,
@@ -298,15 +297,36 @@ struct StaleApp {
 
 struct Inner {
     state: Mutex<SimState>,
-    hooks: Arc<Hooks>,
-    base_url: String,
-    server: OnceLock<Serving>,
+    kit: Harness<GraphRoutes, RecordedBody>,
 }
 
 /// Handle to a running simulator. Cheap to clone.
 #[derive(Clone)]
 pub struct SimHandle {
     inner: Arc<Inner>,
+}
+
+/// The test hooks every simulator shares (`counters`, `writes`, `reset_counters`,
+/// `recorded_bodies`, `validate_recorded_bodies`, `set_latency`, `fail_next`, `set_throttle`,
+/// `shutdown`): scripted failures and throttling hit Graph (paths under `/v1.0/`) only, never the
+/// token service, and answer with a Graph error body. Token requests are not recorded: they hold
+/// secrets.
+impl std::ops::Deref for SimHandle {
+    type Target = Harness<GraphRoutes, RecordedBody>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner.kit
+    }
+}
+
+impl Recorded for RecordedBody {
+    fn label(&self) -> String {
+        format!("{} {} ({})", self.method, self.route, self.entity)
+    }
+
+    fn validate(&self) -> Result<(), Vec<String>> {
+        validate_body(&self.entity, &self.body)
+    }
 }
 
 type Sim = Arc<Inner>;
@@ -318,7 +338,6 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         state: Mutex::new(SimState {
             tenants: BTreeMap::new(),
             tokens: HashMap::new(),
-            bodies: Vec::new(),
             replication_delay: config.replication_delay,
             stale: HashSet::new(),
             token_lifetime: config.token_lifetime,
@@ -330,12 +349,10 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             key_credentials_per_minute: config.key_credentials_per_minute,
             key_credential_reads: HashMap::new(),
         }),
-        hooks: Arc::new(Hooks::new(config.latency)),
-        base_url: listener.base_url(),
-        server: OnceLock::new(),
+        kit: Harness::new(listener.base_url(), config.latency),
     });
     let app = observed(&inner).apply(Router::new().fallback(dispatch).with_state(inner.clone()));
-    let _ = inner.server.set(listener.serve(app));
+    inner.kit.serve(listener, app);
     Ok(SimHandle { inner })
 }
 
@@ -545,7 +562,7 @@ impl SimHandle {
     /// `http://127.0.0.1:PORT` (`https://` with [`SimConfig::tls`]): both the `authorityHost` and
     /// the `graphEndpoint` of the spec.
     pub fn base_url(&self) -> String {
-        self.inner.base_url.clone()
+        self.inner.kit.base_url().to_string()
     }
 
     /// Adds a tenant (idempotent) with Microsoft Graph's service principal.
@@ -1038,55 +1055,6 @@ impl SimHandle {
             ),
         ]
     }
-
-    /// Request counters so far.
-    pub fn counters(&self) -> SimCounters {
-        self.inner.hooks.counters()
-    }
-
-    /// Shorthand for `counters().writes()`.
-    pub fn writes(&self) -> u64 {
-        self.counters().writes()
-    }
-
-    /// Clears the counters (not the recorded bodies).
-    pub fn reset_counters(&self) {
-        self.inner.hooks.reset_counters();
-    }
-
-    /// Every Graph request body received so far, in order (token requests are not recorded:
-    /// they hold secrets).
-    pub fn recorded_bodies(&self) -> Vec<RecordedBody> {
-        self.state().bodies.clone()
-    }
-
-    /// Validates every recorded body against its contract entity type. Returns how many were
-    /// checked, or one line per problem.
-    pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
-        sim_kit::validate_all(
-            &self.recorded_bodies(),
-            |b| format!("{} {} ({})", b.method, b.route, b.entity),
-            |b| validate_body(&b.entity, &b.body),
-        )
-    }
-
-    /// Delay before every answer from now on.
-    pub fn set_latency(&self, d: Duration) {
-        self.inner.hooks.set_latency(d);
-    }
-
-    /// The next `n` Graph calls (paths under `/v1.0/`) answer `status` with a Graph error body,
-    /// and `Retry-After: <secs>` when given. `n = 0` clears a pending failure.
-    pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.inner.hooks.fail_next(n, status, retry_after);
-    }
-
-    /// Stops the server and waits for it.
-    pub async fn shutdown(&self) {
-        if let Some(server) = self.inner.server.get() {
-            server.shutdown().await;
-        }
-    }
 }
 
 fn segments(path: &str) -> Vec<String> {
@@ -1139,7 +1107,8 @@ pub fn route_template(path: &str) -> String {
 /// Latency, failure injection (Graph calls only, with Graph's error body) and counters around
 /// every call.
 fn observed(sim: &Sim) -> Observe {
-    Observe::new(sim.hooks.clone(), route_template)
+    sim.kit
+        .observe(route_template)
         .faults_on(|route| route.starts_with("/v1.0/"))
         .fault_answer(|status| {
             let (code, msg) = match status.as_u16() {
@@ -1361,7 +1330,7 @@ fn token_service(
     segs: &[String],
     body: &[u8],
 ) -> Option<Response> {
-    let base = sim.base_url.clone();
+    let base = sim.kit.base_url().to_string();
     let parts: Vec<&str> = segs.iter().map(String::as_str).collect();
     match parts.as_slice() {
         [tenant, "oauth2", "v2.0", "token"] => Some(if *method != Method::POST {
@@ -1479,7 +1448,8 @@ async fn dispatch(
         st: &mut st,
         tenant: tok.tenant.clone(),
         client: tok.client_id.clone(),
-        base: sim.base_url.clone(),
+        base: sim.kit.base_url().to_string(),
+        kit: &sim.kit,
         route,
         method: method.clone(),
         advanced,
@@ -1626,7 +1596,7 @@ fn token(sim: &Sim, tenant: &str, body: &[u8]) -> Response {
     }
     let scope = field("scope");
     let resource = scope.strip_suffix("/.default").unwrap_or_default();
-    if resource != sim.base_url && resource != "https://graph.microsoft.com" {
+    if resource != sim.kit.base_url() && resource != "https://graph.microsoft.com" {
         return aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
@@ -1707,6 +1677,7 @@ pub fn parse_timespan(s: &str) -> Option<u64> {
 /// One Graph call being served.
 struct Ctx<'a> {
     st: &'a mut SimState,
+    kit: &'a Harness<GraphRoutes, RecordedBody>,
     tenant: String,
     client: String,
     base: String,
@@ -1798,7 +1769,7 @@ impl Ctx<'_> {
             Ok(v) => v.clone(),
             Err(_) => Value::String(String::from_utf8_lossy(body).into_owned()),
         };
-        self.st.bodies.push(RecordedBody {
+        self.kit.record(RecordedBody {
             method: self.method.to_string(),
             route: self.route.clone(),
             entity: entity.to_string(),
