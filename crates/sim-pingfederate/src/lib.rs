@@ -58,7 +58,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
-use sim_kit::{CountRules, Hooks, Listener, Serving, form_decode, lock, percent_decode};
+use sim_kit::{CountRules, Harness, Hooks, Listener, form_decode, lock, percent_decode};
 
 pub use sim_kit::SandboxSeed;
 
@@ -285,18 +285,28 @@ type Shared = Arc<Mutex<SimState>>;
 /// A running simulator.
 #[derive(Clone)]
 pub struct SimHandle {
-    addr: SocketAddr,
     state: Shared,
-    hooks: Arc<Hooks>,
-    server: Arc<Serving>,
+    kit: Arc<Harness<AdminApiRoutes>>,
+}
+
+/// The test hooks every simulator shares (`counters`, `writes`, `reset_counters`,
+/// `set_latency`, `fail_next`, `set_throttle`, `shutdown`): scripted failures and throttling hit
+/// every known route of the administrative API, after the delay, before the XSRF and
+/// authentication checks, and answer with an `ApiResult` (`simulated_failure`). Requests are
+/// recorded whole ([`SimHandle::requests`]), not through the harness.
+impl std::ops::Deref for SimHandle {
+    type Target = Harness<AdminApiRoutes>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
+    }
 }
 
 /// Starts a simulator on the current tokio runtime. It starts with default authorization server
 /// settings, no clients and no admin accounts; see [`SimHandle::seed_sandbox`].
 pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let listener = Listener::bind(config.addr).await?;
-    let addr = listener.local_addr();
-    let hooks = Arc::new(Hooks::new(config.latency));
+    let kit = Arc::new(Harness::new(listener.base_url(), config.latency));
     let settings = default_settings(config.version);
     let stamp = now();
     let engines = match config.deployment {
@@ -314,7 +324,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     };
     let state = Arc::new(Mutex::new(SimState {
         version: config.version,
-        hooks: hooks.clone(),
+        hooks: kit.hooks().clone(),
         accounts: BTreeMap::new(),
         clients: BTreeMap::new(),
         settings: settings.clone(),
@@ -338,12 +348,8 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         },
     }));
     let app = Router::new().fallback(handle).with_state(state.clone());
-    Ok(SimHandle {
-        addr,
-        state,
-        hooks,
-        server: Arc::new(listener.serve(app)),
-    })
+    kit.serve(listener, app);
+    Ok(SimHandle { state, kit })
 }
 
 impl SimHandle {
@@ -353,7 +359,7 @@ impl SimHandle {
 
     /// `http://127.0.0.1:PORT` (the policy's `adminUrl`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.kit.base_url().to_string()
     }
 
     /// The API shape served.
@@ -508,11 +514,6 @@ impl SimHandle {
         out
     }
 
-    /// Request counts so far.
-    pub fn counters(&self) -> SimCounters {
-        self.hooks.counters()
-    }
-
     /// Validates every recorded request body against the contract schema of this version's
     /// operation (Client, ScopeEntry, AuthorizationServerSettings). Returns how many bodies were
     /// checked, or one line per problem (including requests sent without the XSRF header).
@@ -601,16 +602,6 @@ impl SimHandle {
         c["clientAuth"]["secondarySecrets"] = Value::Array(secondaries);
         s.clients.insert(id.to_string(), c.clone());
         client_saved(s, id);
-    }
-
-    /// Changes the delay before every answer.
-    pub fn set_latency(&self, d: Duration) {
-        self.hooks.set_latency(d);
-    }
-
-    /// The next `n` admin-API calls answer `status` (with `Retry-After: retry_after` if given).
-    pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.hooks.fail_next(n, status, retry_after);
     }
 
     /// Adds or replaces an admin account.
@@ -758,11 +749,6 @@ impl SimHandle {
         let c = engine_client_of(&s, engine, id)?;
         let settings = engine_settings_of(&s, engine)?;
         Some(refresh_policy(s.version, &c, settings))
-    }
-
-    /// Stops the server.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
     }
 }
 
