@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -49,7 +49,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
-use sim_kit::{CountRules, Hooks, Listener, Observe, Serving, lock, percent_decode};
+use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, lock, percent_decode};
 
 pub use sim_kit::SandboxSeed;
 
@@ -154,7 +154,6 @@ struct Token {
 struct SimState {
     apps: BTreeMap<String, App>,
     tokens: HashMap<String, Token>,
-    bodies: Vec<RecordedBody>,
     tenant_id: String,
     token_lifetime: Duration,
     max_ttl_days: u32,
@@ -163,9 +162,7 @@ struct SimState {
 
 struct Inner {
     state: Mutex<SimState>,
-    hooks: Arc<Hooks>,
-    base_url: String,
-    server: OnceLock<Serving>,
+    kit: Harness<LogtoRoutes, RecordedBody>,
 }
 
 type Sim = Arc<Inner>;
@@ -174,6 +171,30 @@ type Sim = Arc<Inner>;
 #[derive(Clone)]
 pub struct SimHandle {
     inner: Arc<Inner>,
+}
+
+/// The test hooks every simulator shares (`counters`, `writes`, `reset_counters`,
+/// `recorded_bodies`, `validate_recorded_bodies`, `set_latency`, `fail_next`, `set_throttle`,
+/// `shutdown`): scripted failures and throttling hit the Management API (paths under `/api/`)
+/// only, never the token endpoint; 500 answers with Logto's JSON body, other statuses as a
+/// proxy's plain text. Every PATCH body is recorded (token requests are not: they hold secrets)
+/// and validated strictly, unknown keys included.
+impl std::ops::Deref for SimHandle {
+    type Target = Harness<LogtoRoutes, RecordedBody>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner.kit
+    }
+}
+
+impl Recorded for RecordedBody {
+    fn label(&self) -> String {
+        format!("{} {}", self.method, self.route)
+    }
+
+    fn validate(&self) -> Result<(), Vec<String>> {
+        validate_body(&self.body)
+    }
 }
 
 /// A random-looking id of `len` lowercase letters and digits (Logto ids are 21 characters
@@ -204,18 +225,15 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         state: Mutex::new(SimState {
             apps: BTreeMap::new(),
             tokens: HashMap::new(),
-            bodies: Vec::new(),
             tenant_id: config.tenant_id,
             token_lifetime: config.token_lifetime,
             max_ttl_days: config.max_ttl_days,
             sandbox: None,
         }),
-        hooks: Arc::new(Hooks::new(config.latency)),
-        base_url: listener.base_url(),
-        server: OnceLock::new(),
+        kit: Harness::new(listener.base_url(), config.latency),
     });
     let app = observed(&inner).apply(Router::new().fallback(dispatch).with_state(inner.clone()));
-    let _ = inner.server.set(listener.serve(app));
+    inner.kit.serve(listener, app);
     Ok(SimHandle { inner })
 }
 
@@ -274,7 +292,8 @@ pub fn route_template(path: &str) -> String {
 
 /// Latency, failure injection (Management API only) and counters around every call.
 fn observed(sim: &Sim) -> Observe {
-    Observe::new(sim.hooks.clone(), route_template)
+    sim.kit
+        .observe(route_template)
         .faults_on(|route| route.starts_with("/api/"))
         .fault_answer(|status| {
             // Logto's error handler answers 500 with this body; other statuses come from a proxy
@@ -342,7 +361,7 @@ async fn dispatch(
                 match serde_json::from_slice(&body) {
                     Ok(v) => v,
                     Err(e) => {
-                        st.bodies.push(RecordedBody {
+                        sim.kit.record(RecordedBody {
                             method: "PATCH".into(),
                             route,
                             body: Value::String(String::from_utf8_lossy(&body).into_owned()),
@@ -357,7 +376,7 @@ async fn dispatch(
             } else {
                 json!({})
             };
-            st.bodies.push(RecordedBody {
+            sim.kit.record(RecordedBody {
                 method: "PATCH".into(),
                 route,
                 body: parsed.clone(),
@@ -657,7 +676,7 @@ impl SimHandle {
 
     /// `http://127.0.0.1:<port>`: the Logto endpoint (OIDC under `/oidc`, the API under `/api`).
     pub fn base_url(&self) -> String {
-        self.inner.base_url.clone()
+        self.inner.kit.base_url().to_string()
     }
 
     /// The Management API resource indicator of the simulated tenant.
@@ -835,54 +854,5 @@ impl SimHandle {
                 show("alwaysIssueRefreshToken", "false"),
             ),
         ]
-    }
-
-    /// Request counters so far.
-    pub fn counters(&self) -> SimCounters {
-        self.inner.hooks.counters()
-    }
-
-    /// Shorthand for `counters().writes()`.
-    pub fn writes(&self) -> u64 {
-        self.counters().writes()
-    }
-
-    /// Clears the counters (not the recorded bodies).
-    pub fn reset_counters(&self) {
-        self.inner.hooks.reset_counters();
-    }
-
-    /// Every Management API request body received so far, in order (token requests are not
-    /// recorded: they hold secrets).
-    pub fn recorded_bodies(&self) -> Vec<RecordedBody> {
-        self.state().bodies.clone()
-    }
-
-    /// Validates every recorded body strictly against the contract. Returns how many were
-    /// checked, or one line per problem.
-    pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
-        sim_kit::validate_all(
-            &self.recorded_bodies(),
-            |b| format!("{} {}", b.method, b.route),
-            |b| validate_body(&b.body),
-        )
-    }
-
-    /// Delay before every answer from now on.
-    pub fn set_latency(&self, d: Duration) {
-        self.inner.hooks.set_latency(d);
-    }
-
-    /// The next `n` Management API calls (paths under `/api/`) answer `status`, with
-    /// `Retry-After: <secs>` when given. `n = 0` clears a pending failure.
-    pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.inner.hooks.fail_next(n, status, retry_after);
-    }
-
-    /// Stops the server and waits for it.
-    pub async fn shutdown(&self) {
-        if let Some(server) = self.inner.server.get() {
-            server.shutdown().await;
-        }
     }
 }
