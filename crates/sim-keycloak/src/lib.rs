@@ -54,7 +54,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
-use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, form_decode, lock};
+use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, Tokens, form_decode, lock};
 
 pub use sim_kit::SandboxSeed;
 
@@ -273,11 +273,11 @@ enum Principal {
     User(String),
 }
 
+/// What an access token grants: its realm and principal.
 #[derive(Clone, Debug)]
 struct Token {
     realm: String,
     principal: Principal,
-    expires: Instant,
 }
 
 /// A user session behind a refresh token (password grant), online or offline.
@@ -310,7 +310,7 @@ struct ClientSession {
 
 struct SimState {
     realms: BTreeMap<String, RealmState>,
-    tokens: HashMap<String, Token>,
+    tokens: Tokens<Token>,
     /// Refresh tokens → sessions.
     sessions: HashMap<String, Session>,
     /// Client sessions (reuse state) by id.
@@ -376,7 +376,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState {
             realms: BTreeMap::new(),
-            tokens: HashMap::new(),
+            tokens: Tokens::default(),
             sessions: HashMap::new(),
             client_sessions: HashMap::new(),
             next_client_session: 1,
@@ -1034,16 +1034,14 @@ impl SimHandle {
     pub fn expire_tokens(&self) {
         let mut st = self.state();
         let now = st.now();
-        for t in st.tokens.values_mut() {
-            t.expires = now;
-        }
+        st.tokens.expire_all(now);
     }
 
     /// Number of tokens issued and not yet expired.
     pub fn live_tokens(&self) -> usize {
         let st = self.state();
         let now = st.now();
-        st.tokens.values().filter(|t| t.expires > now).count()
+        st.tokens.live_count(now)
     }
 
     /// Moves the simulator's clock forward: access tokens, refresh tokens and sessions expire as
@@ -1432,11 +1430,7 @@ fn unauthorized() -> Response {
 fn authenticate(st: &SimState, headers: &HeaderMap, realm: &str) -> Result<Caller, Response> {
     let token = sim_kit::bearer_token(headers);
     let now = st.now();
-    let Some(t) = token
-        .and_then(|t| st.tokens.get(t))
-        .filter(|t| t.expires > now)
-        .cloned()
-    else {
+    let Some(t) = token.and_then(|t| st.tokens.live(t, now)).cloned() else {
         return Err(unauthorized());
     };
     let Some(auth_realm) = st.realms.get(&t.realm) else {
@@ -2085,14 +2079,14 @@ async fn token(
         "exp": wall + access_lifespan as i64, "iat": wall, "jti": new_id(), "iss": issuer,
         "typ": "Bearer", "azp": client_id, "preferred_username": subject, "scope": scope_out,
     }));
-    st.tokens.retain(|_, t| t.expires > now);
+    st.tokens.prune(now);
     st.tokens.insert(
         access_token.clone(),
         Token {
             realm: realm.clone(),
             principal,
-            expires: now + Duration::from_secs(access_lifespan),
         },
+        now + Duration::from_secs(access_lifespan),
     );
     let mut out = json!({
         "access_token": access_token,
@@ -2424,6 +2418,20 @@ async fn put_realm(
     no_content()
 }
 
+/// Keycloak's paging parameters: `first` (offset, default 0) and `max` (a negative or
+/// unreadable value means no limit).
+fn first_max(q: &HashMap<String, String>) -> (usize, Option<usize>) {
+    let first = q
+        .get("first")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let max = q
+        .get("max")
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|m| usize::try_from(m).ok());
+    (first, max)
+}
+
 async fn list_clients(
     State(sim): State<Sim>,
     Path(realm): Path<String>,
@@ -2435,8 +2443,7 @@ async fn list_clients(
     require!(caller.list_clients());
     let r = &st.realms[&realm];
     let search = q.get("search").map(|s| s == "true").unwrap_or(false);
-    let first = q.get("first").and_then(|v| v.parse::<usize>().ok());
-    let max = q.get("max").and_then(|v| v.parse::<i64>().ok());
+    let (first, max) = first_max(&q);
     let client_id = q.get("clientId").filter(|v| !v.trim().is_empty());
     let matching: Vec<&ClientState> = r
         .clients
@@ -2454,12 +2461,7 @@ async fn list_clients(
     let paged: Vec<&ClientState> = if client_id.is_some() && !search {
         matching
     } else {
-        let skip = first.unwrap_or(0);
-        let take = match max {
-            Some(m) if m >= 0 => m as usize,
-            _ => usize::MAX,
-        };
-        matching.into_iter().skip(skip).take(take).collect()
+        sim_kit::window(matching, first, max)
     };
     // ClientsResource.getClients: clients the caller cannot view are left out, so an admin with
     // query-clients only gets an empty list.
@@ -3071,26 +3073,14 @@ async fn list_roles(
     require!(caller.view_realm() || caller.view_clients());
     let r = &st.realms[&realm];
     let search = q.get("search").map(|s| s.to_lowercase());
-    let first = q
-        .get("first")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let max = q
-        .get("max")
-        .and_then(|v| v.parse::<i64>().ok())
-        .filter(|m| *m >= 0)
-        .map(|m| m as usize)
-        .unwrap_or(usize::MAX);
-    let list: Vec<Value> = r
-        .roles
-        .iter()
-        .filter(|x| {
-            search
-                .as_ref()
-                .is_none_or(|s| x.name.to_lowercase().contains(s))
-        })
-        .skip(first)
-        .take(max)
+    let (first, max) = first_max(&q);
+    let matching = r.roles.iter().filter(|x| {
+        search
+            .as_ref()
+            .is_none_or(|s| x.name.to_lowercase().contains(s))
+    });
+    let list: Vec<Value> = sim_kit::window(matching, first, max)
+        .into_iter()
         .map(|x| r.role_json(x))
         .collect();
     axum::Json(Value::Array(list)).into_response()

@@ -13,6 +13,8 @@
 //! | [`Observe`] | the axum middleware that applies [`Hooks`] to every request: delay, scripted failure (only on the routes the simulator says, answered in the simulated server's own error shape, `Retry-After` added), count by (method, route template, status) |
 //! | [`Counters`], [`CountRules`] | a snapshot of the counts with reads, writes, token requests, per-route and per-status sums and differences; each simulator says which route is its token endpoint and which methods are reads |
 //! | [`Recorded`], [`validate_all`] | recorded request bodies checked against the contract excerpts, one line per problem |
+//! | [`Tokens`], [`Issued`] | the access tokens a simulator issued and what each grants, with expiry (`expire_tokens`, `live_tokens`, bearer checks); the token format and what a grant allows stay the simulator's |
+//! | [`window`] | one page of a collection from an offset and an optional limit; the paging parameters and links are the server's |
 //! | [`percent_decode`], [`form_decode`], [`bearer_token`], [`is_json`], [`set_retry_after`], [`lock`] | small helpers every server model needs |
 //! | [`SandboxSeed`], [`LOOPBACK`] | what a simulator's `seed_sandbox` hands the operator's sandbox; the default listen address |
 //!
@@ -92,6 +94,7 @@ mod counters;
 mod harness;
 mod hooks;
 mod server;
+mod tokens;
 mod util;
 
 pub use counters::{CountRules, Counters, RouteKey};
@@ -100,8 +103,9 @@ pub use hooks::{Fault, Hooks, Observe};
 #[cfg(feature = "tls")]
 pub use server::TlsIdentity;
 pub use server::{Listener, Serving};
+pub use tokens::{Issued, Tokens};
 pub use util::{
-    bearer_token, form_decode, is_json, lock, percent_decode, set_retry_after, validate_all,
+    bearer_token, form_decode, is_json, lock, percent_decode, set_retry_after, validate_all, window,
 };
 
 use std::collections::BTreeMap;

@@ -74,6 +74,19 @@ pub fn set_retry_after(resp: &mut Response, secs: Option<u64>) {
     }
 }
 
+/// One page of `items`: at most `limit` of them (all when `None`) after skipping `offset`.
+pub fn window<T>(
+    items: impl IntoIterator<Item = T>,
+    offset: usize,
+    limit: Option<usize>,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect()
+}
+
 /// Checks every recorded item with `check`; `Ok` with how many were checked, or one line per
 /// problem, each prefixed with `label(item)` and `": "`.
 pub fn validate_all<T>(
@@ -123,6 +136,13 @@ mod tests {
         assert!(is_json(&h));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer_token(&h), None);
+    }
+
+    #[test]
+    fn windows() {
+        assert_eq!(window(1..=5, 1, Some(2)), vec![2, 3]);
+        assert_eq!(window(1..=5, 3, None), vec![4, 5]);
+        assert_eq!(window(1..=5, 9, Some(2)), Vec::<i32>::new());
     }
 
     #[test]
