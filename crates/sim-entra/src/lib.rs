@@ -66,10 +66,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, lock, percent_decode};
+use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, Tokens, lock, percent_decode};
 
 pub use sim_kit::{SandboxSeed, TlsIdentity};
 
@@ -262,12 +262,11 @@ impl Tenant {
 struct Token {
     tenant: String,
     client_id: String,
-    expires: Instant,
 }
 
 struct SimState {
     tenants: BTreeMap<String, Tenant>,
-    tokens: HashMap<String, Token>,
+    tokens: Tokens<Token>,
     replication_delay: bool,
     /// (tenant, application object id) written and not yet read since.
     stale: HashSet<(String, String)>,
@@ -337,7 +336,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState {
             tenants: BTreeMap::new(),
-            tokens: HashMap::new(),
+            tokens: Tokens::default(),
             replication_delay: config.replication_delay,
             stale: HashSet::new(),
             token_lifetime: config.token_lifetime,
@@ -826,20 +825,12 @@ impl SimHandle {
 
     /// Expires every issued token (the next Graph call with one answers 401).
     pub fn expire_tokens(&self) {
-        let now = Instant::now();
-        for t in self.state().tokens.values_mut() {
-            t.expires = now;
-        }
+        self.state().tokens.expire_all(Instant::now());
     }
 
     /// Tokens issued and not expired.
     pub fn live_tokens(&self) -> usize {
-        let now = Instant::now();
-        self.state()
-            .tokens
-            .values()
-            .filter(|t| t.expires > now)
-            .count()
+        self.state().tokens.live_count(Instant::now())
     }
 
     /// Seeds a realistic tenant: Coder's app registration before the operator (Microsoft Graph
@@ -1421,7 +1412,7 @@ async fn dispatch(
             "IDX14100: JWT is not well formed.",
         );
     };
-    if tok.expires <= Instant::now() {
+    if !tok.live_at(Instant::now()) {
         return graph_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
@@ -1446,8 +1437,8 @@ async fn dispatch(
     let path = uri.path().to_string();
     let mut ctx = Ctx {
         st: &mut st,
-        tenant: tok.tenant.clone(),
-        client: tok.client_id.clone(),
+        tenant: tok.grant.tenant.clone(),
+        client: tok.grant.client_id.clone(),
         base: sim.kit.base_url().to_string(),
         kit: &sim.kit,
         route,
@@ -1613,8 +1604,8 @@ fn token(sim: &Sim, tenant: &str, body: &[u8]) -> Response {
         Token {
             tenant: tenant.to_string(),
             client_id: client_id.to_string(),
-            expires: Instant::now() + lifetime,
         },
+        Instant::now() + lifetime,
     );
     ok_json(
         json!({"token_type": "Bearer", "expires_in": lifetime.as_secs(),
@@ -1884,9 +1875,7 @@ impl Ctx<'_> {
                 "TooManyRequests",
                 "Too many requests selecting keyCredentials for this tenant. Please retry after the time in the Retry-After header.",
             );
-            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            sim_kit::set_retry_after(&mut resp, Some(secs.max(1)));
             return Some(resp);
         }
         hits.push_back(now);
@@ -1905,11 +1894,7 @@ impl Ctx<'_> {
             .unwrap_or(0);
         let total = items.len();
         let end = (offset + size).min(total);
-        let value: Vec<Value> = items
-            .into_iter()
-            .skip(offset)
-            .take(end.saturating_sub(offset))
-            .collect();
+        let value = sim_kit::window(items, offset, Some(end.saturating_sub(offset)));
         let mut out = Map::new();
         out.insert(
             "@odata.context".into(),
