@@ -1609,14 +1609,11 @@ fn paginate(
         return Err(errors);
     }
     let (page, per) = (page.ok().flatten(), per.ok().flatten());
-    Ok(match per {
-        None => items,
-        Some(n) => items
-            .into_iter()
-            .skip(page.unwrap_or(1).saturating_sub(1).saturating_mul(n))
-            .take(n)
-            .collect(),
-    })
+    let offset = match per {
+        Some(n) => page.unwrap_or(1).saturating_sub(1).saturating_mul(n),
+        None => 0,
+    };
+    Ok(sim_kit::window(items, offset, per))
 }
 
 fn list_clients(s: &mut SimState, query: &BTreeMap<String, String>) -> Answer {
