@@ -35,7 +35,7 @@
 
 pub mod schema;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +49,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
-use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, lock, percent_decode};
+use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, Tokens, lock, percent_decode};
 
 pub use sim_kit::SandboxSeed;
 
@@ -148,12 +148,11 @@ struct App {
 struct Token {
     audience: Option<String>,
     scopes: Vec<String>,
-    expires: Instant,
 }
 
 struct SimState {
     apps: BTreeMap<String, App>,
-    tokens: HashMap<String, Token>,
+    tokens: Tokens<Token>,
     tenant_id: String,
     token_lifetime: Duration,
     max_ttl_days: u32,
@@ -224,7 +223,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState {
             apps: BTreeMap::new(),
-            tokens: HashMap::new(),
+            tokens: Tokens::default(),
             tenant_id: config.tenant_id,
             token_lifetime: config.token_lifetime,
             max_ttl_days: config.max_ttl_days,
@@ -429,14 +428,12 @@ fn authenticate(st: &SimState, headers: &HeaderMap) -> Option<Response> {
             "Unauthorized. Please check credentials and its scope.",
         )
     };
-    let Some(t) = st.tokens.get(token.trim()) else {
+    // An unknown or expired JWT, one without the tenant's Management API audience, or an opaque
+    // token (issued without `resource`) all fail the JWT verification.
+    let Some(t) = st.tokens.live(token.trim(), Instant::now()) else {
         return Some(unauthorized());
     };
-    // An expired JWT, one without the tenant's Management API audience, or an opaque token
-    // (issued without `resource`) all fail the JWT verification.
-    if t.expires <= Instant::now()
-        || t.audience.as_deref() != Some(management_indicator(&st.tenant_id).as_str())
-    {
+    if t.audience.as_deref() != Some(management_indicator(&st.tenant_id).as_str()) {
         return Some(unauthorized());
     }
     if !t.scopes.iter().any(|s| s == SCOPE_ALL) {
@@ -652,8 +649,8 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
         Token {
             audience: resource.map(str::to_string),
             scopes: scopes.clone(),
-            expires: Instant::now() + lifetime,
         },
+        Instant::now() + lifetime,
     );
     let mut answer = json!({
         "access_token": access_token,
@@ -756,10 +753,7 @@ impl SimHandle {
 
     /// Makes every issued token expire now.
     pub fn expire_tokens(&self) {
-        let now = Instant::now();
-        for t in self.state().tokens.values_mut() {
-            t.expires = now;
-        }
+        self.state().tokens.expire_all(Instant::now());
     }
 
     /// Whether Logto would issue a refresh token to app `id` for an authorization request with
