@@ -22,7 +22,8 @@
 //!   `realm-admin` holds all; a principal of `master` may manage other realms;
 //! - request bodies bound as Keycloak's Jackson binds them: unknown field → 400
 //!   `Unrecognized field "x" ...`, scalar coercions, `null` = not sent; every body is recorded and
-//!   can be checked against the contract strictly ([`SimHandle::validate_recorded_bodies`]);
+//!   can be checked against the contract strictly
+//!   ([`validate_recorded_bodies`](Harness::validate_recorded_bodies));
 //! - `PUT /clients/{id}` as `ClientResource.update`: present non-null fields only, attributes
 //!   merged key by key with blank values deleting, secret kept unless sent, authorization
 //!   services off unless sent as `true`, URL validation (400 `invalid_input`), 409 on a clientId

@@ -30,8 +30,8 @@
 //!
 //! Test hooks: injectable latency, `fail_next` (5xx, 429 with `Retry-After`) for Management API
 //! calls, token expiry, request counters per (method, route template, status), a record of
-//! every PATCH body with contract validation ([`SimHandle::validate_recorded_bodies`]), and
-//! direct state edits.
+//! every PATCH body with contract validation
+//! ([`validate_recorded_bodies`](Harness::validate_recorded_bodies)), and direct state edits.
 
 pub mod schema;
 
