@@ -33,6 +33,7 @@
 //! every PATCH body with contract validation ([`SimHandle::validate_recorded_bodies`]), and
 //! direct state edits.
 
+pub mod conformance;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -545,24 +546,24 @@ fn patch(st: &mut SimState, id: &str, body: &Value, max_ttl_days: u32) -> Respon
         let issues = if body.is_object() {
             issues
         } else {
-            vec![schema::Issue {
-                code: "invalid_type",
-                path: Vec::new(),
-                message: format!(
-                    "Expected object, received {}",
-                    if body.is_array() { "array" } else { "other" }
-                ),
-            }]
+            vec![schema::Issue::invalid_type(
+                Vec::new(),
+                "object",
+                match body {
+                    Value::Array(_) => "array",
+                    Value::Null => "null",
+                    Value::String(_) => "string",
+                    Value::Number(_) => "number",
+                    _ => "boolean",
+                },
+            )]
         };
         let details = issues
             .iter()
             .map(schema::Issue::render)
             .collect::<Vec<_>>()
             .join("\n");
-        let data: Vec<Value> = issues
-            .iter()
-            .map(|i| json!({"code": i.code, "path": i.path, "message": i.message}))
-            .collect();
+        let data: Vec<Value> = issues.iter().map(schema::Issue::to_json).collect();
         return (
             StatusCode::BAD_REQUEST,
             axum::Json(
