@@ -594,7 +594,7 @@ fn patch(st: &mut SimState, id: &str, body: &Value, max_ttl_days: u32) -> Respon
         return error_body(
             StatusCode::UNPROCESSABLE_ENTITY,
             "application.third_party_application_cannot_enable_token_exchange",
-            "Third-party applications cannot enable token exchange.",
+            "Third-party applications are not allowed to enable token exchange.",
         );
     }
     if let Some(new) = body["customClientMetadata"].get("isDeviceFlow") {
@@ -606,7 +606,30 @@ fn patch(st: &mut SimState, id: &str, body: &Value, max_ttl_days: u32) -> Respon
             return error_body(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "application.device_flow_not_changeable",
-                "Device flow cannot be changed after the application is created.",
+                "Device flow cannot be changed after application creation.",
+            );
+        }
+    }
+    // `protectedAppMetadata` is merged into a Protected app's own (a falsy value is no update);
+    // any other app answers 400 `application.protected_application_only`.
+    let protected = body.get("protectedAppMetadata").filter(|v| !v.is_null());
+    if let Some(sent) = protected {
+        if kind != "Protected" {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "application.protected_application_only",
+                "The feature is only available for protected applications.",
+            );
+        }
+        if !app
+            .row
+            .get("protectedAppMetadata")
+            .is_some_and(Value::is_object)
+        {
+            return error_body(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "application.protected_application_misconfigured",
+                "Protected application is misconfigured.",
             );
         }
     }
@@ -615,8 +638,13 @@ fn patch(st: &mut SimState, id: &str, body: &Value, max_ttl_days: u32) -> Respon
     {
         app.is_admin = admin;
     }
+    if let (Some(Value::Object(sent)), Some(Value::Object(stored))) =
+        (protected, app.row.get_mut("protectedAppMetadata"))
+    {
+        stored.extend(sent.clone());
+    }
     for (k, v) in body.as_object().into_iter().flatten() {
-        if k == "isAdmin" {
+        if k == "isAdmin" || k == "protectedAppMetadata" {
             continue;
         }
         // updateApplicationById(id, rest, 'replace'): every key sent is set as sent; a JSONB

@@ -25,6 +25,7 @@ import {
   customClientMetadataDefault,
   customClientMetadataGuard,
 } from "@logto/schemas";
+import resources from "@logto/phrases";
 import { z } from "zod";
 
 const baseUrl = process.env.LOGTO_URL;
@@ -40,6 +41,19 @@ const patchBodyGuard = applicationPatchGuard.merge(z.object({ isAdmin: z.boolean
 const getAnswerGuard = applicationResponseGuard.merge(z.object({ isAdmin: z.boolean() })).strict();
 /** What `PATCH` answers: the updated row, without isAdmin. */
 const patchAnswerGuard = applicationResponseGuard.strict();
+
+/** Logto's English message for an error code, interpolated as i18next does. */
+function phrase(code, vars = {}) {
+  const text = code.split(".").reduce((o, k) => o?.[k], resources.en.errors);
+  assert.equal(typeof text, "string", `no phrase ${code}`);
+  return text.replace(/{{(\w+)}}/g, (_, k) => String(vars[k]));
+}
+
+/** Asserts a Management API error body: Logto's code and its English message. */
+function assertError(error, code, vars) {
+  assert.equal(error.code, code, JSON.stringify(error));
+  assert.equal(error.message, phrase(code, vars), code);
+}
 
 function management(clientId, clientSecret) {
   return createManagementApi(TENANT, {
@@ -114,8 +128,7 @@ async function patchRefused(id, body) {
   const before = await readApp(id);
   const r = await patchApp(id, body);
   assert.equal(r.status, 400, JSON.stringify(r.error));
-  assert.equal(r.error.code, "guard.invalid_input");
-  assert.equal(r.error.message, "The request body is invalid.");
+  assertError(r.error, "guard.invalid_input", { type: "body" });
   assert.deepEqual(r.error.data, JSON.parse(JSON.stringify(expected.error)));
   assert.equal(
     r.error.details,
@@ -228,8 +241,7 @@ test("an M2M app without the Management API permission gets a token without all,
   try {
     const r = await getApp("coder-app", apiClient);
     assert.equal(r.status, 403);
-    assert.equal(r.error.code, "auth.forbidden");
-    assert.equal(typeof r.error.message, "string");
+    assertError(r.error, "auth.forbidden");
   } finally {
     console.warn = warn;
   }
@@ -245,9 +257,7 @@ test("requests without a usable bearer token are 401 with koa-auth's codes", asy
   for (const [headers, code] of cases) {
     const res = await fetch(url, { headers });
     assert.equal(res.status, 401, code);
-    const body = await res.json();
-    assert.equal(body.code, code);
-    assert.equal(typeof body.message, "string");
+    assertError(await res.json(), code);
   }
   // A token without the Management API resource is opaque and refused.
   const r = await tokenRequest(
@@ -257,7 +267,7 @@ test("requests without a usable bearer token are 401 with koa-auth's codes", asy
   assert.equal(r.status, 200);
   const res = await fetch(url, { headers: { authorization: `Bearer ${r.body.access_token}` } });
   assert.equal(res.status, 401);
-  assert.equal((await res.json()).code, "auth.unauthorized");
+  assertError(await res.json(), "auth.unauthorized");
 });
 
 // --- GET /api/applications/{id} -------------------------------------------------------------
@@ -283,8 +293,7 @@ test("an app created without refresh settings shows {} and the defaults apply at
 test("an unknown application is 404 entity.not_exists_with_id", async () => {
   for (const r of [await getApp("no-such-app"), await patchApp("no-such-app", { name: "x" })]) {
     assert.equal(r.status, 404);
-    assert.equal(r.error.code, "entity.not_exists_with_id");
-    assert.equal(r.error.message, "The applications with ID `no-such-app` does not exist.");
+    assertError(r.error, "entity.not_exists_with_id", { name: "applications", id: "no-such-app" });
   }
 });
 
@@ -370,7 +379,7 @@ test("a refused body is refused before the application is looked up", async () =
   const body = { customClientMetadata: { refreshTokenTtlInDays: 500 } };
   const r = await patchApp("no-such-app", body);
   assert.equal(r.status, 400);
-  assert.equal(r.error.code, "guard.invalid_input");
+  assertError(r.error, "guard.invalid_input", { type: "body" });
 });
 
 test("oidcClientMetadata is replaced whole and needs both URI lists", async () => {
@@ -403,22 +412,39 @@ test("an empty body changes nothing and answers the application", async () => {
 test("a SAML app is refused: its own API must be used", async () => {
   const r = await patchApp("saml-app", { customClientMetadata: { rotateRefreshToken: false } });
   assert.equal(r.status, 400);
-  assert.equal(r.error.code, "application.saml.use_saml_app_api");
-  assert.equal(typeof r.error.message, "string");
+  assertError(r.error, "application.saml.use_saml_app_api");
 });
 
 test("a third-party app cannot enable token exchange (422)", async () => {
   const r = await patchApp("third-party-app", { customClientMetadata: { allowTokenExchange: true } });
   assert.equal(r.status, 422);
-  assert.equal(r.error.code, "application.third_party_application_cannot_enable_token_exchange");
+  assertError(r.error, "application.third_party_application_cannot_enable_token_exchange");
   await patchOk("third-party-app", { customClientMetadata: { allowTokenExchange: false } });
 });
 
 test("isDeviceFlow cannot be changed after creation (422)", async () => {
   const r = await patchApp("device-app", { customClientMetadata: { isDeviceFlow: false } });
   assert.equal(r.status, 422);
-  assert.equal(r.error.code, "application.device_flow_not_changeable");
+  assertError(r.error, "application.device_flow_not_changeable");
   await patchOk("device-app", { customClientMetadata: { isDeviceFlow: true, refreshTokenTtlInDays: 30 } });
+});
+
+test("protectedAppMetadata is only for Protected apps and is never stored as sent", async () => {
+  const before = await readApp("scratch-app");
+  const metadata = {
+    host: "coder.example.com",
+    origin: "https://coder.example.com",
+    sessionDuration: 3600,
+    pageRules: [],
+  };
+  const r = await patchApp("scratch-app", { protectedAppMetadata: metadata });
+  assert.equal(r.status, 400);
+  assertError(r.error, "application.protected_application_only");
+  assert.deepEqual(await readApp("scratch-app"), before);
+  // null is no update (the route only acts on a value), and nothing else is sent: the app as it is.
+  const nothing = await patchApp("scratch-app", { protectedAppMetadata: null });
+  assert.equal(nothing.status, 200, JSON.stringify(nothing.error));
+  assert.deepEqual(await readApp("scratch-app"), before);
 });
 
 test("an M2M app accepts refresh-token settings (they have no effect: it never gets refresh tokens)", async () => {
