@@ -613,7 +613,7 @@ fn patch(st: &mut SimState, id: &str, body: &Value, max_ttl_days: u32) -> Respon
     // `protectedAppMetadata` is merged into a Protected app's own (a falsy value is no update);
     // any other app answers 400 `application.protected_application_only`.
     let protected = body.get("protectedAppMetadata").filter(|v| !v.is_null());
-    if let Some(sent) = protected {
+    if protected.is_some() {
         if kind != "Protected" {
             return error_body(
                 StatusCode::BAD_REQUEST,
