@@ -11,10 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
-use oidc_refresh_operator::crd::OidcRefreshPolicy;
-use oidc_refresh_operator::sandbox::{self, IdpSim, NAMESPACE, Sandbox, SandboxProvider};
+use oidc_refresh_operator::sandbox::{self, IdpSim, Sandbox, SandboxProvider};
 use serde_json::{Value, json};
 use sim_logto::{APP_ROUTE, conformance};
 
@@ -70,18 +67,11 @@ async fn wait_metadata(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_made_with_the_official_client_is_restored_keeping_the_added_key() {
-    let sb = cluster().await;
-    let idp = sandbox::start_idp(SandboxProvider::Logto).await.unwrap();
+    let (sb, idp) = cluster_with_idp(SandboxProvider::Logto).await;
     let IdpSim::Logto(logto) = &idp.sim else {
         unreachable!()
     };
-    let (secret_name, secret_data) = idp.secret.clone().unwrap();
-    sandbox::create_secret(&sb.client, &secret_name, &secret_data)
-        .await
-        .unwrap();
-    sandbox::create_coder(&sb.client, sandbox::coder_deployment("coder", json!([])))
-        .await
-        .unwrap();
+    let secret_data = idp.secret.clone().unwrap().1;
     let mut policy = sandbox::example_policy("coder", idp.provider.clone());
     policy["spec"]["refreshTokens"] =
         json!({"offlineAccess": true, "lifetime": "2160h", "rotation": "Rotate"});
@@ -126,14 +116,7 @@ async fn drift_made_with_the_official_client_is_restored_keeping_the_added_key()
 
     // The operator reconciles (a spec change: the policy's generation moves on, so the identity
     // provider is read again rather than trusted from the last pass).
-    let api: Api<OidcRefreshPolicy> = Api::namespaced(sb.client.clone(), NAMESPACE);
-    api.patch(
-        "coder",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"interval": "11m"}})),
-    )
-    .await
-    .unwrap();
+    patch_policy_spec(&sb.client, "coder", json!({"interval": "11m"})).await;
     wait_metadata(logto, &app, "TTL and rotation restored", |cm| {
         cm["refreshTokenTtlInDays"] == json!(90) && cm["rotateRefreshToken"] == json!(true)
     })
@@ -150,26 +133,14 @@ async fn drift_made_with_the_official_client_is_restored_keeping_the_added_key()
         p.status.as_ref().unwrap().observed_generation,
         p.metadata.generation
     );
-    let start = Instant::now();
-    loop {
-        let events = sandbox::policy_events(&sb.client, "coder").await.unwrap();
-        let updates: Vec<_> = events
-            .iter()
-            .filter(|e| e.1 == "IdentityProviderUpdated")
-            .collect();
-        if updates.len() == 2 {
-            let msg = &updates[1].2;
-            assert!(
-                msg.contains("customClientMetadata.refreshTokenTtlInDays: 30 -> 90")
-                    && msg.contains("customClientMetadata.rotateRefreshToken: false -> true")
-                    && !msg.contains("allowTokenExchange"),
-                "{msg}"
-            );
-            break;
-        }
-        assert!(start.elapsed() < WAIT, "{events:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let updates =
+        wait_event_messages(&sb.client, "coder", "IdentityProviderUpdated", 2, WAIT).await;
+    assert!(
+        updates[1].contains("customClientMetadata.refreshTokenTtlInDays: 30 -> 90")
+            && updates[1].contains("customClientMetadata.rotateRefreshToken: false -> true")
+            && !updates[1].contains("allowTokenExchange"),
+        "{updates:?}"
+    );
     // Every body the operator and the official client sent validates against Logto's contract.
     idp.sim
         .validate_bodies()
