@@ -370,9 +370,78 @@ test("the other customClientMetadata keys are typed and ranged by the guard", as
   ]) {
     await patchRefused("scratch-app", { customClientMetadata });
   }
-  for (const body of [{ customClientMetadata: null }, { customClientMetadata: [] }, { name: "" }, { name: 7 }]) {
+  for (const body of [
+    { customClientMetadata: null },
+    { customClientMetadata: [] },
+    { name: "" },
+    { name: 7 },
+    { name: "x".repeat(257) },
+    { description: 7 },
+    { customData: [] },
+    { customData: "team" },
+    {
+      oidcClientMetadata: {
+        redirectUris: [],
+        postLogoutRedirectUris: [],
+        backchannelLogoutUri: "not-a-url",
+      },
+    },
+    { oidcClientMetadata: { redirectUris: "https://coder.example.com/cb", postLogoutRedirectUris: [] } },
+    { isAdmin: "yes" },
+  ]) {
     await patchRefused("scratch-app", body);
   }
+});
+
+test("name, description and customData are set as sent", async () => {
+  const before = await readApp("scratch-app");
+  const stored = await patchOk("scratch-app", {
+    name: "x".repeat(256),
+    description: null,
+    customData: { nested: { list: [1, "two", null] } },
+  });
+  assert.equal(stored.name.length, 256);
+  assert.equal(stored.description, null);
+  assert.deepEqual(stored.customData, { nested: { list: [1, "two", null] } });
+  await patchOk("scratch-app", {
+    name: before.name,
+    description: before.description,
+    customData: before.customData,
+  });
+  assert.deepEqual(await readApp("scratch-app"), before);
+});
+
+test("redirect URIs: web URLs, wildcards with a dotted host, and native app schemes", async () => {
+  const before = await readApp("scratch-app");
+  for (const uri of [
+    "https://coder.example.com/api/v2/users/oidc/callback",
+    "http://localhost:3000/callback",
+    "https://*.example.com/callback",
+    "com.example.app://callback",
+    "io.logto:/callback",
+  ]) {
+    await patchOk("scratch-app", { oidcClientMetadata: { redirectUris: [uri], postLogoutRedirectUris: [uri] } });
+  }
+  for (const uri of [
+    "coder.example.com/callback",
+    "https://coder.example.com/a/../callback",
+    "https://*/callback",
+    "https://coder.example.com/cb?x=*",
+    "",
+  ]) {
+    await patchRefused("scratch-app", { oidcClientMetadata: { redirectUris: [uri], postLogoutRedirectUris: [] } });
+  }
+  await patchOk("scratch-app", { oidcClientMetadata: before.oidcClientMetadata });
+});
+
+test("isAdmin switches the admin role of an M2M app; the PATCH answer never shows it", async () => {
+  const on = await patchApp("no-role-m2m", { isAdmin: true });
+  assert.equal(on.status, 200, JSON.stringify(on.error));
+  assert.equal("isAdmin" in on.data, false);
+  assert.equal((await readApp("no-role-m2m")).isAdmin, true);
+  const off = await patchApp("no-role-m2m", { isAdmin: false });
+  assert.equal(off.status, 200);
+  assert.equal((await readApp("no-role-m2m")).isAdmin, false);
 });
 
 test("a refused body is refused before the application is looked up", async () => {
