@@ -20,13 +20,18 @@
 //!   **a JSONB object sent (`oidcClientMetadata`, `customClientMetadata`, `customData`) replaces
 //!   the stored one wholesale**, unknown keys are dropped silently (zod objects are not strict),
 //!   and `refreshTokenTtlInDays` must be an integer 1–180 (1–90 with
-//!   [`SimConfig::max_ttl_days`] = [`LEGACY_MAX_TTL_DAYS`], Logto before 1.34.0).
+//!   [`SimConfig::max_ttl_days`] = [`LEGACY_MAX_TTL_DAYS`], Logto before 1.34.0); a refused body
+//!   answers zod's own issues. `protectedAppMetadata` is merged into a Protected app's object and
+//!   refused (400) on any other app.
 //! - Management API authentication as `koa-auth` answers it: 401 `auth.authorization_header_missing`,
 //!   `auth.authorization_token_type_not_supported`, `auth.unauthorized`; 403 `auth.forbidden`
 //!   when the token lacks scope `all`.
 //! - What an authorization request would get ([`SimHandle::would_issue_refresh_token`]): Logto's
 //!   `oidc-provider` fork drops `offline_access` unless `prompt` includes `consent`, and issues a
 //!   refresh token when `offline_access` was granted or (web apps) `alwaysIssueRefreshToken`.
+//!
+//! The official client `@logto/api` and the zod guards of `@logto/schemas` check all of this in
+//! `tests/conformance/logto` ([`conformance`] runs it).
 //!
 //! Test hooks: injectable latency, `fail_next` (5xx, 429 with `Retry-After`) for Management API
 //! calls, token expiry, request counters per (method, route template, status), a record of

@@ -37,6 +37,16 @@ fn seed(sim: &SimHandle) {
     let mut third = traditional_app("third-party-app", "Third party");
     third["isThirdParty"] = json!(true);
     sim.add_application(third, Some("third-party-secret"));
+    let mut protected = traditional_app("protected-app", "Docs behind Logto");
+    protected["type"] = json!("Protected");
+    protected["oidcClientMetadata"]["redirectUris"] = json!([]);
+    protected["protectedAppMetadata"] = json!({
+        "host": "docs.example.com",
+        "origin": "https://docs.internal.example.com",
+        "sessionDuration": 3600,
+        "pageRules": []
+    });
+    sim.add_application(protected, Some("protected-secret"));
     let mut device = traditional_app("device-app", "TV");
     device["type"] = json!("Native");
     device["customClientMetadata"] = json!({"isDeviceFlow": true});

@@ -12,7 +12,8 @@
 // `coder-app` (`coder-secret`; customClientMetadata corsAllowedOrigins, idTokenTtl 3600,
 // rotateRefreshToken false, maxAllowedGrants 5; customData {team: "platform"}), `scratch-app`
 // and `third-party-app` (isThirdParty); a SAML app `saml-app`; a Native device-flow app
-// `device-app`.
+// `device-app`; a Protected app `protected-app` (host docs.example.com, origin
+// https://docs.internal.example.com, sessionDuration 3600, no page rules).
 //
 // Run: LOGTO_URL=... node --test suite.test.mjs
 
@@ -281,6 +282,10 @@ test("GET answers the stored row with isAdmin, fitting the official guards", asy
   assert.deepEqual(app.customData, { team: "platform" });
   const m2m = await readApp("operator-m2m");
   assert.equal(m2m.type, "MachineToMachine");
+  // Every seeded row is one Logto could hold.
+  for (const id of ["no-role-m2m", "scratch-app", "saml-app", "third-party-app", "device-app", "protected-app"]) {
+    await readApp(id);
+  }
 });
 
 test("an app created without refresh settings shows {} and the defaults apply at runtime", async () => {
@@ -510,6 +515,15 @@ test("protectedAppMetadata is only for Protected apps and is never stored as sen
   assert.equal(r.status, 400);
   assertError(r.error, "application.protected_application_only");
   assert.deepEqual(await readApp("scratch-app"), before);
+  // A Protected app's object takes the keys sent and keeps the others.
+  const partial = await patchApp("protected-app", { protectedAppMetadata: { sessionDuration: 7200 } });
+  assert.equal(partial.status, 200, JSON.stringify(partial.error));
+  assert.deepEqual((await readApp("protected-app")).protectedAppMetadata, {
+    host: "docs.example.com",
+    origin: "https://docs.internal.example.com",
+    sessionDuration: 7200,
+    pageRules: [],
+  });
   // null is no update (the route only acts on a value), and nothing else is sent: the app as it is.
   const nothing = await patchApp("scratch-app", { protectedAppMetadata: null });
   assert.equal(nothing.status, 200, JSON.stringify(nothing.error));
