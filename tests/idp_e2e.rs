@@ -13,16 +13,7 @@ use oidc_refresh_operator::sandbox::{self, NAMESPACE, Sandbox, SandboxProvider};
 use serde_json::json;
 
 async fn setup(provider: SandboxProvider) -> (Sandbox, sandbox::IdpSetup) {
-    let sb = cluster().await;
-    let idp = sandbox::start_idp(provider).await.unwrap();
-    let (name, data) = idp.secret.clone().unwrap();
-    sandbox::create_secret(&sb.client, &name, &data)
-        .await
-        .unwrap();
-    sandbox::create_coder(&sb.client, sandbox::coder_deployment("coder", json!([])))
-        .await
-        .unwrap();
-    (sb, idp)
+    cluster_with_idp(provider).await
 }
 
 fn policy(provider: SandboxProvider, idp: &sandbox::IdpSetup) -> serde_json::Value {
@@ -414,25 +405,18 @@ async fn identity_provider_drift_is_corrected_on_the_interval() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let start = std::time::Instant::now();
-    loop {
-        let events = sandbox::policy_events(&sb.client, "coder").await.unwrap();
-        let updates: Vec<_> = events
-            .iter()
-            .filter(|e| e.1 == "IdentityProviderUpdated")
-            .collect();
-        if updates.len() == 2 {
-            assert!(
-                updates[1]
-                    .2
-                    .contains("use.refresh.tokens to true (was false)"),
-                "{updates:?}"
-            );
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "{events:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let updates = wait_event_messages(
+        &sb.client,
+        "coder",
+        "IdentityProviderUpdated",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        updates[1].contains("use.refresh.tokens to true (was false)"),
+        "{updates:?}"
+    );
     sb.stop().await;
     idp.sim.shutdown().await;
 }

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 
 use common::*;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use oidc_refresh_operator::crd::{OidcRefreshPolicy, PlannedChange};
 use oidc_refresh_operator::sandbox::{self, IdpSetup, IdpSim, NAMESPACE, SandboxProvider};
 use serde_json::{Map, Value, json};
@@ -210,14 +209,7 @@ async fn observe_then_enforce(provider: SandboxProvider) {
     assert_eq!(plan_of(&again), plan);
 
     // Enforce: exactly the plan is written.
-    let api: Api<OidcRefreshPolicy> = Api::namespaced(sb.client.clone(), NAMESPACE);
-    api.patch(
-        "coder",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"managementPolicy": "Enforce"}})),
-    )
-    .await
-    .unwrap();
+    patch_policy_spec(&sb.client, "coder", json!({"managementPolicy": "Enforce"})).await;
     let ready = wait_ready(&sb.client, "coder").await;
     let state_after = idp_state(&idp);
     let mut changed = Vec::new();

@@ -218,3 +218,62 @@ impl IdpSimExt for IdpSim {
         }
     }
 }
+
+/// A cluster with a controller, an identity-provider simulator, the Secret with its credentials
+/// and a Coder Deployment named `coder`.
+pub async fn cluster_with_idp(provider: sandbox::SandboxProvider) -> (Sandbox, sandbox::IdpSetup) {
+    let sb = cluster().await;
+    let idp = sandbox::start_idp(provider).await.unwrap();
+    let (name, data) = idp.secret.clone().unwrap();
+    sandbox::create_secret(&sb.client, &name, &data)
+        .await
+        .unwrap();
+    sandbox::create_coder(
+        &sb.client,
+        sandbox::coder_deployment("coder", serde_json::json!([])),
+    )
+    .await
+    .unwrap();
+    (sb, idp)
+}
+
+/// Merge-patches the policy's spec (a new generation).
+pub async fn patch_policy_spec(client: &Client, name: &str, spec: Value) {
+    let api: Api<OidcRefreshPolicy> = Api::namespaced(client.clone(), NAMESPACE);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .expect("patch the policy's spec");
+}
+
+/// Waits until the policy has `n` Events with `reason` (failing on more, or after `within`);
+/// returns their messages, oldest first.
+pub async fn wait_event_messages(
+    client: &Client,
+    name: &str,
+    reason: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let events = sandbox::policy_events(client, name).await.unwrap();
+        let found: Vec<String> = events
+            .iter()
+            .filter(|e| e.1 == reason)
+            .map(|e| e.2.clone())
+            .collect();
+        assert!(
+            found.len() <= n,
+            "more than {n} {reason} Events: {events:?}"
+        );
+        if found.len() == n {
+            return found;
+        }
+        assert!(start.elapsed() < within, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -20,7 +20,9 @@
 //!   **a JSONB object sent (`oidcClientMetadata`, `customClientMetadata`, `customData`) replaces
 //!   the stored one wholesale**, unknown keys are dropped silently (zod objects are not strict),
 //!   and `refreshTokenTtlInDays` must be an integer 1–180 (1–90 with
-//!   [`SimConfig::max_ttl_days`] = [`LEGACY_MAX_TTL_DAYS`], Logto before 1.34.0).
+//!   [`SimConfig::max_ttl_days`] = [`LEGACY_MAX_TTL_DAYS`], Logto before 1.34.0); a refused body
+//!   answers zod's own issues. `protectedAppMetadata` is merged into a Protected app's object and
+//!   refused (400) on any other app.
 //! - Management API authentication as `koa-auth` answers it: 401 `auth.authorization_header_missing`,
 //!   `auth.authorization_token_type_not_supported`, `auth.unauthorized`; 403 `auth.forbidden`
 //!   when the token lacks scope `all`.
@@ -28,11 +30,15 @@
 //!   `oidc-provider` fork drops `offline_access` unless `prompt` includes `consent`, and issues a
 //!   refresh token when `offline_access` was granted or (web apps) `alwaysIssueRefreshToken`.
 //!
+//! The official client `@logto/api` and the zod guards of `@logto/schemas` check all of this in
+//! `tests/conformance/logto` ([`conformance`] runs it).
+//!
 //! Test hooks: injectable latency, `fail_next` (5xx, 429 with `Retry-After`) for Management API
 //! calls, token expiry, request counters per (method, route template, status), a record of
 //! every PATCH body with contract validation
 //! ([`validate_recorded_bodies`](Harness::validate_recorded_bodies)), and direct state edits.
 
+pub mod conformance;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -453,24 +459,24 @@ fn patch(st: &mut SimState, id: &str, body: &Value, max_ttl_days: u32) -> Respon
         let issues = if body.is_object() {
             issues
         } else {
-            vec![schema::Issue {
-                code: "invalid_type",
-                path: Vec::new(),
-                message: format!(
-                    "Expected object, received {}",
-                    if body.is_array() { "array" } else { "other" }
-                ),
-            }]
+            vec![schema::Issue::invalid_type(
+                Vec::new(),
+                "object",
+                match body {
+                    Value::Array(_) => "array",
+                    Value::Null => "null",
+                    Value::String(_) => "string",
+                    Value::Number(_) => "number",
+                    _ => "boolean",
+                },
+            )]
         };
         let details = issues
             .iter()
             .map(schema::Issue::render)
             .collect::<Vec<_>>()
             .join("\n");
-        let data: Vec<Value> = issues
-            .iter()
-            .map(|i| json!({"code": i.code, "path": i.path, "message": i.message}))
-            .collect();
+        let data: Vec<Value> = issues.iter().map(schema::Issue::to_json).collect();
         return (
             StatusCode::BAD_REQUEST,
             axum::Json(
@@ -501,7 +507,7 @@ fn patch(st: &mut SimState, id: &str, body: &Value, max_ttl_days: u32) -> Respon
         return error_body(
             StatusCode::UNPROCESSABLE_ENTITY,
             "application.third_party_application_cannot_enable_token_exchange",
-            "Third-party applications cannot enable token exchange.",
+            "Third-party applications are not allowed to enable token exchange.",
         );
     }
     if let Some(new) = body["customClientMetadata"].get("isDeviceFlow") {
@@ -513,7 +519,30 @@ fn patch(st: &mut SimState, id: &str, body: &Value, max_ttl_days: u32) -> Respon
             return error_body(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "application.device_flow_not_changeable",
-                "Device flow cannot be changed after the application is created.",
+                "Device flow cannot be changed after application creation.",
+            );
+        }
+    }
+    // `protectedAppMetadata` is merged into a Protected app's own (a falsy value is no update);
+    // any other app answers 400 `application.protected_application_only`.
+    let protected = body.get("protectedAppMetadata").filter(|v| !v.is_null());
+    if protected.is_some() {
+        if kind != "Protected" {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "application.protected_application_only",
+                "The feature is only available for protected applications.",
+            );
+        }
+        if !app
+            .row
+            .get("protectedAppMetadata")
+            .is_some_and(Value::is_object)
+        {
+            return error_body(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "application.protected_application_misconfigured",
+                "Protected application is misconfigured.",
             );
         }
     }
@@ -522,8 +551,13 @@ fn patch(st: &mut SimState, id: &str, body: &Value, max_ttl_days: u32) -> Respon
     {
         app.is_admin = admin;
     }
+    if let (Some(Value::Object(sent)), Some(Value::Object(stored))) =
+        (protected, app.row.get_mut("protectedAppMetadata"))
+    {
+        stored.extend(sent.clone());
+    }
     for (k, v) in body.as_object().into_iter().flatten() {
-        if k == "isAdmin" {
+        if k == "isAdmin" || k == "protectedAppMetadata" {
             continue;
         }
         // updateApplicationById(id, rest, 'replace'): every key sent is set as sent; a JSONB
