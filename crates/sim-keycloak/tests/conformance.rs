@@ -5,16 +5,19 @@
 //! Needs Node.js (≥ 18) on `PATH`; fails when it is missing. Installs the suite's pinned
 //! dependencies with `npm ci` when `node_modules` is absent.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sim_keycloak::{SimConfig, SimHandle};
 
+#[path = "../../../tests/conformance/keycloak/runner.rs"]
+mod runner;
+
+use runner::{ensure_dependencies, require_node, run};
+
 const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
-const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/keycloak")
@@ -77,75 +80,6 @@ fn seed(sim: &SimHandle) {
         "include.in.openid.provider.metadata",
         Some("false"),
     );
-}
-
-/// Runs `cmd` to completion or until `timeout`; returns (success, stdout + stderr).
-fn run(mut cmd: Command, timeout: Duration) -> (bool, String) {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = format!(
-        "{}\n{}",
-        out_reader.join().unwrap_or_default(),
-        err_reader.join().unwrap_or_default()
-    );
-    match status {
-        Some(s) => (s.success(), text),
-        None => (false, format!("{what} timed out after {timeout:?}\n{text}")),
-    }
-}
-
-fn require_node() {
-    match Command::new("node").arg("--version").output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "`node --version` failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!(
-            "Node.js is required for the Keycloak conformance suite (tests/conformance/keycloak) and was not found on PATH: {e}"
-        ),
-    }
-}
-
-fn ensure_dependencies(dir: &Path) {
-    if dir
-        .join("node_modules/@keycloak/keycloak-admin-client/package.json")
-        .exists()
-    {
-        return;
-    }
-    let mut npm = Command::new("npm");
-    npm.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
-    let (ok, out) = run(npm, NPM_TIMEOUT);
-    assert!(ok, "npm ci in {} failed:\n{out}", dir.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
