@@ -10,7 +10,11 @@
 //! (`PUT /admin/api/{realm}/clients/{clientId}`, a preview API behind the `client-admin-api:v2`
 //! feature) whenever the resource's spec changes, and deletes the client when the resource is
 //! deleted. The representation has no field for client scopes, realm-role scope mappings or
-//! client attributes: what the operator would set cannot be declared there.
+//! client attributes: what the operator would set cannot be declared there. Whether an update
+//! through that API keeps what its representation lacks is not settled (the server side,
+//! `DefaultClientService.createOrUpdate`, maps the representation onto the client with a "TODO:
+//! defaulting, validation, canonicalization"); the client's lifecycle is the Keycloak operator's
+//! in any case, so the operator leaves it alone and says what the client needs.
 //!
 //! The Keycloak operator has no other client kind for OIDC (`KeycloakSAMLClient` is for SAML
 //! clients); realms it imports once from `KeycloakRealmImport` resources are not managed
