@@ -30,15 +30,6 @@ const RECOVERY: Duration = Duration::from_secs(60);
 const LEASE_RBAC_TEMPLATE: &str =
     include_str!("../charts/oidc-refresh-operator/templates/lease-rbac.yaml");
 
-/// A client authenticating with `token`.
-fn client_with_token(sim: &kube_sim::SimHandle, token: &str) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = kube::Config::new(sim.base_url().parse().unwrap());
-    config.default_namespace = NAMESPACE.into();
-    config.auth_info.token = Some(token.to_string().into());
-    Client::try_from(config).unwrap()
-}
-
 /// Creates (or, with `replace`, replaces) an object of any kind as the admin.
 async fn put_object(client: &Client, obj: &Value, replace: bool) {
     let api_version = obj["apiVersion"].as_str().unwrap();

@@ -21,6 +21,7 @@ pub mod google;
 pub mod http;
 pub mod keycloak;
 pub mod logto;
+pub mod other_tools;
 pub mod pingfederate;
 
 use std::any::Any;
@@ -363,6 +364,23 @@ pub trait IdentityProvider: Send + Sync {
     /// Performs exactly the writes of `plan` (none when it is empty), reads back and plans again;
     /// fails with [`ProviderError::NotPersisted`] when something still differs.
     async fn apply(&self, plan: &IdpPlan) -> Result<Applied, ProviderError>;
+
+    /// Custom resources of other tools that may manage this provider's object (the reconciler
+    /// lists them cluster-wide, only while their CRD is served). None by default.
+    fn other_tools(&self) -> Vec<other_tools::ToolQuery> {
+        Vec::new()
+    }
+
+    /// Blocking findings for the resources of `query` (as listed, opaque JSON) that manage the
+    /// object `plan` would change in a way their tool would revert or could not declare. Pure.
+    fn managed_by_other_tools(
+        &self,
+        _plan: &IdpPlan,
+        _query: &other_tools::ToolQuery,
+        _found: &[serde_json::Value],
+    ) -> Vec<Finding> {
+        Vec::new()
+    }
 
     /// `check`, `observe` and `plan` in one call.
     async fn observe_plan(&self, desired: &DesiredSettings) -> Result<IdpPlan, ProviderError> {

@@ -92,6 +92,15 @@ pub async fn act(
                     );
                     settings = Some(applied.observation.settings.clone());
                     findings = applied.observation.findings.clone();
+                    // The provider's read-back does not redo the look-up of other tools.
+                    findings.extend(
+                        idp_plan
+                            .observation
+                            .findings
+                            .iter()
+                            .filter(|f| f.reason == super::other_tools::NOT_CHECKED)
+                            .cloned(),
+                    );
                     let done: Vec<String> = if applied.actions.is_empty() {
                         changes.iter().map(ToString::to_string).collect()
                     } else {

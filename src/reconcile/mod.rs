@@ -7,7 +7,8 @@
 //! - [`act`]: the writes the plan lists (identity provider first, then the Deployment);
 //! - [`crate::status`]: the status an [`Outcome`] leads to; [`crate::events`]: the Events;
 //! - [`backoff`]: when the policy is looked at again (the rules are written at its top);
-//! - [`memo`]: clean provider plans reused by passes that only follow the Coder side.
+//! - [`memo`]: clean provider plans reused by passes that only follow the Coder side;
+//! - [`other_tools`]: other tools' custom resources managing the object a plan would change.
 //!
 //! Level-triggered and idempotent: every pass re-reads everything; a converged policy produces
 //! an empty plan, no writes to the identity provider or the Deployment, and a status equal to the
@@ -17,6 +18,7 @@ pub mod act;
 pub mod backoff;
 pub mod memo;
 pub mod observe;
+pub mod other_tools;
 pub mod plan;
 pub mod spec;
 
@@ -60,6 +62,8 @@ pub struct Context {
     pub memos: Memos,
     /// The controller's policy cache: which other policies aim at the same Deployment.
     pub policies: Option<Store<OidcRefreshPolicy>>,
+    /// Which other tools' custom resources the API server serves (cached discovery).
+    pub other_tools: other_tools::ServedKinds,
 }
 
 impl Context {
@@ -78,6 +82,7 @@ impl Context {
             backoff: Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
             memos: Memos::default(),
             policies: None,
+            other_tools: other_tools::ServedKinds::default(),
         }
     }
 

@@ -358,7 +358,9 @@ async fn observe_idp_with(
         Err(e) => Err(e),
     };
     Ok(match plan {
-        Ok(plan) => {
+        Ok(mut plan) => {
+            super::other_tools::check(provider.as_ref(), &mut plan, &ctx.client, &ctx.other_tools)
+                .await;
             ctx.memos.remember(memo, secret_version.as_deref(), &plan);
             IdpObserved::Seen {
                 provider,

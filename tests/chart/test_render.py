@@ -23,6 +23,8 @@ EXPECTED_RULES = {
     ("", "secrets"): ["get", "list", "watch"],
     ("", "configmaps"): ["get"],
     ("events.k8s.io", "events"): ["create"],
+    ("k8s.keycloak.org", "keycloakoidcclients"): ["list"],
+    ("entra.azure.com", "applications"): ["list"],
 }
 # Leader election, in the operator's own namespace only.
 EXPECTED_LEASE_RULES = [

@@ -21,6 +21,15 @@ pub async fn cluster() -> Sandbox {
     Sandbox::start_controller(sim, client)
 }
 
+/// A client of the simulator authenticating with `token`.
+pub fn client_with_token(sim: &kube_sim::SimHandle, token: &str) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = kube::Config::new(sim.base_url().parse().unwrap());
+    config.default_namespace = NAMESPACE.into();
+    config.auth_info.token = Some(token.to_string().into());
+    Client::try_from(config).unwrap()
+}
+
 /// Applies `body` to the Deployment as `manager` (server-side apply).
 pub async fn apply_as(
     client: &Client,

@@ -85,4 +85,13 @@ The rules the operator needs on the namespaces it watches: exactly the verbs it 
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
+# Other tools' resources for the same identity-provider objects, read before writing (only while
+# their CRD is served): the Keycloak operator's KeycloakOIDCClients and Azure Service Operator's
+# Entra Applications.
+- apiGroups: ["k8s.keycloak.org"]
+  resources: ["keycloakoidcclients"]
+  verbs: ["list"]
+- apiGroups: ["entra.azure.com"]
+  resources: ["applications"]
+  verbs: ["list"]
 {{- end }}

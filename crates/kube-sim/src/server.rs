@@ -242,41 +242,46 @@ async fn handle(
         ["healthz"] | ["readyz"] | ["livez"] => {
             return into_response(Reply::Raw(200, "ok".into(), "text/plain"));
         }
-        ["api"] => return into_response(Reply::ok(crate::discovery::api_versions())),
+        ["api"] => {
+            return discovered(&shared, &segs, Reply::ok(crate::discovery::api_versions()));
+        }
         ["apis"] => {
-            let st = shared.lock();
-            return into_response(Reply::ok(crate::discovery::api_group_list(&st.resources)));
+            let reply = Reply::ok(crate::discovery::api_group_list(&shared.lock().resources));
+            return discovered(&shared, &segs, reply);
         }
         ["api", "v1"] => {
-            let st = shared.lock();
-            return into_response(Reply::ok(crate::discovery::resource_list(
-                &st.resources,
+            let reply = Reply::ok(crate::discovery::resource_list(
+                &shared.lock().resources,
                 "",
                 "v1",
-            )));
+            ));
+            return discovered(&shared, &segs, reply);
         }
         ["apis", group] => {
-            let st = shared.lock();
-            return into_response(match crate::discovery::api_group(&st.resources, group) {
+            let reply = match crate::discovery::api_group(&shared.lock().resources, group) {
                 Some(v) => Reply::ok(v),
                 None => not_found_path(),
-            });
+            };
+            return discovered(&shared, &segs, reply);
         }
         ["apis", group, version] => {
-            let st = shared.lock();
-            let known = st
-                .resources
-                .iter()
-                .any(|r| r.group == *group && r.version == *version);
-            return into_response(if known {
-                Reply::ok(crate::discovery::resource_list(
-                    &st.resources,
-                    group,
-                    version,
-                ))
-            } else {
-                not_found_path()
-            });
+            let reply = {
+                let st = shared.lock();
+                let known = st
+                    .resources
+                    .iter()
+                    .any(|r| r.group == *group && r.version == *version);
+                if known {
+                    Reply::ok(crate::discovery::resource_list(
+                        &st.resources,
+                        group,
+                        version,
+                    ))
+                } else {
+                    not_found_path()
+                }
+            };
+            return discovered(&shared, &segs, reply);
         }
         ["openapi", "v3"] => {
             let st = shared.lock();
@@ -506,6 +511,22 @@ fn authorize(shared: &Shared, req: &ApiRequest) -> Result<(), SimError> {
         }
     }
     Ok(())
+}
+
+/// Answers a discovery request, counted like a resource request under its path as
+/// `("get", "/apis/<group>/<version>")` (the API server counts and audits them as non-resource
+/// URLs), so tests can see how often a client asks.
+fn discovered(shared: &Arc<Shared>, segs: &[&str], reply: Reply) -> Response<Body> {
+    let code = match &reply {
+        Reply::Json(c, _, _) | Reply::Raw(c, _, _) => *c,
+        Reply::Stream(_) => 200,
+    };
+    shared
+        .counters
+        .lock()
+        .unwrap()
+        .record("get", &format!("/{}", segs.join("/")), code);
+    into_response(reply)
 }
 
 fn not_found_path() -> Reply {

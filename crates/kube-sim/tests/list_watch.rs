@@ -522,3 +522,72 @@ async fn table_and_metadata_answers() {
     assert_eq!(ev["object"]["rows"][0]["cells"][1], 2);
     sim.shutdown().await;
 }
+
+/// A group-version is discoverable exactly while a CRD serves it: 404 (a `Status`) before, the
+/// resource listed after, 404 again once the CRD is deleted; its custom resources can be listed
+/// across namespaces with a `metadata.name` field selector. Discovery requests are counted under
+/// their path.
+#[tokio::test]
+async fn a_crds_group_version_is_discoverable_only_while_the_crd_exists() {
+    let sim = start().await;
+    let (s, v) = get(&sim, "/apis/example.dev/v1alpha1").await;
+    assert_eq!(
+        (s, v["kind"].as_str(), v["code"].as_u64()),
+        (404, Some("Status"), Some(404))
+    );
+    let (s, _) = get(&sim, "/apis/example.dev/v1alpha1/widgets").await;
+    assert_eq!(s, 404);
+    install_crd(&sim).await;
+    let (s, rl) = get(&sim, "/apis/example.dev/v1alpha1").await;
+    assert_eq!(s, 200);
+    assert_eq!(rl["resources"][0]["name"], "widgets");
+    for ns in ["a", "b"] {
+        let (s, v) = post(
+            &sim,
+            "/api/v1/namespaces",
+            json!({"metadata": {"name": ns}}),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    for (ns, name) in [("a", "w1"), ("b", "w1"), ("b", "w2")] {
+        let (s, v) = post(
+            &sim,
+            &format!("/apis/example.dev/v1alpha1/namespaces/{ns}/widgets"),
+            json!({"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": name}, "spec": {"mode": "Auto", "url": "https://example.dev"}}),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, list) = get(
+        &sim,
+        "/apis/example.dev/v1alpha1/widgets?fieldSelector=metadata.name%3Dw1",
+    )
+    .await;
+    assert_eq!(s, 200, "{list}");
+    let mut found: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["metadata"]["namespace"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found, vec!["a/w1", "b/w1"]);
+    let (s, _) = delete(
+        &sim,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.dev",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = get(&sim, "/apis/example.dev/v1alpha1").await;
+    assert_eq!(s, 404);
+    let c = sim.counters();
+    assert_eq!(c.get("get", "/apis/example.dev/v1alpha1"), 3);
+    sim.shutdown().await;
+}

@@ -65,8 +65,12 @@
 //! `oauth2PermissionGrants`), and (blocking, reason `ManagedByBicep`) an app registration with
 //! `uniqueName` set, i.e. managed by a Bicep template, when the operator would change its
 //! properties: the finding lists what to declare in the template instead (see [`bicep_finding`]).
-//! Azure Service Operator `Application` resources are not detected (providers have no Kubernetes
-//! client).
+//! An app an Azure Service Operator `Application` resource manages (looked up by the reconciler
+//! when that CRD is served) is not changed when that resource's spec sets
+//! `isFallbackPublicClient: true`, the one property both write: the plan then carries the
+//! blocking finding `ManagedByAzureServiceOperator` naming the resource and the field to set in
+//! it (see [`aso_finding`]). ASO's `Application` has no `requiredResourceAccess` and never sends
+//! one, so the permissions the operator adds do not conflict with it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,14 +82,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::http::{self, BearerAnswer as Answer};
+use super::other_tools::ToolQuery;
 use super::{
-    Applied, Credentials, DesiredSettings, IdentityProvider, IdpPlan, ProviderDeps, ProviderError,
-    ProviderKind, Snapshot as AnySnapshot, missing_credentials,
+    Applied, Credentials, DesiredSettings, Finding, IdentityProvider, IdpPlan, ProviderDeps,
+    ProviderError, ProviderKind, Snapshot as AnySnapshot, missing_credentials,
 };
 use crate::crd::EntraIdSpec;
 
 mod errors;
 mod model;
+mod other_tools;
 
 use model::OTHER_KNOWN_SCOPES;
 
@@ -98,6 +104,7 @@ pub use model::{
     observation, parse_timespan, plan, policy_access_token_lifetime, policy_definition,
     policy_name, wanted_scopes,
 };
+pub use other_tools::{ASO_APPLICATION, ASO_RESOURCE_ID_ANNOTATION, aso_finding};
 
 const KIND: ProviderKind = ProviderKind::EntraId;
 
@@ -962,6 +969,21 @@ impl IdentityProvider for EntraId {
             plan: todo,
         };
         Ok(IdpPlan::new(KIND, desired, seen, writes))
+    }
+
+    fn other_tools(&self) -> Vec<ToolQuery> {
+        vec![other_tools::query()]
+    }
+
+    fn managed_by_other_tools(
+        &self,
+        plan: &IdpPlan,
+        query: &ToolQuery,
+        found: &[Value],
+    ) -> Vec<Finding> {
+        super::other_tools::judge(plan, query, ASO_APPLICATION, |w: &Writes| {
+            aso_finding(&w.plan, &w.snap, &self.app_id, found)
+        })
     }
 
     async fn apply(&self, todo: &IdpPlan) -> Result<Applied, ProviderError> {

@@ -641,8 +641,7 @@ pub fn bicep_unique_name(app: &Value) -> Option<&str> {
 /// writes would be reverted and written again, pass after pass. The finding says what to add to
 /// the Bicep source instead. Token lifetime policy assignments are not properties of the
 /// application resource Bicep declares, so they do not conflict. (Azure Service Operator's
-/// `Application` custom resources cannot be seen from here: providers have no Kubernetes
-/// client.)
+/// `Application` custom resources are handled by [`super::aso_finding`].)
 pub fn bicep_finding(
     snap: &Snapshot,
     plan: &Plan,

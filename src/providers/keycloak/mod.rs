@@ -67,6 +67,11 @@
 //! not changed: its next import would undo the changes (it manages client-scope lists in full).
 //! When something needs changing the plan carries the blocking finding
 //! `ManagedByKeycloakConfigCli` saying what to add to the import file.
+//!
+//! A client the Keycloak operator manages (a `KeycloakOIDCClient` custom resource of the same
+//! realm whose name is the clientId; looked up by the reconciler when that CRD is served) is not
+//! changed either: the plan then carries the blocking finding `ManagedByKeycloakOperator`, which
+//! names the resource and lists what the client needs (see [`keycloak_operator_finding`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,15 +83,17 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
 use super::http;
+use super::other_tools::ToolQuery;
 use super::{
-    Applied, CoderNeeds, Credentials, DesiredSettings, IdentityProvider, IdpPlan, Observation,
-    ProviderDeps, ProviderError, ProviderKind, Snapshot as AnySnapshot, missing_credentials,
-    read_back, show_duration,
+    Applied, CoderNeeds, Credentials, DesiredSettings, Finding, IdentityProvider, IdpPlan,
+    Observation, ProviderDeps, ProviderError, ProviderKind, Snapshot as AnySnapshot,
+    missing_credentials, read_back, show_duration,
 };
 use crate::crd::KeycloakSpec;
 
 mod errors;
 mod model;
+mod other_tools;
 
 pub use errors::keycloak_message;
 pub use model::{
@@ -96,6 +103,7 @@ pub use model::{
     findings, plan, realm_body, realm_changes, strict_rotation_finding,
     without_optional_realm_changes,
 };
+pub use other_tools::{KEYCLOAK_OIDC_CLIENT, keycloak_operator_finding};
 
 const KIND: ProviderKind = ProviderKind::Keycloak;
 const OFFLINE_ACCESS: &str = "offline_access";
@@ -902,6 +910,21 @@ impl IdentityProvider for Keycloak {
             plan: todo,
         };
         Ok(IdpPlan::new(KIND, desired, observation, writes))
+    }
+
+    fn other_tools(&self) -> Vec<ToolQuery> {
+        vec![other_tools::query(&self.client_id)]
+    }
+
+    fn managed_by_other_tools(
+        &self,
+        plan: &IdpPlan,
+        query: &ToolQuery,
+        found: &[Value],
+    ) -> Vec<Finding> {
+        super::other_tools::judge(plan, query, KEYCLOAK_OIDC_CLIENT, |w: &Writes| {
+            keycloak_operator_finding(&w.plan, &self.realm, &self.client_id, found)
+        })
     }
 
     async fn apply(&self, plan: &IdpPlan) -> Result<Applied, ProviderError> {

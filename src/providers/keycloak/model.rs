@@ -693,6 +693,24 @@ pub fn config_cli_markers(realm_json: &Value) -> Vec<String> {
     keys
 }
 
+/// The client-level changes of `todo` in the words of a client representation: the
+/// `offline_access` optional client scope and the attributes to set.
+pub(super) fn client_field_changes(todo: &Plan) -> Vec<String> {
+    let mut fields = Vec::new();
+    if todo.link_offline_scope {
+        fields.push("add offline_access to optionalClientScopes".to_string());
+    }
+    if !todo.attributes.is_empty() {
+        let attrs: Vec<String> = todo
+            .attributes
+            .iter()
+            .map(|a| format!("{:?}: {:?}", a.key, a.to))
+            .collect();
+        fields.push(format!("set attributes {{{}}}", attrs.join(", ")));
+    }
+    fields
+}
+
 /// A realm imported by keycloak-config-cli: its next run puts back what its import file says
 /// (it manages each client's client-scope lists in full, so it would unlink offline_access
 /// again). Changing the client behind its back would be a fight; when something needs changing
@@ -711,18 +729,7 @@ fn config_cli_finding(desired: &DesiredSettings, snap: &Snapshot, realm: &str) -
         .get("clientId")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let mut client_fields = Vec::new();
-    if todo.link_offline_scope {
-        client_fields.push("add offline_access to optionalClientScopes".to_string());
-    }
-    if !todo.attributes.is_empty() {
-        let attrs: Vec<String> = todo
-            .attributes
-            .iter()
-            .map(|a| format!("{:?}: {:?}", a.key, a.to))
-            .collect();
-        client_fields.push(format!("set attributes {{{}}}", attrs.join(", ")));
-    }
+    let client_fields = client_field_changes(&todo);
     let mut parts = Vec::new();
     if !client_fields.is_empty() {
         parts.push(format!(
