@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::crd::{OidcRefreshPolicy, OidcRefreshPolicySpec, OidcRefreshPolicyStatus};
 use crate::error::Error;
 use crate::events::Publisher;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::providers::ProviderDeps;
 use crate::providers::http::{HttpClients, TenantPolicy};
@@ -70,6 +71,9 @@ pub struct Settings {
     pub denied_idp_hosts: Vec<String>,
     /// Requests in flight to one identity-provider host at a time (0: unlimited).
     pub max_in_flight_per_host: usize,
+    /// Checked before every write: with leader election, writes stop as soon as this replica may
+    /// no longer lead (see [`crate::leader`]).
+    pub leadership: Leadership,
 }
 
 /// Default reconcile deadline, in units of the provider timeout.
@@ -98,6 +102,7 @@ impl Default for Settings {
             allowed_idp_hosts: tenant.allowed_hosts,
             denied_idp_hosts: tenant.denied_hosts,
             max_in_flight_per_host: tenant.max_in_flight_per_host,
+            leadership: Leadership::unelected(),
         }
     }
 }
@@ -456,6 +461,7 @@ async fn run_one(
     let mut context = Context::new(client.clone(), events, metrics.clone(), deps);
     context.backoff = reconcile::backoff::Backoff::new(settings.backoff_base, settings.backoff_max);
     context.policies = Some(store.clone());
+    context.leadership = settings.leadership.clone();
     let ctx = Arc::new(context);
     let _ = shared.set(ctx.clone());
     let forget_ctx = ctx.clone();
@@ -494,6 +500,9 @@ async fn run_one(
             async move {
                 if let Err(e) = res {
                     match e {
+                        controller::Error::ReconcilerFailed(Error::NotLeader, obj) => {
+                            info!(policy = %obj, "reconcile stopped: this replica no longer leads")
+                        }
                         controller::Error::ReconcilerFailed(err, obj) => {
                             warn!(policy = %obj, error = %err, "reconcile failed")
                         }
@@ -571,6 +580,10 @@ async fn contain(
 
 /// Kubernetes API failures: retried with backoff per policy.
 fn error_policy(policy: Arc<OidcRefreshPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
+    if matches!(err, Error::NotLeader) {
+        // The controllers stop with the leadership; the leader reconciles this policy.
+        return Action::await_change();
+    }
     let key = (policy.namespace().unwrap_or_default(), policy.name_any());
     let delay = ctx.backoff.next_delay(&key, None);
     warn!(policy.namespace = %key.0, policy.name = %key.1, error = %err, delay_s = delay.as_secs_f64(), "retrying after error");

@@ -60,6 +60,8 @@ pub struct Context {
     pub memos: Memos,
     /// The controller's policy cache: which other policies aim at the same Deployment.
     pub policies: Option<Store<OidcRefreshPolicy>>,
+    /// Checked before every write (leader election).
+    pub leadership: crate::leader::Leadership,
 }
 
 impl Context {
@@ -78,6 +80,7 @@ impl Context {
             backoff: Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
             memos: Memos::default(),
             policies: None,
+            leadership: crate::leader::Leadership::unelected(),
         }
     }
 
@@ -128,6 +131,7 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
     if status::changed(old, &new_status) {
         patch_status(policy, ns, &new_status, ctx).await?;
     }
+    ctx.leadership.check()?;
     events::publish_all(&ctx.events, &ctx.metrics, policy, &notes).await;
     if let Some(problem) = pass.problem() {
         ctx.metrics.reconcile_problem(problem);
@@ -249,6 +253,7 @@ async fn patch_status(
     status: &OidcRefreshPolicyStatus,
     ctx: &Context,
 ) -> Result<()> {
+    ctx.leadership.check()?;
     let api: Api<OidcRefreshPolicy> = Api::namespaced(ctx.client.clone(), ns);
     let body = json!({
         "apiVersion": OidcRefreshPolicy::api_version(&()),
