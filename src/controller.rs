@@ -30,7 +30,7 @@ use crate::events::Publisher;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::providers::ProviderDeps;
-use crate::providers::http::{HttpClients, TenantPolicy};
+use crate::providers::http::{CREDENTIALS_LABEL, HttpClients, TenantPolicy};
 use crate::reconcile::memo::MemoKey;
 use crate::reconcile::{self, Context};
 
@@ -464,6 +464,19 @@ fn related_watch() -> watcher::Config {
     watcher::Config::default().any_semantic().page_size(100)
 }
 
+/// Watch settings of Secrets. With the credentials label required (the default of `run`), only
+/// Secrets labelled `oidcrefresh.dev/credentials=true` are listed and watched: the only ones a
+/// policy may use, so the operator's traffic and memory do not grow with the cluster's other
+/// Secrets, even though RBAC (which cannot select by label) lets it read them all cluster-wide.
+fn secret_watch(settings: &Settings) -> watcher::Config {
+    let config = related_watch();
+    if settings.require_credentials_label {
+        config.labels(&format!("{CREDENTIALS_LABEL}=true"))
+    } else {
+        config
+    }
+}
+
 /// The policy cache and the stream of applied policies that triggers reconciles. Every policy is
 /// slimmed before the cache sees it, so the cache and the reconciler hold only slim copies.
 fn cached_policies(
@@ -607,7 +620,7 @@ async fn run_one(
                 Some(p.spec.coder.deployment.as_str())
             })
         })
-        .watches(secrets, related_watch(), move |s| {
+        .watches(secrets, secret_watch(&settings), move |s| {
             referencing(&s2, s.namespace(), s.name_any(), |p| {
                 p.spec.provider.credentials_secret()
             })
@@ -957,6 +970,24 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(s.reconcile_deadline(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn only_labelled_secrets_are_watched_when_the_label_is_required() {
+        let strict = Settings {
+            require_credentials_label: true,
+            ..Settings::default()
+        };
+        assert_eq!(
+            secret_watch(&strict).label_selector.as_deref(),
+            Some("oidcrefresh.dev/credentials=true")
+        );
+        let lax = Settings {
+            require_credentials_label: false,
+            ..Settings::default()
+        };
+        assert_eq!(secret_watch(&lax).label_selector, None);
+        assert_eq!(related_watch().label_selector, None);
     }
 
     #[test]
