@@ -197,6 +197,25 @@ where
 
 /// Item 4: a token endpoint that echoes the request body (with the client secret) in its error
 /// must not get the secret into the status, the Events or the error.
+/// No fault: one healthy policy converges. The reference for the fault scenarios' figures
+/// (`scripts/fault-rss` reports each scenario's peak RSS above this one's).
+#[tokio::test]
+async fn baseline_a_healthy_policy_converges() {
+    let run = start(settings()).await;
+    sandbox::create_coder(&run.client, sandbox::coder_deployment("coder", json!([])))
+        .await
+        .unwrap();
+    sandbox::create_policy(
+        &run.client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    common::wait_ready(&run.client, "coder").await;
+    assert!(run.alive());
+    run.stop().await;
+}
+
 #[tokio::test]
 async fn an_echoed_client_secret_appears_nowhere() {
     let (url, hits) = hostile(|req, mut sock| {
@@ -259,6 +278,7 @@ async fn an_endless_answer_is_cut_at_the_cap() {
         })
     })
     .await;
+    let before = rss_kib();
     let r = start(settings()).await;
     secret(&r.client, "kc", true).await;
     sandbox::create_policy(&r.client, keycloak_policy("endless", &url, "kc"))
@@ -273,6 +293,9 @@ async fn an_endless_answer_is_cut_at_the_cap() {
         oidc_refresh_operator::status::ConditionType::Reconciling,
     );
     assert!(c.is_some());
+    // A generous bound (other tests share the process); scripts/fault-rss measures the figure.
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 256 * 1024, "RSS grew by {grown} KiB");
     assert!(r.alive());
     r.stop().await;
 }
