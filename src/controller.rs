@@ -27,9 +27,10 @@ use tracing::{info, warn};
 use crate::crd::{OidcRefreshPolicy, OidcRefreshPolicySpec, OidcRefreshPolicyStatus};
 use crate::error::Error;
 use crate::events::Publisher;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::providers::ProviderDeps;
-use crate::providers::http::{HttpClients, TenantPolicy};
+use crate::providers::http::{CREDENTIALS_LABEL, HttpClients, TenantPolicy};
 use crate::reconcile::memo::MemoKey;
 use crate::reconcile::{self, Context};
 
@@ -70,6 +71,9 @@ pub struct Settings {
     pub denied_idp_hosts: Vec<String>,
     /// Requests in flight to one identity-provider host at a time (0: unlimited).
     pub max_in_flight_per_host: usize,
+    /// Checked before every write: with leader election, writes stop as soon as this replica may
+    /// no longer lead (see [`crate::leader`]).
+    pub leadership: Leadership,
 }
 
 /// Default reconcile deadline, in units of the provider timeout.
@@ -98,6 +102,7 @@ impl Default for Settings {
             allowed_idp_hosts: tenant.allowed_hosts,
             denied_idp_hosts: tenant.denied_hosts,
             max_in_flight_per_host: tenant.max_in_flight_per_host,
+            leadership: Leadership::unelected(),
         }
     }
 }
@@ -253,9 +258,42 @@ struct PolicyMeta {
 }
 
 /// A policy as read from the API server, decoded without `metadata.managedFields`, so a list page
-/// never holds the field managers' trees of hundreds of policies.
+/// never holds the field managers' trees of hundreds of policies. Decoding never fails on a
+/// policy's spec or status: one object that no longer matches the operator's types (stored before
+/// a CRD schema change, or written while the schema was looser) is kept as its metadata and the
+/// reason, so it cannot fail the list, and with it the watch, of every other policy.
 #[derive(Clone, Debug)]
-struct WatchedPolicy(OidcRefreshPolicy);
+// Nearly every object decodes: boxing that variant would cost an allocation per policy listed.
+#[allow(clippy::large_enum_variant)]
+enum WatchedPolicy {
+    Decoded(OidcRefreshPolicy),
+    Undecodable {
+        metadata: ObjectMeta,
+        reason: String,
+    },
+}
+
+impl PolicyMeta {
+    fn into_object_meta(self) -> ObjectMeta {
+        ObjectMeta {
+            annotations: self.annotations,
+            creation_timestamp: self.creation_timestamp,
+            deletion_grace_period_seconds: self.deletion_grace_period_seconds,
+            deletion_timestamp: self.deletion_timestamp,
+            finalizers: self.finalizers,
+            generate_name: self.generate_name,
+            generation: self.generation,
+            labels: self.labels,
+            managed_fields: None,
+            name: self.name,
+            namespace: self.namespace,
+            owner_references: self.owner_references,
+            resource_version: self.resource_version,
+            self_link: self.self_link,
+            uid: self.uid,
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for WatchedPolicy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -263,35 +301,31 @@ impl<'de> Deserialize<'de> for WatchedPolicy {
         struct Object {
             #[serde(default)]
             metadata: PolicyMeta,
-            spec: OidcRefreshPolicySpec,
             #[serde(default)]
-            status: Option<OidcRefreshPolicyStatus>,
+            spec: Option<serde_json::Value>,
+            #[serde(default)]
+            status: Option<serde_json::Value>,
         }
         let Object {
-            metadata: m,
+            metadata,
             spec,
             status,
         } = Object::deserialize(d)?;
-        let mut policy = OidcRefreshPolicy::new("", spec);
-        policy.metadata = ObjectMeta {
-            annotations: m.annotations,
-            creation_timestamp: m.creation_timestamp,
-            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
-            deletion_timestamp: m.deletion_timestamp,
-            finalizers: m.finalizers,
-            generate_name: m.generate_name,
-            generation: m.generation,
-            labels: m.labels,
-            managed_fields: None,
-            name: m.name,
-            namespace: m.namespace,
-            owner_references: m.owner_references,
-            resource_version: m.resource_version,
-            self_link: m.self_link,
-            uid: m.uid,
-        };
-        policy.status = status;
-        Ok(WatchedPolicy(policy))
+        let metadata = metadata.into_object_meta();
+        let spec = spec
+            .ok_or_else(|| "spec: missing".to_string())
+            .and_then(|s| OidcRefreshPolicySpec::deserialize(s).map_err(|e| format!("spec: {e}")));
+        Ok(match spec {
+            Ok(spec) => {
+                let mut policy = OidcRefreshPolicy::new("", spec);
+                policy.metadata = metadata;
+                // A status the operator's types no longer read (written by another version) is
+                // read as none: the next pass writes the whole status again.
+                policy.status = status.and_then(|s| OidcRefreshPolicyStatus::deserialize(s).ok());
+                WatchedPolicy::Decoded(policy)
+            }
+            Err(reason) => WatchedPolicy::Undecodable { metadata, reason },
+        })
     }
 }
 
@@ -312,22 +346,115 @@ impl Resource for WatchedPolicy {
         OidcRefreshPolicy::plural(dt)
     }
     fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
+        match self {
+            WatchedPolicy::Decoded(p) => &p.metadata,
+            WatchedPolicy::Undecodable { metadata, .. } => metadata,
+        }
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
+        match self {
+            WatchedPolicy::Decoded(p) => &mut p.metadata,
+            WatchedPolicy::Undecodable { metadata, .. } => metadata,
+        }
     }
 }
 
-/// The watch event of a decoded policy as the cache takes it.
-fn unwrap_event(event: watcher::Event<WatchedPolicy>) -> watcher::Event<OidcRefreshPolicy> {
-    match event {
-        watcher::Event::Apply(p) => watcher::Event::Apply(p.0),
-        watcher::Event::Delete(p) => watcher::Event::Delete(p.0),
-        watcher::Event::Init => watcher::Event::Init,
-        watcher::Event::InitApply(p) => watcher::Event::InitApply(p.0),
-        watcher::Event::InitDone => watcher::Event::InitDone,
+/// Longest decoding reason logged (serde's messages quote the offending value).
+const MAX_REASON: usize = 200;
+
+/// Turns watch events of decoded-or-not policies into the events the cache takes. An undecodable
+/// policy is left out of the cache (dropped from it if an earlier version was there, so the
+/// controller stops acting on a spec the object no longer has) and logged at WARN once per
+/// `resourceVersion`: a re-list after a watch restart repeats nothing.
+#[derive(Default)]
+struct Undecodable {
+    /// `resourceVersion` last reported per undecodable policy (namespace, name).
+    reported: std::collections::HashMap<(String, String), Option<String>>,
+}
+
+impl Undecodable {
+    fn sort(
+        &mut self,
+        event: watcher::Event<WatchedPolicy>,
+    ) -> Option<watcher::Event<OidcRefreshPolicy>> {
+        use watcher::Event as E;
+        Some(match event {
+            E::Init => E::Init,
+            E::InitDone => E::InitDone,
+            E::InitApply(WatchedPolicy::Decoded(p)) => {
+                self.cleared(&p.metadata);
+                E::InitApply(p)
+            }
+            E::Apply(WatchedPolicy::Decoded(p)) => {
+                self.cleared(&p.metadata);
+                E::Apply(p)
+            }
+            E::Delete(WatchedPolicy::Decoded(p)) => {
+                self.cleared(&p.metadata);
+                E::Delete(p)
+            }
+            E::Delete(WatchedPolicy::Undecodable { metadata, .. }) => {
+                self.cleared(&metadata);
+                E::Delete(tombstone(metadata))
+            }
+            E::InitApply(WatchedPolicy::Undecodable { metadata, reason }) => {
+                self.report(&metadata, &reason);
+                return None;
+            }
+            E::Apply(WatchedPolicy::Undecodable { metadata, reason }) => {
+                self.report(&metadata, &reason);
+                E::Delete(tombstone(metadata))
+            }
+        })
     }
+
+    fn key(meta: &ObjectMeta) -> (String, String) {
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+
+    fn cleared(&mut self, meta: &ObjectMeta) {
+        if !self.reported.is_empty() {
+            self.reported.remove(&Self::key(meta));
+        }
+    }
+
+    fn report(&mut self, meta: &ObjectMeta, reason: &str) {
+        let key = Self::key(meta);
+        if self.reported.get(&key) == Some(&meta.resource_version) {
+            return;
+        }
+        warn!(
+            policy.namespace = %key.0,
+            policy.name = %key.1,
+            resource_version = meta.resource_version.as_deref().unwrap_or(""),
+            reason = %crate::providers::http::truncate(reason, MAX_REASON),
+            "policy does not decode and is skipped until it is fixed (every other policy is reconciled as usual); re-apply it against the current CRD"
+        );
+        self.reported.insert(key, meta.resource_version.clone());
+    }
+}
+
+/// The policy that drops an undecodable one from the cache (only its key is used).
+fn tombstone(metadata: ObjectMeta) -> OidcRefreshPolicy {
+    let spec = OidcRefreshPolicySpec {
+        provider: Default::default(),
+        refresh_tokens: Default::default(),
+        coder: crate::crd::CoderSpec {
+            deployment: String::new(),
+            container: String::new(),
+            scopes: Vec::new(),
+            auth_url_params: BTreeMap::new(),
+            conflict_policy: Default::default(),
+        },
+        management_policy: Default::default(),
+        interval: String::new(),
+    };
+    let mut policy = OidcRefreshPolicy::new("", spec);
+    policy.metadata = metadata;
+    policy
 }
 
 /// Watch settings of the related objects. Their lists are only read, never cached, so small pages
@@ -335,6 +462,19 @@ fn unwrap_event(event: watcher::Event<WatchedPolicy>) -> watcher::Event<OidcRefr
 /// Secrets.
 fn related_watch() -> watcher::Config {
     watcher::Config::default().any_semantic().page_size(100)
+}
+
+/// Watch settings of Secrets. With the credentials label required (the default of `run`), only
+/// Secrets labelled `oidcrefresh.dev/credentials=true` are listed and watched: the only ones a
+/// policy may use, so the operator's traffic and memory do not grow with the cluster's other
+/// Secrets, even though RBAC (which cannot select by label) lets it read them all cluster-wide.
+fn secret_watch(settings: &Settings) -> watcher::Config {
+    let config = related_watch();
+    if settings.require_credentials_label {
+        config.labels(&format!("{CREDENTIALS_LABEL}=true"))
+    } else {
+        config
+    }
 }
 
 /// The policy cache and the stream of applied policies that triggers reconciles. Every policy is
@@ -440,9 +580,10 @@ async fn run_one(
     // The context is built after the cache it points at; the watch hook reaches it through this.
     let shared: Arc<OnceLock<Arc<Context>>> = Arc::new(OnceLock::new());
     let hook = shared.clone();
+    let mut undecodable = Undecodable::default();
     let (store, policy_events) = cached_policies(
         watcher(policies, watcher::Config::default().any_semantic())
-            .map_ok(unwrap_event)
+            .try_filter_map(move |event| futures::future::ready(Ok(undecodable.sort(event))))
             .inspect(move |event| match event {
                 Ok(watcher::Event::InitDone) => on_synced(),
                 Ok(watcher::Event::Delete(p)) => {
@@ -456,6 +597,7 @@ async fn run_one(
     let mut context = Context::new(client.clone(), events, metrics.clone(), deps);
     context.backoff = reconcile::backoff::Backoff::new(settings.backoff_base, settings.backoff_max);
     context.policies = Some(store.clone());
+    context.leadership = settings.leadership.clone();
     let ctx = Arc::new(context);
     let _ = shared.set(ctx.clone());
     let forget_ctx = ctx.clone();
@@ -478,7 +620,7 @@ async fn run_one(
                 Some(p.spec.coder.deployment.as_str())
             })
         })
-        .watches(secrets, related_watch(), move |s| {
+        .watches(secrets, secret_watch(&settings), move |s| {
             referencing(&s2, s.namespace(), s.name_any(), |p| {
                 p.spec.provider.credentials_secret()
             })
@@ -494,6 +636,9 @@ async fn run_one(
             async move {
                 if let Err(e) = res {
                     match e {
+                        controller::Error::ReconcilerFailed(Error::NotLeader, obj) => {
+                            info!(policy = %obj, "reconcile stopped: this replica no longer leads")
+                        }
                         controller::Error::ReconcilerFailed(err, obj) => {
                             warn!(policy = %obj, error = %err, "reconcile failed")
                         }
@@ -571,6 +716,10 @@ async fn contain(
 
 /// Kubernetes API failures: retried with backoff per policy.
 fn error_policy(policy: Arc<OidcRefreshPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
+    if matches!(err, Error::NotLeader) {
+        // The controllers stop with the leadership; the leader reconciles this policy.
+        return Action::await_change();
+    }
     let key = (policy.namespace().unwrap_or_default(), policy.name_any());
     let delay = ctx.backoff.next_delay(&key, None);
     warn!(policy.namespace = %key.0, policy.name = %key.1, error = %err, delay_s = delay.as_secs_f64(), "retrying after error");
@@ -656,21 +805,82 @@ mod tests {
             "spec": {"provider": {"google": {}}, "coder": {"deployment": "coder"}},
             "status": {"observedGeneration": 2, "provider": "google"}
         });
-        let decoded: WatchedPolicy = serde_json::from_value(full.clone()).unwrap();
+        let WatchedPolicy::Decoded(decoded) = serde_json::from_value(full.clone()).unwrap() else {
+            panic!("not decoded")
+        };
         let mut expected: OidcRefreshPolicy = serde_json::from_value(full).unwrap();
         assert!(expected.metadata.managed_fields.is_some());
         expected.metadata.managed_fields = None;
-        assert_eq!(decoded.0.metadata, expected.metadata);
-        assert_eq!(decoded.0.spec, expected.spec);
-        assert_eq!(decoded.0.status, expected.status);
+        assert_eq!(decoded.metadata, expected.metadata);
+        assert_eq!(decoded.spec, expected.spec);
+        assert_eq!(decoded.status, expected.status);
         assert_eq!(
-            decoded
-                .0
-                .status
-                .as_ref()
-                .and_then(|s| s.observed_generation),
+            decoded.status.as_ref().and_then(|s| s.observed_generation),
             Some(2)
         );
+    }
+
+    fn undecodable(name: &str, rv: &str) -> WatchedPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "oidcrefresh.dev/v1alpha1", "kind": "OidcRefreshPolicy",
+            "metadata": {"name": name, "namespace": "a", "resourceVersion": rv},
+            "spec": {"provider": {"google": {}}, "coder": {"deployment": 42}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_policy_that_does_not_decode_is_kept_as_its_metadata_and_a_short_reason() {
+        let WatchedPolicy::Undecodable { metadata, reason } = undecodable("p", "7") else {
+            panic!("decoded")
+        };
+        assert_eq!(metadata.name.as_deref(), Some("p"));
+        assert_eq!(metadata.resource_version.as_deref(), Some("7"));
+        assert!(
+            reason.starts_with("spec: invalid type: integer `42`"),
+            "{reason}"
+        );
+        // One such object no longer fails a whole list page.
+        let list: kube::core::ObjectList<WatchedPolicy> =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "oidcrefresh.dev/v1alpha1", "kind": "OidcRefreshPolicyList",
+                "metadata": {"resourceVersion": "9"},
+                "items": [
+                    {"metadata": {"name": "bad", "namespace": "a"}, "spec": {"coder": "x"}},
+                    {"metadata": {"name": "good", "namespace": "a"},
+                     "spec": {"provider": {"google": {}}, "coder": {"deployment": "coder"}},
+                     "status": {"observedGeneration": "not a number"}}
+                ]
+            }))
+            .unwrap();
+        assert!(matches!(&list.items[0], WatchedPolicy::Undecodable { .. }));
+        let WatchedPolicy::Decoded(good) = &list.items[1] else {
+            panic!("the good policy did not decode")
+        };
+        assert_eq!(good.status, None, "an unreadable status is read as none");
+    }
+
+    #[test]
+    fn undecodable_policies_stay_out_of_the_cache_and_leave_it_when_they_break() {
+        let mut u = Undecodable::default();
+        assert!(
+            u.sort(watcher::Event::InitApply(undecodable("p", "1")))
+                .is_none()
+        );
+        assert_eq!(u.reported.len(), 1);
+        // A version that broke: the cache drops the policy it had.
+        match u.sort(watcher::Event::Apply(undecodable("p", "2"))) {
+            Some(watcher::Event::Delete(p)) => assert_eq!(p.name_any(), "p"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(u.reported[&("a".into(), "p".into())].as_deref(), Some("2"));
+        // Fixed: forgotten, passed on.
+        let fixed = WatchedPolicy::Decoded(policy("a", "p", "coder", None));
+        assert!(matches!(
+            u.sort(watcher::Event::Apply(fixed)),
+            Some(watcher::Event::Apply(_))
+        ));
+        assert!(u.reported.is_empty());
     }
 
     #[test]
@@ -760,6 +970,24 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(s.reconcile_deadline(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn only_labelled_secrets_are_watched_when_the_label_is_required() {
+        let strict = Settings {
+            require_credentials_label: true,
+            ..Settings::default()
+        };
+        assert_eq!(
+            secret_watch(&strict).label_selector.as_deref(),
+            Some("oidcrefresh.dev/credentials=true")
+        );
+        let lax = Settings {
+            require_credentials_label: false,
+            ..Settings::default()
+        };
+        assert_eq!(secret_watch(&lax).label_selector, None);
+        assert_eq!(related_watch().label_selector, None);
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub enum Error {
     /// was cancelled; retried with backoff.
     #[error("the reconcile did not finish within its deadline of {}s and was cancelled; retrying with backoff", .0.as_secs())]
     DeadlineExceeded(std::time::Duration),
+    /// This replica no longer holds the leader-election Lease (or could not renew it in time):
+    /// the reconcile stopped before its next write. The replica that leads now reconciles the
+    /// policy; nothing is wrong with it.
+    #[error(
+        "this replica is not the leader; the reconcile stopped before writing and the leader takes over"
+    )]
+    NotLeader,
 }
 
 impl Error {
@@ -42,6 +49,7 @@ impl Error {
             Error::Kube { .. } => "kube",
             Error::Panicked => "panic",
             Error::DeadlineExceeded(_) => "deadline",
+            Error::NotLeader => "not_leader",
         }
     }
 }

@@ -268,8 +268,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ready,
             rx,
         )
-        .await
-        .context("leader election")?;
+        .await;
     } else {
         controller::run(client, settings, metrics, ready, wait_for(rx)).await;
     }

@@ -33,6 +33,11 @@ struct Running {
 
 async fn start(settings: Settings) -> Running {
     let (sim, client) = Sandbox::start_cluster().await.expect("simulator");
+    start_on(sim, client, settings)
+}
+
+/// A controller with `settings` against a simulated cluster already set up.
+fn start_on(sim: kube_sim::SimHandle, client: Client, settings: Settings) -> Running {
     let metrics = Arc::new(Metrics::new());
     let (stop, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(controller::run(
@@ -192,6 +197,25 @@ where
 
 /// Item 4: a token endpoint that echoes the request body (with the client secret) in its error
 /// must not get the secret into the status, the Events or the error.
+/// No fault: one healthy policy converges. The reference for the fault scenarios' figures
+/// (`scripts/fault-rss` reports each scenario's peak RSS above this one's).
+#[tokio::test]
+async fn baseline_a_healthy_policy_converges() {
+    let run = start(settings()).await;
+    sandbox::create_coder(&run.client, sandbox::coder_deployment("coder", json!([])))
+        .await
+        .unwrap();
+    sandbox::create_policy(
+        &run.client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    common::wait_ready(&run.client, "coder").await;
+    assert!(run.alive());
+    run.stop().await;
+}
+
 #[tokio::test]
 async fn an_echoed_client_secret_appears_nowhere() {
     let (url, hits) = hostile(|req, mut sock| {
@@ -254,6 +278,7 @@ async fn an_endless_answer_is_cut_at_the_cap() {
         })
     })
     .await;
+    let before = rss_kib();
     let r = start(settings()).await;
     secret(&r.client, "kc", true).await;
     sandbox::create_policy(&r.client, keycloak_policy("endless", &url, "kc"))
@@ -268,6 +293,9 @@ async fn an_endless_answer_is_cut_at_the_cap() {
         oidc_refresh_operator::status::ConditionType::Reconciling,
     );
     assert!(c.is_some());
+    // A generous bound (other tests share the process); scripts/fault-rss measures the figure.
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 256 * 1024, "RSS grew by {grown} KiB");
     assert!(r.alive());
     r.stop().await;
 }
@@ -677,4 +705,145 @@ async fn idle_admin_connections_are_capped_and_closed() {
     assert_eq!(http_status(port, "/readyz").await, Some(200));
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
+/// Log lines at WARN and above written while it is the thread's default subscriber (tests run on
+/// a current-thread runtime, so the controller and the simulator log here too).
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Stores `spec` as the policy `name` the way a real API server comes to hold an object its CRD
+/// schema now rejects: the schema is loosened, the object created, the schema restored.
+async fn store_policy_past_the_schema(client: &Client, name: &str, spec: serde_json::Value) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::Resource;
+    use kube::api::{ApiResource, DynamicObject};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd_name = format!(
+        "{}.{}",
+        OidcRefreshPolicy::plural(&()),
+        OidcRefreshPolicy::group(&())
+    );
+    let set_spec_schema = |crd: &mut CustomResourceDefinition, schema: serde_json::Value| {
+        let version = &mut crd.spec.versions[0];
+        let root = version
+            .schema
+            .as_mut()
+            .unwrap()
+            .open_api_v3_schema
+            .as_mut()
+            .unwrap();
+        root.properties
+            .as_mut()
+            .unwrap()
+            .insert("spec".into(), serde_json::from_value(schema).unwrap());
+    };
+    let mut crd = crds.get(&crd_name).await.unwrap();
+    let original = serde_json::to_value(
+        &crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap()
+            .properties
+            .as_ref()
+            .unwrap()["spec"],
+    )
+    .unwrap();
+    set_spec_schema(
+        &mut crd,
+        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+    );
+    crds.replace(&crd_name, &PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let ar = ApiResource::erase::<OidcRefreshPolicy>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &ar);
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": ar.api_version, "kind": ar.kind,
+        "metadata": {"name": name, "annotations": {"note": "list-body-marker"}},
+        "spec": spec
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let mut crd = crds.get(&crd_name).await.unwrap();
+    set_spec_schema(&mut crd, original);
+    crds.replace(&crd_name, &PostParams::default(), &crd)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_policy_that_does_not_decode_stops_no_other_policy_and_is_logged_once_briefly() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (sim, client) = Sandbox::start_cluster().await.expect("simulator");
+    for name in ["coder", "coder-2"] {
+        sandbox::create_coder(&client, sandbox::coder_deployment(name, json!([])))
+            .await
+            .unwrap();
+    }
+    // A field of the wrong type, as after a CRD schema change, there when the operator starts.
+    store_policy_past_the_schema(
+        &client,
+        "broken",
+        json!({"provider": {"google": {}}, "coder": {"deployment": 42}}),
+    )
+    .await;
+    sandbox::create_policy(
+        &client,
+        sandbox::example_policy("coder", json!({"google": {}})),
+    )
+    .await
+    .unwrap();
+    let run = start_on(sim, client, settings());
+    // Before: every list of policies failed on the one object, so no policy converged.
+    common::wait_ready(&run.client, "coder").await;
+    // A watch restart lists the broken policy again: nothing new is logged for it, and policies
+    // created since converge too.
+    run.sim.break_watches();
+    let mut second = sandbox::example_policy("coder-2", json!({"google": {}}));
+    second["spec"]["coder"]["deployment"] = json!("coder-2");
+    sandbox::create_policy(&run.client, second).await.unwrap();
+    common::wait_ready(&run.client, "coder-2").await;
+    let text = logs.text();
+    let reports: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("policy does not decode"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{text}");
+    assert!(
+        reports[0].contains("broken") && reports[0].contains("integer `42`"),
+        "{}",
+        reports[0]
+    );
+    assert!(reports[0].len() < 1024, "{}", reports[0]);
+    // Before: the client logged the whole list body, every policy in it, at every retry.
+    assert!(!text.contains("list-body-marker"), "{text}");
+    assert!(run.alive());
+    run.stop().await;
 }

@@ -3,7 +3,8 @@
 //! `deploy/operator.yaml` (the chart's default rendering) suffice for a full convergence against
 //! Keycloak; removing one rule gives a clear `Forbidden` condition, not a crash, and restoring it
 //! recovers. With leader election, the chart's Lease Role (`lease-rbac.yaml`, whose rule for the
-//! Lease uses `resourceNames`) suffices too.
+//! Lease uses `resourceNames`) suffices too. With `watchNamespaces`, the chart's Roles in the
+//! watched namespace suffice, and the operator's account can read no other namespace's Secrets.
 
 mod common;
 
@@ -183,9 +184,39 @@ impl Drop for Operator {
     }
 }
 
+/// The chart's RBAC with `watchNamespaces: [coder]`: the ClusterRole's rules in a Role of that
+/// namespace, bound by a RoleBinding, and nothing cluster-wide (`templates/rbac.yaml` renders both
+/// modes from the same rules, and tests/chart checks that the rules are the same).
+fn chart_namespaced_rbac() -> Vec<Value> {
+    chart_rbac()
+        .into_iter()
+        .map(|mut o| {
+            match o["kind"].as_str() {
+                Some("ClusterRole") => o["kind"] = json!("Role"),
+                Some("ClusterRoleBinding") => {
+                    o["kind"] = json!("RoleBinding");
+                    o["roleRef"]["kind"] = json!("Role");
+                }
+                _ => return o,
+            }
+            o["metadata"]["namespace"] = json!(NAMESPACE);
+            o
+        })
+        .collect()
+}
+
 /// A simulator with RBAC on, the CRD, the namespaces, the chart's RBAC, Keycloak with its Secret,
 /// the Coder Deployment and a policy. Returns the simulator, the admin client and the IdP.
 async fn install(
+    with_lease_rbac: bool,
+    interval: &str,
+) -> (kube_sim::SimHandle, Client, sandbox::IdpSetup) {
+    install_with(chart_rbac(), with_lease_rbac, interval).await
+}
+
+/// [`install`] with the RBAC objects `rbac`.
+async fn install_with(
+    rbac: Vec<Value>,
     with_lease_rbac: bool,
     interval: &str,
 ) -> (kube_sim::SimHandle, Client, sandbox::IdpSetup) {
@@ -209,7 +240,7 @@ async fn install(
         false,
     )
     .await;
-    for obj in chart_rbac() {
+    for obj in rbac {
         put_object(&admin, &obj, false).await;
     }
     if with_lease_rbac {
@@ -308,6 +339,40 @@ async fn operator_converges_with_exactly_the_charts_rbac() {
     assert!(sim.counters().get("watch", "deployments") > 0);
     // The envFrom ConfigMap was read (and allowed).
     assert!(sim.counters().get("get", "configmaps") > 0);
+    drop(op);
+    idp.sim.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn operator_converges_with_the_charts_roles_in_the_watched_namespace_only() {
+    let (sim, admin, idp) = install_with(chart_namespaced_rbac(), false, "10m").await;
+    put_object(
+        &admin,
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}}),
+        false,
+    )
+    .await;
+    let mut op = Operator::start(&sim, &["--watch-namespaces", NAMESPACE]);
+    assert_converged(&admin, &idp, &op).await;
+    op.assert_alive().await;
+    assert_eq!(refused(&sim), vec![], "operator log:\n{}", op.logs());
+    // The operator's account reads Secrets of the watched namespace only.
+    let operator = client_with_token(&sim, &sim.service_account_token(OPERATOR_NS, OPERATOR_SA));
+    let lp = ListParams::default();
+    let secrets = |ns: Option<&str>| -> Api<k8s_openapi::api::core::v1::Secret> {
+        match ns {
+            Some(ns) => Api::namespaced(operator.clone(), ns),
+            None => Api::all(operator.clone()),
+        }
+    };
+    assert!(secrets(Some(NAMESPACE)).list_metadata(&lp).await.is_ok());
+    for ns in [None, Some("elsewhere"), Some(OPERATOR_NS)] {
+        match secrets(ns).list_metadata(&lp).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{ns:?}: {s:?}"),
+            other => panic!("{ns:?}: Secrets readable: {other:?}"),
+        }
+    }
     drop(op);
     idp.sim.shutdown().await;
     sim.shutdown().await;

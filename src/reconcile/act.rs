@@ -79,6 +79,7 @@ pub async fn act(
     let idp = match (plan.idp, connected) {
         (IdpStep::None(v), _) => v,
         (IdpStep::Apply(changes), Some((provider, idp_plan))) => {
+            ctx.leadership.check()?;
             match provider.apply(&idp_plan).await {
                 Ok(applied) => {
                     ctx.metrics.wrote("identity_provider");
@@ -180,6 +181,7 @@ pub async fn act(
                 .to_string();
             let mut pp = PatchParams::apply(&crate::coder::field_manager(&container));
             pp.force = force;
+            ctx.leadership.check()?;
             match api.patch(&name, &pp, &Patch::Apply(&body)).await {
                 Ok(d) => {
                     ctx.metrics.wrote("deployment");

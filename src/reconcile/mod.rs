@@ -64,6 +64,8 @@ pub struct Context {
     pub policies: Option<Store<OidcRefreshPolicy>>,
     /// Which other tools' custom resources the API server serves (cached discovery).
     pub other_tools: other_tools::ServedKinds,
+    /// Checked before every write (leader election).
+    pub leadership: crate::leader::Leadership,
 }
 
 impl Context {
@@ -83,6 +85,7 @@ impl Context {
             memos: Memos::default(),
             policies: None,
             other_tools: other_tools::ServedKinds::default(),
+            leadership: crate::leader::Leadership::unelected(),
         }
     }
 
@@ -133,6 +136,7 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
     if status::changed(old, &new_status) {
         patch_status(policy, ns, &new_status, ctx).await?;
     }
+    ctx.leadership.check()?;
     events::publish_all(&ctx.events, &ctx.metrics, policy, &notes).await;
     if let Some(problem) = pass.problem() {
         ctx.metrics.reconcile_problem(problem);
@@ -254,6 +258,7 @@ async fn patch_status(
     status: &OidcRefreshPolicyStatus,
     ctx: &Context,
 ) -> Result<()> {
+    ctx.leadership.check()?;
     let api: Api<OidcRefreshPolicy> = Api::namespaced(ctx.client.clone(), ns);
     let body = json!({
         "apiVersion": OidcRefreshPolicy::api_version(&()),

@@ -30,7 +30,7 @@ EXPECTED_RULES = {
 EXPECTED_LEASE_RULES = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-     "resourceNames": ["oidc-refresh-operator"], "verbs": ["get", "update", "patch"]},
+     "resourceNames": ["oidc-refresh-operator"], "verbs": ["get", "update"]},
 ]
 
 
@@ -170,6 +170,24 @@ def test_rbac_grants_exactly_the_verbs_the_operator_uses(variant):
     roles = [o for o in objs if o["kind"] in ("ClusterRole", "Role")]
     bindings = [o for o in objs if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]
     assert len(roles) == len(bindings) == (len(watch) or 1) + (1 if leader else 0)
+
+
+def secret_grants(objs: list[dict]) -> list[tuple[str, str | None]]:
+    """(kind, namespace) of every role that grants anything on Secrets."""
+    return sorted((o["kind"], o["metadata"].get("namespace")) for o in objs
+                  if o["kind"] in ("ClusterRole", "Role")
+                  and any("secrets" in r.get("resources", []) for r in o["rules"]))
+
+
+def test_secrets_are_readable_cluster_wide_only_without_watch_namespaces():
+    # Default: one ClusterRole, so every Secret in the cluster is readable by the operator
+    # (RBAC cannot narrow by label; the operator lists and watches only labelled ones).
+    assert secret_grants(render()) == [("ClusterRole", None)]
+    assert secret_grants(render({"replicaCount": 2})) == [("ClusterRole", None)]
+    # watchNamespaces: a Role per listed namespace, nothing cluster-wide, none in the release
+    # namespace (which the lease Role covers only for its Lease).
+    assert secret_grants(render({"watchNamespaces": ["coder", "team-b"], "replicaCount": 2})) == [
+        ("Role", "coder"), ("Role", "team-b")]
 
 
 def test_watch_namespaces_uses_roles_and_no_cluster_access():
