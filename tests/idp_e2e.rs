@@ -436,3 +436,70 @@ async fn identity_provider_drift_is_corrected_on_the_interval() {
     sb.stop().await;
     idp.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn two_policies_on_one_keycloak_client_do_not_undo_each_other() {
+    let (sb, idp) = setup(SandboxProvider::Keycloak).await;
+    let sandbox::IdpSim::Keycloak(kc) = &idp.sim else {
+        unreachable!()
+    };
+    sandbox::create_coder(&sb.client, sandbox::coder_deployment("portal", json!([])))
+        .await
+        .unwrap();
+    let max_lifespan = |kc: &sim_keycloak::SimHandle| {
+        kc.client("coder", "coder").unwrap()["attributes"]["client.offline.session.max.lifespan"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let mut older = policy(SandboxProvider::Keycloak, &idp);
+    older["spec"]["interval"] = json!("30s");
+    sandbox::create_policy(&sb.client, older).await.unwrap();
+    wait_ready(&sb.client, "coder").await;
+    assert_eq!(max_lifespan(kc).as_deref(), Some("7776000"), "90 days");
+    // Created a second later: a creationTimestamp has whole seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Another Deployment, the same Keycloak client, another lifetime.
+    let mut newer = policy(SandboxProvider::Keycloak, &idp);
+    newer["metadata"]["name"] = json!("portal");
+    newer["spec"]["coder"]["deployment"] = json!("portal");
+    newer["spec"]["refreshTokens"]["lifetime"] = json!("1440h");
+    newer["spec"]["interval"] = json!("30s");
+    let writes = kc.writes();
+    sandbox::create_policy(&sb.client, newer).await.unwrap();
+    let p = wait_reason(
+        &sb.client,
+        "portal",
+        "IdentityProviderConfigured",
+        "False",
+        "DuplicatePolicy",
+    )
+    .await;
+    let (_, _, msg) = cond(&p, "IdentityProviderConfigured");
+    assert!(
+        msg.starts_with(&format!(
+            "Policy \"coder\" in namespace {NAMESPACE:?} already manages keycloak:{}/realms/coder/clients/coder at the identity provider",
+            kc.base_url().trim_end_matches('/')
+        )),
+        "{msg}"
+    );
+    assert_eq!(cond(&p, "Ready").1, "DuplicatePolicy");
+    assert_eq!(cond(&p, "Stalled").0, "True");
+    // Nothing of the newer policy reaches Keycloak or its Deployment; the older stays Ready.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(kc.writes(), writes, "no identity-provider writes");
+    assert_eq!(max_lifespan(kc).as_deref(), Some("7776000"));
+    assert_eq!(
+        sandbox::coder_env(&sb.client, "portal").await.unwrap(),
+        (None, None)
+    );
+    let api: Api<OidcRefreshPolicy> = Api::namespaced(sb.client.clone(), NAMESPACE);
+    assert!(sandbox::is_ready(&api.get("coder").await.unwrap()));
+
+    // Deleting the older policy hands the client over without waiting for the interval.
+    api.delete("coder", &Default::default()).await.unwrap();
+    wait_ready(&sb.client, "portal").await;
+    assert_eq!(max_lifespan(kc).as_deref(), Some("5184000"), "60 days");
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}

@@ -15,6 +15,7 @@
 
 pub mod act;
 pub mod backoff;
+pub mod claims;
 pub mod memo;
 pub mod observe;
 pub mod plan;
@@ -81,9 +82,10 @@ impl Context {
         }
     }
 
-    /// The older policy that already manages the Deployment container `policy` aims at, if any.
-    pub fn claimed_by(&self, policy: &OidcRefreshPolicy) -> Option<String> {
-        plan::claimant(policy, &self.policies.as_ref()?.state())
+    /// What an older policy already manages of what `policy` would change (its Deployment
+    /// container or identity-provider objects), if anything.
+    pub fn claimed_by(&self, policy: &OidcRefreshPolicy) -> Option<claims::Claimed> {
+        claims::claimant(policy, &self.policies.as_ref()?.state())
     }
 }
 
@@ -150,11 +152,11 @@ async fn run_pass(
         Ok(d) => d,
         Err(msg) => return Ok((invalid_spec(msg), backoff::Next::Interval)),
     };
-    if let Some(first) = ctx.claimed_by(policy) {
+    if let Some(claimed) = ctx.claimed_by(policy) {
         // Looked at again shortly (the check reads only the policy cache), so deleting the other
         // policy hands over without waiting for the interval.
-        let verdict = plan::duplicate_verdict(policy, &first);
-        return Ok((duplicate(verdict), backoff::Next::Soon));
+        let verdict = claims::duplicate_verdict(policy, &claimed);
+        return Ok((duplicate(&claimed, verdict), backoff::Next::Soon));
     }
     let memo = MemoKey {
         policy: (ns.to_string(), policy.name_any()),
@@ -229,18 +231,29 @@ fn invalid_spec(msg: String) -> Outcome {
     })
 }
 
-/// Another policy manages the Deployment: nothing is read or written.
-fn duplicate(verdict: Verdict) -> Outcome {
-    let unknown = Verdict::new(
-        State::Unknown,
-        Reason::DuplicatePolicy,
-        "Not evaluated while another policy manages the Deployment.",
-    );
-    Outcome::without_io(Verdicts {
-        idp: unknown.clone(),
-        coder: verdict,
-        rollout: unknown,
-    })
+/// Another policy manages the Deployment container or the identity-provider object: nothing is
+/// read or written. The part claimed carries `verdict`; the others are not evaluated.
+fn duplicate(claimed: &claims::Claimed, verdict: Verdict) -> Outcome {
+    let unknown = |what: &str| {
+        Verdict::new(
+            State::Unknown,
+            Reason::DuplicatePolicy,
+            format!("Not evaluated while another policy manages {what}."),
+        )
+    };
+    let verdicts = match claimed {
+        claims::Claimed::Container(_) => Verdicts {
+            idp: unknown("the Deployment"),
+            coder: verdict,
+            rollout: unknown("the Deployment"),
+        },
+        claims::Claimed::Idp { .. } => Verdicts {
+            idp: verdict,
+            coder: unknown("the identity-provider object"),
+            rollout: unknown("the identity-provider object"),
+        },
+    };
+    Outcome::without_io(verdicts)
 }
 
 async fn patch_status(
