@@ -514,6 +514,7 @@ fn forget_policy(ctx: &Context, namespace: String, name: String) {
     let key = (namespace, name);
     ctx.metrics.forget_policy(&key.0, &key.1);
     ctx.backoff.reset(&key);
+    ctx.announced.forget(&key);
     ctx.memos.forget(&MemoKey {
         policy: key,
         generation: 0,

@@ -37,6 +37,8 @@ pub struct Outcome {
     pub pending: Option<Vec<Change>>,
     /// Events of the actions taken.
     pub events: Vec<EventNote>,
+    /// Ids of the announcements recorded in status before this pass's writes.
+    pub recorded: Vec<String>,
 }
 
 impl Outcome {
@@ -50,6 +52,7 @@ impl Outcome {
             written: false,
             pending: Some(Vec::new()),
             events: Vec::new(),
+            recorded: Vec::new(),
         }
     }
 
@@ -157,6 +160,8 @@ pub fn build(
         users_must_sign_in_again_since: since,
         pending_changes: Some(plan.len() as i64),
         plan,
+        // Filled in by the reconciler once it has published what it could.
+        pending_announcements: Vec::new(),
     }
 }
 

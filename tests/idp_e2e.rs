@@ -503,3 +503,98 @@ async fn two_policies_on_one_keycloak_client_do_not_undo_each_other() {
     sb.stop().await;
     idp.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn what_was_written_is_announced_once_even_after_a_kill_before_the_events() {
+    let (sb, idp) = setup(SandboxProvider::Keycloak).await;
+    // The process dies right after its writes, as with a SIGKILL: no Event is ever created, and
+    // of its status writes only the first (the one made before the writes) lands.
+    sb.kube.fail_requests("create", "events", 0, usize::MAX);
+    sb.kube
+        .fail_requests("patch", "oidcrefreshpolicies/status", 1, usize::MAX);
+    let writes = idp.sim.writes();
+    sandbox::create_policy(&sb.client, policy(SandboxProvider::Keycloak, &idp))
+        .await
+        .unwrap();
+    let p = sandbox::wait_policy(&sb.client, "coder", WAIT, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| !s.pending_announcements.is_empty())
+    })
+    .await
+    .unwrap();
+    let recorded: Vec<String> = p
+        .status
+        .unwrap()
+        .pending_announcements
+        .into_iter()
+        .map(|a| a.reason)
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            "IdentityProviderUpdated",
+            "DeploymentPatched",
+            "UsersMustSignInAgain"
+        ]
+    );
+    let start = std::time::Instant::now();
+    while sandbox::coder_env(&sb.client, "coder")
+        .await
+        .unwrap()
+        .0
+        .is_none()
+    {
+        assert!(start.elapsed() < WAIT, "the Deployment was not written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(idp.sim.writes() > writes, "Keycloak was written");
+    let (sim, client) = (sb.kube.clone(), sb.client.clone());
+    sb.stop_controller_only().await;
+    assert!(
+        sandbox::policy_events(&client, "coder")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A new process on the same cluster announces what the first one did, once.
+    sim.fail_requests("create", "events", 0, 0);
+    sim.fail_requests("patch", "oidcrefreshpolicies/status", 0, 0);
+    let writes = idp.sim.writes();
+    let sb = Sandbox::start_controller(sim.clone(), client.clone());
+    let p = wait_ready(&client, "coder").await;
+    let status = p.status.unwrap();
+    assert!(status.users_must_sign_in_again_since.is_some());
+    let count = |events: &[(String, String, String)], reason: &str| {
+        events.iter().filter(|e| e.1 == reason).count()
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let events = sandbox::policy_events(&client, "coder").await.unwrap();
+        if count(&events, "UsersMustSignInAgain") > 0 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Further passes publish nothing again and write nothing.
+    poke_policy(&client, "coder", "1").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = sandbox::policy_events(&client, "coder").await.unwrap();
+    for reason in [
+        "IdentityProviderUpdated",
+        "DeploymentPatched",
+        "UsersMustSignInAgain",
+    ] {
+        assert_eq!(count(&events, reason), 1, "{reason}: {events:?}");
+    }
+    assert_eq!(idp.sim.writes(), writes, "nothing written again");
+    let p = Api::<OidcRefreshPolicy>::namespaced(client.clone(), NAMESPACE)
+        .get("coder")
+        .await
+        .unwrap();
+    assert!(p.status.unwrap().pending_announcements.is_empty());
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}

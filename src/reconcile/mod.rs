@@ -14,6 +14,7 @@
 //! stored one, so nothing is written at all.
 
 pub mod act;
+pub mod announce;
 pub mod backoff;
 pub mod claims;
 pub mod memo;
@@ -61,6 +62,8 @@ pub struct Context {
     pub memos: Memos,
     /// The controller's policy cache: which other policies aim at the same Deployment.
     pub policies: Option<Store<OidcRefreshPolicy>>,
+    /// Announcements this process has published or dropped.
+    pub announced: announce::Announced,
 }
 
 impl Context {
@@ -79,6 +82,7 @@ impl Context {
             backoff: Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
             memos: Memos::default(),
             policies: None,
+            announced: announce::Announced::default(),
         }
     }
 
@@ -113,10 +117,19 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
         debug!(left_s = left.as_secs_f64(), "backing off; pass skipped");
         return Ok(Action::requeue(left));
     }
-    let (pass, next) = run_pass(policy, ctx, ns).await?;
+    let (mut pass, next) = run_pass(policy, ctx, ns).await?;
 
     let old = policy.status.as_ref();
-    let new_status = status::build(policy, old, &pass, Timestamp::now());
+    // Announcements an earlier pass recorded and did not publish (a restart, a failed Event).
+    let carried = announce::carried(old, &ctx.announced, &key);
+    if carried
+        .iter()
+        .any(|a| a.reason == events::USERS_MUST_SIGN_IN_AGAIN)
+    {
+        // Coder was written by a pass that did not get to write its status.
+        pass.written = true;
+    }
+    let mut new_status = status::build(policy, old, &pass, Timestamp::now());
     let notes = [
         pass.events.clone(),
         events::for_status(old, &new_status, &pass),
@@ -127,10 +140,23 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
             ctx.metrics.finding(e.reason);
         }
     }
+    // Published before the status is written, so a restart in between announces again rather
+    // than never; what could not be published stays in status.
+    let (announcements, replaced) = announce::merge(carried, &notes);
+    let failed = announce::publish(
+        &ctx.events,
+        &ctx.metrics,
+        &ctx.announced,
+        policy,
+        announcements,
+    )
+    .await;
+    ctx.announced
+        .done(&key, replaced.into_iter().chain(pass.recorded.clone()));
+    new_status.pending_announcements = announce::bounded(failed);
     if status::changed(old, &new_status) {
         patch_status(policy, ns, &new_status, ctx).await?;
     }
-    events::publish_all(&ctx.events, &ctx.metrics, policy, &notes).await;
     if let Some(problem) = pass.problem() {
         ctx.metrics.reconcile_problem(problem);
     }
@@ -186,7 +212,7 @@ async fn run_pass(
     let decided = plan::plan_with(&policy.spec, ns, view, deployment, previous);
     debug!(plan = ?decided, "planned");
 
-    let acted = act::act(decided, observed, &memo, ns, ctx).await?;
+    let acted = act::act(decided, observed, &memo, policy, ctx).await?;
 
     let rollout = plan::rollout_verdict(&acted.deployment, &acted.coder);
     let next = backoff::next(
@@ -209,6 +235,7 @@ async fn run_pass(
         written: acted.coder_written,
         pending: read.then_some(acted.pending),
         events: acted.events,
+        recorded: acted.recorded,
     };
     Ok((pass, next))
 }
@@ -256,7 +283,8 @@ fn duplicate(claimed: &claims::Claimed, verdict: Verdict) -> Outcome {
     Outcome::without_io(verdicts)
 }
 
-async fn patch_status(
+/// Writes the policy's status (server-side apply, forced).
+pub(super) async fn patch_status(
     policy: &OidcRefreshPolicy,
     ns: &str,
     status: &OidcRefreshPolicyStatus,
