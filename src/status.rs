@@ -273,6 +273,10 @@ pub enum Reason {
     ConflictingAuthURLParams,
     /// The Kubernetes API failed.
     KubernetesError,
+    /// The last reconcile ran past its deadline and was cancelled (retried with backoff).
+    ReconcileTimeout,
+    /// The last reconcile stopped on an internal error of the operator (retried with backoff).
+    InternalError,
 }
 
 impl Reason {
@@ -311,6 +315,8 @@ impl Reason {
             Reason::CoderConfigFile => "CoderConfigFile",
             Reason::ConflictingAuthURLParams => "ConflictingAuthURLParams",
             Reason::KubernetesError => "KubernetesError",
+            Reason::ReconcileTimeout => "ReconcileTimeout",
+            Reason::InternalError => "InternalError",
         }
     }
 }

@@ -13,6 +13,7 @@
 //! an empty plan, no writes to the identity provider or the Deployment, and a status equal to the
 //! stored one, so nothing is written at all.
 
+pub mod abandoned;
 pub mod act;
 pub mod announce;
 pub mod backoff;
