@@ -12,8 +12,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{
-    CoderStatus, IdentityProviderStatus, OidcRefreshPolicy, OidcRefreshPolicyStatus, PlannedChange,
-    PolicyWarning,
+    CoderStatus, IdentityProviderStatus, OidcRefreshPolicy, OidcRefreshPolicyStatus,
+    PendingAnnouncement, PlannedChange, PolicyWarning,
 };
 use crate::duration;
 use crate::events::EventNote;
@@ -37,8 +37,12 @@ pub struct Outcome {
     pub pending: Option<Vec<Change>>,
     /// Events of the actions taken.
     pub events: Vec<EventNote>,
-    /// Ids of the announcements recorded in status before this pass's writes.
-    pub recorded: Vec<String>,
+    /// The announcements recorded in status before this pass's writes.
+    pub recorded: Vec<PendingAnnouncement>,
+    /// The status was written to record them.
+    pub recorded_written: bool,
+    /// Reasons of the write announcements this pass saw settled: the write is made.
+    pub settled: Vec<&'static str>,
 }
 
 impl Outcome {
@@ -53,6 +57,8 @@ impl Outcome {
             pending: Some(Vec::new()),
             events: Vec::new(),
             recorded: Vec::new(),
+            recorded_written: false,
+            settled: Vec::new(),
         }
     }
 

@@ -377,7 +377,8 @@ async fn a_tarpit_does_not_starve_other_tenants() {
 async fn a_reconcile_cancelled_at_its_deadline_says_so_in_status() {
     let (url, _) = hostile(|_req, mut sock| {
         Box::pin(async move {
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+            let head =
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
             if sock.write_all(head.as_bytes()).await.is_err() {
                 return;
             }

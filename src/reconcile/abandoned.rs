@@ -84,17 +84,8 @@ async fn write(
     let mut new_status = status::build(policy, old, &pass, Timestamp::now());
     let notes = events::for_status(old, &new_status, &pass);
     let carried = announce::carried(old, &ctx.announced, &key);
-    let (announcements, replaced) = announce::merge(carried, &notes);
-    let failed = announce::publish(
-        &ctx.events,
-        &ctx.metrics,
-        &ctx.announced,
-        policy,
-        announcements,
-    )
-    .await;
-    ctx.announced.done(&key, replaced);
-    new_status.pending_announcements = announce::bounded(failed);
+    new_status.pending_announcements =
+        announce::settle(policy, ctx, carried, Vec::new(), &notes, &[]).await;
     if status::changed(old, &new_status) {
         patch_status(policy, &ns, &new_status, ctx).await?;
     }

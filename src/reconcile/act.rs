@@ -39,8 +39,11 @@ pub struct Acted {
     pub retry_after: Option<std::time::Duration>,
     /// Changes not made by this pass (all of them in `Observe` mode), identity provider first.
     pub pending: Vec<Change>,
-    /// Ids of the announcements recorded in status before the writes.
-    pub recorded: Vec<String>,
+    /// The announcements recorded in status before the writes.
+    pub recorded: announce::Recorded,
+    /// The identity provider is as the policy wants (read converged, or written): its
+    /// recorded update is made.
+    pub idp_settled: bool,
 }
 
 /// Executes the plan.
@@ -93,10 +96,11 @@ pub async fn act(
         first_write,
     );
     let recorded = if before.is_empty() {
-        Vec::new()
+        announce::Recorded::default()
     } else {
         announce::record(policy, namespace, ctx, &before).await?
     };
+    let mut idp_settled = connected.as_ref().is_some_and(|(_, p)| p.is_empty());
 
     let mut idp_ok = true;
     let idp = match (plan.idp, connected) {
@@ -104,6 +108,7 @@ pub async fn act(
         (IdpStep::Apply(changes), Some((provider, idp_plan))) => {
             match provider.apply(&idp_plan).await {
                 Ok(applied) => {
+                    idp_settled = true;
                     ctx.metrics.wrote("identity_provider");
                     pending.clear();
                     // The read-back after the writes verified the provider: passes that follow the
@@ -259,6 +264,7 @@ pub async fn act(
         retry_after,
         pending,
         recorded,
+        idp_settled,
     })
 }
 
@@ -275,7 +281,7 @@ fn target_of(body: &serde_json::Value) -> (String, String) {
 fn idp_updated(kind: ProviderKind, done: &[String]) -> EventNote {
     EventNote {
         warning: false,
-        reason: "IdentityProviderUpdated",
+        reason: announce::IDP_UPDATED,
         note: format!("{kind} client updated: {}", done.join("; ")),
     }
 }
@@ -291,7 +297,7 @@ fn coder_written_notes(
     if !restoring_from.is_empty() {
         notes.push(EventNote {
             warning: true,
-            reason: "DriftCorrected",
+            reason: announce::DRIFT_CORRECTED,
             note: format!(
                 "{SCOPES_ENV}/{PARAMS_ENV} in Deployment {name:?} were changed by {}; restored",
                 restoring_from
@@ -304,7 +310,7 @@ fn coder_written_notes(
     }
     notes.push(EventNote {
         warning: false,
-        reason: "DeploymentPatched",
+        reason: announce::DEPLOYMENT_PATCHED,
         note: format!("Set {SCOPES_ENV}={scopes} and {PARAMS_ENV}={params} in Deployment {name:?}"),
     });
     notes

@@ -2,15 +2,18 @@
 //! status (`status.pendingAnnouncements`) before the write is made, and the status keeps every
 //! Event whose publication failed; the pass publishes, then writes the status without what it
 //! published. A process killed between a write and its Event (or whose Events the API server
-//! refused) leaves the announcement in status, and the next pass, in this process or the next
+//! refused) leaves the announcement in status, and a later pass, in this process or the next
 //! one, publishes it.
 //!
-//! Exactly once in the common case: an announcement a pass makes afresh (the write was made again
-//! after the restart, or the transition seen again) replaces a recorded one of the same reason,
-//! and this process remembers the ids it has published or dropped, so a pass that still sees an
-//! older copy of the status does not publish them again. Only a kill after publishing and before
-//! the status write can announce twice; never zero times. A recorded announcement whose write did
-//! not happen (killed before it) is replaced by the fresh one the next pass makes when it writes.
+//! A recorded announcement of a write is published only by a pass that sees the write made (the
+//! identity provider converged, Coder configured); while the write is still to make (it failed,
+//! or could not be judged) it stays recorded, unchanged, so retrying a failing write neither
+//! announces it nor rewrites the status. A pass that makes the write again announces it afresh,
+//! replacing the recorded one of the same reason.
+//!
+//! Exactly once in the common case: this process remembers the ids it has published or replaced,
+//! so a pass that still sees an older copy of the status does not publish them again. Only a kill
+//! after publishing and before the status write can announce twice; never zero times.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -21,7 +24,7 @@ use super::Context;
 use super::backoff::PolicyKey;
 use crate::crd::{OidcRefreshPolicy, OidcRefreshPolicyStatus, PendingAnnouncement};
 use crate::error::Result;
-use crate::events::{EventNote, Publisher};
+use crate::events::{self, EventNote, Publisher};
 use crate::metrics::Metrics;
 use crate::providers::http::truncate;
 
@@ -95,8 +98,26 @@ pub fn carried(
         .collect()
 }
 
-/// `carried`, then `fresh` (with new ids): a fresh announcement replaces a carried one of the same
-/// reason. Returns the list and the ids of the carried ones replaced.
+/// Reasons of the Events that announce a write (recorded before it is made).
+pub const IDP_UPDATED: &str = "IdentityProviderUpdated";
+/// See [`IDP_UPDATED`].
+pub const DEPLOYMENT_PATCHED: &str = "DeploymentPatched";
+/// See [`IDP_UPDATED`].
+pub const DRIFT_CORRECTED: &str = "DriftCorrected";
+/// The reasons announcing a Coder write.
+pub const CODER_WRITES: [&str; 3] = [
+    DEPLOYMENT_PATCHED,
+    DRIFT_CORRECTED,
+    events::USERS_MUST_SIGN_IN_AGAIN,
+];
+
+fn announces_a_write(reason: &str) -> bool {
+    reason == IDP_UPDATED || CODER_WRITES.contains(&reason)
+}
+
+/// `carried`, then `fresh`: a fresh announcement replaces a carried one of the same reason (and
+/// keeps its id when its type and message are the same, so recording it again changes nothing).
+/// Returns the list and the ids of the carried ones replaced.
 pub fn merge(
     carried: Vec<PendingAnnouncement>,
     fresh: &[EventNote],
@@ -104,8 +125,24 @@ pub fn merge(
     let (replaced, mut kept): (Vec<_>, Vec<_>) = carried
         .into_iter()
         .partition(|a| fresh.iter().any(|n| n.reason == a.reason));
-    kept.extend(fresh.iter().map(stored));
-    (kept, replaced.into_iter().map(|a| a.id).collect())
+    let mut gone = Vec::new();
+    for n in fresh {
+        let mut new = stored(n);
+        match replaced
+            .iter()
+            .find(|a| a.reason == new.reason && a.note == new.note && a.type_ == new.type_)
+        {
+            Some(same) => new.id = same.id.clone(),
+            None => gone.extend(
+                replaced
+                    .iter()
+                    .filter(|a| a.reason == new.reason)
+                    .map(|a| a.id.clone()),
+            ),
+        }
+        kept.push(new);
+    }
+    (kept, gone)
 }
 
 /// At most [`MAX_PENDING`], the newest.
@@ -116,30 +153,76 @@ pub fn bounded(mut list: Vec<PendingAnnouncement>) -> Vec<PendingAnnouncement> {
     list
 }
 
-/// Records `notes` in the policy's status before the writes they announce; returns their ids.
-/// Fails (and the writes are not made) when the status cannot be written.
+/// What [`record`] recorded.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// The announcements recorded for this pass's writes.
+    pub entries: Vec<PendingAnnouncement>,
+    /// The status was written (it did not hold them already).
+    pub written: bool,
+}
+
+/// Records `notes` in the policy's status before the writes they announce (no status write when
+/// it holds them already). Fails (and the writes are not made) when the status cannot be written.
 pub async fn record(
     policy: &OidcRefreshPolicy,
     ns: &str,
     ctx: &Context,
     notes: &[EventNote],
-) -> Result<Vec<String>> {
+) -> Result<Recorded> {
     let key = (ns.to_string(), policy.name_any());
     let mut status = policy.status.clone().unwrap_or_default();
     let carried = carried(Some(&status), &ctx.announced, &key);
     let (list, _) = merge(carried, notes);
-    let ids: Vec<String> = list[list.len() - notes.len()..]
-        .iter()
-        .map(|a| a.id.clone())
-        .collect();
-    status.pending_announcements = bounded(list);
+    let entries = list[list.len() - notes.len()..].to_vec();
+    let list = bounded(list);
+    if list == status.pending_announcements {
+        return Ok(Recorded {
+            entries,
+            written: false,
+        });
+    }
+    status.pending_announcements = list;
     super::patch_status(policy, ns, &status, ctx).await?;
-    Ok(ids)
+    Ok(Recorded {
+        entries,
+        written: true,
+    })
+}
+
+/// Publishes what is due of `carried`, this pass's `recorded` entries and its `fresh` Events
+/// (merged as [`merge`] says) about `policy`. An announcement of a write is due only when its
+/// reason is in `settled` (the pass saw that write made); the others are kept as they are.
+/// Returns what stays pending, for the status.
+pub async fn settle(
+    policy: &OidcRefreshPolicy,
+    ctx: &Context,
+    carried: Vec<PendingAnnouncement>,
+    recorded: Vec<PendingAnnouncement>,
+    fresh: &[EventNote],
+    settled: &[&str],
+) -> Vec<PendingAnnouncement> {
+    let key = (policy.namespace().unwrap_or_default(), policy.name_any());
+    let mut all = carried;
+    for r in recorded {
+        if !all.iter().any(|a| a.id == r.id) {
+            all.push(r);
+        }
+    }
+    let (list, replaced) = merge(all, fresh);
+    let (due, waiting): (Vec<_>, Vec<_>) = list.into_iter().partition(|a| {
+        !announces_a_write(&a.reason)
+            || settled.contains(&a.reason.as_str())
+            || fresh.iter().any(|n| n.reason == a.reason)
+    });
+    let failed = publish(&ctx.events, &ctx.metrics, &ctx.announced, policy, due).await;
+    ctx.announced.done(&key, replaced);
+    bounded(waiting.into_iter().chain(failed).collect())
 }
 
 /// Publishes `list` about `policy`; returns the ones that could not be published (logged), and
 /// remembers the others as published.
-pub async fn publish(
+async fn publish(
     publisher: &Publisher,
     metrics: &Metrics,
     announced: &Announced,
@@ -202,6 +285,10 @@ mod tests {
             seen,
             [("IdentityProviderUpdated", "a"), ("DeploymentPatched", "c")]
         );
+        // Recorded again with the same message: the same entry, nothing to write.
+        let (again, replaced) = merge(list.clone(), &[note("DeploymentPatched", "c")]);
+        assert_eq!(again, list);
+        assert!(replaced.is_empty());
     }
 
     #[test]

@@ -123,9 +123,10 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
     let old = policy.status.as_ref();
     // Announcements an earlier pass recorded and did not publish (a restart, a failed Event).
     let carried = announce::carried(old, &ctx.announced, &key);
-    if carried
-        .iter()
-        .any(|a| a.reason == events::USERS_MUST_SIGN_IN_AGAIN)
+    if pass.settled.contains(&events::USERS_MUST_SIGN_IN_AGAIN)
+        && carried
+            .iter()
+            .any(|a| a.reason == events::USERS_MUST_SIGN_IN_AGAIN)
     {
         // Coder was written by a pass that did not get to write its status.
         pass.written = true;
@@ -143,19 +144,18 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
     }
     // Published before the status is written, so a restart in between announces again rather
     // than never; what could not be published stays in status.
-    let (announcements, replaced) = announce::merge(carried, &notes);
-    let failed = announce::publish(
-        &ctx.events,
-        &ctx.metrics,
-        &ctx.announced,
+    new_status.pending_announcements = announce::settle(
         policy,
-        announcements,
+        ctx,
+        carried,
+        pass.recorded.clone(),
+        &notes,
+        &pass.settled,
     )
     .await;
-    ctx.announced
-        .done(&key, replaced.into_iter().chain(pass.recorded.clone()));
-    new_status.pending_announcements = announce::bounded(failed);
-    if status::changed(old, &new_status) {
+    // After recording announcements the stored status is no longer `old`: write it back even
+    // when nothing else changed, so what was published does not stay pending.
+    if pass.recorded_written || status::changed(old, &new_status) {
         patch_status(policy, ns, &new_status, ctx).await?;
     }
     if let Some(problem) = pass.problem() {
@@ -224,6 +224,13 @@ async fn run_pass(
         acted.retry_after,
     );
     let read = acted.idp_settings.is_some();
+    let mut settled = Vec::new();
+    if acted.idp_settled {
+        settled.push(announce::IDP_UPDATED);
+    }
+    if acted.coder.state == State::Done || acted.coder_written {
+        settled.extend(announce::CODER_WRITES);
+    }
     let pass = Outcome {
         verdicts: Verdicts {
             idp: acted.idp,
@@ -236,7 +243,9 @@ async fn run_pass(
         written: acted.coder_written,
         pending: read.then_some(acted.pending),
         events: acted.events,
-        recorded: acted.recorded,
+        recorded: acted.recorded.entries,
+        recorded_written: acted.recorded.written,
+        settled,
     };
     Ok((pass, next))
 }
