@@ -4,7 +4,8 @@
 //! belongs to one policy: the oldest (by `creationTimestamp`, then namespace and name, the same
 //! order for every policy) among those not themselves held back by an older one. The others
 //! change nothing and stall with `DuplicatePolicy` naming the owner; deleting the owner hands
-//! over. Policies with identical settings follow the same rule: one owner. Pure.
+//! over. Policies with identical settings follow the same rule: one owner. A policy in `Observe`
+//! mode holds its objects too, so switching it to `Enforce` never starts a tug of war. Pure.
 //!
 //! Policies are compared through the controller's policy cache: with `--namespaces`, each listed
 //! namespace has its own cache, so policies in two different listed namespaces do not see each
