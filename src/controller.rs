@@ -659,6 +659,7 @@ fn forget_policy(ctx: &Context, namespace: String, name: String) {
     let key = (namespace, name);
     ctx.metrics.forget_policy(&key.0, &key.1);
     ctx.backoff.reset(&key);
+    ctx.announced.forget(&key);
     ctx.memos.forget(&MemoKey {
         policy: key,
         generation: 0,
@@ -675,17 +676,36 @@ async fn guarded_reconcile(
     ctx: Arc<Context>,
     deadline: Duration,
 ) -> Result<Action, Error> {
+    guarded(policy, ctx, deadline, reconcile::reconcile).await
+}
+
+/// `run` contained as [`guarded_reconcile`] says; a run abandoned at its deadline or on a panic
+/// is reported in the policy's status (`ReconcileTimeout`, `InternalError`).
+pub(crate) async fn guarded<F, Fut>(
+    policy: Arc<OidcRefreshPolicy>,
+    ctx: Arc<Context>,
+    deadline: Duration,
+    run: F,
+) -> Result<Action, Error>
+where
+    F: FnOnce(Arc<OidcRefreshPolicy>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action, Error>>,
+{
     let ns = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let metrics = ctx.metrics.clone();
-    contain(
-        reconcile::reconcile(policy, ctx),
+    let result = contain(
+        run(policy.clone(), ctx.clone()),
         deadline,
         &metrics,
         &ns,
         &name,
     )
-    .await
+    .await;
+    if let Err(e) = &result {
+        reconcile::abandoned::report(&policy, &ctx, e).await;
+    }
+    result
 }
 
 /// Runs `reconcile` with a panic guard and a deadline (see [`guarded_reconcile`]).

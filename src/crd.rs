@@ -354,6 +354,29 @@ pub struct OidcRefreshPolicyStatus {
     /// write (a dry run), in `Enforce` mode what a pass could not write yet. Empty when converged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedChange>,
+    /// Events not published yet: recorded before the operator writes to the identity provider
+    /// or the Deployment, and kept while publishing fails, so that a restart (even a SIGKILL
+    /// between a write and its Event) still announces what was done. Empty once published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub pending_announcements: Vec<PendingAnnouncement>,
+}
+
+/// An Event the operator still has to publish.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub struct PendingAnnouncement {
+    /// Identifies the announcement, so that one operator process never publishes it twice.
+    #[schemars(length(max = 32))]
+    pub id: String,
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// CamelCase reason of the Event, e.g. `IdentityProviderUpdated`.
+    #[schemars(length(max = 128))]
+    pub reason: String,
+    /// The Event's message.
+    #[schemars(length(max = 1024))]
+    pub note: String,
 }
 
 /// One pending change.

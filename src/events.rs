@@ -6,11 +6,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Api;
 use kube::api::PostParams;
-use kube::{Api, Resource};
 
-use crate::crd::{FIELD_MANAGER, OidcRefreshPolicy, OidcRefreshPolicyStatus};
-use crate::metrics::Metrics;
+use crate::crd::{FIELD_MANAGER, OidcRefreshPolicyStatus};
 use crate::providers::http::truncate;
 use crate::status::{self, ConditionType, Outcome};
 
@@ -47,6 +46,18 @@ impl Publisher {
         regarding: &ObjectReference,
         note: &EventNote,
     ) -> Result<(), kube::Error> {
+        self.publish_parts(regarding, note.warning, note.reason, &note.note)
+            .await
+    }
+
+    /// Creates an Event of this type, reason and message in the namespace of `regarding`.
+    pub async fn publish_parts(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) -> Result<(), kube::Error> {
         let ns = regarding
             .namespace
             .clone()
@@ -64,9 +75,9 @@ impl Publisher {
                 ..Default::default()
             },
             action: Some("Reconcile".into()),
-            reason: Some(note.reason.to_string()),
-            note: Some(truncate(&note.note, 1000)),
-            type_: Some(if note.warning { "Warning" } else { "Normal" }.into()),
+            reason: Some(reason.to_string()),
+            note: Some(truncate(note, 1000)),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
             regarding: Some(regarding.clone()),
             event_time: Some(MicroTime(now)),
             reporting_controller: Some(FIELD_MANAGER.into()),
@@ -77,6 +88,20 @@ impl Publisher {
             .create(&PostParams::default(), &event)
             .await?;
         Ok(())
+    }
+}
+
+/// Reason of the Event that tells users to sign in again.
+pub const USERS_MUST_SIGN_IN_AGAIN: &str = "UsersMustSignInAgain";
+
+/// The Event announcing that every user must sign in again to obtain a refresh token.
+pub fn users_must_sign_in_again() -> EventNote {
+    EventNote {
+        warning: false,
+        reason: USERS_MUST_SIGN_IN_AGAIN,
+        note:
+            "Coder now requests refresh tokens; every user must sign out and in once to obtain one"
+                .into(),
     }
 }
 
@@ -93,11 +118,7 @@ pub fn for_status(
             .and_then(|s| s.users_must_sign_in_again_since.as_ref())
             .is_none()
     {
-        events.push(EventNote {
-            warning: false,
-            reason: "UsersMustSignInAgain",
-            note: "Coder now requests refresh tokens; every user must sign out and in once to obtain one".into(),
-        });
+        events.push(users_must_sign_in_again());
     }
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     for c in status::transitions(old_conditions, &new.conditions) {
@@ -120,20 +141,4 @@ pub fn for_status(
         }
     }
     events
-}
-
-/// Publishes `notes` about `policy`; a failed Event is logged and counted, never fatal.
-pub async fn publish_all(
-    publisher: &Publisher,
-    metrics: &Metrics,
-    policy: &OidcRefreshPolicy,
-    notes: &[EventNote],
-) {
-    let reference = policy.object_ref(&());
-    for note in notes {
-        match publisher.publish(&reference, note).await {
-            Ok(()) => metrics.wrote("event"),
-            Err(e) => tracing::warn!(error = %e, reason = note.reason, "could not publish Event"),
-        }
-    }
 }

@@ -12,8 +12,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{
-    CoderStatus, IdentityProviderStatus, OidcRefreshPolicy, OidcRefreshPolicyStatus, PlannedChange,
-    PolicyWarning,
+    CoderStatus, IdentityProviderStatus, OidcRefreshPolicy, OidcRefreshPolicyStatus,
+    PendingAnnouncement, PlannedChange, PolicyWarning,
 };
 use crate::duration;
 use crate::events::EventNote;
@@ -37,6 +37,12 @@ pub struct Outcome {
     pub pending: Option<Vec<Change>>,
     /// Events of the actions taken.
     pub events: Vec<EventNote>,
+    /// The announcements recorded in status before this pass's writes.
+    pub recorded: Vec<PendingAnnouncement>,
+    /// The status was written to record them.
+    pub recorded_written: bool,
+    /// Reasons of the write announcements this pass saw settled: the write is made.
+    pub settled: Vec<&'static str>,
 }
 
 impl Outcome {
@@ -50,6 +56,9 @@ impl Outcome {
             written: false,
             pending: Some(Vec::new()),
             events: Vec::new(),
+            recorded: Vec::new(),
+            recorded_written: false,
+            settled: Vec::new(),
         }
     }
 
@@ -157,6 +166,8 @@ pub fn build(
         users_must_sign_in_again_since: since,
         pending_changes: Some(plan.len() as i64),
         plan,
+        // Filled in by the reconciler once it has published what it could.
+        pending_announcements: Vec::new(),
     }
 }
 
@@ -268,6 +279,10 @@ pub enum Reason {
     ConflictingAuthURLParams,
     /// The Kubernetes API failed.
     KubernetesError,
+    /// The last reconcile ran past its deadline and was cancelled (retried with backoff).
+    ReconcileTimeout,
+    /// The last reconcile stopped on an internal error of the operator (retried with backoff).
+    InternalError,
 }
 
 impl Reason {
@@ -306,6 +321,8 @@ impl Reason {
             Reason::CoderConfigFile => "CoderConfigFile",
             Reason::ConflictingAuthURLParams => "ConflictingAuthURLParams",
             Reason::KubernetesError => "KubernetesError",
+            Reason::ReconcileTimeout => "ReconcileTimeout",
+            Reason::InternalError => "InternalError",
         }
     }
 }

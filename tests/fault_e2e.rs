@@ -400,6 +400,47 @@ async fn a_tarpit_does_not_starve_other_tenants() {
     r.stop().await;
 }
 
+/// A reconcile cancelled at its deadline leaves the policy saying so, not the last status.
+#[tokio::test]
+async fn a_reconcile_cancelled_at_its_deadline_says_so_in_status() {
+    let (url, _) = hostile(|_req, mut sock| {
+        Box::pin(async move {
+            let head =
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+            if sock.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if sock.write_all(b" ").await.is_err() {
+                    return;
+                }
+            }
+        })
+    })
+    .await;
+    let mut s = settings();
+    s.provider_timeout = Duration::from_secs(20);
+    s.reconcile_timeout = Some(Duration::from_secs(2));
+    let r = start(s).await;
+    secret(&r.client, "kc", true).await;
+    sandbox::create_policy(&r.client, keycloak_policy("slow", &url, "kc"))
+        .await
+        .unwrap();
+    let p = wait_condition(&r.client, "slow", common::WAIT, |t, reason, _| {
+        t == "Ready" && reason == "ReconcileTimeout"
+    })
+    .await;
+    let text = visible_text(&r.client, "slow").await;
+    assert!(
+        text.contains("did not finish within its deadline of 2s (--reconcile-timeout)"),
+        "{text}"
+    );
+    assert!(p.status.is_some());
+    assert!(r.alive());
+    r.stop().await;
+}
+
 /// Item 5a: a Secret is used as credentials only when its owner labelled it so; the policy says
 /// exactly which label to add, and picks the labelled Secret up without a restart.
 #[tokio::test]

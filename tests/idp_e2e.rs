@@ -420,3 +420,165 @@ async fn identity_provider_drift_is_corrected_on_the_interval() {
     sb.stop().await;
     idp.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn two_policies_on_one_keycloak_client_do_not_undo_each_other() {
+    let (sb, idp) = setup(SandboxProvider::Keycloak).await;
+    let sandbox::IdpSim::Keycloak(kc) = &idp.sim else {
+        unreachable!()
+    };
+    sandbox::create_coder(&sb.client, sandbox::coder_deployment("portal", json!([])))
+        .await
+        .unwrap();
+    let max_lifespan = |kc: &sim_keycloak::SimHandle| {
+        kc.client("coder", "coder").unwrap()["attributes"]["client.offline.session.max.lifespan"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let mut older = policy(SandboxProvider::Keycloak, &idp);
+    older["spec"]["interval"] = json!("30s");
+    sandbox::create_policy(&sb.client, older).await.unwrap();
+    wait_ready(&sb.client, "coder").await;
+    assert_eq!(max_lifespan(kc).as_deref(), Some("7776000"), "90 days");
+    // Created a second later: a creationTimestamp has whole seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Another Deployment, the same Keycloak client, another lifetime.
+    let mut newer = policy(SandboxProvider::Keycloak, &idp);
+    newer["metadata"]["name"] = json!("portal");
+    newer["spec"]["coder"]["deployment"] = json!("portal");
+    newer["spec"]["refreshTokens"]["lifetime"] = json!("1440h");
+    newer["spec"]["interval"] = json!("30s");
+    let writes = kc.writes();
+    sandbox::create_policy(&sb.client, newer).await.unwrap();
+    let p = wait_reason(
+        &sb.client,
+        "portal",
+        "IdentityProviderConfigured",
+        "False",
+        "DuplicatePolicy",
+    )
+    .await;
+    let (_, _, msg) = cond(&p, "IdentityProviderConfigured");
+    assert!(
+        msg.starts_with(&format!(
+            "Policy \"coder\" in namespace {NAMESPACE:?} already manages keycloak:{}/realms/coder/clients/coder at the identity provider",
+            kc.base_url().trim_end_matches('/')
+        )),
+        "{msg}"
+    );
+    assert_eq!(cond(&p, "Ready").1, "DuplicatePolicy");
+    assert_eq!(cond(&p, "Stalled").0, "True");
+    // Nothing of the newer policy reaches Keycloak or its Deployment; the older stays Ready.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(kc.writes(), writes, "no identity-provider writes");
+    assert_eq!(max_lifespan(kc).as_deref(), Some("7776000"));
+    assert_eq!(
+        sandbox::coder_env(&sb.client, "portal").await.unwrap(),
+        (None, None)
+    );
+    let api: Api<OidcRefreshPolicy> = Api::namespaced(sb.client.clone(), NAMESPACE);
+    assert!(sandbox::is_ready(&api.get("coder").await.unwrap()));
+
+    // Deleting the older policy hands the client over without waiting for the interval.
+    api.delete("coder", &Default::default()).await.unwrap();
+    wait_ready(&sb.client, "portal").await;
+    assert_eq!(max_lifespan(kc).as_deref(), Some("5184000"), "60 days");
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_was_written_is_announced_once_even_after_a_kill_before_the_events() {
+    let (sb, idp) = setup(SandboxProvider::Keycloak).await;
+    // The process dies right after its writes, as with a SIGKILL: no Event is ever created, and
+    // of its status writes only the first (the one made before the writes) lands.
+    sb.kube.fail_requests("create", "events", 0, usize::MAX);
+    sb.kube
+        .fail_requests("patch", "oidcrefreshpolicies/status", 1, usize::MAX);
+    let writes = idp.sim.writes();
+    sandbox::create_policy(&sb.client, policy(SandboxProvider::Keycloak, &idp))
+        .await
+        .unwrap();
+    let p = sandbox::wait_policy(&sb.client, "coder", WAIT, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| !s.pending_announcements.is_empty())
+    })
+    .await
+    .unwrap();
+    let recorded: Vec<String> = p
+        .status
+        .unwrap()
+        .pending_announcements
+        .into_iter()
+        .map(|a| a.reason)
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            "IdentityProviderUpdated",
+            "DeploymentPatched",
+            "UsersMustSignInAgain"
+        ]
+    );
+    let start = std::time::Instant::now();
+    while sandbox::coder_env(&sb.client, "coder")
+        .await
+        .unwrap()
+        .0
+        .is_none()
+    {
+        assert!(start.elapsed() < WAIT, "the Deployment was not written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(idp.sim.writes() > writes, "Keycloak was written");
+    let (sim, client) = (sb.kube.clone(), sb.client.clone());
+    sb.stop_controller_only().await;
+    assert!(
+        sandbox::policy_events(&client, "coder")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A new process on the same cluster announces what the first one did, once.
+    sim.fail_requests("create", "events", 0, 0);
+    sim.fail_requests("patch", "oidcrefreshpolicies/status", 0, 0);
+    let writes = idp.sim.writes();
+    let sb = Sandbox::start_controller(sim.clone(), client.clone());
+    let p = wait_ready(&client, "coder").await;
+    let status = p.status.unwrap();
+    assert!(status.users_must_sign_in_again_since.is_some());
+    let count = |events: &[(String, String, String)], reason: &str| {
+        events.iter().filter(|e| e.1 == reason).count()
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let events = sandbox::policy_events(&client, "coder").await.unwrap();
+        if count(&events, "UsersMustSignInAgain") > 0 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Further passes publish nothing again and write nothing.
+    poke_policy(&client, "coder", "1").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = sandbox::policy_events(&client, "coder").await.unwrap();
+    for reason in [
+        "IdentityProviderUpdated",
+        "DeploymentPatched",
+        "UsersMustSignInAgain",
+    ] {
+        assert_eq!(count(&events, reason), 1, "{reason}: {events:?}");
+    }
+    assert_eq!(idp.sim.writes(), writes, "nothing written again");
+    let p = Api::<OidcRefreshPolicy>::namespaced(client.clone(), NAMESPACE)
+        .get("coder")
+        .await
+        .unwrap();
+    assert!(p.status.unwrap().pending_announcements.is_empty());
+    sb.stop().await;
+    idp.sim.shutdown().await;
+}

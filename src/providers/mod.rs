@@ -692,6 +692,62 @@ pub fn connect(
     })
 }
 
+/// The identity-provider objects a policy makes the operator write, as stable keys computed from
+/// the spec alone (no I/O, no credentials, nothing secret): the client, app registration or
+/// application, plus realm-wide or server-wide settings when the policy may change them, e.g.
+/// `keycloak:https://kc.example/realms/coder/clients/coder` and
+/// `keycloak:https://kc.example/realms/coder/realm-settings`. Two policies whose keys overlap would
+/// undo each other's settings, so the controller lets only the older one act. Settings a
+/// provider only ever adds (never sets to a value that another policy could want otherwise), such
+/// as a server-wide `offline_access` scope, are not claimed. Google has no admin API: no keys.
+///
+/// Every provider field of [`ProviderSpec`] is destructured here, so a new provider does not
+/// compile until it says what it claims.
+pub fn targets(spec: &ProviderSpec) -> Vec<String> {
+    let ProviderSpec {
+        google: _,
+        keycloak,
+        ping_federate,
+        entra_id,
+        logto,
+    } = spec;
+    let mut keys = Vec::new();
+    if let Some(k) = keycloak {
+        keys.extend(keycloak::targets(k));
+    }
+    if let Some(p) = ping_federate {
+        keys.extend(pingfederate::targets(p));
+    }
+    if let Some(e) = entra_id {
+        keys.extend(entra::targets(e));
+    }
+    if let Some(l) = logto {
+        keys.extend(logto::targets(l));
+    }
+    keys
+}
+
+/// A target key (see [`targets`]): `<provider>:<base URL>/<part>/<part>…`, the base URL with its
+/// scheme and host in lower case, its default port dropped and no trailing `/`; `%` and `/` in
+/// each part escaped, so no two different paths give the same key.
+pub fn target_key<'a>(
+    provider: ProviderKind,
+    base: &str,
+    parts: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let trimmed = base.trim();
+    let base = match reqwest::Url::parse(trimmed) {
+        Ok(u) => u.as_str().trim_end_matches('/').to_string(),
+        Err(_) => trimmed.trim_end_matches('/').to_string(),
+    };
+    let mut key = format!("{}:{base}", provider.as_str());
+    for part in parts {
+        key.push('/');
+        key.push_str(&part.replace('%', "%25").replace('/', "%2F"));
+    }
+    key
+}
+
 /// Error for a provider that needs credentials when the Secret was not given.
 pub fn missing_credentials(provider: ProviderKind) -> ProviderError {
     ProviderError::InvalidSecret {

@@ -6,13 +6,15 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 
 use super::Context;
+use super::announce;
 use super::memo::MemoKey;
 use super::observe::{IdpObserved, Observed};
 use super::plan::{CoderStep, IdpStep, Plan, conflict_message, provider_verdict, rbac_message};
 use crate::coder::{PARAMS_ENV, SCOPES_ENV};
+use crate::crd::OidcRefreshPolicy;
 use crate::error::{Error, Result};
-use crate::events::EventNote;
-use crate::providers::{Change, Finding, IdpSettings};
+use crate::events::{self, EventNote};
+use crate::providers::{Change, Finding, IdpSettings, ProviderKind};
 use crate::status::{Reason, State, Verdict};
 
 /// What `act` did.
@@ -37,6 +39,11 @@ pub struct Acted {
     pub retry_after: Option<std::time::Duration>,
     /// Changes not made by this pass (all of them in `Observe` mode), identity provider first.
     pub pending: Vec<Change>,
+    /// The announcements recorded in status before the writes.
+    pub recorded: announce::Recorded,
+    /// The identity provider is as the policy wants (read converged, or written): its
+    /// recorded update is made.
+    pub idp_settled: bool,
 }
 
 /// Executes the plan.
@@ -44,9 +51,10 @@ pub async fn act(
     plan: Plan,
     observed: Observed,
     memo: &MemoKey,
-    namespace: &str,
+    policy: &OidcRefreshPolicy,
     ctx: &Context,
 ) -> Result<Acted> {
+    let namespace = memo.policy.0.as_str();
     let mut events = Vec::new();
     let mut retry_after = None;
     let mut findings = Vec::new();
@@ -75,6 +83,25 @@ pub async fn act(
         .map(|(_, p)| p.changes().to_vec())
         .unwrap_or_default();
 
+    // What the writes below will announce is recorded before any of them is made, so that a
+    // restart between a write and its Event still announces it.
+    let first_write = policy
+        .status
+        .as_ref()
+        .is_none_or(|s| s.users_must_sign_in_again_since.is_none());
+    let before = announced_before(
+        &plan.idp,
+        &plan.coder,
+        connected.as_ref().map(|(p, _)| p.kind()),
+        first_write,
+    );
+    let recorded = if before.is_empty() {
+        announce::Recorded::default()
+    } else {
+        announce::record(policy, namespace, ctx, &before).await?
+    };
+    let mut idp_settled = connected.as_ref().is_some_and(|(_, p)| p.is_empty());
+
     let mut idp_ok = true;
     let idp = match (plan.idp, connected) {
         (IdpStep::None(v), _) => v,
@@ -82,6 +109,7 @@ pub async fn act(
             ctx.leadership.check()?;
             match provider.apply(&idp_plan).await {
                 Ok(applied) => {
+                    idp_settled = true;
                     ctx.metrics.wrote("identity_provider");
                     pending.clear();
                     // The read-back after the writes verified the provider: passes that follow the
@@ -107,11 +135,7 @@ pub async fn act(
                     } else {
                         applied.actions.clone()
                     };
-                    events.push(EventNote {
-                        warning: false,
-                        reason: "IdentityProviderUpdated",
-                        note: format!("{} client updated: {}", provider.kind(), done.join("; ")),
-                    });
+                    events.push(idp_updated(provider.kind(), &done));
                     // The writes are made (and announced), yet the state read back may still
                     // block refresh tokens (for example changes not yet replicated to a
                     // cluster's engines): Coder waits until it does not.
@@ -171,14 +195,7 @@ pub async fn act(
             params,
         } => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-            let name = body["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let container = body["spec"]["template"]["spec"]["containers"][0]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let (name, container) = target_of(&body);
             let mut pp = PatchParams::apply(&crate::coder::field_manager(&container));
             pp.force = force;
             ctx.leadership.check()?;
@@ -187,21 +204,12 @@ pub async fn act(
                     ctx.metrics.wrote("deployment");
                     deployment = Some(d);
                     coder_written = true;
-                    if !restoring_from.is_empty() {
-                        events.push(EventNote {
-                            warning: true,
-                            reason: "DriftCorrected",
-                            note: format!(
-                                "{SCOPES_ENV}/{PARAMS_ENV} in Deployment {name:?} were changed by {}; restored",
-                                restoring_from.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ")
-                            ),
-                        });
-                    }
-                    events.push(EventNote {
-                        warning: false,
-                        reason: "DeploymentPatched",
-                        note: format!("Set {SCOPES_ENV}={scopes} and {PARAMS_ENV}={params} in Deployment {name:?}"),
-                    });
+                    events.extend(coder_written_notes(
+                        &name,
+                        &restoring_from,
+                        &scopes,
+                        &params,
+                    ));
                     Verdict::new(
                         State::Done,
                         Reason::Configured,
@@ -266,7 +274,88 @@ pub async fn act(
         events,
         retry_after,
         pending,
+        recorded,
+        idp_settled,
     })
+}
+
+/// Name of the Deployment and of the container an apply body is for.
+fn target_of(body: &serde_json::Value) -> (String, String) {
+    let name = body["metadata"]["name"].as_str().unwrap_or_default();
+    let container = body["spec"]["template"]["spec"]["containers"][0]["name"]
+        .as_str()
+        .unwrap_or_default();
+    (name.to_string(), container.to_string())
+}
+
+/// The Event of an identity-provider update (`done`: one line per write).
+fn idp_updated(kind: ProviderKind, done: &[String]) -> EventNote {
+    EventNote {
+        warning: false,
+        reason: announce::IDP_UPDATED,
+        note: format!("{kind} client updated: {}", done.join("; ")),
+    }
+}
+
+/// The Events of writing the Coder env entries.
+fn coder_written_notes(
+    name: &str,
+    restoring_from: &[String],
+    scopes: &str,
+    params: &str,
+) -> Vec<EventNote> {
+    let mut notes = Vec::new();
+    if !restoring_from.is_empty() {
+        notes.push(EventNote {
+            warning: true,
+            reason: announce::DRIFT_CORRECTED,
+            note: format!(
+                "{SCOPES_ENV}/{PARAMS_ENV} in Deployment {name:?} were changed by {}; restored",
+                restoring_from
+                    .iter()
+                    .map(|m| format!("{m:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    notes.push(EventNote {
+        warning: false,
+        reason: announce::DEPLOYMENT_PATCHED,
+        note: format!("Set {SCOPES_ENV}={scopes} and {PARAMS_ENV}={params} in Deployment {name:?}"),
+    });
+    notes
+}
+
+/// What the writes of a plan announce, known before they are made: the identity-provider update
+/// (when a provider is connected to make it), the Deployment patch, and on the first write to
+/// Coder that users must sign in again. Pure.
+fn announced_before(
+    idp: &IdpStep,
+    coder: &CoderStep,
+    provider: Option<ProviderKind>,
+    first_write: bool,
+) -> Vec<EventNote> {
+    let mut notes = Vec::new();
+    if let (IdpStep::Apply(changes), Some(kind)) = (idp, provider) {
+        let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        notes.push(idp_updated(kind, &lines));
+    }
+    if let CoderStep::Apply {
+        body,
+        restoring_from,
+        scopes,
+        params,
+        ..
+    } = coder
+    {
+        let (name, _) = target_of(body);
+        notes.extend(coder_written_notes(&name, restoring_from, scopes, params));
+        if first_write {
+            notes.push(events::users_must_sign_in_again());
+        }
+    }
+    notes
 }
 
 /// Manager names quoted in an API server conflict message (`conflict with "helm" using apps/v1`).

@@ -14,8 +14,11 @@
 //! an empty plan, no writes to the identity provider or the Deployment, and a status equal to the
 //! stored one, so nothing is written at all.
 
+pub mod abandoned;
 pub mod act;
+pub mod announce;
 pub mod backoff;
+pub mod claims;
 pub mod memo;
 pub mod observe;
 pub mod other_tools;
@@ -66,6 +69,8 @@ pub struct Context {
     pub other_tools: other_tools::ServedKinds,
     /// Checked before every write (leader election).
     pub leadership: crate::leader::Leadership,
+    /// Announcements this process has published or dropped.
+    pub announced: announce::Announced,
 }
 
 impl Context {
@@ -86,12 +91,14 @@ impl Context {
             policies: None,
             other_tools: other_tools::ServedKinds::default(),
             leadership: crate::leader::Leadership::unelected(),
+            announced: announce::Announced::default(),
         }
     }
 
-    /// The older policy that already manages the Deployment container `policy` aims at, if any.
-    pub fn claimed_by(&self, policy: &OidcRefreshPolicy) -> Option<String> {
-        plan::claimant(policy, &self.policies.as_ref()?.state())
+    /// What an older policy already manages of what `policy` would change (its Deployment
+    /// container or identity-provider objects), if anything.
+    pub fn claimed_by(&self, policy: &OidcRefreshPolicy) -> Option<claims::Claimed> {
+        claims::claimant(policy, &self.policies.as_ref()?.state())
     }
 }
 
@@ -119,10 +126,20 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
         debug!(left_s = left.as_secs_f64(), "backing off; pass skipped");
         return Ok(Action::requeue(left));
     }
-    let (pass, next) = run_pass(policy, ctx, ns).await?;
+    let (mut pass, next) = run_pass(policy, ctx, ns).await?;
 
     let old = policy.status.as_ref();
-    let new_status = status::build(policy, old, &pass, Timestamp::now());
+    // Announcements an earlier pass recorded and did not publish (a restart, a failed Event).
+    let carried = announce::carried(old, &ctx.announced, &key);
+    if pass.settled.contains(&events::USERS_MUST_SIGN_IN_AGAIN)
+        && carried
+            .iter()
+            .any(|a| a.reason == events::USERS_MUST_SIGN_IN_AGAIN)
+    {
+        // Coder was written by a pass that did not get to write its status.
+        pass.written = true;
+    }
+    let mut new_status = status::build(policy, old, &pass, Timestamp::now());
     let notes = [
         pass.events.clone(),
         events::for_status(old, &new_status, &pass),
@@ -133,11 +150,23 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
             ctx.metrics.finding(e.reason);
         }
     }
-    if status::changed(old, &new_status) {
+    // Published before the status is written, so a restart in between announces again rather
+    // than never; what could not be published stays in status.
+    ctx.leadership.check()?;
+    new_status.pending_announcements = announce::settle(
+        policy,
+        ctx,
+        carried,
+        pass.recorded.clone(),
+        &notes,
+        &pass.settled,
+    )
+    .await;
+    // After recording announcements the stored status is no longer `old`: write it back even
+    // when nothing else changed, so what was published does not stay pending.
+    if pass.recorded_written || status::changed(old, &new_status) {
         patch_status(policy, ns, &new_status, ctx).await?;
     }
-    ctx.leadership.check()?;
-    events::publish_all(&ctx.events, &ctx.metrics, policy, &notes).await;
     if let Some(problem) = pass.problem() {
         ctx.metrics.reconcile_problem(problem);
     }
@@ -159,11 +188,11 @@ async fn run_pass(
         Ok(d) => d,
         Err(msg) => return Ok((invalid_spec(msg), backoff::Next::Interval)),
     };
-    if let Some(first) = ctx.claimed_by(policy) {
+    if let Some(claimed) = ctx.claimed_by(policy) {
         // Looked at again shortly (the check reads only the policy cache), so deleting the other
         // policy hands over without waiting for the interval.
-        let verdict = plan::duplicate_verdict(policy, &first);
-        return Ok((duplicate(verdict), backoff::Next::Soon));
+        let verdict = claims::duplicate_verdict(policy, &claimed);
+        return Ok((duplicate(&claimed, verdict), backoff::Next::Soon));
     }
     let memo = MemoKey {
         policy: (ns.to_string(), policy.name_any()),
@@ -193,7 +222,7 @@ async fn run_pass(
     let decided = plan::plan_with(&policy.spec, ns, view, deployment, previous);
     debug!(plan = ?decided, "planned");
 
-    let acted = act::act(decided, observed, &memo, ns, ctx).await?;
+    let acted = act::act(decided, observed, &memo, policy, ctx).await?;
 
     let rollout = plan::rollout_verdict(&acted.deployment, &acted.coder);
     let next = backoff::next(
@@ -204,6 +233,13 @@ async fn run_pass(
         acted.retry_after,
     );
     let read = acted.idp_settings.is_some();
+    let mut settled = Vec::new();
+    if acted.idp_settled {
+        settled.push(announce::IDP_UPDATED);
+    }
+    if acted.coder.state == State::Done || acted.coder_written {
+        settled.extend(announce::CODER_WRITES);
+    }
     let pass = Outcome {
         verdicts: Verdicts {
             idp: acted.idp,
@@ -216,6 +252,9 @@ async fn run_pass(
         written: acted.coder_written,
         pending: read.then_some(acted.pending),
         events: acted.events,
+        recorded: acted.recorded.entries,
+        recorded_written: acted.recorded.written,
+        settled,
     };
     Ok((pass, next))
 }
@@ -238,21 +277,33 @@ fn invalid_spec(msg: String) -> Outcome {
     })
 }
 
-/// Another policy manages the Deployment: nothing is read or written.
-fn duplicate(verdict: Verdict) -> Outcome {
-    let unknown = Verdict::new(
-        State::Unknown,
-        Reason::DuplicatePolicy,
-        "Not evaluated while another policy manages the Deployment.",
-    );
-    Outcome::without_io(Verdicts {
-        idp: unknown.clone(),
-        coder: verdict,
-        rollout: unknown,
-    })
+/// Another policy manages the Deployment container or the identity-provider object: nothing is
+/// read or written. The part claimed carries `verdict`; the others are not evaluated.
+fn duplicate(claimed: &claims::Claimed, verdict: Verdict) -> Outcome {
+    let unknown = |what: &str| {
+        Verdict::new(
+            State::Unknown,
+            Reason::DuplicatePolicy,
+            format!("Not evaluated while another policy manages {what}."),
+        )
+    };
+    let verdicts = match claimed {
+        claims::Claimed::Container(_) => Verdicts {
+            idp: unknown("the Deployment"),
+            coder: verdict,
+            rollout: unknown("the Deployment"),
+        },
+        claims::Claimed::Idp { .. } => Verdicts {
+            idp: verdict,
+            coder: unknown("the identity-provider object"),
+            rollout: unknown("the identity-provider object"),
+        },
+    };
+    Outcome::without_io(verdicts)
 }
 
-async fn patch_status(
+/// Writes the policy's status (server-side apply, forced).
+pub(super) async fn patch_status(
     policy: &OidcRefreshPolicy,
     ns: &str,
     status: &OidcRefreshPolicyStatus,

@@ -4,18 +4,13 @@
 //! Order matters: Coder is only changed once the identity provider is configured, so Coder never
 //! asks for a scope (such as `offline_access`) that the provider would still reject.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::coder::{
     self, ContainerState, EnvEntry, PARAMS_ENV, SCOPES_ENV, SourceFound, SourceKind, SourceRead,
 };
-use crate::crd::{
-    CoderStatus, ConflictPolicy, ManagementPolicy, OidcRefreshPolicy, OidcRefreshPolicySpec,
-};
+use crate::crd::{CoderStatus, ConflictPolicy, ManagementPolicy, OidcRefreshPolicySpec};
 use crate::providers::{Change, Observation, ProviderError};
 use crate::status::{Reason, State, Verdict};
 
@@ -46,38 +41,6 @@ impl<'a> From<Option<&'a Deployment>> for DeploymentView<'a> {
     fn from(d: Option<&'a Deployment>) -> Self {
         d.map_or(DeploymentView::Missing, |d| DeploymentView::Found(d, &[]))
     }
-}
-
-/// The policy that manages the same Deployment container as `policy` and came first (the oldest,
-/// then by name), when that is not `policy` itself. Two policies writing the same two env entries
-/// would undo each other's changes, so only the first one acts.
-pub fn claimant(policy: &OidcRefreshPolicy, all: &[Arc<OidcRefreshPolicy>]) -> Option<String> {
-    let target = |p: &OidcRefreshPolicy| {
-        (
-            p.namespace(),
-            p.spec.coder.deployment.clone(),
-            p.spec.coder.container.clone(),
-        )
-    };
-    let first = all
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && target(p) == target(policy))
-        .min_by_key(|p| (p.metadata.creation_timestamp.clone(), p.name_any()))?;
-    (first.name_any() != policy.name_any()).then(|| first.name_any())
-}
-
-/// The verdict of a policy whose Deployment container an older policy already manages.
-pub fn duplicate_verdict(policy: &OidcRefreshPolicy, first: &str) -> Verdict {
-    let coder = &policy.spec.coder;
-    Verdict::new(
-        State::Stalled,
-        Reason::DuplicatePolicy,
-        format!(
-            "Policy {first:?} already manages container {:?} of Deployment {:?}; two policies writing the same env entries would undo each other's changes, so this one changes nothing (not at the identity provider either). \
-             Delete this policy, merge its settings into {first:?}, or point spec.coder at another Deployment or container.",
-            coder.container, coder.deployment
-        ),
-    )
 }
 
 /// Message for a request the API server refused to the operator's service account.
@@ -1271,53 +1234,6 @@ mod tests {
             ) && v
                 .message
                 .contains(r#"get on configmaps in namespace "coder""#),
-            "{}",
-            v.message
-        );
-    }
-
-    #[test]
-    fn the_oldest_policy_for_a_deployment_container_is_the_one_that_acts() {
-        let policy = |name: &str, created: &str, coder: Value| {
-            let mut p = OidcRefreshPolicy::new(name, spec(json!({"coder": coder})));
-            p.metadata.namespace = Some("coder".into());
-            p.metadata.creation_timestamp = Some(serde_json::from_value(json!(created)).unwrap());
-            Arc::new(p)
-        };
-        let first = policy("zeta", "2026-01-01T00:00:00Z", json!({}));
-        let second = policy("alpha", "2026-02-01T00:00:00Z", json!({}));
-        let same_time = policy("beta", "2026-01-01T00:00:00Z", json!({}));
-        let other_container = policy("web", "2025-01-01T00:00:00Z", json!({"container": "web"}));
-        let mut elsewhere = (*policy("elsewhere", "2025-01-01T00:00:00Z", json!({}))).clone();
-        elsewhere.metadata.namespace = Some("other".into());
-        let all = vec![
-            first.clone(),
-            second.clone(),
-            other_container.clone(),
-            Arc::new(elsewhere),
-        ];
-        assert_eq!(claimant(&first, &all), None);
-        assert_eq!(claimant(&second, &all).as_deref(), Some("zeta"));
-        assert_eq!(claimant(&other_container, &all), None);
-        // Created in the same second: the name decides, the same way for every policy.
-        let mut with_tie = all.clone();
-        with_tie.push(same_time.clone());
-        assert_eq!(claimant(&first, &with_tie).as_deref(), Some("beta"));
-        assert_eq!(claimant(&same_time, &with_tie), None);
-        // A policy being deleted hands over.
-        let mut leaving = (*first).clone();
-        leaving.metadata.deletion_timestamp = leaving.metadata.creation_timestamp.clone();
-        let handed = vec![Arc::new(leaving), second.clone()];
-        assert_eq!(claimant(&second, &handed), None);
-        let v = duplicate_verdict(&second, "zeta");
-        assert_eq!(
-            (v.state, v.reason),
-            (State::Stalled, Reason::DuplicatePolicy)
-        );
-        assert!(
-            v.message.starts_with(
-                r#"Policy "zeta" already manages container "coder" of Deployment "coder""#
-            ),
             "{}",
             v.message
         );

@@ -85,7 +85,8 @@ def test_terminal_reasons_match_the_readme_troubleshooting_table():
     for row in table.splitlines():
         if row.startswith("| `"):
             reasons |= set(re.findall(r"`([A-Z][A-Za-z]+)`", row.split("|")[1]))
-    transient = {"Unreachable", "Throttled", "ProviderError", "RolloutInProgress", "WaitingForIdentityProvider"}
+    transient = {"Unreachable", "Throttled", "ProviderError", "RolloutInProgress", "WaitingForIdentityProvider",
+                 "ReconcileTimeout", "InternalError"}
     lua = HEALTH_LUA.read_text()
     terminal = set(re.findall(r"^  ([A-Z][A-Za-z]+) = true,$", lua, re.MULTILINE))
     assert terminal == reasons - transient

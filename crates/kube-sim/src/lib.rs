@@ -236,6 +236,38 @@ pub(crate) struct Shared {
     pub config: SimConfig,
     pub server_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub tokens: rbac::Tokens,
+    pub faults: Mutex<Vec<Fault>>,
+}
+
+/// Requests made to fail (see [`SimHandle::fail_requests`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Fault {
+    pub verb: String,
+    pub resource: String,
+    /// Matching requests still let through before failing.
+    pub skip: usize,
+    /// Matching requests still to fail after that.
+    pub times: usize,
+}
+
+impl Shared {
+    /// Whether this request is to fail (and counts it against the matching fault).
+    pub(crate) fn take_fault(&self, verb: &str, resource: &str) -> bool {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        for f in faults.iter_mut() {
+            if f.verb == verb && f.resource == resource {
+                if f.skip > 0 {
+                    f.skip -= 1;
+                    return false;
+                }
+                if f.times > 0 {
+                    f.times -= 1;
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 impl Shared {
@@ -274,6 +306,7 @@ impl Simulator {
             config: config.clone(),
             server_task: Mutex::new(None),
             tokens: rbac::Tokens::new(),
+            faults: Mutex::new(Vec::new()),
         });
         write::bootstrap(&shared);
         let router = server::router(shared.clone());
@@ -316,6 +349,24 @@ impl std::fmt::Debug for SimHandle {
 }
 
 impl SimHandle {
+    /// Fault injection: after letting `skip` matching requests through, the next `times`
+    /// requests with this verb (`create`, `patch`, ...) on this resource (`events`,
+    /// `deployments`, `oidcrefreshpolicies/status`, ...) fail with 500 InternalError and change
+    /// nothing, as when the API server or etcd fails. Replaces an earlier fault on the same verb
+    /// and resource; `times == 0` removes it.
+    pub fn fail_requests(&self, verb: &str, resource: &str, skip: usize, times: usize) {
+        let mut faults = self.shared.faults.lock().unwrap_or_else(|e| e.into_inner());
+        faults.retain(|f| !(f.verb == verb && f.resource == resource));
+        if times > 0 {
+            faults.push(Fault {
+                verb: verb.to_string(),
+                resource: resource.to_string(),
+                skip,
+                times,
+            });
+        }
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)

@@ -386,6 +386,8 @@ async fn handle(
     }
     let reply = if let Err(e) = authorize(&shared, &req) {
         e.into()
+    } else if shared.take_fault(verb, &req.counter_resource()) {
+        SimError::internal("injected fault: the request failed and changed nothing").into()
     } else if !req.body.is_empty()
         && matches!(verb, "create" | "update")
         && !(ct.contains("json") || ct.contains("yaml"))

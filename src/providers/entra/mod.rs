@@ -137,6 +137,22 @@ const CREATED_POLICY_TTL: Duration = Duration::from_secs(600);
 /// Message for the refresh-token settings Entra ID cannot honour.
 pub const UNSUPPORTED_REFRESH_SETTINGS: &str = "Microsoft Entra ID uses a fixed 90-day inactivity window for refresh tokens (24 h, not extended by use, for tokens issued to SPA redirect URIs); refresh-token lifetimes are not configurable since January 2021 (token lifetime policies ignore MaxInactiveTime and MaxAge*). Remove lifetime, idleTimeout and rotation from spec.refreshTokens and use Conditional Access sign-in frequency to force users to sign in again";
 
+/// The objects a policy makes the operator write (see [`super::targets`]): the app registration
+/// (its token lifetime policy is the operator's own, assigned to that application only).
+pub fn targets(spec: &EntraIdSpec) -> Vec<String> {
+    let graph = spec.graph_endpoint.as_deref().unwrap_or(DEFAULT_GRAPH);
+    vec![super::target_key(
+        KIND,
+        graph,
+        [
+            "tenants",
+            spec.tenant_id.trim().to_ascii_lowercase().as_str(),
+            "applications",
+            spec.application_id.trim().to_ascii_lowercase().as_str(),
+        ],
+    )]
+}
+
 /// Builds the provider for a policy.
 pub fn connect(
     spec: &EntraIdSpec,

@@ -143,6 +143,26 @@ pub fn connect(
     }))
 }
 
+/// The objects a policy makes the operator write (see [`super::targets`]): the client, and the
+/// realm's settings when `allowRealmChanges` is set.
+pub fn targets(spec: &KeycloakSpec) -> Vec<String> {
+    let base = normalize_base_url(&spec.url).unwrap_or_else(|_| spec.url.clone());
+    let realm = spec.realm.as_str();
+    let mut keys = vec![super::target_key(
+        KIND,
+        &base,
+        ["realms", realm, "clients", spec.client_id.as_str()],
+    )];
+    if spec.allow_realm_changes == Some(true) {
+        keys.push(super::target_key(
+            KIND,
+            &base,
+            ["realms", realm, "realm-settings"],
+        ));
+    }
+    keys
+}
+
 /// Normalizes the base URL: trims whitespace and trailing slashes and a trailing `/admin`; keeps a
 /// legacy `/auth` prefix.
 pub fn normalize_base_url(url: &str) -> Result<String, ProviderError> {

@@ -94,6 +94,16 @@ pub fn connect(
     }))
 }
 
+/// The objects a policy makes the operator write (see [`super::targets`]): the application.
+pub fn targets(spec: &LogtoSpec) -> Vec<String> {
+    let endpoint = normalize_endpoint(&spec.endpoint).unwrap_or_else(|_| spec.endpoint.clone());
+    vec![super::target_key(
+        KIND,
+        &endpoint,
+        ["applications", spec.application_id.as_str()],
+    )]
+}
+
 /// The endpoint without a trailing `/`, `/api` or `/oidc`.
 fn normalize_endpoint(raw: &str) -> Result<String, ProviderError> {
     let mut u = raw.trim().trim_end_matches('/').to_string();

@@ -95,6 +95,19 @@ pub fn connect(
 
 /// `{adminUrl}/pf-admin-api/v1`, tolerating trailing slashes and an `adminUrl` that already ends
 /// in `/pf-admin-api/v1`.
+/// The objects a policy makes the operator write (see [`super::targets`]): the OAuth client. The
+/// one server-wide write, defining the common scope `offline_access`, only ever adds it.
+pub fn targets(spec: &PingFederateSpec) -> Vec<String> {
+    let base = admin_base(&spec.admin_url)
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| spec.admin_url.clone());
+    vec![super::target_key(
+        KIND,
+        &base,
+        ["oauth", "clients", spec.client_id.as_str()],
+    )]
+}
+
 fn admin_base(admin_url: &str) -> Result<Url, ProviderError> {
     let trimmed = admin_url.trim().trim_end_matches('/');
     let trimmed = trimmed
