@@ -21,6 +21,7 @@ pub mod google;
 pub mod http;
 pub mod keycloak;
 pub mod logto;
+pub mod okta;
 pub mod pingfederate;
 
 use std::any::Any;
@@ -48,6 +49,8 @@ pub enum ProviderKind {
     EntraId,
     /// Logto Management API.
     Logto,
+    /// Okta Management API.
+    Okta,
 }
 
 impl ProviderKind {
@@ -59,6 +62,7 @@ impl ProviderKind {
             ProviderKind::PingFederate => "pingFederate",
             ProviderKind::EntraId => "entraId",
             ProviderKind::Logto => "logto",
+            ProviderKind::Okta => "okta",
         }
     }
 
@@ -70,6 +74,7 @@ impl ProviderKind {
             ProviderKind::PingFederate => "PingFederate",
             ProviderKind::EntraId => "Microsoft Entra ID",
             ProviderKind::Logto => "Logto",
+            ProviderKind::Okta => "Okta",
         }
     }
 }
@@ -668,9 +673,12 @@ pub fn connect(
     if let Some(l) = &spec.logto {
         return logto::connect(l, credentials, deps);
     }
+    if let Some(o) = &spec.okta {
+        return okta::connect(o, credentials, deps);
+    }
     Err(ProviderError::Unsupported {
         provider: ProviderKind::Google,
-        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate, entraId or logto".into(),
+        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate, entraId, logto or okta".into(),
     })
 }
 

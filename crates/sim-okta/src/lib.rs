@@ -1539,6 +1539,41 @@ impl SimHandle {
         out
     }
 
+    /// After [`seed_sandbox`](Self::seed_sandbox): Coder's app and every policy and rule of the
+    /// sandbox's authorization server, as stored (without `lastUpdated`), for before/after
+    /// comparisons.
+    pub fn sandbox_state(&self) -> Value {
+        let Some((app, server, _)) = self.state().sandbox.clone() else {
+            return Value::Null;
+        };
+        let strip = |mut v: Value| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("lastUpdated");
+            }
+            v
+        };
+        let st = self.state();
+        let policies: Vec<Value> = st
+            .servers
+            .get(&server)
+            .map(|s| {
+                s.policies
+                    .iter()
+                    .map(|p| {
+                        let mut row = strip(p.row.clone());
+                        row["rules"] = Value::Array(p.rules.iter().cloned().map(strip).collect());
+                        row
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let app = st
+            .apps
+            .get(&app)
+            .map(|a| strip(Value::Object(a.row.clone())));
+        json!({"app": app, "policies": policies})
+    }
+
     /// Request counters so far.
     pub fn counters(&self) -> SimCounters {
         self.state().plumbing.counters.clone()
