@@ -465,3 +465,72 @@ async fn strict_rotation_and_reuse_map_to_the_leeway_and_static() {
     );
     e.assert_bodies_valid();
 }
+
+/// Runs `drift.mjs` of the Okta conformance suite (Okta's official Node.js SDK) against `sim`.
+fn drift_with_the_official_sdk(sim: &SimHandle) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/okta");
+    if !dir.join("node_modules/@okta/okta-sdk-nodejs").exists() {
+        let ok = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "npm ci in {} failed", dir.display());
+    }
+    let out = std::process::Command::new("node")
+        .arg("drift.mjs")
+        .current_dir(&dir)
+        .env("ORG_URL", sim.base_url())
+        .env("API_TOKEN", API_TOKEN)
+        .env("APP_ID", APP_ID)
+        .env("SERVER_ID", SERVER)
+        .env("POLICY_ID", "00p1coder")
+        .env("RULE_ID", "0pr1coder")
+        .output()
+        .expect("Node.js is needed on PATH to drive the simulator with Okta's SDK");
+    assert!(
+        out.status.success(),
+        "drift.mjs failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_made_with_the_official_sdk_is_restored_and_every_body_fits_the_contract() {
+    let e = env().await;
+    e.provider().converge(&desired()).await.unwrap();
+    let converged = e.sim.sandbox_state();
+    let sim = e.sim.clone();
+    tokio::task::spawn_blocking(move || drift_with_the_official_sdk(&sim))
+        .await
+        .unwrap();
+    let drifted = e.sim.sandbox_state();
+    assert_ne!(drifted, converged);
+    let plan = e.provider().observe_plan(&desired()).await.unwrap();
+    let fields: Vec<&str> = plan.changes().iter().map(|c| c.setting.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "settings.oauthClient.grant_types",
+            "settings.oauthClient.refresh_token",
+            "actions.token.refreshTokenLifetimeMinutes"
+        ]
+    );
+    e.provider().apply(&plan).await.unwrap();
+    assert_eq!(
+        e.sim.sandbox_state(),
+        converged,
+        "restored, nothing else touched"
+    );
+    // The operator's bodies and the SDK's.
+    assert_eq!(e.assert_bodies_valid(), 7);
+    e.sim.reset_counters();
+    assert!(
+        e.provider()
+            .observe_plan(&desired())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

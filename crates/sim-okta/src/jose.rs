@@ -116,3 +116,29 @@ pub fn generate_es256() -> (String, Value) {
     pem.push_str("-----END PRIVATE KEY-----\n");
     (pem, jwk)
 }
+
+/// The public JWK of a PKCS#8 PEM private key (RSA or P-256), to register a service app whose
+/// private key a client holds.
+pub fn public_jwk_of_pem(pem: &str) -> Option<Value> {
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RsaKeyPair};
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    if let Ok(k) = RsaKeyPair::from_pkcs8(&der) {
+        let c: ring::rsa::PublicKeyComponents<Vec<u8>> = k.public().into();
+        return Some(json!({"kty": "RSA", "n": b64(&c.n), "e": b64(&c.e)}));
+    }
+    let k = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &der,
+        &ring::rand::SystemRandom::new(),
+    )
+    .ok()?;
+    let p = k.public_key().as_ref();
+    Some(json!({"kty": "EC", "crv": "P-256", "x": b64(&p[1..33]), "y": b64(&p[33..65])}))
+}

@@ -1125,6 +1125,13 @@ fn put_app(st: &mut SimState, id: &str, body: &Value, base: &str) -> Response {
             secret = Some(s);
         }
     }
+    // Settings Okta defaults when a body leaves them out (the official SDK's
+    // OpenIdConnectApplicationSettings model does not carry them, so it never sends them back).
+    if let Some(settings) = row.get_mut("settings").and_then(Value::as_object_mut) {
+        settings.entry("app").or_insert(json!({}));
+        settings.entry("manualProvisioning").or_insert(json!(false));
+        settings.entry("implicitAssignment").or_insert(json!(false));
+    }
     let grants = grant_types(&row);
     let oc = row
         .get_mut("settings")
