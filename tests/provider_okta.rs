@@ -442,7 +442,7 @@ async fn strict_rotation_and_reuse_map_to_the_leeway_and_static() {
             .observation
             .findings
             .iter()
-            .any(|f| f.reason == "OktaRotationWithoutGracePeriod" && !f.blocking)
+            .any(|f| f.reason == "StrictRefreshTokenRotation" && !f.blocking)
     );
     let reuse = DesiredSettings {
         rotation: Some(Rotation::Reuse),

@@ -33,7 +33,7 @@ pub const ORG_REFRESH_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 pub const ORG_ACCESS_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Reason of the finding for rotation without a grace period.
-pub const NO_GRACE_PERIOD: &str = "OktaRotationWithoutGracePeriod";
+pub const NO_GRACE_PERIOD: &str = "StrictRefreshTokenRotation";
 /// Reason of the finding for an app that is not active.
 pub const APP_INACTIVE: &str = "OktaAppInactive";
 
