@@ -728,21 +728,9 @@ impl IdentityProvider for Okta {
                 actions.push(format!("updated {t}: {}", line(t)));
             }
         }
-        let after = model::plan(&self.read().await?, desired, &self.opts)?;
-        if !after.observation.changes.is_empty() {
-            return Err(ProviderError::NotPersisted {
-                provider: KIND,
-                detail: after
-                    .observation
-                    .changes
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
-        }
+        let observation = super::read_back(self, todo).await?;
         Ok(Applied {
-            observation: after.observation,
+            observation,
             actions,
         })
     }
