@@ -534,3 +534,41 @@ async fn drift_made_with_the_official_sdk_is_restored_and_every_body_fits_the_co
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn an_app_whose_client_id_is_its_app_id_is_read_directly() {
+    let e = env().await;
+    e.sim.add_app(
+        sim_okta::web_app("0oadirect1app", "0oadirect1app", "Direct"),
+        Some("direct-client-secret-0123456789"),
+    );
+    let mut spec = e.spec();
+    spec.client_id = "0oadirect1app".into();
+    spec.authorization_server_id = None;
+    let d = DesiredSettings {
+        offline_access: true,
+        rotation: Some(Rotation::Rotate),
+        ..Default::default()
+    };
+    e.provider_with(&spec, e.service_creds())
+        .converge(&d)
+        .await
+        .unwrap();
+    let c = e.sim.counters();
+    assert_eq!(c.calls("GET", sim_okta::APPS_ROUTE), 0, "no listing");
+    assert_eq!(c.calls("PUT", APP_ROUTE), 1);
+    let app = e.sim.app("0oadirect1app").unwrap();
+    assert_eq!(
+        app["settings"]["oauthClient"]["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    assert_eq!(
+        e.sim.app_secret("0oadirect1app").as_deref(),
+        Some("direct-client-secret-0123456789")
+    );
+    assert_eq!(
+        e.app()["settings"]["oauthClient"].get("refresh_token"),
+        None,
+        "Coder's sandbox app is untouched"
+    );
+}

@@ -288,7 +288,7 @@ fn writable_rule(rule: &Value) -> Value {
     out
 }
 
-fn check_app(app: &Value) -> Result<&str, ProviderError> {
+fn check_app(app: &Value) -> Result<(), ProviderError> {
     let id = str_of(app, "id");
     if str_of(app, "signOnMode") != "OPENID_CONNECT" {
         return Err(ProviderError::Unsupported {
@@ -312,7 +312,7 @@ fn check_app(app: &Value) -> Result<&str, ProviderError> {
             ),
         });
     }
-    Ok(kind)
+    Ok(())
 }
 
 /// The plan for `desired` from `snap`.
@@ -323,7 +323,7 @@ pub fn plan(
 ) -> Result<Plan, ProviderError> {
     check_desired(desired, snap.server.is_some())?;
     let app = &snap.app;
-    let kind = check_app(app)?;
+    check_app(app)?;
     let target = app_target(app);
     let oc = &app["settings"]["oauthClient"];
     let grants = strings(&oc["grant_types"]);
@@ -418,7 +418,6 @@ pub fn plan(
             expires_at: None,
         });
     }
-    let _ = kind;
     let mut settings = IdpSettings {
         refresh_token_grant: Some(has_grant),
         rotation: effective_rotation,
