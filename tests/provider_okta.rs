@@ -572,3 +572,18 @@ async fn an_app_whose_client_id_is_its_app_id_is_read_directly() {
         "Coder's sandbox app is untouched"
     );
 }
+
+#[tokio::test]
+async fn a_resource_server_dpop_nonce_is_answered_once_and_reused() {
+    let e = env().await;
+    e.sim.require_resource_dpop_nonce(true);
+    e.provider().converge(&desired()).await.unwrap();
+    let c = e.sim.counters();
+    assert_eq!(
+        c.with_status(401),
+        1,
+        "only the first call is asked for the nonce: {c:?}"
+    );
+    assert_eq!(e.writes(), (1, 1));
+    e.assert_bodies_valid();
+}

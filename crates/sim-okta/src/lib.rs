@@ -3,7 +3,8 @@
 //! and Okta's documented behaviour (see `docs/fidelity/okta.md` for every known difference):
 //!
 //! - Management API authentication: `SSWS {token}`, `Bearer {token}`, or `DPoP {token}` with a
-//!   DPoP proof (signature, `htm`, `htu`, `ath`, key bound to the token); anything else is 401
+//!   DPoP proof (signature, `htm`, `htu`, `ath`, key bound to the token, and the current nonce when
+//!   [`SimHandle::require_resource_dpop_nonce`] is on); anything else is 401
 //!   `E0000011 Invalid token provided`. An OAuth token lacking the operation's `okta.*` scope is
 //!   403 `E0000006`.
 //! - `POST /oauth2/v1/token` (the org authorization server): `client_credentials` for service apps
@@ -170,6 +171,7 @@ struct SimState {
     tokens: HashMap<String, Token>,
     jtis: HashSet<String>,
     nonce: String,
+    resource_nonce: bool,
     rate: RateWindow,
     token_lifetime: Duration,
     plumbing: plumbing::Plumbing,
@@ -275,6 +277,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             tokens: HashMap::new(),
             jtis: HashSet::new(),
             nonce: new_id("n"),
+            resource_nonce: false,
             rate: RateWindow {
                 limit: config.rate_limit,
                 length: config.rate_window,
@@ -621,7 +624,20 @@ async fn dispatch(
     let mut st = lock(&sim.state);
     let scopes = match authenticate(&mut st, &headers, method.as_str(), &htu) {
         Ok(s) => s,
-        Err(()) => return invalid_token(),
+        Err(AuthFailure::Invalid) => return invalid_token(),
+        Err(AuthFailure::NeedNonce) => {
+            let mut r = invalid_token();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(
+                    "DPoP error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\"",
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&st.nonce) {
+                r.headers_mut().insert("dpop-nonce", v);
+            }
+            return r;
+        }
     };
     let family = if route.starts_with(SERVERS_ROUTE) {
         "authorizationServers"
@@ -732,6 +748,14 @@ fn policy<'a>(st: &'a SimState, server: &str, policy: &str) -> Option<&'a Policy
         .find(|p| p.row["id"] == policy)
 }
 
+/// Why a Management API call is not authenticated.
+enum AuthFailure {
+    /// 401 `E0000011`.
+    Invalid,
+    /// 401 `use_dpop_nonce` with a `DPoP-Nonce` header (resource-server nonces are on).
+    NeedNonce,
+}
+
 /// Checks the `Authorization` header: `Ok(None)` for an API token (all rights), `Ok(Some(scopes))`
 /// for an OAuth token, `Err` for anything Okta answers with `E0000011`.
 fn authenticate(
@@ -739,7 +763,8 @@ fn authenticate(
     headers: &HeaderMap,
     method: &str,
     htu: &str,
-) -> Result<Option<Vec<String>>, ()> {
+) -> Result<Option<Vec<String>>, AuthFailure> {
+    use AuthFailure::Invalid;
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -750,10 +775,10 @@ fn authenticate(
         "SSWS" if st.api_tokens.contains(value) => Ok(None),
         "Bearer" | "DPoP" => {
             let Some(t) = st.tokens.get(value).cloned() else {
-                return Err(());
+                return Err(Invalid);
             };
             if t.expires <= Instant::now() {
-                return Err(());
+                return Err(Invalid);
             }
             match (&t.jkt, scheme) {
                 (None, "Bearer") => Ok(Some(t.scopes)),
@@ -761,17 +786,20 @@ fn authenticate(
                     let proof = headers
                         .get("dpop")
                         .and_then(|v| v.to_str().ok())
-                        .ok_or(())?;
-                    check_proof(st, proof, method, htu, Some(value))
+                        .ok_or(Invalid)?;
+                    let (_, nonce) = check_proof(st, proof, method, htu, Some(value))
                         .ok()
                         .filter(|(thumb, _)| thumb == jkt)
-                        .ok_or(())?;
+                        .ok_or(Invalid)?;
+                    if st.resource_nonce && nonce.as_deref() != Some(st.nonce.as_str()) {
+                        return Err(AuthFailure::NeedNonce);
+                    }
                     Ok(Some(t.scopes))
                 }
-                _ => Err(()),
+                _ => Err(Invalid),
             }
         }
-        _ => Err(()),
+        _ => Err(Invalid),
     }
 }
 
@@ -1421,6 +1449,12 @@ impl SimHandle {
     /// Changes the DPoP nonce the token endpoint expects.
     pub fn rotate_dpop_nonce(&self) {
         self.state().nonce = new_id("n");
+    }
+
+    /// Management API calls with DPoP-bound tokens must carry the current DPoP nonce (401
+    /// `use_dpop_nonce` with a `DPoP-Nonce` header otherwise), as an Okta resource server may ask.
+    pub fn require_resource_dpop_nonce(&self, on: bool) {
+        self.state().resource_nonce = on;
     }
 
     /// Makes every issued token expire now.

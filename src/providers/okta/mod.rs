@@ -8,7 +8,9 @@
 //! the scopes in [`SCOPES`]. Every token request carries a DPoP proof signed with a P-256 key the
 //! operator generates (Okta requires DPoP of new service apps by default); `use_dpop_nonce` is
 //! answered once with the server's nonce. A DPoP-bound token is then sent as `Authorization: DPoP`
-//! with a fresh proof (`ath`) on every call. Tokens and their DPoP keys are cached in
+//! with a fresh proof (`ath`) on every call; when the Management API asks for a nonce
+//! (`use_dpop_nonce` with a `DPoP-Nonce` header) the call is retried once with it, and the nonce is
+//! reused for the next calls. Tokens and their DPoP keys are cached in
 //! [`ProviderDeps::tokens`] / [`ProviderDeps::facts`]; a 401 drops them and retries once.
 //!
 //! # What is configured
@@ -73,6 +75,8 @@ pub const SCOPES: &[&str] = &[
 ];
 /// Most pages of apps read while looking for Coder's app by client id.
 pub const MAX_APP_PAGES: usize = 50;
+/// How long a resource server's DPoP nonce is reused before it is left out again.
+const RESOURCE_NONCE_TTL: Duration = Duration::from_secs(300);
 /// How long the app id found for a client id is remembered.
 const APP_ID_TTL: Duration = Duration::from_secs(3600);
 
@@ -280,6 +284,10 @@ impl Okta {
         format!("{}|dpop", self.token_key)
     }
 
+    fn nonce_key(&self) -> String {
+        format!("okta-dpop-nonce|{}", self.org)
+    }
+
     fn rate_key(&self) -> String {
         format!("okta-rate|{}", self.org)
     }
@@ -439,7 +447,8 @@ impl Okta {
         body: Option<&Value>,
     ) -> Result<Answer, ProviderError> {
         let mut renewed = false;
-        let mut nonce: Option<String> = None;
+        // The resource server's last DPoP nonce, if it ever asked for one.
+        let mut nonce: Option<String> = self.deps.facts.get::<String>(&self.nonce_key());
         let mut nonce_tried = false;
         loop {
             self.respect_rate_limit(op).await?;
@@ -481,6 +490,9 @@ impl Okta {
                 && let Some(n) = headers.get("dpop-nonce").and_then(|v| v.to_str().ok())
             {
                 nonce = Some(n.to_string());
+                self.deps
+                    .facts
+                    .put(&self.nonce_key(), n.to_string(), RESOURCE_NONCE_TTL);
                 nonce_tried = true;
                 continue;
             }
