@@ -184,6 +184,9 @@ async fn first_convergence_writes_the_app_and_the_rule_and_nothing_else() {
     assert_eq!(s.offline_access, Some(true));
     assert_eq!(applied.observation.coder.add_scopes, ["offline_access"]);
     assert_eq!(e.assert_bodies_valid(), 2);
+    // Okta shows the client secret in its answer to the PUT; it goes nowhere.
+    let shown = format!("{applied:?}");
+    assert!(!shown.contains("coder-oidc-client-secret"), "{shown}");
 }
 
 #[tokio::test]

@@ -753,6 +753,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_reset_wait_is_measured_against_the_answers_date() {
+        let mut h = HeaderMap::new();
+        h.insert("x-rate-limit-reset", "1767225610".parse().unwrap());
+        h.insert(
+            reqwest::header::DATE,
+            "Thu, 01 Jan 2026 00:00:05 GMT".parse().unwrap(),
+        );
+        // 2026-01-01T00:00:05Z is 1767225605: 5 s to the reset, plus one.
+        assert_eq!(
+            http::rate_limit_reset_wait(&h),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(http::retry_after(&h), Some(Duration::from_secs(6)));
+        h.append("x-rate-limit-reset", "1767225620".parse().unwrap());
+        assert_eq!(
+            http::rate_limit_reset_wait(&h),
+            None,
+            "a doubled header is not trusted"
+        );
+        assert_eq!(http::rate_limit_reset_wait(&HeaderMap::new()), None);
+    }
+
+    #[test]
     fn org_urls_and_links() {
         assert_eq!(
             normalize_org("https://example.okta.com/").unwrap(),
