@@ -68,8 +68,8 @@ fn default_interval() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "(has(self.google) ? 1 : 0) + (has(self.keycloak) ? 1 : 0) + (has(self.pingFederate) ? 1 : 0) + (has(self.entraId) ? 1 : 0) + (has(self.logto) ? 1 : 0) == 1",
-    "message": "set exactly one provider: google, keycloak, pingFederate, entraId or logto"
+    "rule": "(has(self.google) ? 1 : 0) + (has(self.keycloak) ? 1 : 0) + (has(self.pingFederate) ? 1 : 0) + (has(self.entraId) ? 1 : 0) + (has(self.logto) ? 1 : 0) + (has(self.okta) ? 1 : 0) == 1",
+    "message": "set exactly one provider: google, keycloak, pingFederate, entraId, logto or okta"
 }]))]
 #[schemars(transform = harden_provider_schema)]
 pub struct ProviderSpec {
@@ -89,6 +89,9 @@ pub struct ProviderSpec {
     /// Logto (self-hosted or a Logto Cloud tenant), configured through its Management API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logto: Option<LogtoSpec>,
+    /// Okta, configured through its Management API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub okta: Option<OktaSpec>,
 }
 
 /// Google has no settings here.
@@ -213,6 +216,43 @@ pub struct LogtoSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z0-9]+$"), length(min = 1, max = 21))]
     pub tenant_id: Option<String>,
+}
+
+/// Okta org, Coder's app, the authorization server Coder uses and the operator's credentials.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OktaSpec {
+    /// The Okta org URL, e.g. `https://example.okta.com` (no path).
+    #[schemars(regex(pattern = URL_PATTERN), length(max = 2048))]
+    pub org_url: String,
+    /// Client ID of the OIDC web app Coder signs in with (`CODER_OIDC_CLIENT_ID`).
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9$_.+!*'(),-]+$"),
+        length(min = 6, max = 100)
+    )]
+    pub client_id: String,
+    /// ID of the custom authorization server Coder's issuer belongs to (`default` for
+    /// `https://<org>/oauth2/default`). Leave it out when Coder uses the org authorization server
+    /// (issuer `https://<org>`), whose token lifetimes are fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]+$"), length(min = 1, max = 64))]
+    pub authorization_server_id: Option<String>,
+    /// Name of a Secret in this namespace with either `api-token` (an SSWS API token), or
+    /// `client-id` + `private-key` (PEM, RSA or P-256) and optionally `key-id` of an API service
+    /// app using `private_key_jwt` (DPoP is used when the app requires it); optionally `ca.crt`.
+    #[schemars(regex(pattern = DNS_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// Grace period, in seconds, during which a rotated refresh token still works (Okta's
+    /// `leeway`, 0-60) with `rotation: Rotate` (default 30): it lets Coder's concurrent refreshes
+    /// succeed. `RotateStrict` always uses 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60))]
+    pub rotation_leeway_seconds: Option<u32>,
+    /// Allow changing an access-policy rule that also applies to other apps (a policy for
+    /// `ALL_CLIENTS` or for several clients). Off by default: the operator then reports which
+    /// apps the change would affect and stalls.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_shared_rule: bool,
 }
 
 /// Refresh-token settings.
@@ -608,7 +648,7 @@ pub fn crd_yaml() -> String {
 
 impl OidcRefreshPolicy {
     /// Provider kind name as shown in status (`google`, `keycloak`, `pingFederate`, `entraId`,
-    /// `logto`).
+    /// `logto`, `okta`).
     pub fn provider_name(&self) -> &'static str {
         self.spec.provider.kind_name()
     }
@@ -627,6 +667,8 @@ impl ProviderSpec {
             "entraId"
         } else if self.logto.is_some() {
             "logto"
+        } else if self.okta.is_some() {
+            "okta"
         } else {
             "unknown"
         }
@@ -640,6 +682,8 @@ impl ProviderSpec {
             Some(&p.credentials_secret)
         } else if let Some(l) = &self.logto {
             Some(&l.credentials_secret)
+        } else if let Some(o) = &self.okta {
+            Some(&o.credentials_secret)
         } else {
             self.entra_id
                 .as_ref()
@@ -655,6 +699,7 @@ impl ProviderSpec {
             self.ping_federate.is_some(),
             self.entra_id.is_some(),
             self.logto.is_some(),
+            self.okta.is_some(),
         ]
         .into_iter()
         .filter(|b| *b)

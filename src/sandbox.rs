@@ -45,6 +45,8 @@ pub enum SandboxProvider {
     EntraId,
     /// Logto (Management API simulator).
     Logto,
+    /// Okta (Management API simulator).
+    Okta,
 }
 
 /// A running identity-provider simulator.
@@ -59,6 +61,8 @@ pub enum IdpSim {
     Entra(sim_entra::SimHandle),
     /// Logto.
     Logto(sim_logto::SimHandle),
+    /// Okta.
+    Okta(sim_okta::SimHandle),
 }
 
 /// What the sandbox puts into the policy and the Secret for a provider.
@@ -80,6 +84,7 @@ impl IdpSim {
             IdpSim::PingFederate(s) => s.describe_client(),
             IdpSim::Entra(s) => s.describe_client(),
             IdpSim::Logto(s) => s.describe_client(),
+            IdpSim::Okta(s) => s.describe_client(),
         }
     }
 
@@ -91,6 +96,7 @@ impl IdpSim {
             IdpSim::PingFederate(s) => s.shutdown().await,
             IdpSim::Entra(s) => s.shutdown().await,
             IdpSim::Logto(s) => s.shutdown().await,
+            IdpSim::Okta(s) => s.shutdown().await,
         }
     }
 }
@@ -126,6 +132,15 @@ pub async fn start_idp(provider: SandboxProvider) -> anyhow::Result<IdpSetup> {
             let seed = sim.seed_sandbox();
             IdpSetup {
                 sim: IdpSim::Logto(sim),
+                provider: seed.spec,
+                secret: Some((seed.secret_name, seed.secret_data)),
+            }
+        }
+        SandboxProvider::Okta => {
+            let sim = sim_okta::start(sim_okta::SimConfig::default()).await?;
+            let seed = sim.seed_sandbox();
+            IdpSetup {
+                sim: IdpSim::Okta(sim),
                 provider: seed.spec,
                 secret: Some((seed.secret_name, seed.secret_data)),
             }

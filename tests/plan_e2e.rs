@@ -80,6 +80,7 @@ fn idp_state(idp: &IdpSetup) -> Value {
             let id = p["logto"]["applicationId"].as_str().unwrap();
             json!({"app": s.application(id)})
         }
+        IdpSim::Okta(s) => s.sandbox_state(),
     };
     by_name(raw)
 }
@@ -291,6 +292,11 @@ async fn entra_id_observe_plan_is_what_enforce_writes() {
 #[tokio::test]
 async fn logto_observe_plan_is_what_enforce_writes() {
     observe_then_enforce(SandboxProvider::Logto).await;
+}
+
+#[tokio::test]
+async fn okta_observe_plan_is_what_enforce_writes() {
+    observe_then_enforce(SandboxProvider::Okta).await;
 }
 
 #[tokio::test]

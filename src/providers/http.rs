@@ -553,9 +553,35 @@ impl RateLimiter {
     }
 }
 
-/// Parses `Retry-After` as seconds or an HTTP date, clamped to [`MAX_RETRY_AFTER`].
+/// Parses `Retry-After` as seconds or an HTTP date, else Okta-style rate-limit headers
+/// ([`rate_limit_reset_wait`]), clamped to [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    parse_retry_after(headers).map(|d| d.min(MAX_RETRY_AFTER))
+    parse_retry_after(headers)
+        .or_else(|| rate_limit_reset_wait(headers))
+        .map(|d| d.min(MAX_RETRY_AFTER))
+}
+
+/// The wait until an `X-Rate-Limit-Reset` window resets (UTC epoch seconds), measured against the
+/// answer's own `Date` (so a skewed local clock does not matter), plus one second, as Okta's SDKs
+/// compute it. `None` without the header, or when it appears more than once (Okta's SDKs then do
+/// not trust it either).
+pub fn rate_limit_reset_wait(headers: &HeaderMap) -> Option<Duration> {
+    let mut values = headers.get_all("x-rate-limit-reset").iter();
+    let value = values.next()?.to_str().ok()?.trim();
+    if values.next().is_some() || value.contains(',') {
+        return None;
+    }
+    let reset: i64 = value.parse().ok()?;
+    let date = headers
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|d| jiff::fmt::strtime::parse("%a, %d %b %Y %H:%M:%S GMT", d.trim()).ok())
+        .and_then(|t| t.to_datetime().ok())
+        .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp().as_second())
+        .unwrap_or_else(|| jiff::Timestamp::now().as_second());
+    let secs = reset.saturating_sub(date).max(0).saturating_add(1);
+    Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
 }
 
 fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {

@@ -21,6 +21,7 @@ pub mod google;
 pub mod http;
 pub mod keycloak;
 pub mod logto;
+pub mod okta;
 pub mod other_tools;
 pub mod pingfederate;
 
@@ -49,6 +50,8 @@ pub enum ProviderKind {
     EntraId,
     /// Logto Management API.
     Logto,
+    /// Okta Management API.
+    Okta,
 }
 
 impl ProviderKind {
@@ -60,6 +63,7 @@ impl ProviderKind {
             ProviderKind::PingFederate => "pingFederate",
             ProviderKind::EntraId => "entraId",
             ProviderKind::Logto => "logto",
+            ProviderKind::Okta => "okta",
         }
     }
 
@@ -71,6 +75,7 @@ impl ProviderKind {
             ProviderKind::PingFederate => "PingFederate",
             ProviderKind::EntraId => "Microsoft Entra ID",
             ProviderKind::Logto => "Logto",
+            ProviderKind::Okta => "Okta",
         }
     }
 }
@@ -686,9 +691,12 @@ pub fn connect(
     if let Some(l) = &spec.logto {
         return logto::connect(l, credentials, deps);
     }
+    if let Some(o) = &spec.okta {
+        return okta::connect(o, credentials, deps);
+    }
     Err(ProviderError::Unsupported {
         provider: ProviderKind::Google,
-        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate, entraId or logto".into(),
+        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate, entraId, logto or okta".into(),
     })
 }
 
@@ -710,6 +718,7 @@ pub fn targets(spec: &ProviderSpec) -> Vec<String> {
         ping_federate,
         entra_id,
         logto,
+        okta,
     } = spec;
     let mut keys = Vec::new();
     if let Some(k) = keycloak {
@@ -723,6 +732,9 @@ pub fn targets(spec: &ProviderSpec) -> Vec<String> {
     }
     if let Some(l) = logto {
         keys.extend(logto::targets(l));
+    }
+    if let Some(o) = okta {
+        keys.extend(okta::targets(o));
     }
     keys
 }

@@ -351,6 +351,24 @@ mod tests {
             }})),
             ["logto:https://tenant1.logto.app/applications/app1"]
         );
+        assert_eq!(
+            targets(json!({"okta": {
+                "orgUrl": "https://Example.okta.com/", "clientId": "0oa1",
+                "authorizationServerId": "default", "credentialsSecret": "okta"
+            }})),
+            ["okta:https://example.okta.com/apps/0oa1"]
+        );
+        assert_eq!(
+            targets(json!({"okta": {
+                "orgUrl": "https://example.okta.com", "clientId": "0oa1",
+                "authorizationServerId": "default", "credentialsSecret": "okta",
+                "allowSharedRule": true
+            }})),
+            [
+                "okta:https://example.okta.com/apps/0oa1",
+                "okta:https://example.okta.com/authorizationServers/default/shared-rules"
+            ]
+        );
         // A `/` in a name cannot make two objects look alike.
         assert_eq!(
             targets(json!({"keycloak": {

@@ -162,6 +162,9 @@ fn check_targets(policy: &OidcRefreshPolicy, ctx: &Context) -> Result<(), Provid
             &l.endpoint,
         ));
     }
+    if let Some(o) = &p.okta {
+        urls.push((ProviderKind::Okta, "spec.provider.okta.orgUrl", &o.org_url));
+    }
     if let Some(e) = &p.entra_id {
         for (field, value) in [
             ("spec.provider.entraId.authorityHost", &e.authority_host),
@@ -275,6 +278,8 @@ fn kind_of(policy: &OidcRefreshPolicy) -> ProviderKind {
         ProviderKind::Keycloak
     } else if p.logto.is_some() {
         ProviderKind::Logto
+    } else if p.okta.is_some() {
+        ProviderKind::Okta
     } else {
         ProviderKind::Google
     }

@@ -204,6 +204,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::PingFederate(s) => s.counters().writes(),
             IdpSim::Entra(s) => s.counters().writes(),
             IdpSim::Logto(s) => s.counters().writes(),
+            IdpSim::Okta(s) => s.counters().writes(),
         }
     }
 
@@ -214,6 +215,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::PingFederate(s) => s.counters().total(),
             IdpSim::Entra(s) => s.counters().total(),
             IdpSim::Logto(s) => s.counters().total(),
+            IdpSim::Okta(s) => s.counters().total(),
         }
     }
 
@@ -224,6 +226,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::PingFederate(s) => s.validate_recorded_bodies(),
             IdpSim::Entra(s) => s.validate_recorded_bodies(),
             IdpSim::Logto(s) => s.validate_recorded_bodies(),
+            IdpSim::Okta(s) => s.validate_recorded_bodies(),
         }
     }
 }
