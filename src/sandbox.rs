@@ -45,6 +45,8 @@ pub enum SandboxProvider {
     EntraId,
     /// Logto (Management API simulator).
     Logto,
+    /// Duende IdentityServer (Skoruba admin API simulator).
+    Duende,
 }
 
 /// A running identity-provider simulator.
@@ -59,6 +61,8 @@ pub enum IdpSim {
     Entra(sim_entra::SimHandle),
     /// Logto.
     Logto(sim_logto::SimHandle),
+    /// Duende IdentityServer.
+    Duende(sim_duende::SimHandle),
 }
 
 /// What the sandbox puts into the policy and the Secret for a provider.
@@ -80,6 +84,7 @@ impl IdpSim {
             IdpSim::PingFederate(s) => s.describe_client(),
             IdpSim::Entra(s) => s.describe_client(),
             IdpSim::Logto(s) => s.describe_client(),
+            IdpSim::Duende(s) => s.describe_client(),
         }
     }
 
@@ -91,6 +96,7 @@ impl IdpSim {
             IdpSim::PingFederate(s) => s.shutdown().await,
             IdpSim::Entra(s) => s.shutdown().await,
             IdpSim::Logto(s) => s.shutdown().await,
+            IdpSim::Duende(s) => s.shutdown().await,
         }
     }
 }
@@ -126,6 +132,15 @@ pub async fn start_idp(provider: SandboxProvider) -> anyhow::Result<IdpSetup> {
             let seed = sim.seed_sandbox();
             IdpSetup {
                 sim: IdpSim::Logto(sim),
+                provider: seed.spec,
+                secret: Some((seed.secret_name, seed.secret_data)),
+            }
+        }
+        SandboxProvider::Duende => {
+            let sim = sim_duende::start(sim_duende::SimConfig::default()).await?;
+            let seed = sim.seed_sandbox();
+            IdpSetup {
+                sim: IdpSim::Duende(sim),
                 provider: seed.spec,
                 secret: Some((seed.secret_name, seed.secret_data)),
             }
@@ -370,6 +385,11 @@ pub fn example_refresh_tokens(provider: SandboxProvider) -> Value {
         // refreshes from signing users out (Coder is a confidential client).
         SandboxProvider::Logto => {
             json!({"offlineAccess": true, "lifetime": "2160h", "rotation": "Reuse"})
+        }
+        // Duende has no reuse window for OneTimeOnly refresh tokens: ReUse, as Duende recommends
+        // for a confidential client such as Coder.
+        SandboxProvider::Duende => {
+            json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Reuse"})
         }
         _ => {
             json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"})

@@ -59,7 +59,7 @@ async fn converge_then_stay_quiet(provider: SandboxProvider) {
     let window = match provider {
         SandboxProvider::Keycloak => Some("5 reuses"),
         SandboxProvider::Pingfederate | SandboxProvider::Pingfederate11 => Some("60s"),
-        // The Logto example turns rotation off (Logto has no reuse window).
+        // The Logto and Duende examples turn rotation off (neither has a reuse window).
         _ => None,
     };
     assert_eq!(seen.rotation_window.as_deref(), window, "{provider:?}");
@@ -182,6 +182,9 @@ fn max_requests_to_converge(provider: SandboxProvider) -> u64 {
         SandboxProvider::EntraId => 10,
         // Token; app; the app read again right before its PATCH, the PATCH; app read back.
         SandboxProvider::Logto => 5,
+        // Token; search by clientId, the client by id; the client read again right before its
+        // PUT (a full replace), the PUT; the client read back.
+        SandboxProvider::Duende => 6,
     }
 }
 
@@ -208,6 +211,11 @@ async fn entra_id_converges_and_a_second_reconcile_writes_nothing() {
 #[tokio::test]
 async fn logto_converges_and_a_second_reconcile_writes_nothing() {
     converge_then_stay_quiet(SandboxProvider::Logto).await;
+}
+
+#[tokio::test]
+async fn duende_converges_and_a_second_reconcile_writes_nothing() {
+    converge_then_stay_quiet(SandboxProvider::Duende).await;
 }
 
 #[tokio::test]

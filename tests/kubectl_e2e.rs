@@ -44,6 +44,7 @@ async fn the_committed_crd_and_every_example_apply() {
         "pingfederate",
         "entra-id",
         "logto",
+        "duende",
         "observe-only",
     ] {
         let file = format!("{}/examples/{example}.yaml", env!("CARGO_MANIFEST_DIR"));

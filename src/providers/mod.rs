@@ -16,6 +16,7 @@
 //! Facts that belong to a whole server, realm or tenant are shared across policies through
 //! [`ProviderDeps::facts`].
 
+pub mod duende;
 pub mod entra;
 pub mod google;
 pub mod http;
@@ -48,6 +49,8 @@ pub enum ProviderKind {
     EntraId,
     /// Logto Management API.
     Logto,
+    /// Duende IdentityServer (Skoruba admin API or configuration database).
+    Duende,
 }
 
 impl ProviderKind {
@@ -59,6 +62,7 @@ impl ProviderKind {
             ProviderKind::PingFederate => "pingFederate",
             ProviderKind::EntraId => "entraId",
             ProviderKind::Logto => "logto",
+            ProviderKind::Duende => "duende",
         }
     }
 
@@ -70,6 +74,7 @@ impl ProviderKind {
             ProviderKind::PingFederate => "PingFederate",
             ProviderKind::EntraId => "Microsoft Entra ID",
             ProviderKind::Logto => "Logto",
+            ProviderKind::Duende => "Duende IdentityServer",
         }
     }
 }
@@ -194,6 +199,36 @@ pub struct Observation {
     pub findings: Vec<Finding>,
     /// What Coder must send.
     pub coder: CoderNeeds,
+}
+
+impl Observation {
+    /// The pending changes as one line (`setting: from -> to; …`), for Events and errors.
+    pub fn changes_line(&self) -> String {
+        self.changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The outcome of writes that were read back and planned again as `after`: [`Applied`] with
+/// `actions`, or [`ProviderError::NotPersisted`] while `after` still has changes.
+pub fn applied_after(
+    provider: ProviderKind,
+    actions: Vec<String>,
+    after: Observation,
+) -> Result<Applied, ProviderError> {
+    if !after.changes.is_empty() {
+        return Err(ProviderError::NotPersisted {
+            provider,
+            detail: after.changes_line(),
+        });
+    }
+    Ok(Applied {
+        observation: after,
+        actions,
+    })
 }
 
 /// Everything a provider's [`IdentityProvider::observe`] read, opaque outside that provider.
@@ -668,9 +703,12 @@ pub fn connect(
     if let Some(l) = &spec.logto {
         return logto::connect(l, credentials, deps);
     }
+    if let Some(d) = &spec.duende {
+        return duende::connect(d, credentials, deps);
+    }
     Err(ProviderError::Unsupported {
         provider: ProviderKind::Google,
-        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate, entraId or logto".into(),
+        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate, entraId, logto or duende".into(),
     })
 }
 

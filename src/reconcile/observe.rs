@@ -162,6 +162,18 @@ fn check_targets(policy: &OidcRefreshPolicy, ctx: &Context) -> Result<(), Provid
             &l.endpoint,
         ));
     }
+    if let Some(api) = p.duende.as_ref().and_then(|d| d.admin_api.as_ref()) {
+        urls.push((
+            ProviderKind::Duende,
+            "spec.provider.duende.adminApi.url",
+            &api.url,
+        ));
+        urls.push((
+            ProviderKind::Duende,
+            "spec.provider.duende.adminApi.authority",
+            &api.authority,
+        ));
+    }
     if let Some(e) = &p.entra_id {
         for (field, value) in [
             ("spec.provider.entraId.authorityHost", &e.authority_host),
@@ -275,6 +287,8 @@ fn kind_of(policy: &OidcRefreshPolicy) -> ProviderKind {
         ProviderKind::Keycloak
     } else if p.logto.is_some() {
         ProviderKind::Logto
+    } else if p.duende.is_some() {
+        ProviderKind::Duende
     } else {
         ProviderKind::Google
     }

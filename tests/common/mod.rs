@@ -195,6 +195,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::PingFederate(s) => s.counters().writes(),
             IdpSim::Entra(s) => s.counters().writes(),
             IdpSim::Logto(s) => s.counters().writes(),
+            IdpSim::Duende(s) => s.writes(),
         }
     }
 
@@ -205,6 +206,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::PingFederate(s) => s.counters().total(),
             IdpSim::Entra(s) => s.counters().total(),
             IdpSim::Logto(s) => s.counters().total(),
+            IdpSim::Duende(s) => s.counters().total(),
         }
     }
 
@@ -215,6 +217,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::PingFederate(s) => s.validate_recorded_bodies(),
             IdpSim::Entra(s) => s.validate_recorded_bodies(),
             IdpSim::Logto(s) => s.validate_recorded_bodies(),
+            IdpSim::Duende(s) => s.validate_recorded_bodies(),
         }
     }
 }

@@ -871,7 +871,7 @@ impl SimHandle {
             spec: json!({"duende": {
                 "clientId": "coder",
                 "credentialsSecret": "duende-admin-api",
-                "adminApi": {"url": self.base_url(), "tokenUrl": self.token_url()}
+                "adminApi": {"url": self.base_url(), "authority": self.base_url()}
             }}),
             secret_name: "duende-admin-api".into(),
             secret_data: BTreeMap::from([
