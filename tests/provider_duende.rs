@@ -366,3 +366,49 @@ async fn one_time_only_is_reported_and_sub_second_lifetimes_refused() {
     let err = e.provider().converge(&d).await.unwrap_err();
     assert!(matches!(err, ProviderError::Unsupported { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_made_with_the_published_admin_client_is_restored_and_nothing_else_changes() {
+    let e = env().await;
+    e.provider().converge(&desired()).await.unwrap();
+    let converged = e.client();
+    // An administrator turns offline access off and flips the usage with Skoruba's own client
+    // (read, change, PUT the whole client as that library serializes it).
+    let env = vec![
+        ("DUENDE_URL", e.sim.base_url()),
+        ("OP_ID", e.seed.secret_data["client-id"].clone()),
+        ("OP_SECRET", e.seed.secret_data["client-secret"].clone()),
+        ("CLIENT_ID", "coder".to_string()),
+    ];
+    let (ok, out) =
+        tokio::task::spawn_blocking(move || sim_duende::node::node(&["drift.mjs"], &env))
+            .await
+            .unwrap();
+    assert!(ok, "drift.mjs failed:\n{out}");
+    let by_the_library = e.sim.recorded_bodies().len() - 1;
+    let drifted = e.client();
+    assert_eq!(drifted["allowOfflineAccess"], json!(false));
+    assert_eq!(
+        drifted["refreshTokenUsage"],
+        json!(sim_duende::ONE_TIME_ONLY)
+    );
+    assert_eq!(others(&drifted), others(&converged), "the drift itself");
+    let puts_before = e.puts();
+    let applied = e.provider().converge(&desired()).await.unwrap();
+    assert_eq!(applied.actions.len(), 1);
+    assert_eq!(e.puts(), puts_before + 1);
+    let restored = e.client();
+    assert_eq!(restored["allowOfflineAccess"], json!(true));
+    assert_eq!(restored["refreshTokenUsage"], json!(sim_duende::REUSE));
+    // Every other field is exactly as the administrator left it.
+    assert_eq!(others(&restored), others(&drifted));
+    for k in OWNED {
+        assert_eq!(restored[k], converged[k], "{k}");
+    }
+    // The operator's bodies are whole clients (the library's own leaves out what is null).
+    for (i, b) in e.sim.recorded_bodies().iter().enumerate() {
+        if i != by_the_library {
+            sim_duende::dto::validate_strict(&b.body).unwrap_or_else(|e| panic!("{e:?}"));
+        }
+    }
+}

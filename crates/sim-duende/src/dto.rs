@@ -177,16 +177,26 @@ fn timespan_ok(s: &str) -> bool {
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// An ISO 8601 date-time, roughly as System.Text.Json accepts it.
-fn datetime_ok(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() >= 19
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-        && s[..4].chars().all(|c| c.is_ascii_digit())
+/// An ISO 8601 date-time as the server stores and shows it: System.Text.Json reads it (a `Z` or
+/// an offset makes it UTC, converted), Npgsql's legacy timestamp mode stores it in a
+/// `timestamp without time zone` column (microseconds), and it is written back without a zone,
+/// trailing zeros of the fraction trimmed: `2026-01-05T09:30:00`, `2026-01-05T09:30:00.25`.
+pub fn normalize_datetime(s: &str) -> Option<String> {
+    let civil = match s.parse::<jiff::Timestamp>() {
+        Ok(t) => t.to_zoned(jiff::tz::TimeZone::UTC).datetime(),
+        Err(_) => s.parse::<jiff::civil::DateTime>().ok()?,
+    };
+    if s.len() < 19 || s.as_bytes().get(10) != Some(&b'T') {
+        return None;
+    }
+    let micros = civil.subsec_nanosecond() / 1000;
+    let mut out = civil.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    if micros > 0 {
+        let frac = format!("{micros:06}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    Some(out)
 }
 
 /// One property's value, converted as model binding would, or the binding error.
@@ -244,7 +254,7 @@ fn bind_value(f: &Field, v: &Value) -> Result<Value, String> {
         Kind::Properties => entries("key"),
         Kind::DateTime => match v {
             Value::Null => Ok(Value::Null),
-            Value::String(s) if datetime_ok(s) => Ok(v.clone()),
+            Value::String(s) => normalize_datetime(s).map(Value::String).ok_or_else(bad),
             _ => Err(bad()),
         },
         Kind::TimeSpan => match v {
@@ -381,6 +391,24 @@ mod tests {
             bind(&json!({"clientId": "x", "clientName": "X", "id": 4_294_967_296u64})).is_err()
         );
         assert!(bind(&json!({"clientId": "x", "clientName": "X", "dPoPClockSkew": null})).is_err());
+    }
+
+    #[test]
+    fn date_times_are_stored_as_the_server_shows_them() {
+        assert_eq!(
+            normalize_datetime("2026-01-05T09:30:00.000Z").as_deref(),
+            Some("2026-01-05T09:30:00")
+        );
+        assert_eq!(
+            normalize_datetime("2026-01-05T11:30:00.2500001+02:00").as_deref(),
+            Some("2026-01-05T09:30:00.25")
+        );
+        assert_eq!(
+            normalize_datetime("2026-01-05T09:30:00").as_deref(),
+            Some("2026-01-05T09:30:00")
+        );
+        assert_eq!(normalize_datetime("2026-01-05"), None);
+        assert_eq!(normalize_datetime("yesterday"), None);
     }
 
     #[test]

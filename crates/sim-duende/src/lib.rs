@@ -27,6 +27,7 @@
 //! state edits (as another administrator or a database edit would).
 
 pub mod dto;
+pub mod node;
 pub mod plumbing;
 
 use std::collections::{BTreeMap, HashMap};
