@@ -26,13 +26,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::errors::{api_error, is_unknown_id, token_error};
-use super::model::{self, Plan, Refresh};
-use super::{KIND, target};
+use super::model::{Plan, Refresh};
+use super::{Backend, Duende, KIND, recheck, target};
 use crate::crd::DuendeAdminApiSpec;
 use crate::providers::http::{self, BearerAnswer as Answer};
 use crate::providers::{
-    Applied, Credentials, DesiredSettings, IdentityProvider, IdpPlan, ProviderDeps, ProviderError,
-    Snapshot as AnySnapshot, applied_after, missing_credentials,
+    Credentials, DesiredSettings, IdentityProvider, ProviderDeps, ProviderError,
+    missing_credentials,
 };
 
 /// The admin API's default `OidcApiName`: scope and audience of its tokens.
@@ -84,7 +84,7 @@ pub fn connect(
         credentials.version,
         http::credentials_fingerprint(&[&sts_client, &sts_secret])
     );
-    Ok(Arc::new(AdminApi {
+    Ok(Arc::new(Duende(AdminApi {
         id_key: format!("duende-id|{api}|{client_id}"),
         token_url: format!("{authority}/connect/token"),
         api,
@@ -96,7 +96,7 @@ pub fn connect(
         http,
         deps: deps.clone(),
         token_key,
-    }))
+    })))
 }
 
 /// An http(s) URL without a trailing `/` or any of `suffixes`.
@@ -202,10 +202,6 @@ impl fmt::Debug for AdminApi {
             .field("secret_name", &self.secret_name)
             .finish_non_exhaustive()
     }
-}
-
-struct Writes {
-    plan: Plan,
 }
 
 impl AdminApi {
@@ -383,7 +379,7 @@ impl AdminApi {
     }
 
     /// Coder's client, by its remembered id or found by search.
-    async fn read(&self) -> Result<Snapshot, ProviderError> {
+    async fn read_client(&self) -> Result<Snapshot, ProviderError> {
         let ours = |dto: &Value| {
             dto.get("clientId").and_then(Value::as_str) == Some(self.client_id.as_str())
         };
@@ -408,63 +404,34 @@ impl AdminApi {
             }),
         }
     }
-
-    fn plan_of(&self, snap: &Snapshot, desired: &DesiredSettings) -> Result<Plan, ProviderError> {
-        model::plan(&refresh_of(&snap.dto)?, desired, &target(&self.client_id))
-    }
 }
 
 #[async_trait]
-impl IdentityProvider for AdminApi {
-    fn kind(&self) -> crate::providers::ProviderKind {
-        KIND
+impl Backend for AdminApi {
+    type Snapshot = Snapshot;
+
+    fn client_id(&self) -> &str {
+        &self.client_id
     }
 
-    fn check(&self, desired: &DesiredSettings) -> Result<(), ProviderError> {
-        model::check_desired(desired)
+    async fn read(&self) -> Result<Snapshot, ProviderError> {
+        self.read_client().await
     }
 
-    async fn observe(&self, desired: &DesiredSettings) -> Result<AnySnapshot, ProviderError> {
-        model::check_desired(desired)?;
-        Ok(AnySnapshot::new(KIND, self.read().await?))
+    fn refresh(&self, snap: &Snapshot) -> Result<Refresh, ProviderError> {
+        refresh_of(&snap.dto)
     }
 
-    fn plan(
+    async fn write(
         &self,
-        snapshot: &AnySnapshot,
+        planned: &Plan,
         desired: &DesiredSettings,
-    ) -> Result<IdpPlan, ProviderError> {
-        let snap: &Snapshot = snapshot.get()?;
-        let p = self.plan_of(snap, desired)?;
-        let observation = p.observation.clone();
-        Ok(IdpPlan::new(KIND, desired, observation, Writes { plan: p }))
-    }
-
-    async fn apply(&self, todo: &IdpPlan) -> Result<Applied, ProviderError> {
-        if todo.is_empty() {
-            return Ok(Applied::unchanged(todo));
-        }
-        let Writes { plan: p } = todo.writes()?;
-        let desired = todo.desired();
+    ) -> Result<String, ProviderError> {
         let what = "update the client";
         // PUT replaces the whole client: build the body from a read taken right now, and write
         // only if the owned fields still need exactly the planned changes.
-        let fresh = self.read().await?;
-        let again = self.plan_of(&fresh, desired)?;
-        let next = match again.next {
-            Some(next) if again.observation.changes == p.observation.changes => next,
-            _ => {
-                return Err(ProviderError::Protocol {
-                    provider: KIND,
-                    operation: what.into(),
-                    detail: format!(
-                        "{} was changed by someone else since it was read, so the planned update was not written; the next \
-                         pass plans again",
-                        target(&self.client_id)
-                    ),
-                });
-            }
-        };
+        let fresh = self.read_client().await?;
+        let next = recheck(&self.client_id, planned, self.plan_of(&fresh, desired)?)?;
         let body = with_refresh(&fresh.dto, &next);
         let url = format!("{}/api/Clients", self.api);
         match self
@@ -487,14 +454,11 @@ impl IdentityProvider for AdminApi {
             }
             Answer::Status(s, h, b) => return Err(self.error(what, s, &h, &b)),
         }
-        let actions = vec![format!(
+        Ok(format!(
             "updated {}: {}",
             target(&self.client_id),
-            p.observation.changes_line()
-        )];
-        // Read back: AllowOfflineAccess must be true before Coder asks for offline_access.
-        let after = self.plan_of(&self.read().await?, desired)?;
-        applied_after(KIND, actions, after.observation)
+            planned.observation.changes_line()
+        ))
     }
 }
 
@@ -523,7 +487,7 @@ mod tests {
             "refreshTokenExpiration": 1, "accessTokenLifetime": 3600, "futureField": [1]});
         let mut r = refresh_of(&dto).unwrap();
         r.allow_offline_access = true;
-        r.usage = model::REUSE;
+        r.usage = super::super::model::REUSE;
         let body = with_refresh(&dto, &r);
         assert_eq!(body["allowOfflineAccess"], json!(true));
         assert_eq!(body["refreshTokenUsage"], json!(0));

@@ -25,12 +25,12 @@ use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use tokio_postgres::config::{Host, SslMode};
 
-use super::model::{self, Plan, Refresh};
-use super::{KIND, target};
+use super::model::{Plan, Refresh};
+use super::{Backend, Duende, KIND, recheck, target};
 use crate::crd::DuendeDatabaseSpec;
 use crate::providers::{
-    Applied, Credentials, DesiredSettings, Finding, IdentityProvider, IdpPlan, ProviderDeps,
-    ProviderError, Snapshot as AnySnapshot, applied_after, missing_credentials,
+    Credentials, DesiredSettings, Finding, IdentityProvider, ProviderDeps, ProviderError,
+    missing_credentials,
 };
 
 /// Finding: the change is served after the configuration store cache expires.
@@ -105,14 +105,14 @@ pub fn connect(
     config.connect_timeout(deps.http.timeout().min(Duration::from_secs(10)));
     config.application_name("oidc-refresh-operator");
     check_hosts(&config, tls.is_some(), deps)?;
-    Ok(Arc::new(Database {
+    Ok(Arc::new(Duende(Database {
         client_id: client_id.to_string(),
         table: format!("\"{schema}\".\"Clients\""),
         config,
         tls,
         timeout: deps.http.timeout(),
         secret_name: secret,
-    }))
+    })))
 }
 
 fn tls_connector(pem: &str) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ProviderError> {
@@ -224,10 +224,6 @@ impl fmt::Debug for Database {
             .field("secret_name", &self.secret_name)
             .finish_non_exhaustive()
     }
-}
-
-struct Writes {
-    plan: Plan,
 }
 
 /// What a database error means, without the connection string.
@@ -383,41 +379,8 @@ impl Database {
         })
     }
 
-    async fn read(&self) -> Result<Snapshot, ProviderError> {
-        let db = self.client().await?;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {} WHERE \"ClientId\" = $1",
-            self.table
-        );
-        let rows = self
-            .timed(
-                "read the client",
-                db.query(sql.as_str(), &[&self.client_id]),
-            )
-            .await?;
-        self.snapshot(&rows)
-    }
-
-    fn plan_of(&self, snap: &Snapshot, desired: &DesiredSettings) -> Result<Plan, ProviderError> {
-        let mut p = model::plan(&snap.refresh, desired, &target(&self.client_id))?;
-        if p.next.is_some() {
-            p.observation.findings.push(Finding {
-                reason: CONFIGURATION_CACHE,
-                message: format!(
-                    "{} is changed in the configuration database: IdentityServer hosts that use AddConfigurationStoreCache \
-                     serve the cached client until the cache expires (Caching.ClientStoreExpiration, 15 minutes by \
-                     default), so Coder's new scopes may fail with invalid_scope until then",
-                    target(&self.client_id)
-                ),
-                blocking: false,
-                expires_at: None,
-            });
-        }
-        Ok(p)
-    }
-
     /// One transaction: the row locked, planned again, the refresh columns updated.
-    async fn write(&self, p: &Plan, desired: &DesiredSettings) -> Result<(), ProviderError> {
+    async fn update(&self, p: &Plan, desired: &DesiredSettings) -> Result<(), ProviderError> {
         let what = "update the client";
         let mut db = self.client().await?;
         let tx = self.timed(what, db.transaction()).await?;
@@ -429,21 +392,7 @@ impl Database {
             .timed(what, tx.query(sql.as_str(), &[&self.client_id]))
             .await?;
         let fresh = self.snapshot(&rows)?;
-        let again = self.plan_of(&fresh, desired)?;
-        let next = match again.next {
-            Some(next) if again.observation.changes == p.observation.changes => next,
-            _ => {
-                return Err(ProviderError::Protocol {
-                    provider: KIND,
-                    operation: what.into(),
-                    detail: format!(
-                        "{} was changed by someone else since it was read, so the planned update was not written; the next \
-                         pass plans again",
-                        target(&self.client_id)
-                    ),
-                });
-            }
-        };
+        let next = recheck(&self.client_id, p, self.plan_of(&fresh, desired)?)?;
         let int = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
         let sql = format!(
             "UPDATE {} SET \"AllowOfflineAccess\" = $2, \"AbsoluteRefreshTokenLifetime\" = $3, \
@@ -480,46 +429,57 @@ impl Database {
 }
 
 #[async_trait]
-impl IdentityProvider for Database {
-    fn kind(&self) -> crate::providers::ProviderKind {
-        KIND
+impl Backend for Database {
+    type Snapshot = Snapshot;
+
+    fn client_id(&self) -> &str {
+        &self.client_id
     }
 
-    fn check(&self, desired: &DesiredSettings) -> Result<(), ProviderError> {
-        model::check_desired(desired)
+    async fn read(&self) -> Result<Snapshot, ProviderError> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE \"ClientId\" = $1",
+            self.table
+        );
+        let rows = self
+            .timed(
+                "read the client",
+                db.query(sql.as_str(), &[&self.client_id]),
+            )
+            .await?;
+        self.snapshot(&rows)
     }
 
-    async fn observe(&self, desired: &DesiredSettings) -> Result<AnySnapshot, ProviderError> {
-        model::check_desired(desired)?;
-        Ok(AnySnapshot::new(KIND, self.read().await?))
+    fn refresh(&self, snap: &Snapshot) -> Result<Refresh, ProviderError> {
+        Ok(snap.refresh)
     }
 
-    fn plan(
+    fn write_findings(&self) -> Vec<Finding> {
+        vec![Finding {
+            reason: CONFIGURATION_CACHE,
+            message: format!(
+                "{} is changed in the configuration database: IdentityServer hosts that use AddConfigurationStoreCache \
+                 serve the cached client until the cache expires (Caching.ClientStoreExpiration, 15 minutes by \
+                 default), so Coder's new scopes may fail with invalid_scope until then",
+                target(&self.client_id)
+            ),
+            blocking: false,
+            expires_at: None,
+        }]
+    }
+
+    async fn write(
         &self,
-        snapshot: &AnySnapshot,
+        planned: &Plan,
         desired: &DesiredSettings,
-    ) -> Result<IdpPlan, ProviderError> {
-        let snap: &Snapshot = snapshot.get()?;
-        let p = self.plan_of(snap, desired)?;
-        let observation = p.observation.clone();
-        Ok(IdpPlan::new(KIND, desired, observation, Writes { plan: p }))
-    }
-
-    async fn apply(&self, todo: &IdpPlan) -> Result<Applied, ProviderError> {
-        if todo.is_empty() {
-            return Ok(Applied::unchanged(todo));
-        }
-        let Writes { plan: p } = todo.writes()?;
-        let desired = todo.desired();
-        self.write(p, desired).await?;
-        let actions = vec![format!(
+    ) -> Result<String, ProviderError> {
+        self.update(planned, desired).await?;
+        Ok(format!(
             "updated {} in the configuration database ({}); hosts with AddConfigurationStoreCache serve it after their \
              cache expires (15 minutes by default)",
             target(&self.client_id),
-            p.observation.changes_line()
-        )];
-        // Read back: AllowOfflineAccess must be true before Coder asks for offline_access.
-        let after = self.plan_of(&self.read().await?, desired)?;
-        applied_after(KIND, actions, after.observation)
+            planned.observation.changes_line()
+        ))
     }
 }

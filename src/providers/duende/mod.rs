@@ -18,7 +18,12 @@
 
 use std::sync::Arc;
 
-use super::{Credentials, IdentityProvider, ProviderDeps, ProviderError, ProviderKind};
+use async_trait::async_trait;
+
+use super::{
+    Applied, Credentials, DesiredSettings, Finding, IdentityProvider, IdpPlan, ProviderDeps,
+    ProviderError, ProviderKind, Snapshot as AnySnapshot, applied_after,
+};
 use crate::crd::DuendeSpec;
 
 pub mod admin_api;
@@ -51,4 +56,111 @@ pub fn connect(
 /// `Duende client "coder"`, for messages.
 pub fn target(client_id: &str) -> String {
     format!("Duende client {client_id:?}")
+}
+
+/// What a backend reads and writes; [`Duende`] makes the provider of it (observe → plan → apply
+/// with a read-back, the same for both).
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// What `read` returns.
+    type Snapshot: Send + Sync + 'static;
+
+    /// `ClientId` of Coder's client.
+    fn client_id(&self) -> &str;
+
+    /// Reads Coder's client.
+    async fn read(&self) -> Result<Self::Snapshot, ProviderError>;
+
+    /// The refresh columns of a snapshot.
+    fn refresh(&self, snap: &Self::Snapshot) -> Result<Refresh, ProviderError>;
+
+    /// Findings added to a plan that writes.
+    fn write_findings(&self) -> Vec<Finding> {
+        Vec::new()
+    }
+
+    /// Writes what `planned` planned, after checking on a fresh read that the client still needs
+    /// exactly those changes ([`recheck`]); returns the action line for the Event.
+    async fn write(
+        &self,
+        planned: &Plan,
+        desired: &DesiredSettings,
+    ) -> Result<String, ProviderError>;
+
+    /// The plan for a snapshot. Pure.
+    fn plan_of(
+        &self,
+        snap: &Self::Snapshot,
+        desired: &DesiredSettings,
+    ) -> Result<Plan, ProviderError> {
+        let mut p = model::plan(&self.refresh(snap)?, desired, &target(self.client_id()))?;
+        if p.next.is_some() {
+            p.observation.findings.extend(self.write_findings());
+        }
+        Ok(p)
+    }
+}
+
+/// The columns to write after a fresh read planned `again`: those of `planned`, or an error when
+/// the client changed since it was planned (nothing is written; the next pass plans again).
+pub fn recheck(client_id: &str, planned: &Plan, again: Plan) -> Result<Refresh, ProviderError> {
+    match again.next {
+        Some(next) if again.observation.changes == planned.observation.changes => Ok(next),
+        _ => Err(ProviderError::Protocol {
+            provider: KIND,
+            operation: "update the client".into(),
+            detail: format!(
+                "{} was changed by someone else since it was read, so the planned update was not written; the next \
+                 pass plans again",
+                target(client_id)
+            ),
+        }),
+    }
+}
+
+/// The Duende provider over one backend.
+#[derive(Debug)]
+pub struct Duende<B>(pub B);
+
+struct Writes {
+    plan: Plan,
+}
+
+#[async_trait]
+impl<B: Backend> IdentityProvider for Duende<B> {
+    fn kind(&self) -> ProviderKind {
+        KIND
+    }
+
+    fn check(&self, desired: &DesiredSettings) -> Result<(), ProviderError> {
+        model::check_desired(desired)
+    }
+
+    async fn observe(&self, desired: &DesiredSettings) -> Result<AnySnapshot, ProviderError> {
+        model::check_desired(desired)?;
+        Ok(AnySnapshot::new(KIND, self.0.read().await?))
+    }
+
+    fn plan(
+        &self,
+        snapshot: &AnySnapshot,
+        desired: &DesiredSettings,
+    ) -> Result<IdpPlan, ProviderError> {
+        let snap: &B::Snapshot = snapshot.get()?;
+        let p = self.0.plan_of(snap, desired)?;
+        let observation = p.observation.clone();
+        Ok(IdpPlan::new(KIND, desired, observation, Writes { plan: p }))
+    }
+
+    async fn apply(&self, todo: &IdpPlan) -> Result<Applied, ProviderError> {
+        if todo.is_empty() {
+            return Ok(Applied::unchanged(todo));
+        }
+        let Writes { plan } = todo.writes()?;
+        let desired = todo.desired();
+        let action = self.0.write(plan, desired).await?;
+        // Read back: AllowOfflineAccess must be true before Coder asks for offline_access.
+        let after = self.0.plan_of(&self.0.read().await?, desired)?;
+        applied_after(KIND, vec![action], after.observation)
+    }
 }
