@@ -362,7 +362,8 @@ async fn converges_coders_row_and_leaves_every_other_byte_alone() {
     let (staging_before, staging_xmin) = row(&db, "public", "coder-staging").await;
     let children_before = children(&db, "public").await;
 
-    let p = provider(&conn, "coder", None).unwrap();
+    let p_deps = deps_with(TenantPolicy::default());
+    let p = providers::duende::connect(&spec("coder", None), Some(creds(&conn)), &p_deps).unwrap();
     let plan = p.observe_plan(&desired()).await.unwrap();
     assert_eq!(plan.changes().len(), 6, "{:?}", plan.changes());
     assert!(
@@ -401,6 +402,15 @@ async fn converges_coders_row_and_leaves_every_other_byte_alone() {
         (staging_before, staging_xmin)
     );
     assert_eq!(children(&db, "public").await, children_before);
+
+    // Database calls are counted like any identity-provider call.
+    let m = p_deps.metrics.encode();
+    assert!(
+        m.lines()
+            .any(|l| l.contains("provider=\"duende\"")
+                && l.contains("operation=\"db_update_client\"")),
+        "{m}"
+    );
 
     // A second pass writes nothing: the row version is the same.
     let again = provider(&conn, "coder", None)

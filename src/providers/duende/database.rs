@@ -111,6 +111,7 @@ pub fn connect(
         config,
         tls,
         timeout: deps.http.timeout(),
+        metrics: deps.metrics.clone(),
         secret_name: secret,
     })))
 }
@@ -213,6 +214,7 @@ pub struct Database {
     config: tokio_postgres::Config,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     timeout: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
     secret_name: String,
 }
 
@@ -303,19 +305,37 @@ fn db_error(operation: &str, secret: &str, e: &tokio_postgres::Error) -> Provide
 }
 
 impl Database {
+    /// Runs one database call within the timeout, counted in the provider-call metrics.
     async fn timed<T>(
         &self,
         operation: &str,
         fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, ProviderError> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        let metric = match operation {
+            "connect to the database" => "db_connect",
+            "read the client" => "db_read_client",
+            _ => "db_update_client",
+        };
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r.map_err(|e| db_error(operation, &self.secret_name, &e)),
             Err(_) => Err(ProviderError::Unreachable {
                 provider: KIND,
                 operation: operation.into(),
                 detail: format!("no answer within {}s", self.timeout.as_secs()),
             }),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(ProviderError::AuthenticationFailed { .. }) => "unauthorized",
+            Err(ProviderError::Forbidden { .. }) => "forbidden",
+            Err(ProviderError::ClientNotFound { .. }) => "not_found",
+            Err(ProviderError::Unreachable { .. }) => "network_error",
+            Err(_) => "client_error",
+        };
+        self.metrics
+            .provider_call(KIND.as_str(), metric, outcome, started.elapsed());
+        result
     }
 
     async fn client(&self) -> Result<tokio_postgres::Client, ProviderError> {
