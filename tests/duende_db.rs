@@ -28,6 +28,8 @@ const SCHEMA_SQL: &str = include_str!("duende_db/configuration-schema.postgresql
 
 struct Server {
     port: u16,
+    /// PEM of the CA that issued the server's TLS certificate.
+    ca: String,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -124,6 +126,13 @@ fn start_server() -> Result<Server, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    let ca = make_certificates(&dir)?;
+    if root {
+        for f in ["server.crt", "server.key"] {
+            std::os::unix::fs::chown(dir.join(f), Some(NOBODY), Some(NOBODY))
+                .map_err(|e| e.to_string())?;
+        }
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
@@ -147,7 +156,16 @@ fn start_server() -> Result<Server, String> {
             "synchronous_commit=off",
             "-c",
             "full_page_writes=off",
+            "-c",
+            "ssl=on",
         ])
+        .arg("-c")
+        .arg(format!(
+            "ssl_cert_file={}",
+            dir.join("server.crt").display()
+        ))
+        .arg("-c")
+        .arg(format!("ssl_key_file={}", dir.join("server.key").display()))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
@@ -175,7 +193,94 @@ fn start_server() -> Result<Server, String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(Server { port })
+    Ok(Server { port, ca })
+}
+
+/// A CA and a server certificate for 127.0.0.1 issued by it (openssl, which Debian's PostgreSQL
+/// package depends on); returns the CA's PEM.
+fn make_certificates(dir: &Path) -> Result<String, String> {
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("cannot run openssl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=duende-test-ca",
+            ],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ])?;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::read_to_string(dir.join("ca.crt")).map_err(|e| e.to_string())
 }
 
 fn server() -> &'static Server {
@@ -508,6 +613,43 @@ async fn errors_name_what_to_fix_and_never_the_connection_string() {
         .unwrap_err();
     assert!(matches!(err, ProviderError::InvalidSecret { .. }), "{err}");
     assert!(!err.to_string().contains("port=nope"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_checks_the_server_against_ca_crt() {
+    let (name, db) = fresh_db("public").await;
+    let tls = conn_string(&name).replace("sslmode=disable", "sslmode=require");
+    let with_ca = |ca: &str| {
+        Credentials::new(
+            "duende-db",
+            "1",
+            BTreeMap::from([
+                ("connection-string".to_string(), tls.as_bytes().to_vec()),
+                ("ca.crt".to_string(), ca.as_bytes().to_vec()),
+            ]),
+        )
+    };
+    let deps = deps_with(TenantPolicy::default());
+    let p = providers::duende::connect(&spec("coder", None), Some(with_ca(&server().ca)), &deps)
+        .unwrap();
+    p.converge(&desired()).await.unwrap();
+    let r = db
+        .query_one(
+            r#"SELECT "AllowOfflineAccess" FROM "Clients" WHERE "ClientId" = 'coder'"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(r.get::<_, bool>(0));
+    // A server certificate that does not chain to ca.crt is refused.
+    let p =
+        providers::duende::connect(&spec("coder", None), Some(with_ca(TEST_CA)), &deps).unwrap();
+    let err = p.converge(&desired()).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
 }
 
 #[test]
