@@ -7,6 +7,8 @@
 //! test process (`setpriv --pdeathsig`), and is stopped and its directory removed at exit.
 //! Each test gets its own database.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,6 +22,7 @@ use oidc_refresh_operator::providers::http::{HttpClients, TenantPolicy};
 use oidc_refresh_operator::providers::{
     self, Credentials, DesiredSettings, IdentityProvider, ProviderDeps, ProviderError,
 };
+use oidc_refresh_operator::sandbox::{self, Sandbox, SandboxProvider};
 use serde_json::json;
 
 const PASSWORD: &str = "pg-test-password-7f3a";
@@ -705,3 +708,81 @@ MAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgD1EwV3Hbk2EInL7pQu0rQo8IypoDnyca
 ecVoG8d9ruYCIAkmp62HQk4YREjvJykVaU7ox8Se4fijol+SmE5FFWNK
 -----END CERTIFICATE-----
 ";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_converges_through_the_controller_and_a_second_pass_writes_nothing() {
+    let (name, db) = fresh_db("public").await;
+    let (staging_before, staging_xmin) = row(&db, "public", "coder-staging").await;
+    let sb = common::cluster().await;
+    sandbox::create_secret(
+        &sb.client,
+        "duende-db",
+        &BTreeMap::from([("connection-string".to_string(), conn_string(&name))]),
+    )
+    .await
+    .unwrap();
+    sandbox::create_coder(&sb.client, sandbox::coder_deployment("coder", json!([])))
+        .await
+        .unwrap();
+    let mut policy = sandbox::example_policy(
+        "coder",
+        json!({"duende": {"clientId": "coder", "credentialsSecret": "duende-db",
+                          "database": {"engine": "PostgreSQL"}}}),
+    );
+    policy["spec"]["refreshTokens"] = sandbox::example_refresh_tokens(SandboxProvider::Duende);
+    sandbox::create_policy(&sb.client, policy).await.unwrap();
+    let ready = common::wait_ready(&sb.client, "coder").await;
+    let seen = ready.status.clone().unwrap().identity_provider.unwrap();
+    assert_eq!(seen.offline_access, Some(true));
+    assert_eq!(seen.idle_timeout.as_deref(), Some("720h"));
+    let (scopes, _) = sandbox::coder_env(&sb.client, "coder").await.unwrap();
+    assert_eq!(
+        scopes.as_deref(),
+        Some("openid,profile,email,offline_access,groups")
+    );
+    let r = db
+        .query_one(
+            r#"SELECT "AllowOfflineAccess", "RefreshTokenUsage", "RefreshTokenExpiration",
+                      "AbsoluteRefreshTokenLifetime", "SlidingRefreshTokenLifetime"
+               FROM "Clients" WHERE "ClientId" = 'coder'"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(r.get::<_, bool>(0));
+    assert_eq!(
+        (
+            r.get::<_, i32>(1),
+            r.get::<_, i32>(2),
+            r.get::<_, i32>(3),
+            r.get::<_, i32>(4)
+        ),
+        (0, 0, 90 * 86_400, 30 * 86_400)
+    );
+    // The other client's row is byte for byte (and version for version) what it was.
+    assert_eq!(
+        row(&db, "public", "coder-staging").await,
+        (staging_before, staging_xmin)
+    );
+
+    // A restarted controller finds it converged: Coder's row is not written again.
+    let coder_xmin = row(&db, "public", "coder").await.1;
+    let (sim, client) = (sb.kube.clone(), sb.client.clone());
+    sb.stop_controller_only().await;
+    let k_before = sim.counters();
+    let sb = Sandbox::start_controller(sim.clone(), client.clone());
+    let start = Instant::now();
+    while !sb
+        .metrics
+        .encode()
+        .lines()
+        .any(|l| l.starts_with("oidc_refresh_reconciles_total ") && !l.ends_with(" 0"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "no pass");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(row(&db, "public", "coder").await.1, coder_xmin);
+    assert_eq!(sim.counters().diff(&k_before).writes(), 0);
+    sb.stop().await;
+}
