@@ -68,8 +68,8 @@ fn default_interval() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "(has(self.google) ? 1 : 0) + (has(self.keycloak) ? 1 : 0) + (has(self.pingFederate) ? 1 : 0) + (has(self.entraId) ? 1 : 0) + (has(self.logto) ? 1 : 0) + (has(self.okta) ? 1 : 0) == 1",
-    "message": "set exactly one provider: google, keycloak, pingFederate, entraId, logto or okta"
+    "rule": "(has(self.google) ? 1 : 0) + (has(self.keycloak) ? 1 : 0) + (has(self.pingFederate) ? 1 : 0) + (has(self.entraId) ? 1 : 0) + (has(self.logto) ? 1 : 0) + (has(self.okta) ? 1 : 0) + (has(self.duende) ? 1 : 0) == 1",
+    "message": "set exactly one provider: google, keycloak, pingFederate, entraId, logto, okta or duende"
 }]))]
 #[schemars(transform = harden_provider_schema)]
 pub struct ProviderSpec {
@@ -92,6 +92,10 @@ pub struct ProviderSpec {
     /// Okta, configured through its Management API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub okta: Option<OktaSpec>,
+    /// Duende IdentityServer, configured through the Skoruba admin API or its configuration
+    /// database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duende: Option<DuendeSpec>,
 }
 
 /// Google has no settings here.
@@ -253,6 +257,74 @@ pub struct OktaSpec {
     /// apps the change would affect and stalls.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_shared_rule: bool,
+}
+
+/// Duende IdentityServer: Coder's client and how to reach it, through exactly one backend.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.adminApi) ? 1 : 0) + (has(self.database) ? 1 : 0) == 1",
+    "message": "set exactly one Duende backend: adminApi or database"
+}]))]
+pub struct DuendeSpec {
+    /// `ClientId` of the client Coder signs in with (`CODER_OIDC_CLIENT_ID`). The operator never
+    /// creates clients.
+    #[schemars(length(min = 1, max = 200))]
+    pub client_id: String,
+    /// Name of a Secret in this namespace. Admin API backend: `client-id` + `client-secret` of an
+    /// STS client allowed the admin API's scope and carrying the administration role claim
+    /// (optionally `ca.crt`). Database backend: `connection-string`, a PostgreSQL connection URI
+    /// or key=value string (optionally `ca.crt`).
+    #[schemars(regex(pattern = DNS_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// The Skoruba Duende.IdentityServer.Admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_api: Option<DuendeAdminApiSpec>,
+    /// Duende's EF Core configuration database (`ConfigurationDbContext` tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DuendeDatabaseSpec>,
+}
+
+/// The Skoruba admin API and the STS that issues its tokens.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DuendeAdminApiSpec {
+    /// Base URL of the admin API, without `/api` (for example `https://admin-api.example.com`).
+    #[schemars(regex(pattern = URL_PATTERN), length(max = 2048))]
+    pub url: String,
+    /// Base URL of the IdentityServer (STS) the admin API trusts (its `IdentityServerBaseUrl`);
+    /// tokens come from `{authority}/connect/token`.
+    #[schemars(regex(pattern = URL_PATTERN), length(max = 2048))]
+    pub authority: String,
+    /// Scope to request, the admin API's `OidcApiName` (default `skoruba_identity_admin_api`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[!#-\[\]-~]+$"), length(min = 1, max = 200))]
+    pub scope: Option<String>,
+}
+
+/// Duende's configuration database.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DuendeDatabaseSpec {
+    /// Database engine (only `PostgreSQL` for now).
+    #[serde(default)]
+    pub engine: DuendeDatabaseEngine,
+    /// Schema of the `Clients` table (`ConfigurationStoreOptions.DefaultSchema`; default
+    /// `public`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        length(min = 1, max = 63)
+    )]
+    pub schema: Option<String>,
+}
+
+/// Database engines of the Duende database backend.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DuendeDatabaseEngine {
+    /// PostgreSQL (Npgsql's EF Core provider).
+    #[default]
+    PostgreSQL,
 }
 
 /// Refresh-token settings.
@@ -648,7 +720,7 @@ pub fn crd_yaml() -> String {
 
 impl OidcRefreshPolicy {
     /// Provider kind name as shown in status (`google`, `keycloak`, `pingFederate`, `entraId`,
-    /// `logto`, `okta`).
+    /// `logto`, `okta`, `duende`).
     pub fn provider_name(&self) -> &'static str {
         self.spec.provider.kind_name()
     }
@@ -669,6 +741,8 @@ impl ProviderSpec {
             "logto"
         } else if self.okta.is_some() {
             "okta"
+        } else if self.duende.is_some() {
+            "duende"
         } else {
             "unknown"
         }
@@ -684,6 +758,8 @@ impl ProviderSpec {
             Some(&l.credentials_secret)
         } else if let Some(o) = &self.okta {
             Some(&o.credentials_secret)
+        } else if let Some(d) = &self.duende {
+            Some(&d.credentials_secret)
         } else {
             self.entra_id
                 .as_ref()
@@ -700,6 +776,7 @@ impl ProviderSpec {
             self.entra_id.is_some(),
             self.logto.is_some(),
             self.okta.is_some(),
+            self.duende.is_some(),
         ]
         .into_iter()
         .filter(|b| *b)

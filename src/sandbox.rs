@@ -47,6 +47,8 @@ pub enum SandboxProvider {
     Logto,
     /// Okta (Management API simulator).
     Okta,
+    /// Duende IdentityServer (Skoruba admin API simulator).
+    Duende,
 }
 
 /// A running identity-provider simulator.
@@ -63,6 +65,8 @@ pub enum IdpSim {
     Logto(sim_logto::SimHandle),
     /// Okta.
     Okta(sim_okta::SimHandle),
+    /// Duende IdentityServer.
+    Duende(sim_duende::SimHandle),
 }
 
 /// What the sandbox puts into the policy and the Secret for a provider.
@@ -85,6 +89,7 @@ impl IdpSim {
             IdpSim::Entra(s) => s.describe_client(),
             IdpSim::Logto(s) => s.describe_client(),
             IdpSim::Okta(s) => s.describe_client(),
+            IdpSim::Duende(s) => s.describe_client(),
         }
     }
 
@@ -97,6 +102,7 @@ impl IdpSim {
             IdpSim::Entra(s) => s.shutdown().await,
             IdpSim::Logto(s) => s.shutdown().await,
             IdpSim::Okta(s) => s.shutdown().await,
+            IdpSim::Duende(s) => s.shutdown().await,
         }
     }
 }
@@ -141,6 +147,15 @@ pub async fn start_idp(provider: SandboxProvider) -> anyhow::Result<IdpSetup> {
             let seed = sim.seed_sandbox();
             IdpSetup {
                 sim: IdpSim::Okta(sim),
+                provider: seed.spec,
+                secret: Some((seed.secret_name, seed.secret_data)),
+            }
+        }
+        SandboxProvider::Duende => {
+            let sim = sim_duende::start(sim_duende::SimConfig::default()).await?;
+            let seed = sim.seed_sandbox();
+            IdpSetup {
+                sim: IdpSim::Duende(sim),
                 provider: seed.spec,
                 secret: Some((seed.secret_name, seed.secret_data)),
             }
@@ -385,6 +400,11 @@ pub fn example_refresh_tokens(provider: SandboxProvider) -> Value {
         // refreshes from signing users out (Coder is a confidential client).
         SandboxProvider::Logto => {
             json!({"offlineAccess": true, "lifetime": "2160h", "rotation": "Reuse"})
+        }
+        // Duende has no reuse window for OneTimeOnly refresh tokens: ReUse, as Duende recommends
+        // for a confidential client such as Coder.
+        SandboxProvider::Duende => {
+            json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Reuse"})
         }
         _ => {
             json!({"offlineAccess": true, "idleTimeout": "720h", "lifetime": "2160h", "rotation": "Rotate"})

@@ -52,7 +52,7 @@ async fn converge_then_stay_quiet(provider: SandboxProvider) {
         SandboxProvider::Pingfederate | SandboxProvider::Pingfederate11 => Some("60s"),
         // Okta's leeway: the sandbox asks for Rotate, which keeps a 30 s grace period.
         SandboxProvider::Okta => Some("30s"),
-        // The Logto example turns rotation off (Logto has no reuse window).
+        // The Logto and Duende examples turn rotation off (neither has a reuse window).
         _ => None,
     };
     assert_eq!(seen.rotation_window.as_deref(), window, "{provider:?}");
@@ -180,6 +180,9 @@ fn max_requests_to_converge(provider: SandboxProvider) -> u64 {
         // rules read again right before the writes, the app and rule PUTs; app, policies and
         // rules read back.
         SandboxProvider::Okta => 14,
+        // Token; search by clientId, the client by id; the client read again right before its
+        // PUT (a full replace), the PUT; the client read back.
+        SandboxProvider::Duende => 6,
     }
 }
 
@@ -211,6 +214,11 @@ async fn logto_converges_and_a_second_reconcile_writes_nothing() {
 #[tokio::test]
 async fn okta_converges_and_a_second_reconcile_writes_nothing() {
     converge_then_stay_quiet(SandboxProvider::Okta).await;
+}
+
+#[tokio::test]
+async fn duende_converges_and_a_second_reconcile_writes_nothing() {
+    converge_then_stay_quiet(SandboxProvider::Duende).await;
 }
 
 #[tokio::test]

@@ -45,6 +45,7 @@ async fn the_committed_crd_and_every_example_apply() {
         "entra-id",
         "logto",
         "okta",
+        "duende",
         "observe-only",
     ] {
         let file = format!("{}/examples/{example}.yaml", env!("CARGO_MANIFEST_DIR"));

@@ -81,6 +81,21 @@ fn idp_state(idp: &IdpSetup) -> Value {
             json!({"app": s.application(id)})
         }
         IdpSim::Okta(s) => s.sandbox_state(),
+        IdpSim::Duende(s) => {
+            let id = s.id_of(p["duende"]["clientId"].as_str().unwrap()).unwrap();
+            // Named as Duende's columns (the plan's settings); the ids of child rows, which every
+            // full replace deletes and inserts again, left out.
+            let mut client = serde_json::Map::new();
+            for (k, mut v) in s.client(id).unwrap().as_object().unwrap().clone() {
+                for child in v.as_array_mut().into_iter().flatten() {
+                    if let Some(c) = child.as_object_mut() {
+                        c.remove("id");
+                    }
+                }
+                client.insert(format!("{}{}", k[..1].to_uppercase(), &k[1..]), v);
+            }
+            json!({"client": client})
+        }
     };
     by_name(raw)
 }
@@ -297,6 +312,11 @@ async fn logto_observe_plan_is_what_enforce_writes() {
 #[tokio::test]
 async fn okta_observe_plan_is_what_enforce_writes() {
     observe_then_enforce(SandboxProvider::Okta).await;
+}
+
+#[tokio::test]
+async fn duende_observe_plan_is_what_enforce_writes() {
+    observe_then_enforce(SandboxProvider::Duende).await;
 }
 
 #[tokio::test]

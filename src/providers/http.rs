@@ -1127,6 +1127,22 @@ pub async fn request_token(
     Ok(TokenAnswer::Token(token))
 }
 
+/// Form-urlencodes a client credential for HTTP Basic (RFC 6749 §2.3.1: the client id and secret
+/// are form-urlencoded before Basic encoding, and servers decode them).
+pub fn form_urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'*') {
+            out.push(b as char);
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A short fingerprint of credential values for token-cache keys: the first 8 bytes (hex) of the
 /// SHA-256 of the values, each followed by a NUL byte.
 pub fn credentials_fingerprint(parts: &[&SecretString]) -> String {

@@ -16,6 +16,7 @@
 //! Facts that belong to a whole server, realm or tenant are shared across policies through
 //! [`ProviderDeps::facts`].
 
+pub mod duende;
 pub mod entra;
 pub mod google;
 pub mod http;
@@ -52,6 +53,8 @@ pub enum ProviderKind {
     Logto,
     /// Okta Management API.
     Okta,
+    /// Duende IdentityServer (Skoruba admin API or configuration database).
+    Duende,
 }
 
 impl ProviderKind {
@@ -64,6 +67,7 @@ impl ProviderKind {
             ProviderKind::EntraId => "entraId",
             ProviderKind::Logto => "logto",
             ProviderKind::Okta => "okta",
+            ProviderKind::Duende => "duende",
         }
     }
 
@@ -76,6 +80,7 @@ impl ProviderKind {
             ProviderKind::EntraId => "Microsoft Entra ID",
             ProviderKind::Logto => "Logto",
             ProviderKind::Okta => "Okta",
+            ProviderKind::Duende => "Duende IdentityServer",
         }
     }
 }
@@ -200,6 +205,36 @@ pub struct Observation {
     pub findings: Vec<Finding>,
     /// What Coder must send.
     pub coder: CoderNeeds,
+}
+
+impl Observation {
+    /// The pending changes as one line (`setting: from -> to; …`), for Events and errors.
+    pub fn changes_line(&self) -> String {
+        self.changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The outcome of writes that were read back and planned again as `after`: [`Applied`] with
+/// `actions`, or [`ProviderError::NotPersisted`] while `after` still has changes.
+pub fn applied_after(
+    provider: ProviderKind,
+    actions: Vec<String>,
+    after: Observation,
+) -> Result<Applied, ProviderError> {
+    if !after.changes.is_empty() {
+        return Err(ProviderError::NotPersisted {
+            provider,
+            detail: after.changes_line(),
+        });
+    }
+    Ok(Applied {
+        observation: after,
+        actions,
+    })
 }
 
 /// Everything a provider's [`IdentityProvider::observe`] read, opaque outside that provider.
@@ -694,9 +729,12 @@ pub fn connect(
     if let Some(o) = &spec.okta {
         return okta::connect(o, credentials, deps);
     }
+    if let Some(d) = &spec.duende {
+        return duende::connect(d, credentials, deps);
+    }
     Err(ProviderError::Unsupported {
         provider: ProviderKind::Google,
-        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate, entraId, logto or okta".into(),
+        detail: "spec.provider names no provider; set exactly one of google, keycloak, pingFederate, entraId, logto, okta or duende".into(),
     })
 }
 
@@ -719,6 +757,7 @@ pub fn targets(spec: &ProviderSpec) -> Vec<String> {
         entra_id,
         logto,
         okta,
+        duende,
     } = spec;
     let mut keys = Vec::new();
     if let Some(k) = keycloak {
@@ -735,6 +774,9 @@ pub fn targets(spec: &ProviderSpec) -> Vec<String> {
     }
     if let Some(o) = okta {
         keys.extend(okta::targets(o));
+    }
+    if let Some(d) = duende {
+        keys.extend(duende::targets(d));
     }
     keys
 }

@@ -369,6 +369,19 @@ mod tests {
                 "okta:https://example.okta.com/authorizationServers/default/shared-rules"
             ]
         );
+        assert_eq!(
+            targets(json!({"duende": {
+                "clientId": "coder", "credentialsSecret": "duende",
+                "adminApi": {"url": "https://Admin-API.example.com/api/", "authority": "https://sts.example.com"}
+            }})),
+            ["duende:https://admin-api.example.com/clients/coder"]
+        );
+        assert!(
+            targets(json!({"duende": {
+                "clientId": "coder", "credentialsSecret": "duende-db", "database": {}
+            }}))
+            .is_empty()
+        );
         // A `/` in a name cannot make two objects look alike.
         assert_eq!(
             targets(json!({"keycloak": {

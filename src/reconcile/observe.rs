@@ -165,6 +165,18 @@ fn check_targets(policy: &OidcRefreshPolicy, ctx: &Context) -> Result<(), Provid
     if let Some(o) = &p.okta {
         urls.push((ProviderKind::Okta, "spec.provider.okta.orgUrl", &o.org_url));
     }
+    if let Some(api) = p.duende.as_ref().and_then(|d| d.admin_api.as_ref()) {
+        urls.push((
+            ProviderKind::Duende,
+            "spec.provider.duende.adminApi.url",
+            &api.url,
+        ));
+        urls.push((
+            ProviderKind::Duende,
+            "spec.provider.duende.adminApi.authority",
+            &api.authority,
+        ));
+    }
     if let Some(e) = &p.entra_id {
         for (field, value) in [
             ("spec.provider.entraId.authorityHost", &e.authority_host),
@@ -280,6 +292,8 @@ fn kind_of(policy: &OidcRefreshPolicy) -> ProviderKind {
         ProviderKind::Logto
     } else if p.okta.is_some() {
         ProviderKind::Okta
+    } else if p.duende.is_some() {
+        ProviderKind::Duende
     } else {
         ProviderKind::Google
     }

@@ -205,6 +205,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::Entra(s) => s.counters().writes(),
             IdpSim::Logto(s) => s.counters().writes(),
             IdpSim::Okta(s) => s.counters().writes(),
+            IdpSim::Duende(s) => s.writes(),
         }
     }
 
@@ -216,6 +217,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::Entra(s) => s.counters().total(),
             IdpSim::Logto(s) => s.counters().total(),
             IdpSim::Okta(s) => s.counters().total(),
+            IdpSim::Duende(s) => s.counters().total(),
         }
     }
 
@@ -227,6 +229,7 @@ impl IdpSimExt for IdpSim {
             IdpSim::Entra(s) => s.validate_recorded_bodies(),
             IdpSim::Logto(s) => s.validate_recorded_bodies(),
             IdpSim::Okta(s) => s.validate_recorded_bodies(),
+            IdpSim::Duende(s) => s.validate_recorded_bodies(),
         }
     }
 }

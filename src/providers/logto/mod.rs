@@ -143,21 +143,6 @@ pub fn tenant_of(endpoint: &str) -> String {
         .unwrap_or_else(|| OSS_TENANT.to_string())
 }
 
-/// Form-urlencodes a credential for HTTP Basic (RFC 6749 §2.3.1).
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'*') {
-            out.push(b as char);
-        } else if b == b' ' {
-            out.push('+');
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// One kind of Management API call, for metrics and messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -235,8 +220,8 @@ impl Logto {
             .http
             .post(format!("{}/oidc/token", self.endpoint))
             .basic_auth(
-                form_encode(self.client_id.expose_secret()),
-                Some(form_encode(self.client_secret.expose_secret())),
+                http::form_urlencode(self.client_id.expose_secret()),
+                Some(http::form_urlencode(self.client_secret.expose_secret())),
             )
             .form(&form);
         match http::request_token(
@@ -403,6 +388,6 @@ mod tests {
             "https://default.logto.app/api"
         );
         assert!(normalize_endpoint("auth.example.com").is_err());
-        assert_eq!(form_encode("a b:c%"), "a+b%3Ac%25");
+        assert_eq!(http::form_urlencode("a b:c%"), "a+b%3Ac%25");
     }
 }
