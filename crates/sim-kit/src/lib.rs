@@ -15,7 +15,7 @@
 //! | [`Recorded`], [`validate_all`] | recorded request bodies checked against the contract excerpts, one line per problem |
 //! | [`Tokens`], [`Issued`] | the access tokens a simulator issued and what each grants, with expiry (`expire_tokens`, `live_tokens`, bearer checks); the token format and what a grant allows stay the simulator's |
 //! | [`window`] | one page of a collection from an offset and an optional limit; the paging parameters and links are the server's |
-//! | [`percent_decode`], [`form_decode`], [`bearer_token`], [`is_json`], [`set_retry_after`], [`lock`] | small helpers every server model needs |
+//! | [`percent_decode`], [`form_decode`], [`form_decode_strict`], [`bearer_token`], [`is_json`], [`set_retry_after`], [`lock`] | small helpers every server model needs |
 //! | [`SandboxSeed`], [`LOOPBACK`] | what a simulator's `seed_sandbox` hands the operator's sandbox; the default listen address |
 //!
 //! # How a simulator uses it
@@ -105,7 +105,8 @@ pub use server::TlsIdentity;
 pub use server::{Listener, Serving};
 pub use tokens::{Issued, Tokens};
 pub use util::{
-    bearer_token, form_decode, is_json, lock, percent_decode, set_retry_after, validate_all, window,
+    bearer_token, form_decode, form_decode_strict, is_json, lock, percent_decode, set_retry_after,
+    validate_all, window,
 };
 
 use std::collections::BTreeMap;

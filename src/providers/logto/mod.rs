@@ -133,21 +133,6 @@ pub fn tenant_of(endpoint: &str) -> String {
         .unwrap_or_else(|| OSS_TENANT.to_string())
 }
 
-/// Form-urlencodes a credential for HTTP Basic (RFC 6749 §2.3.1).
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'*') {
-            out.push(b as char);
-        } else if b == b' ' {
-            out.push('+');
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// One kind of Management API call, for metrics and messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -216,19 +201,24 @@ impl Logto {
         if !force && let Some(t) = self.deps.tokens.get(&self.token_key) {
             return Ok(t);
         }
-        let form: [(&str, &str); 3] = [
+        let (id, secret) = (
+            self.client_id.expose_secret(),
+            self.client_secret.expose_secret(),
+        );
+        let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "client_credentials"),
             ("resource", self.indicator.as_str()),
             ("scope", "all"),
         ];
-        let req = self
-            .http
-            .post(format!("{}/oidc/token", self.endpoint))
-            .basic_auth(
-                form_encode(self.client_id.expose_secret()),
-                Some(form_encode(self.client_secret.expose_secret())),
-            )
-            .form(&form);
+        let mut req = self.http.post(format!("{}/oidc/token", self.endpoint));
+        // HTTP Basic, form-URL-encoded; a credential node-oidc-provider would refuse there goes
+        // in the body, which it accepts from every client whatever its registered method.
+        if http::basic_safe_credential(id) && http::basic_safe_credential(secret) {
+            req = http::client_secret_basic(req, id, secret);
+        } else {
+            form.extend([("client_id", id), ("client_secret", secret)]);
+        }
+        let req = req.form(&form);
         match http::request_token(
             &self.deps,
             KIND,
@@ -393,6 +383,5 @@ mod tests {
             "https://default.logto.app/api"
         );
         assert!(normalize_endpoint("auth.example.com").is_err());
-        assert_eq!(form_encode("a b:c%"), "a+b%3Ac%25");
     }
 }
