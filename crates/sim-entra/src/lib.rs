@@ -182,7 +182,7 @@ impl Default for SimConfig {
 pub type SimCounters = sim_kit::Counters<GraphRoutes>;
 
 /// The counting rules of Graph and the token service: token requests are [`TOKEN_ROUTE`],
-/// reads are `GET`.
+/// reads are `GET` and `HEAD` (the kit's rule).
 #[derive(Clone, Copy, Debug)]
 pub struct GraphRoutes;
 

@@ -85,7 +85,7 @@ impl Default for SimConfig {
 /// prefix, e.g. `/admin/realms/{realm}/clients/{id}`.
 pub type SimCounters = sim_kit::Counters<KeycloakRoutes>;
 
-/// Keycloak's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET`.
+/// Keycloak's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET` and `HEAD`.
 #[derive(Clone, Copy, Debug)]
 pub struct KeycloakRoutes;
 

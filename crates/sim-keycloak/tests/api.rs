@@ -621,6 +621,11 @@ async fn injected_failures_latency_counters_and_prefix() {
     );
     assert_eq!(c.calls("POST", TOKEN_ROUTE), 1);
     assert_eq!((c.reads(), c.writes(), c.total()), (5, 0, 6));
+    // A HEAD is a read (in every simulator), never a write.
+    let (s, _) = call(&sim, reqwest::Method::HEAD, "/admin/realms/coder", &t, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let d = sim.counters().diff(&c);
+    assert_eq!((d.reads(), d.writes(), d.total()), (1, 0, 1));
     sim.set_latency(Duration::from_millis(50));
     let (s, _) = call(&sim, reqwest::Method::GET, "/admin/realms/coder", &t, None).await;
     assert_eq!(s, StatusCode::OK);

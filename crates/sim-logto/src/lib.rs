@@ -111,7 +111,7 @@ impl Default for SimConfig {
 /// `("PATCH", "/api/applications/{id}", 200)`.
 pub type SimCounters = sim_kit::Counters<LogtoRoutes>;
 
-/// Logto's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET`.
+/// Logto's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET` and `HEAD`.
 #[derive(Clone, Copy, Debug)]
 pub struct LogtoRoutes;
 
