@@ -1598,14 +1598,15 @@ fn token(sim: &Sim, tenant: &str, body: &[u8]) -> Response {
         );
     }
     let access = format!("eyJ0eXAiOiJKV1Qi.sim.{}", uuid::Uuid::new_v4().simple());
-    let lifetime = st.token_lifetime;
+    let (lifetime, now) = (st.token_lifetime, Instant::now());
     st.tokens.insert(
         access.clone(),
         Token {
             tenant: tenant.to_string(),
             client_id: client_id.to_string(),
         },
-        Instant::now() + lifetime,
+        now + lifetime,
+        now,
     );
     ok_json(
         json!({"token_type": "Bearer", "expires_in": lifetime.as_secs(),

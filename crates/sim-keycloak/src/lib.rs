@@ -2080,7 +2080,6 @@ async fn token(
         "exp": wall + access_lifespan as i64, "iat": wall, "jti": new_id(), "iss": issuer,
         "typ": "Bearer", "azp": client_id, "preferred_username": subject, "scope": scope_out,
     }));
-    st.tokens.prune(now);
     st.tokens.insert(
         access_token.clone(),
         Token {
@@ -2088,6 +2087,7 @@ async fn token(
             principal,
         },
         now + Duration::from_secs(access_lifespan),
+        now,
     );
     let mut out = json!({
         "access_token": access_token,

@@ -13,7 +13,7 @@
 //! | [`Observe`] | the axum middleware that applies [`Hooks`] to every request: delay, scripted failure (only on the routes the simulator says, answered in the simulated server's own error shape, `Retry-After` added), count by (method, route template, status) |
 //! | [`Counters`], [`CountRules`] | a snapshot of the counts with reads, writes, token requests, per-route and per-status sums and differences; each simulator says which route is its token endpoint; reads are `GET` and `HEAD` everywhere ([`READ_METHODS`]) |
 //! | [`Recorded`], [`validate_all`] | recorded request bodies checked against the contract excerpts, one line per problem |
-//! | [`Tokens`], [`Issued`] | the access tokens a simulator issued and what each grants, with expiry (`expire_tokens`, `live_tokens`, bearer checks); the token format and what a grant allows stay the simulator's |
+//! | [`Tokens`], [`Issued`] | the access tokens a simulator issued and what each grants, with expiry (`expire_tokens`, `live_tokens`, bearer checks), forgetting tokens long expired so a long run does not grow; the token format and what a grant allows stay the simulator's |
 //! | [`window`] | one page of a collection from an offset and an optional limit; the paging parameters and links are the server's |
 //! | [`percent_decode`], [`form_decode`], [`form_decode_strict`], [`bearer_token`], [`is_json`], [`set_retry_after`], [`lock`] | small helpers every server model needs |
 //! | [`SandboxSeed`], [`LOOPBACK`] | what a simulator's `seed_sandbox` hands the operator's sandbox; the default listen address |
@@ -103,7 +103,7 @@ pub use hooks::{Fault, Hooks, Observe};
 #[cfg(feature = "tls")]
 pub use server::TlsIdentity;
 pub use server::{Listener, Serving};
-pub use tokens::{Issued, Tokens};
+pub use tokens::{EXPIRED_RETENTION, Issued, Tokens};
 pub use util::{
     bearer_token, form_decode, form_decode_strict, is_json, lock, percent_decode, set_retry_after,
     validate_all, window,

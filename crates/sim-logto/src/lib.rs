@@ -756,14 +756,15 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
     } else {
         new_id(43)
     };
-    let lifetime = st.token_lifetime;
+    let (lifetime, now) = (st.token_lifetime, Instant::now());
     st.tokens.insert(
         access_token.clone(),
         Token {
             audience: resource.map(str::to_string),
             scopes: scopes.clone(),
         },
-        Instant::now() + lifetime,
+        now + lifetime,
+        now,
     );
     let mut answer = json!({
         "access_token": access_token,
