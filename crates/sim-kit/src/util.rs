@@ -60,7 +60,9 @@ fn decode_bytes(s: &str, plus_is_space: bool, strict: bool) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The token of `Authorization: Bearer <token>` (trimmed), if the header has that form.
+/// The token of `Authorization: Bearer <token>` (trimmed), if the header has that form: the
+/// scheme exactly `Bearer` and one space. Servers differ here (case, whitespace), so a simulator
+/// uses this only when it models its server's own reading (see its fidelity ledger).
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)

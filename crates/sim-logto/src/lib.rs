@@ -416,7 +416,12 @@ fn authenticate(st: &SimState, headers: &HeaderMap) -> Option<Response> {
             "Authorization header is missing.",
         ));
     };
-    let Some(token) = auth.strip_prefix("Bearer ") else {
+    // `extractBearerTokenFromHeaders` (koa-auth/utils.ts): `startsWith('Bearer')`, case and all,
+    // then everything after `Bearer` and one more character, untrimmed.
+    let Some(token) = auth
+        .strip_prefix("Bearer")
+        .map(|_| auth.get("Bearer ".len()..).unwrap_or_default())
+    else {
         let mut r = (
             StatusCode::UNAUTHORIZED,
             axum::Json(
@@ -439,7 +444,7 @@ fn authenticate(st: &SimState, headers: &HeaderMap) -> Option<Response> {
     };
     // An unknown or expired JWT, one without the tenant's Management API audience, or an opaque
     // token (issued without `resource`) all fail the JWT verification.
-    let Some(t) = st.tokens.live(token.trim(), Instant::now()) else {
+    let Some(t) = st.tokens.live(token, Instant::now()) else {
         return Some(unauthorized());
     };
     if t.audience.as_deref() != Some(management_indicator(&st.tenant_id).as_str()) {

@@ -214,6 +214,47 @@ async fn basic_credentials_are_form_url_decoded() {
     );
 }
 
+/// koa-auth's `extractBearerTokenFromHeaders`: the header must start with `Bearer` (case and
+/// all); the token is what follows `Bearer` and one more character, not trimmed.
+#[tokio::test]
+async fn bearer_scheme_is_matched_as_koa_auth_does() {
+    let e = env().await;
+    let t = e.token().await;
+    let get = |value: String| {
+        let req = e
+            .http
+            .get(e.url(&format!("/api/applications/{}", e.app)))
+            .header("authorization", value);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // The character after `Bearer` is dropped whatever it is.
+    for value in [format!("Bearer {t}"), format!("Bearer\t{t}")] {
+        let (s, b) = get(value.clone()).await;
+        assert_eq!(s, 200, "{value:?}: {b}");
+    }
+    for scheme in ["bearer", "BEARER", "Basic"] {
+        let (s, b) = get(format!("{scheme} {t}")).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (401, Some("auth.authorization_token_type_not_supported")),
+            "{scheme}: {b}"
+        );
+    }
+    // A second space becomes part of the token, which then fails verification.
+    for value in [format!("Bearer  {t}"), format!("Bearer \t{t}")] {
+        let (s, b) = get(value.clone()).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (401, Some("auth.unauthorized")),
+            "{value:?}: {b}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn resource_indicator_and_scope_all_are_checked() {
     let e = env_with(SimConfig {
