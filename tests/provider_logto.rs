@@ -397,6 +397,22 @@ async fn wrong_credentials_say_what_to_fix() {
     assert_eq!(e.sim.writes(), 0);
 }
 
+/// Client secrets with `+`, `%`, `:` and spaces reach Logto intact (HTTP Basic, form-URL-encoded
+/// as RFC 6749 §2.3.1 says and node-oidc-provider decodes); one outside VSCHAR, which
+/// node-oidc-provider refuses in Basic, goes in the form body.
+#[tokio::test]
+async fn secrets_with_reserved_and_non_ascii_characters_authenticate() {
+    let e = env().await;
+    let m2m = e.seed.secret_data["client-id"].clone();
+    for secret in ["a+b%c:d e", "a+b%c:d é"] {
+        e.sim.set_secret(&m2m, secret);
+        let p = e.provider_with(&e.spec(), e.creds_with(&m2m, secret));
+        let snap = p.observe(&desired()).await;
+        assert!(snap.is_ok(), "{secret:?}: {}", snap.err().unwrap());
+    }
+    assert_eq!(e.sim.counters().token_requests(), 2);
+}
+
 #[tokio::test]
 async fn missing_scope_all_is_forbidden_and_names_the_permission() {
     let e = env().await;

@@ -912,8 +912,11 @@ impl Redactor {
                 && let Ok(pair) = String::from_utf8(decoded)
             {
                 let (user, password) = pair.split_once(':').unwrap_or((&pair, ""));
-                r.add(user);
-                r.add(password);
+                // Raw (RFC 7617) or form-URL-encoded (RFC 6749 §2.3.1): both forms.
+                for v in [user, password] {
+                    r.add(v);
+                    r.add(&percent_decode(v));
+                }
             }
         }
         if let Some(body) = request.body().and_then(reqwest::Body::as_bytes)
@@ -1067,6 +1070,26 @@ pub enum TokenAnswer {
     },
 }
 
+/// HTTP Basic client authentication at an OAuth 2.0 token endpoint (`client_secret_basic`): the
+/// client id and secret are form-URL-encoded before they are joined with `:` and base64-encoded
+/// (RFC 6749 §2.3.1), as Keycloak (`BasicAuthHelper.RFC6749`) and node-oidc-provider
+/// (`client_auth.js`, which Logto runs) decode them. Sent raw, a `+` in a secret reads as a
+/// space, a `%` starts an escape and a `:` in the id splits it.
+pub fn client_secret_basic(
+    request: reqwest::RequestBuilder,
+    client_id: &str,
+    client_secret: &str,
+) -> reqwest::RequestBuilder {
+    request.basic_auth(form_encode(client_id), Some(form_encode(client_secret)))
+}
+
+/// Whether a client id or secret is VSCHAR only (`%x20-7E`, RFC 6749 Appendix A), the only
+/// characters node-oidc-provider accepts from HTTP Basic once decoded (anything else answers 400
+/// `invalid_request`). Other credentials have to go in the form body (`client_secret_post`).
+pub fn basic_safe_credential(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
 /// Posts a token request (`form`) and caches a successful answer under `cache_key` for its
 /// `expires_in` (default `default_ttl`; at most [`MAX_TOKEN_LIFETIME`]).
 pub async fn request_token(
@@ -1125,22 +1148,6 @@ pub async fn request_token(
     let token = SecretString::from(token.to_string());
     deps.tokens.put(cache_key, token.clone(), ttl);
     Ok(TokenAnswer::Token(token))
-}
-
-/// Form-urlencodes a client credential for HTTP Basic (RFC 6749 §2.3.1: the client id and secret
-/// are form-urlencoded before Basic encoding, and servers decode them).
-pub fn form_urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'*') {
-            out.push(b as char);
-        } else if b == b' ' {
-            out.push('+');
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A short fingerprint of credential values for token-cache keys: the first 8 bytes (hex) of the
@@ -1414,6 +1421,36 @@ mod tests {
         assert!(!out.contains("ss%2F"), "{out}");
         assert_eq!(out.matches("[REDACTED]").count(), 4, "{out}");
         assert!(out.ends_with(" ab"), "too short to redact: {out}");
+    }
+
+    #[test]
+    fn client_secret_basic_form_url_encodes_id_and_secret() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let req = client_secret_basic(
+            client.post("https://idp.example.com/token"),
+            "app:1",
+            "a+b%c:d é",
+        )
+        .build()
+        .unwrap();
+        let auth = req.headers()[reqwest::header::AUTHORIZATION]
+            .to_str()
+            .unwrap();
+        let pair = auth.strip_prefix("Basic ").and_then(base64_decode).unwrap();
+        assert_eq!(
+            String::from_utf8(pair).unwrap(),
+            "app%3A1:a%2Bb%25c%3Ad+%C3%A9"
+        );
+        // The secret as it is, not only as it travels, is redacted.
+        let r = Redactor::from_request(&req);
+        assert_eq!(
+            r.redact("echo a+b%c:d é / a%2Bb%25c%3Ad+%C3%A9"),
+            "echo [REDACTED] / [REDACTED]"
+        );
+        assert!(basic_safe_credential("a+b%c:d ~"));
+        assert!(!basic_safe_credential("d é"));
+        assert!(!basic_safe_credential("a\nb"));
     }
 
     #[test]

@@ -182,7 +182,7 @@ impl Default for SimConfig {
 pub type SimCounters = sim_kit::Counters<GraphRoutes>;
 
 /// The counting rules of Graph and the token service: token requests are [`TOKEN_ROUTE`],
-/// reads are `GET`.
+/// reads are `GET` and `HEAD` (the kit's rule).
 #[derive(Clone, Copy, Debug)]
 pub struct GraphRoutes;
 
@@ -1598,14 +1598,15 @@ fn token(sim: &Sim, tenant: &str, body: &[u8]) -> Response {
         );
     }
     let access = format!("eyJ0eXAiOiJKV1Qi.sim.{}", uuid::Uuid::new_v4().simple());
-    let lifetime = st.token_lifetime;
+    let (lifetime, now) = (st.token_lifetime, Instant::now());
     st.tokens.insert(
         access.clone(),
         Token {
             tenant: tenant.to_string(),
             client_id: client_id.to_string(),
         },
-        Instant::now() + lifetime,
+        now + lifetime,
+        now,
     );
     ok_json(
         json!({"token_type": "Bearer", "expires_in": lifetime.as_secs(),

@@ -85,7 +85,7 @@ impl Default for SimConfig {
 /// prefix, e.g. `/admin/realms/{realm}/clients/{id}`.
 pub type SimCounters = sim_kit::Counters<KeycloakRoutes>;
 
-/// Keycloak's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET`.
+/// Keycloak's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET` and `HEAD`.
 #[derive(Clone, Copy, Debug)]
 pub struct KeycloakRoutes;
 
@@ -1425,11 +1425,26 @@ fn unauthorized() -> Response {
     keycloak_error(StatusCode::UNAUTHORIZED, "HTTP 401 Unauthorized", None)
 }
 
+/// The access token of the `Authorization` header as Keycloak's
+/// `AppAuthManager.extractTokenStringFromAuthHeader` reads it: the value trimmed, split at runs
+/// of whitespace into exactly two parts, the first `Bearer` in any case.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    // Java's `String.trim` and `\s` (space, \t, \n, \x0B, \f, \r).
+    let java_space = |c: char| c.is_ascii_whitespace() || c == '\x0B';
+    let mut parts = value
+        .trim_matches(|c: char| c <= ' ')
+        .split(java_space)
+        .filter(|p| !p.is_empty());
+    let (scheme, token) = (parts.next()?, parts.next()?);
+    (parts.next().is_none() && scheme.eq_ignore_ascii_case("bearer")).then_some(token)
+}
+
 /// Checks the bearer token and the realm's existence; returns the caller's roles for `realm`.
 /// A token of a realm other than `master` only works on its own realm (403 elsewhere).
 #[allow(clippy::result_large_err)] // the error is the HTTP answer, returned at once
 fn authenticate(st: &SimState, headers: &HeaderMap, realm: &str) -> Result<Caller, Response> {
-    let token = sim_kit::bearer_token(headers);
+    let token = bearer_token(headers);
     let now = st.now();
     let Some(t) = token.and_then(|t| st.tokens.live(t, now)).cloned() else {
         return Err(unauthorized());
@@ -2080,7 +2095,6 @@ async fn token(
         "exp": wall + access_lifespan as i64, "iat": wall, "jti": new_id(), "iss": issuer,
         "typ": "Bearer", "azp": client_id, "preferred_username": subject, "scope": scope_out,
     }));
-    st.tokens.prune(now);
     st.tokens.insert(
         access_token.clone(),
         Token {
@@ -2088,6 +2102,7 @@ async fn token(
             principal,
         },
         now + Duration::from_secs(access_lifespan),
+        now,
     );
     let mut out = json!({
         "access_token": access_token,

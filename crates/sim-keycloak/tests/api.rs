@@ -569,6 +569,41 @@ async fn scope_links_and_role_mappings() {
     assert_eq!(c.writes(), 6);
 }
 
+/// The admin API reads the bearer token as `AppAuthManager.extractTokenStringFromAuthHeader`
+/// does: the scheme in any case, any run of whitespace after it, exactly two parts.
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive_and_whitespace_separated() {
+    let sim = sim().await;
+    let t = op_token(&sim).await;
+    let with_header = |value: String| {
+        client()
+            .get(format!("{}/admin/realms/coder", sim.base_url()))
+            .header("authorization", value)
+            .send()
+    };
+    for value in [
+        format!("Bearer {t}"),
+        format!("bearer {t}"),
+        format!("BEARER {t}"),
+        format!("Bearer  {t}"),
+        format!("Bearer\t{t}"),
+        format!(" Bearer {t} "),
+    ] {
+        let s = with_header(value.clone()).await.unwrap().status();
+        assert_eq!(s, StatusCode::OK, "{value:?}");
+    }
+    for value in [
+        format!("Bearer {t} x"),
+        format!("Basic {t}"),
+        format!("Bearer{t}"),
+        "Bearer ".to_string(),
+    ] {
+        let s = with_header(value.clone()).await.unwrap().status();
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{value:?}");
+    }
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn injected_failures_latency_counters_and_prefix() {
     let sim = sim_keycloak::start(SimConfig {
@@ -621,6 +656,11 @@ async fn injected_failures_latency_counters_and_prefix() {
     );
     assert_eq!(c.calls("POST", TOKEN_ROUTE), 1);
     assert_eq!((c.reads(), c.writes(), c.total()), (5, 0, 6));
+    // A HEAD is a read (in every simulator), never a write.
+    let (s, _) = call(&sim, reqwest::Method::HEAD, "/admin/realms/coder", &t, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let d = sim.counters().diff(&c);
+    assert_eq!((d.reads(), d.writes(), d.total()), (1, 0, 1));
     sim.set_latency(Duration::from_millis(50));
     let (s, _) = call(&sim, reqwest::Method::GET, "/admin/realms/coder", &t, None).await;
     assert_eq!(s, StatusCode::OK);

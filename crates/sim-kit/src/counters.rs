@@ -7,17 +7,19 @@ use std::marker::PhantomData;
 /// (method, route template, status), e.g. `("PATCH", "/api/applications/{id}", 200)`.
 pub type RouteKey = (String, String, u16);
 
+/// Methods counted as reads, in every simulator: `GET`, and `HEAD` (a `GET` without the body;
+/// it changes nothing on any server simulated).
+pub const READ_METHODS: &[&str] = &["GET", "HEAD"];
+
 /// What a simulated server's calls are, for the sums of [`Counters`].
 pub trait CountRules {
     /// Route template of the token endpoint, when the simulator serves one: its calls are token
     /// requests, not writes.
     const TOKEN_ROUTE: Option<&'static str> = None;
-    /// Methods counted as reads (default `GET`).
-    const READ_METHODS: &'static [&'static str] = &["GET"];
 }
 
 /// A snapshot of request counts by (method, route template, status). `R` says which route is
-/// the token endpoint and which methods are reads (see [`CountRules`]).
+/// the token endpoint (see [`CountRules`]); reads are [`READ_METHODS`].
 pub struct Counters<R> {
     /// Count per (method, route template, status).
     pub by_route: BTreeMap<RouteKey, u64>,
@@ -33,16 +35,14 @@ impl<R: CountRules> Counters<R> {
         }
     }
 
-    /// Calls other than reads, `HEAD` and token requests.
+    /// Calls other than reads and token requests.
     pub fn writes(&self) -> u64 {
-        self.sum(|m, r, _| {
-            !R::READ_METHODS.contains(&m) && m != "HEAD" && !is_token(R::TOKEN_ROUTE, r)
-        })
+        self.sum(|m, r, _| !READ_METHODS.contains(&m) && !is_token(R::TOKEN_ROUTE, r))
     }
 
-    /// Reads (`GET` unless the rules say otherwise).
+    /// Reads: `GET` and `HEAD` ([`READ_METHODS`]).
     pub fn reads(&self) -> u64 {
-        self.sum(|m, _, _| R::READ_METHODS.contains(&m))
+        self.sum(|m, _, _| READ_METHODS.contains(&m))
     }
 
     /// All calls.
@@ -139,10 +139,8 @@ mod tests {
     impl CountRules for WithToken {
         const TOKEN_ROUTE: Option<&'static str> = Some("/token");
     }
-    struct HeadReads;
-    impl CountRules for HeadReads {
-        const READ_METHODS: &'static [&'static str] = &["GET", "HEAD"];
-    }
+    struct NoToken;
+    impl CountRules for NoToken {}
 
     fn map(rows: &[(&str, &str, u16, u64)]) -> BTreeMap<RouteKey, u64> {
         rows.iter()
@@ -160,13 +158,13 @@ mod tests {
             ("POST", "/token", 200, 5),
         ];
         let c = Counters::<WithToken>::from_map(map(&rows));
-        assert_eq!(c.reads(), 3);
+        assert_eq!(c.reads(), 4, "a HEAD is a read");
         assert_eq!(c.writes(), 3);
         assert_eq!(c.token_requests(), 5);
         assert_eq!(c.total(), 12);
         assert_eq!(c.calls("PUT", "/a"), 3);
         assert_eq!(c.with_status(429), 1);
-        let c = Counters::<HeadReads>::from_map(map(&rows));
+        let c = Counters::<NoToken>::from_map(map(&rows));
         assert_eq!(c.reads(), 4);
         assert_eq!(c.writes(), 8);
         assert_eq!(c.token_requests(), 0);
@@ -174,9 +172,9 @@ mod tests {
 
     #[test]
     fn diff_keeps_what_grew() {
-        let before = Counters::<HeadReads>::from_map(map(&[("GET", "/a", 200, 2)]));
+        let before = Counters::<NoToken>::from_map(map(&[("GET", "/a", 200, 2)]));
         let after =
-            Counters::<HeadReads>::from_map(map(&[("GET", "/a", 200, 2), ("PUT", "/a", 204, 1)]));
+            Counters::<NoToken>::from_map(map(&[("GET", "/a", 200, 2), ("PUT", "/a", 204, 1)]));
         let d = after.diff(&before);
         assert_eq!(d.by_route, map(&[("PUT", "/a", 204, 1)]));
         assert_eq!(d.writes(), 1);

@@ -17,17 +17,27 @@ use crate::util::{lock, set_retry_after};
 /// A scripted failure decided for one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
-    /// Status to answer, as scripted (may be outside the valid range; see [`Fault::status`]).
+    /// Status to answer: always a valid HTTP status ([`Hooks::fail_next`] turns a scripted code
+    /// that is not one into 503, the same in every simulator).
     pub code: u16,
     /// `Retry-After` seconds to send, if any.
     pub retry_after: Option<u64>,
 }
 
 impl Fault {
-    /// The status to answer (503 when the scripted code is not a valid status).
+    /// The status to answer.
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
     }
+}
+
+/// The status a scripted failure answers for a scripted `code`: the code itself when it is a
+/// valid HTTP status (100..=999), otherwise 503. Scripted failures are a test hook, not
+/// something a real server does, so every simulator answers an invalid script the same way.
+fn scripted_status(code: u16) -> u16 {
+    StatusCode::from_u16(code)
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+        .as_u16()
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -121,13 +131,14 @@ impl Hooks {
         }
     }
 
-    /// The next `n` calls that can fail (see [`Observe::faults_on`]) answer `status`, with
-    /// `Retry-After: <secs>` when given. `n = 0` clears a pending failure.
+    /// The next `n` calls that can fail (see [`Observe::faults_on`]) answer `status` (503 when
+    /// `status` is not a valid HTTP status), with `Retry-After: <secs>` when given. `n = 0`
+    /// clears a pending failure.
     pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
         lock(&self.state).fail_next = (n > 0).then_some(FailNext {
             remaining: n,
             fault: Fault {
-                code: status,
+                code: scripted_status(status),
                 retry_after,
             },
         });
@@ -312,11 +323,20 @@ mod tests {
     }
 
     #[test]
-    fn invalid_codes_answer_503() {
-        let f = Fault {
-            code: 42,
-            retry_after: None,
-        };
-        assert_eq!(f.status(), StatusCode::SERVICE_UNAVAILABLE);
+    fn invalid_scripted_codes_answer_503() {
+        let h = Hooks::new(Duration::ZERO);
+        for code in [0, 42, 99, 1000, u16::MAX] {
+            h.fail_next(1, code, Some(2));
+            let f = h.take_fault().expect("scripted");
+            assert_eq!(
+                (f.code, f.status(), f.retry_after),
+                (503, StatusCode::SERVICE_UNAVAILABLE, Some(2)),
+                "scripted {code}"
+            );
+        }
+        for code in [100, 429, 500, 599, 999] {
+            h.fail_next(1, code, None);
+            assert_eq!(h.take_fault().map(|f| f.code), Some(code));
+        }
     }
 }

@@ -11,11 +11,11 @@
 //! | [`Listener`], [`Serving`] | bind a loopback port (http, or https with the `tls` feature and a `TlsIdentity`), serve an axum [`Router`](axum::Router), stop it and wait for it |
 //! | [`Hooks`] | the mechanisms behind the test methods: delay before every answer, scripted failures ([`Hooks::fail_next`]: status and `Retry-After` for the next N calls), seeded probabilistic throttling ([`Hooks::set_throttle`]), request counts |
 //! | [`Observe`] | the axum middleware that applies [`Hooks`] to every request: delay, scripted failure (only on the routes the simulator says, answered in the simulated server's own error shape, `Retry-After` added), count by (method, route template, status) |
-//! | [`Counters`], [`CountRules`] | a snapshot of the counts with reads, writes, token requests, per-route and per-status sums and differences; each simulator says which route is its token endpoint and which methods are reads |
+//! | [`Counters`], [`CountRules`] | a snapshot of the counts with reads, writes, token requests, per-route and per-status sums and differences; each simulator says which route is its token endpoint; reads are `GET` and `HEAD` everywhere ([`READ_METHODS`]) |
 //! | [`Recorded`], [`validate_all`] | recorded request bodies checked against the contract excerpts, one line per problem |
-//! | [`Tokens`], [`Issued`] | the access tokens a simulator issued and what each grants, with expiry (`expire_tokens`, `live_tokens`, bearer checks); the token format and what a grant allows stay the simulator's |
+//! | [`Tokens`], [`Issued`] | the access tokens a simulator issued and what each grants, with expiry (`expire_tokens`, `live_tokens`, bearer checks), forgetting tokens long expired so a long run does not grow; the token format and what a grant allows stay the simulator's |
 //! | [`window`] | one page of a collection from an offset and an optional limit; the paging parameters and links are the server's |
-//! | [`percent_decode`], [`form_decode`], [`bearer_token`], [`is_json`], [`set_retry_after`], [`lock`] | small helpers every server model needs |
+//! | [`percent_decode`], [`form_decode`], [`form_decode_strict`], [`bearer_token`], [`is_json`], [`set_retry_after`], [`lock`] | small helpers every server model needs |
 //! | [`SandboxSeed`], [`LOOPBACK`] | what a simulator's `seed_sandbox` hands the operator's sandbox; the default listen address |
 //!
 //! # How a simulator uses it
@@ -27,7 +27,7 @@
 //! use serde_json::{Value, json};
 //! use sim_kit::{CountRules, Harness, Listener, Recorded};
 //!
-//! /// Which calls are token requests and which are reads, for the counters.
+//! /// Which calls are token requests, for the counters.
 //! pub struct Routes;
 //! impl CountRules for Routes {
 //!     const TOKEN_ROUTE: Option<&'static str> = Some("/oauth2/token");
@@ -97,15 +97,16 @@ mod server;
 mod tokens;
 mod util;
 
-pub use counters::{CountRules, Counters, RouteKey};
+pub use counters::{CountRules, Counters, READ_METHODS, RouteKey};
 pub use harness::{Harness, Recorded};
 pub use hooks::{Fault, Hooks, Observe};
 #[cfg(feature = "tls")]
 pub use server::TlsIdentity;
 pub use server::{Listener, Serving};
-pub use tokens::{Issued, Tokens};
+pub use tokens::{EXPIRED_RETENTION, Issued, Tokens};
 pub use util::{
-    bearer_token, form_decode, is_json, lock, percent_decode, set_retry_after, validate_all, window,
+    bearer_token, form_decode, form_decode_strict, is_json, lock, percent_decode, set_retry_after,
+    validate_all, window,
 };
 
 use std::collections::BTreeMap;

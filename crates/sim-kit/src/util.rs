@@ -23,20 +23,33 @@ pub fn form_decode(s: &str) -> String {
     decode(s, true)
 }
 
+/// [`form_decode`] that refuses what a strict decoder (JavaScript's `decodeURIComponent`)
+/// throws on: a `%` not followed by two hex digits, or escapes that are not UTF-8.
+pub fn form_decode_strict(s: &str) -> Option<String> {
+    String::from_utf8(decode_bytes(s, true, true)?).ok()
+}
+
 fn decode(s: &str, plus_is_space: bool) -> String {
+    let out = decode_bytes(s, plus_is_space, false).unwrap_or_default();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decodes `s`; a bad escape is kept as it is, or makes it `None` when `strict`.
+fn decode_bytes(s: &str, plus_is_space: bool, strict: bool) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            b'%' => {
+                let hex = s.get(i + 1..i + 3);
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(b) => {
                         out.push(b);
                         i += 2;
                     }
+                    None if strict => return None,
                     None => out.push(b'%'),
                 }
             }
@@ -44,10 +57,12 @@ fn decode(s: &str, plus_is_space: bool) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Some(out)
 }
 
-/// The token of `Authorization: Bearer <token>` (trimmed), if the header has that form.
+/// The token of `Authorization: Bearer <token>` (trimmed), if the header has that form: the
+/// scheme exactly `Bearer` and one space. Servers differ here (case, whitespace), so a simulator
+/// uses this only when it models its server's own reading (see its fidelity ledger).
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
@@ -117,6 +132,14 @@ mod tests {
         assert_eq!(percent_decode("a%2Fb+c%zz%4"), "a/b+c%zz%4");
         assert_eq!(form_decode("a%2Bb+c"), "a+b c");
         assert_eq!(percent_decode("%41"), "A");
+        assert_eq!(form_decode("%4"), "%4");
+        assert_eq!(
+            form_decode_strict("a%2Bb%25c%3Ad+%C3%A9").as_deref(),
+            Some("a+b%c:d é")
+        );
+        for bad in ["%zz", "%4", "%", "%C3"] {
+            assert_eq!(form_decode_strict(bad), None, "{bad}");
+        }
     }
 
     #[test]

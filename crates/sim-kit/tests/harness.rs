@@ -107,6 +107,9 @@ async fn faults_counts_records_and_shutdown() {
     call(&addr, "POST", "/api/things", "nope").await;
     let r = call(&addr, "GET", "/elsewhere", "").await;
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    // A HEAD is a read, in every simulator.
+    let r = call(&addr, "HEAD", "/api/things", "").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 
     let c = kit.counters();
     assert_eq!(c.calls("GET", "/api/things"), 3);
@@ -114,7 +117,7 @@ async fn faults_counts_records_and_shutdown() {
     assert_eq!(c.calls("GET", "<unmatched>"), 1);
     assert_eq!(
         (c.reads(), c.writes(), c.token_requests(), c.total()),
-        (4, 2, 1, 7)
+        (5, 2, 1, 8)
     );
     assert_eq!(kit.writes(), 2);
     assert_eq!(kit.recorded_bodies().len(), 2);

@@ -5,7 +5,10 @@
 //!
 //! - `POST /oidc/token`: the client-credentials grant of machine-to-machine apps. The client
 //!   authenticates with HTTP Basic **or** `client_id`/`client_secret` in the body (both at once:
-//!   400 `invalid_request`); a wrong secret or unknown client is 401 `invalid_client`; an app
+//!   400 `invalid_request`). Basic is read as node-oidc-provider's `client_auth.js` reads it: the
+//!   scheme in any case, id and secret form-URL-decoded (RFC 6749 §2.3.1, `+` is a space), and
+//!   400 `invalid_request` for anything outside VSCHAR once decoded. A wrong secret or unknown
+//!   client is 401 `invalid_client`; an app
 //!   that is not machine-to-machine gets 400 `unauthorized_client`; the `resource` must be the
 //!   tenant's Management API indicator (`https://default.logto.app/api` for OSS,
 //!   `https://{tenant}.logto.app/api` for Cloud), else 400 `invalid_target`; scope `all` is
@@ -55,7 +58,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
-use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, Tokens, lock, percent_decode};
+use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, Tokens, lock};
 
 pub use sim_kit::SandboxSeed;
 
@@ -108,7 +111,7 @@ impl Default for SimConfig {
 /// `("PATCH", "/api/applications/{id}", 200)`.
 pub type SimCounters = sim_kit::Counters<LogtoRoutes>;
 
-/// Logto's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET`.
+/// Logto's counting rules: token requests are [`TOKEN_ROUTE`], reads are `GET` and `HEAD`.
 #[derive(Clone, Copy, Debug)]
 pub struct LogtoRoutes;
 
@@ -413,7 +416,12 @@ fn authenticate(st: &SimState, headers: &HeaderMap) -> Option<Response> {
             "Authorization header is missing.",
         ));
     };
-    let Some(token) = auth.strip_prefix("Bearer ") else {
+    // `extractBearerTokenFromHeaders` (koa-auth/utils.ts): `startsWith('Bearer')`, case and all,
+    // then everything after `Bearer` and one more character, untrimmed.
+    let Some(token) = auth
+        .strip_prefix("Bearer")
+        .map(|_| auth.get("Bearer ".len()..).unwrap_or_default())
+    else {
         let mut r = (
             StatusCode::UNAUTHORIZED,
             axum::Json(
@@ -436,7 +444,7 @@ fn authenticate(st: &SimState, headers: &HeaderMap) -> Option<Response> {
     };
     // An unknown or expired JWT, one without the tenant's Management API audience, or an opaque
     // token (issued without `resource`) all fail the JWT verification.
-    let Some(t) = st.tokens.live(token.trim(), Instant::now()) else {
+    let Some(t) = st.tokens.live(token, Instant::now()) else {
         return Some(unauthorized());
     };
     if t.audience.as_deref() != Some(management_indicator(&st.tenant_id).as_str()) {
@@ -571,40 +579,116 @@ fn form_value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// `decodeAuthToken` of node-oidc-provider (`lib/shared/client_auth.js`): the form-URL decoding
+/// of RFC 6749 §2.3.1 (`+` is a space, then strict `decodeURIComponent`), and only VSCHAR
+/// (`%x20-7E`, RFC 6749 Appendix A) may come out.
+fn decode_auth_token(s: &str) -> Option<String> {
+    let text = sim_kit::form_decode_strict(s)?;
+    text.chars()
+        .all(|c| (' '..='~').contains(&c))
+        .then_some(text)
+}
+
+/// `Buffer.from(value, 'base64')`: characters outside the alphabet are skipped, padding is
+/// optional, the URL-safe alphabet is read too.
+fn node_base64(value: &str) -> Vec<u8> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let cleaned: String = value
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter_map(|c| match c {
+            '-' => Some('+'),
+            '_' => Some('/'),
+            c if c.is_ascii_alphanumeric() || c == '+' || c == '/' => Some(c),
+            _ => None,
+        })
+        .collect();
+    let lenient = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    // A lone last character carries no whole byte.
+    let usable = cleaned.len() - usize::from(cleaned.len() % 4 == 1);
+    lenient.decode(&cleaned[..usable]).unwrap_or_default()
+}
+
+/// The client id and secret of a token request, as node-oidc-provider's client authentication
+/// (`lib/shared/client_auth.js`) reads them: one mechanism only (an `Authorization` header of
+/// any scheme counts as one); `client_secret` in the body (`client_secret_post`), or HTTP Basic
+/// with the scheme in any case and id and secret form-URL-encoded (`client_secret_basic`); a
+/// malformed header is 400 `invalid_request`.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer, returned at once
+fn client_credentials(
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<(String, String), Response> {
+    let invalid = |description: &str| {
+        Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            description,
+        ))
+    };
+    let present = |v: Option<&str>| v.is_some_and(|v| !v.is_empty());
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let body_secret = form_value(form, "client_secret");
+    let mechanisms = [
+        authorization.as_deref(),
+        form_value(form, "client_assertion"),
+        body_secret,
+    ]
+    .into_iter()
+    .filter(|v| present(*v))
+    .count();
+    if mechanisms > 1 {
+        return invalid("client authentication must only be provided using one mechanism");
+    }
+    let body_id = form_value(form, "client_id").map(str::to_string);
+    if present(body_secret) {
+        return Ok((
+            body_id.unwrap_or_default(),
+            body_secret.unwrap_or_default().to_string(),
+        ));
+    }
+    let Some(authorization) = authorization else {
+        return Ok((body_id.unwrap_or_default(), String::new()));
+    };
+    let parts: Vec<&str> = authorization.split(' ').collect();
+    let [scheme, value] = parts.as_slice() else {
+        return invalid("invalid authorization header value format");
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return invalid("invalid authorization header value format");
+    }
+    let basic = String::from_utf8_lossy(&node_base64(value)).into_owned();
+    let Some((id, secret)) = basic.split_once(':') else {
+        return invalid("invalid authorization header value format");
+    };
+    let (Some(id), Some(secret)) = (decode_auth_token(id), decode_auth_token(secret)) else {
+        return invalid(
+            "client_id and client_secret in the authorization header are not properly encoded",
+        );
+    };
+    if body_id.is_some_and(|b| b != id) {
+        return invalid("client_id mismatch");
+    }
+    if secret.is_empty() {
+        return invalid("client_secret must be provided in the Authorization header");
+    }
+    Ok((id, secret))
+}
+
 fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            let (id, secret) = s.split_once(':')?;
-            Some((percent_decode(id), percent_decode(secret)))
-        });
-    let in_body = form_value(&form, "client_secret").is_some();
-    let (client_id, secret) = match (basic, in_body) {
-        (Some(_), true) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "client authentication must only be provided using one mechanism",
-            );
-        }
-        (Some(pair), false) => pair,
-        (None, _) => (
-            form_value(&form, "client_id")
-                .unwrap_or_default()
-                .to_string(),
-            form_value(&form, "client_secret")
-                .unwrap_or_default()
-                .to_string(),
-        ),
+    let (client_id, secret) = match client_credentials(headers, &form) {
+        Ok(pair) => pair,
+        Err(refused) => return refused,
     };
     let mut st = lock(&sim.state);
     let Some(app) = st.apps.get(&client_id) else {
@@ -677,14 +761,15 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
     } else {
         new_id(43)
     };
-    let lifetime = st.token_lifetime;
+    let (lifetime, now) = (st.token_lifetime, Instant::now());
     st.tokens.insert(
         access_token.clone(),
         Token {
             audience: resource.map(str::to_string),
             scopes: scopes.clone(),
         },
-        Instant::now() + lifetime,
+        now + lifetime,
+        now,
     );
     let mut answer = json!({
         "access_token": access_token,

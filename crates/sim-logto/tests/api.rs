@@ -126,6 +126,135 @@ async fn client_credentials_with_basic_or_body_but_not_both() {
     assert_eq!((s, b["error"].as_str()), (400, Some("unauthorized_client")));
 }
 
+/// HTTP Basic as node-oidc-provider reads it (`lib/shared/client_auth.js`): the scheme in any
+/// case, id and secret form-URL-decoded (RFC 6749 §2.3.1), only VSCHAR after decoding.
+#[tokio::test]
+async fn basic_credentials_are_form_url_decoded() {
+    use base64::Engine;
+    let e = env().await;
+    let ind = e.sim.indicator();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("resource", ind.as_str()),
+        ("scope", "all"),
+    ];
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let with_header = |value: String| {
+        let req = e
+            .http
+            .post(e.url("/oidc/token"))
+            .header("authorization", value)
+            .form(&form);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // `+` in a secret is sent as `%2B`, `%` as `%25`, `:` as `%3A`, a space as `+`.
+    let secret = "a+b%c:d e~";
+    e.sim.set_secret(M2M, secret);
+    let encoded = format!("{M2M}:a%2Bb%25c%3Ad+e~");
+    for scheme in ["Basic", "basic", "BASIC"] {
+        let (s, b) = with_header(format!("{scheme} {}", b64(&encoded))).await;
+        assert_eq!(s, 200, "{scheme}: {b}");
+    }
+    // Sent unencoded, `+` reads as a space and `%c:` is not an escape.
+    let (s, b) = with_header(format!("Basic {}", b64(&format!("{M2M}:{secret}")))).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{b}"
+    );
+    e.sim.set_secret(M2M, "a+b");
+    let (s, b) = with_header(format!("Basic {}", b64(&format!("{M2M}:a+b")))).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{b}"
+    );
+    let (s, b) = with_header(format!("Basic {}", b64(&format!("{M2M}:a%2Bb")))).await;
+    assert_eq!(s, 200, "{b}");
+    // Outside VSCHAR after decoding (non-ASCII, control characters): refused, whatever the secret.
+    for bad in ["d%C3%A9", "d\u{e9}", "a%0Ab"] {
+        let (s, b) = with_header(format!("Basic {}", b64(&format!("{M2M}:{bad}")))).await;
+        assert_eq!(
+            (s, b["error_description"].as_str()),
+            (
+                400,
+                Some(
+                    "client_id and client_secret in the authorization header are not properly encoded"
+                )
+            ),
+            "{bad}: {b}"
+        );
+    }
+    // Exactly one space between scheme and value; another scheme is not client authentication.
+    for value in [
+        format!("Basic  {}", b64(&format!("{M2M}:a%2Bb"))),
+        format!("Bearer {}", b64(&format!("{M2M}:a%2Bb"))),
+        format!("Basic {}", b64("no-colon")),
+    ] {
+        let (s, b) = with_header(value.clone()).await;
+        assert_eq!(
+            (s, b["error_description"].as_str()),
+            (400, Some("invalid authorization header value format")),
+            "{value}: {b}"
+        );
+    }
+    // An empty secret.
+    let (s, b) = with_header(format!("Basic {}", b64(&format!("{M2M}:")))).await;
+    assert_eq!(
+        (s, b["error_description"].as_str()),
+        (
+            400,
+            Some("client_secret must be provided in the Authorization header")
+        ),
+        "{b}"
+    );
+}
+
+/// koa-auth's `extractBearerTokenFromHeaders`: the header must start with `Bearer` (case and
+/// all); the token is what follows `Bearer` and one more character, not trimmed.
+#[tokio::test]
+async fn bearer_scheme_is_matched_as_koa_auth_does() {
+    let e = env().await;
+    let t = e.token().await;
+    let get = |value: String| {
+        let req = e
+            .http
+            .get(e.url(&format!("/api/applications/{}", e.app)))
+            .header("authorization", value);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // The character after `Bearer` is dropped whatever it is.
+    for value in [format!("Bearer {t}"), format!("Bearer\t{t}")] {
+        let (s, b) = get(value.clone()).await;
+        assert_eq!(s, 200, "{value:?}: {b}");
+    }
+    for scheme in ["bearer", "BEARER", "Basic"] {
+        let (s, b) = get(format!("{scheme} {t}")).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (401, Some("auth.authorization_token_type_not_supported")),
+            "{scheme}: {b}"
+        );
+    }
+    // A second space becomes part of the token, which then fails verification.
+    for value in [format!("Bearer  {t}"), format!("Bearer \t{t}")] {
+        let (s, b) = get(value.clone()).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (401, Some("auth.unauthorized")),
+            "{value:?}: {b}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn resource_indicator_and_scope_all_are_checked() {
     let e = env_with(SimConfig {

@@ -196,13 +196,12 @@ pub struct RecordedRequest {
 /// prefix, e.g. `/oauth/clients/{id}`.
 pub type SimCounters = sim_kit::Counters<AdminApiRoutes>;
 
-/// The counting rules of the administrative API: no token endpoint; `GET` and `HEAD` are reads.
+/// The counting rules of the administrative API: no token endpoint; `GET` and `HEAD` are reads
+/// (the kit's rule).
 #[derive(Clone, Copy, Debug)]
 pub struct AdminApiRoutes;
 
-impl CountRules for AdminApiRoutes {
-    const READ_METHODS: &'static [&'static str] = &["GET", "HEAD"];
-}
+impl CountRules for AdminApiRoutes {}
 
 /// The refresh-token behaviour an engine node applies to a client, resolved from the client's
 /// overrides and the authorization server settings the engine holds.

@@ -421,6 +421,14 @@ async fn injected_failures_latency_and_counters() {
     let (st, _, ra) =
         status_and_body(req(&http, &sim, &seed, reqwest::Method::GET, "/version")).await;
     assert_eq!((st, ra), (503, None));
+    // A scripted code that is not an HTTP status answers 503, as in every simulator.
+    sim.fail_next(1, 42, None);
+    let (st, body, _) =
+        status_and_body(req(&http, &sim, &seed, reqwest::Method::GET, "/version")).await;
+    assert_eq!(
+        (st, body["resultId"].as_str()),
+        (503, Some("simulated_failure"))
+    );
     sim.set_latency(Duration::from_millis(20));
     let (st, _, _) =
         status_and_body(req(&http, &sim, &seed, reqwest::Method::GET, "/version")).await;
@@ -432,12 +440,12 @@ async fn injected_failures_latency_and_counters() {
     );
     assert_eq!(
         c.by_route[&("GET".to_string(), "/version".to_string(), 503)],
-        1
+        2
     );
     assert_eq!(
         c.by_route[&("GET".to_string(), "/version".to_string(), 200)],
         1
     );
-    assert_eq!((c.reads(), c.writes(), c.total()), (4, 0, 4));
+    assert_eq!((c.reads(), c.writes(), c.total()), (5, 0, 5));
     sim.shutdown().await;
 }

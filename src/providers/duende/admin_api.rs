@@ -219,14 +219,12 @@ impl AdminApi {
             ("grant_type", "client_credentials"),
             ("scope", self.scope.as_str()),
         ];
-        let req = self
-            .http
-            .post(&self.token_url)
-            .basic_auth(
-                http::form_urlencode(self.sts_client.expose_secret()),
-                Some(http::form_urlencode(self.sts_secret.expose_secret())),
-            )
-            .form(&form);
+        let req = http::client_secret_basic(
+            self.http.post(&self.token_url),
+            self.sts_client.expose_secret(),
+            self.sts_secret.expose_secret(),
+        )
+        .form(&form);
         match http::request_token(
             &self.deps,
             KIND,

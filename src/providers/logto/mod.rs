@@ -211,19 +211,24 @@ impl Logto {
         if !force && let Some(t) = self.deps.tokens.get(&self.token_key) {
             return Ok(t);
         }
-        let form: [(&str, &str); 3] = [
+        let (id, secret) = (
+            self.client_id.expose_secret(),
+            self.client_secret.expose_secret(),
+        );
+        let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "client_credentials"),
             ("resource", self.indicator.as_str()),
             ("scope", "all"),
         ];
-        let req = self
-            .http
-            .post(format!("{}/oidc/token", self.endpoint))
-            .basic_auth(
-                http::form_urlencode(self.client_id.expose_secret()),
-                Some(http::form_urlencode(self.client_secret.expose_secret())),
-            )
-            .form(&form);
+        let mut req = self.http.post(format!("{}/oidc/token", self.endpoint));
+        // HTTP Basic, form-URL-encoded; a credential node-oidc-provider would refuse there goes
+        // in the body, which it accepts from every client whatever its registered method.
+        if http::basic_safe_credential(id) && http::basic_safe_credential(secret) {
+            req = http::client_secret_basic(req, id, secret);
+        } else {
+            form.extend([("client_id", id), ("client_secret", secret)]);
+        }
+        let req = req.form(&form);
         match http::request_token(
             &self.deps,
             KIND,
@@ -388,6 +393,5 @@ mod tests {
             "https://default.logto.app/api"
         );
         assert!(normalize_endpoint("auth.example.com").is_err());
-        assert_eq!(http::form_urlencode("a b:c%"), "a+b%3Ac%25");
     }
 }
