@@ -128,6 +128,8 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
     if status::changed(old, &new_status) {
         patch_status(policy, ns, &new_status, ctx).await?;
     }
+    ctx.metrics
+        .policy_pass(ns, &key.1, &new_status, &pass.verdicts);
     events::publish_all(&ctx.events, &ctx.metrics, policy, &notes).await;
     if let Some(problem) = pass.problem() {
         ctx.metrics.reconcile_problem(problem);
