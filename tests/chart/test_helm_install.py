@@ -89,6 +89,19 @@ def test_install_waits_for_the_rollout_then_upgrade_and_uninstall(cluster):
         cluster.kubectl("get", "crd", "oidcrefreshpolicies.oidcrefresh.dev")
 
 
+def test_legacy_wait_strategy_waits_for_the_rollout_too(cluster):
+    """`--wait=legacy`: Helm 3's ready checker (the Deployment's new ReplicaSet and its ready
+    replicas) instead of kstatus."""
+    ns = f"{RELEASE}-legacy"
+    with helm_config(cluster, ns) as cfg:
+        release = cfg.install(CHART, ns, {}, namespace=ns, create_namespace=True, wait="legacy", timeout=WAIT_S)
+        assert release["status"] == "deployed"
+        d = deployment(cluster, ns, f"{ns}-oidc-refresh-operator")
+        assert rolled_out(d), d["status"]
+        cfg.uninstall(ns, wait="legacy", timeout=WAIT_S)
+        assert deployment(cluster, ns, f"{ns}-oidc-refresh-operator") is None
+
+
 def test_without_wait_install_returns_before_the_rollout(cluster):
     """The control: the same install without --wait returns while the Deployment still rolls out, so
     the test above sees the wait, not a fast simulator."""
