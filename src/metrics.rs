@@ -1,11 +1,13 @@
-//! Prometheus metrics. Labels are bounded: error categories, provider kinds, operation names and
-//! outcomes are fixed sets, never error texts. Object names appear only in the per-policy
-//! client-credential expiry gauge: one series per policy and credential kind, removed with the
-//! policy.
+//! Prometheus metrics. Labels are bounded: error categories, provider kinds, operation names,
+//! condition reasons and outcomes are fixed sets, never error texts. Object names appear only in
+//! per-policy gauges (client-credential expiry, readiness, rollout wait): a fixed number of series
+//! per policy, replaced when a label changes and removed with the policy. The policy's namespace
+//! is the `policy_namespace` label: `namespace` is the scrape target's (the operator's) label, and
+//! Prometheus would rename a scraped `namespace` to `exported_namespace`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,7 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::crd::OidcRefreshPolicyStatus;
 use crate::providers::Finding;
+use crate::status::{Reason, State, Verdicts};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
@@ -35,8 +39,79 @@ struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy_namespace: String,
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    policy_namespace: String,
+    policy: String,
+    /// The Ready condition's status: `True`, `False` or `Unknown`.
+    status: String,
+    /// The Ready condition's reason (a fixed set of CamelCase reasons).
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// How a rollout wait ended (the `outcome` label of the completed-waits histogram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// The Deployment rolled the configuration out.
+    Complete,
+    /// No longer followed: the policy was deleted, the Deployment is gone, or the env entries
+    /// stopped being the policy's (a conflict, a spec change).
+    Abandoned,
+}
+
+/// What a pass means for a policy's rollout wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutWait {
+    /// The configured env is not rolled out yet (in progress, failed or paused): the wait starts
+    /// or goes on.
+    Waiting,
+    /// The wait, if there was one, ended.
+    Ended(WaitEnd),
+    /// The pass could not tell (the identity provider was not read, so Coder was not looked at):
+    /// a wait goes on, none starts.
+    Unknown,
+}
+
+impl RolloutWait {
+    /// The rollout wait a pass's verdicts show.
+    pub fn of(v: &Verdicts) -> RolloutWait {
+        match v.rollout.state {
+            State::Done => RolloutWait::Ended(WaitEnd::Complete),
+            State::Progressing | State::Stalled | State::Differs => RolloutWait::Waiting,
+            State::Unknown
+                if v.idp.state == State::Stalled
+                    || v.coder.state == State::Stalled
+                    || v.rollout.reason == Reason::DeploymentNotFound =>
+            {
+                RolloutWait::Ended(WaitEnd::Abandoned)
+            }
+            State::Unknown => RolloutWait::Unknown,
+        }
+    }
+}
+
+impl WaitEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            WaitEnd::Complete => "complete",
+            WaitEnd::Abandoned => "abandoned",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExpiryLabels {
-    namespace: String,
+    policy_namespace: String,
     policy: String,
     provider: &'static str,
     /// `secret` (client secret) or `certificate` (certificate credential).
@@ -57,6 +132,13 @@ pub struct Metrics {
     credential_expiry: Family<ExpiryLabels, Gauge>,
     /// The expiry series set per policy (namespace, name), to remove them.
     expiry_series: Mutex<HashMap<(String, String), Vec<ExpiryLabels>>>,
+    ready: Family<ReadyLabels, Gauge>,
+    /// The one readiness series of each policy, to replace it when status or reason changes.
+    ready_series: Mutex<HashMap<(String, String), ReadyLabels>>,
+    rollout_wait: Family<PolicyLabels, Gauge>,
+    rollout_waits: Family<OutcomeLabels, Histogram>,
+    /// When each policy's current rollout wait began.
+    waiting_since: Mutex<HashMap<(String, String), SystemTime>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,9 +210,38 @@ impl Metrics {
              present while the provider reports it expiring or expired (Entra ID: within 30 days)",
             credential_expiry.clone(),
         );
+        let ready = Family::<ReadyLabels, Gauge>::default();
+        registry.register(
+            "policy_ready",
+            "The Ready condition of each policy: one series per policy, with the condition's \
+             status (True, False, Unknown) and reason; value 1",
+            ready.clone(),
+        );
+        let rollout_wait = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "rollout_waiting_since_timestamp_seconds",
+            "Since when a policy has been waiting for its Coder Deployment to roll out the \
+             configured env, Unix time (the operator's write, or the first pass of this process \
+             that saw the rollout unfinished); present only while waiting",
+            rollout_wait.clone(),
+        );
+        let rollout_waits = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 14))
+        });
+        registry.register(
+            "rollout_wait_duration_seconds",
+            "Rollout waits that ended, by outcome (complete: rolled out; abandoned: policy \
+             deleted, Deployment gone or env no longer the policy's)",
+            rollout_waits.clone(),
+        );
         Metrics {
             credential_expiry,
             expiry_series: Mutex::default(),
+            ready,
+            ready_series: Mutex::default(),
+            rollout_wait,
+            rollout_waits,
+            waiting_since: Mutex::default(),
             findings,
             problems,
             registry: Mutex::new(registry),
@@ -215,7 +326,7 @@ impl Metrics {
                     "secret"
                 };
                 let labels = ExpiryLabels {
-                    namespace: namespace.to_string(),
+                    policy_namespace: namespace.to_string(),
                     policy: policy.to_string(),
                     provider,
                     credential,
@@ -238,15 +349,93 @@ impl Metrics {
         }
     }
 
-    /// Removes the series of a deleted policy.
-    pub fn forget_policy(&self, namespace: &str, policy: &str) {
-        let mut series = self.expiry_series.lock().unwrap_or_else(|e| e.into_inner());
-        for old in series
-            .remove(&(namespace.to_string(), policy.to_string()))
-            .unwrap_or_default()
+    /// Sets the readiness series of policy `namespace/name` to its Ready condition's `status`
+    /// and `reason`, replacing the previous series when either changed.
+    pub fn policy_ready(&self, namespace: &str, policy: &str, status: &str, reason: &str) {
+        let labels = ReadyLabels {
+            policy_namespace: namespace.to_string(),
+            policy: policy.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut series = self.ready_series.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (namespace.to_string(), policy.to_string());
+        if let Some(old) = series.insert(key, labels.clone())
+            && old != labels
         {
+            self.ready.remove(&old);
+        }
+        self.ready.get_or_create(&labels).set(1);
+    }
+
+    /// The per-policy series after a pass whose status is `status` (as stored) and whose part
+    /// verdicts are `verdicts`: readiness and rollout wait.
+    pub fn policy_pass(
+        &self,
+        namespace: &str,
+        policy: &str,
+        status: &OidcRefreshPolicyStatus,
+        verdicts: &Verdicts,
+    ) {
+        if let Some(ready) = status.conditions.iter().find(|c| c.type_ == "Ready") {
+            self.policy_ready(namespace, policy, &ready.status, &ready.reason);
+        }
+        self.rollout_wait(
+            namespace,
+            policy,
+            RolloutWait::of(verdicts),
+            SystemTime::now(),
+        );
+    }
+
+    /// Follows the rollout wait of policy `namespace/name` after a pass at `at`.
+    pub fn rollout_wait(&self, namespace: &str, policy: &str, now: RolloutWait, at: SystemTime) {
+        let key = (namespace.to_string(), policy.to_string());
+        let labels = PolicyLabels {
+            policy_namespace: key.0.clone(),
+            policy: key.1.clone(),
+        };
+        let mut waits = self.waiting_since.lock().unwrap_or_else(|e| e.into_inner());
+        match now {
+            RolloutWait::Unknown => {}
+            RolloutWait::Waiting => {
+                let since = *waits.entry(key).or_insert(at);
+                let unix = since.duration_since(UNIX_EPOCH).unwrap_or_default();
+                self.rollout_wait
+                    .get_or_create(&labels)
+                    .set(unix.as_secs() as i64);
+            }
+            RolloutWait::Ended(end) => {
+                if let Some(since) = waits.remove(&key) {
+                    self.rollout_wait.remove(&labels);
+                    self.rollout_waits
+                        .get_or_create(&OutcomeLabels {
+                            outcome: end.as_str(),
+                        })
+                        .observe(at.duration_since(since).unwrap_or_default().as_secs_f64());
+                }
+            }
+        }
+    }
+
+    /// Removes the series of a deleted policy; a rollout wait it had ends `abandoned`.
+    pub fn forget_policy(&self, namespace: &str, policy: &str) {
+        let key = (namespace.to_string(), policy.to_string());
+        let mut series = self.expiry_series.lock().unwrap_or_else(|e| e.into_inner());
+        for old in series.remove(&key).unwrap_or_default() {
             self.credential_expiry.remove(&old);
         }
+        drop(series);
+        let ready = self
+            .ready_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        if let Some(old) = ready {
+            self.ready.remove(&old);
+        }
+        let end = RolloutWait::Ended(WaitEnd::Abandoned);
+        self.rollout_wait(namespace, policy, end, SystemTime::now());
     }
 
     /// Text exposition format.
@@ -318,8 +507,8 @@ mod tests {
         assert_eq!(
             got,
             [
-                r#"oidc_refresh_client_secret_expiry_timestamp_seconds{namespace="coder",policy="entra",provider="entraId",credential="certificate"} 1793491200"#,
-                r#"oidc_refresh_client_secret_expiry_timestamp_seconds{namespace="coder",policy="entra",provider="entraId",credential="secret"} 1796169600"#,
+                r#"oidc_refresh_client_secret_expiry_timestamp_seconds{policy_namespace="coder",policy="entra",provider="entraId",credential="certificate"} 1793491200"#,
+                r#"oidc_refresh_client_secret_expiry_timestamp_seconds{policy_namespace="coder",policy="entra",provider="entraId",credential="secret"} 1796169600"#,
             ]
         );
         // The certificate finding is gone (a new certificate): its series too.
@@ -332,7 +521,7 @@ mod tests {
         assert_eq!(
             series(&m),
             [
-                r#"oidc_refresh_client_secret_expiry_timestamp_seconds{namespace="coder",policy="entra",provider="entraId",credential="secret"} 1796169600"#
+                r#"oidc_refresh_client_secret_expiry_timestamp_seconds{policy_namespace="coder",policy="entra",provider="entraId",credential="secret"} 1796169600"#
             ]
         );
         // The policy deleted.
@@ -349,5 +538,137 @@ mod tests {
         );
         m.credential_expiry("coder", "entra", "entraId", &[]);
         assert_eq!(series(&m), Vec::<String>::new());
+    }
+
+    fn lines(m: &Metrics, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = m
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn readiness_is_one_series_per_policy_replaced_on_change_and_removed_with_it() {
+        let m = Metrics::new();
+        let ready = |m: &Metrics| lines(m, "oidc_refresh_policy_ready{");
+        m.policy_ready("coder", "a", "False", "RolloutInProgress");
+        m.policy_ready("coder", "b", "True", "Configured");
+        m.policy_ready("coder", "a", "False", "RolloutFailed");
+        assert_eq!(
+            ready(&m),
+            [
+                r#"oidc_refresh_policy_ready{policy_namespace="coder",policy="a",status="False",reason="RolloutFailed"} 1"#,
+                r#"oidc_refresh_policy_ready{policy_namespace="coder",policy="b",status="True",reason="Configured"} 1"#,
+            ]
+        );
+        m.policy_ready("coder", "a", "True", "Configured");
+        m.policy_ready("coder", "a", "True", "Configured");
+        m.forget_policy("coder", "b");
+        assert_eq!(
+            ready(&m),
+            [
+                r#"oidc_refresh_policy_ready{policy_namespace="coder",policy="a",status="True",reason="Configured"} 1"#
+            ]
+        );
+        m.forget_policy("coder", "a");
+        assert_eq!(ready(&m), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_rollout_wait_is_a_start_time_while_it_lasts_then_a_duration_by_outcome() {
+        let m = Metrics::new();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |s| t0 + Duration::from_secs(s);
+        let since = |m: &Metrics| lines(m, "oidc_refresh_rollout_waiting_since_timestamp_seconds{");
+        let count = |m: &Metrics, outcome: &str| {
+            lines(m, "oidc_refresh_rollout_wait_duration_seconds_")
+                .into_iter()
+                .filter(|l| l.contains(&format!(r#"outcome="{outcome}""#)))
+                .filter(|l| l.contains("_count{") || l.contains("_sum{"))
+                .collect::<Vec<_>>()
+        };
+        // Nothing known, nothing waited: no series.
+        m.rollout_wait("coder", "a", RolloutWait::Unknown, at(0));
+        m.rollout_wait("coder", "a", RolloutWait::Ended(WaitEnd::Complete), at(0));
+        assert_eq!(since(&m), Vec::<String>::new());
+        assert_eq!(count(&m, "complete"), Vec::<String>::new());
+
+        m.rollout_wait("coder", "a", RolloutWait::Waiting, at(10));
+        m.rollout_wait("coder", "a", RolloutWait::Waiting, at(40));
+        m.rollout_wait("coder", "a", RolloutWait::Unknown, at(50));
+        m.rollout_wait("coder", "b", RolloutWait::Waiting, at(45));
+        assert_eq!(
+            since(&m),
+            [
+                r#"oidc_refresh_rollout_waiting_since_timestamp_seconds{policy_namespace="coder",policy="a"} 1800000010"#,
+                r#"oidc_refresh_rollout_waiting_since_timestamp_seconds{policy_namespace="coder",policy="b"} 1800000045"#,
+            ]
+        );
+        m.rollout_wait("coder", "a", RolloutWait::Ended(WaitEnd::Complete), at(100));
+        m.forget_policy("coder", "b");
+        assert_eq!(since(&m), Vec::<String>::new());
+        assert_eq!(
+            count(&m, "complete"),
+            [
+                r#"oidc_refresh_rollout_wait_duration_seconds_count{outcome="complete"} 1"#,
+                r#"oidc_refresh_rollout_wait_duration_seconds_sum{outcome="complete"} 90.0"#,
+            ]
+        );
+        assert_eq!(
+            count(&m, "abandoned")[0],
+            r#"oidc_refresh_rollout_wait_duration_seconds_count{outcome="abandoned"} 1"#
+        );
+    }
+
+    #[test]
+    fn the_wait_a_pass_shows() {
+        let v = |idp: State, coder: State, rollout: State, reason: Reason| Verdicts {
+            idp: crate::status::Verdict::new(idp, Reason::Configured, ""),
+            coder: crate::status::Verdict::new(coder, Reason::Configured, ""),
+            rollout: crate::status::Verdict::new(rollout, reason, ""),
+        };
+        use State::*;
+        let cases = [
+            (
+                v(Done, Done, Progressing, Reason::RolloutInProgress),
+                RolloutWait::Waiting,
+            ),
+            (
+                v(Done, Done, Stalled, Reason::RolloutFailed),
+                RolloutWait::Waiting,
+            ),
+            (
+                v(Done, Done, Stalled, Reason::DeploymentPaused),
+                RolloutWait::Waiting,
+            ),
+            (
+                v(Done, Done, Done, Reason::RolloutComplete),
+                RolloutWait::Ended(WaitEnd::Complete),
+            ),
+            (
+                v(Done, Stalled, Unknown, Reason::FieldConflict),
+                RolloutWait::Ended(WaitEnd::Abandoned),
+            ),
+            (
+                v(Done, Done, Unknown, Reason::DeploymentNotFound),
+                RolloutWait::Ended(WaitEnd::Abandoned),
+            ),
+            (
+                v(
+                    Progressing,
+                    Unknown,
+                    Unknown,
+                    Reason::WaitingForIdentityProvider,
+                ),
+                RolloutWait::Unknown,
+            ),
+        ];
+        for (verdicts, want) in cases {
+            assert_eq!(RolloutWait::of(&verdicts), want, "{verdicts:?}");
+        }
     }
 }

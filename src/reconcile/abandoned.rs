@@ -89,6 +89,8 @@ async fn write(
     if status::changed(old, &new_status) {
         patch_status(policy, &ns, &new_status, ctx).await?;
     }
+    ctx.metrics
+        .policy_pass(&ns, &key.1, &new_status, &pass.verdicts);
     Ok(())
 }
 
@@ -186,6 +188,16 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("boom"), "{message}");
+        // Alerts see it too: the policy's readiness series follows the abandoned pass.
+        let exported = ctx.metrics.encode();
+        assert!(
+            exported
+                .lines()
+                .any(|l| l.starts_with("oidc_refresh_policy_ready{")
+                    && l.contains("reason=\"InternalError\"")
+                    && l.contains("status=\"False\"")),
+            "{exported}"
+        );
         let events = sandbox::policy_events(&client, "coder").await.unwrap();
         assert!(
             events

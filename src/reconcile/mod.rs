@@ -167,6 +167,8 @@ async fn reconcile_inner(policy: &OidcRefreshPolicy, ctx: &Context, ns: &str) ->
     if pass.recorded_written || status::changed(old, &new_status) {
         patch_status(policy, ns, &new_status, ctx).await?;
     }
+    ctx.metrics
+        .policy_pass(ns, &key.1, &new_status, &pass.verdicts);
     if let Some(problem) = pass.problem() {
         ctx.metrics.reconcile_problem(problem);
     }

@@ -21,7 +21,7 @@ PROMTOOL_TESTS = Path(__file__).resolve().parent / "promtool" / "rules_test.yaml
 MONITORING = {"prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
               "grafanaDashboard": {"enabled": True}}
 ALERTS = ["OidcRefreshOperatorDown", "OidcRefreshReconcileErrors", "OidcRefreshPolicyStalled",
-          "OidcRefreshPolicyNotReady", "OidcRefreshProviderErrors", "OidcRefreshProviderThrottled",
+          "OidcRefreshPolicyNotReady", "OidcRefreshRolloutSlow", "OidcRefreshProviderErrors", "OidcRefreshProviderThrottled",
           "OidcRefreshClientSecretExpiring", "OidcRefreshClientSecretExpired"]
 # Series Prometheus itself adds to every scrape target.
 PROMETHEUS_SERIES = {"up"}

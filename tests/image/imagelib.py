@@ -9,6 +9,7 @@ test that needs it, naming the package to install."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -141,18 +142,23 @@ class KubeSim:
         return json.loads(self.kubectl("get", *args, "-o", "json"))
 
 
-@pytest.fixture(scope="session")
-def kube_sim(tmp_path_factory) -> KubeSim:
-    """A bare Kubernetes API simulator (no controller of ours in it), plain HTTP on 127.0.0.1."""
+def kube_sim_serve() -> Path:
+    """The `serve` example of kube-sim: a bare Kubernetes API simulator that writes its kubeconfig."""
+    override = os.environ.get("KUBE_SIM_SERVE_BIN")
+    return Path(override) if override else cargo_executable(["-p", "kube-sim", "--example", "serve"], "serve")
+
+
+@contextlib.contextmanager
+def start_kube_sim(tmp: Path, env: dict[str, str] | None = None):
+    """Runs a bare Kubernetes API simulator (no controller of ours in it), plain HTTP on 127.0.0.1,
+    with `env` (KUBE_SIM_ROLLOUT_DELAY_MS, KUBE_SIM_STUCK_ROLLOUTS: see its source); yields a KubeSim."""
     if shutil.which("kubectl") is None:
         pytest.fail("kubectl is required (it is part of the development image)")
-    override = os.environ.get("KUBE_SIM_SERVE_BIN")
-    serve = Path(override) if override else cargo_executable(["-p", "kube-sim", "--example", "serve"], "serve")
-    tmp = tmp_path_factory.mktemp("kube-sim")
+    serve = kube_sim_serve()
     kubeconfig, log = tmp / "kubeconfig", tmp / "kube-sim.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([str(serve), str(kubeconfig)], cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ, **(env or {})))
     try:
         deadline = time.monotonic() + 60
         while not kubeconfig.exists() or kubeconfig.stat().st_size == 0:
@@ -164,6 +170,13 @@ def kube_sim(tmp_path_factory) -> KubeSim:
         yield KubeSim(proc, kubeconfig, log)
     finally:
         stop_process_group(proc)
+
+
+@pytest.fixture(scope="session")
+def kube_sim(tmp_path_factory) -> KubeSim:
+    """A bare Kubernetes API simulator (no controller of ours in it), plain HTTP on 127.0.0.1."""
+    with start_kube_sim(tmp_path_factory.mktemp("kube-sim")) as sim:
+        yield sim
 
 
 # --- starting the image ------------------------------------------------------------------------

@@ -89,7 +89,9 @@
 //!   shapes, Secret immutability and a subset of the Deployment rules (selector
 //!   required, non-empty and immutable, template labels matching it, container
 //!   names and images, non-negative replicas) and the NetworkPolicy rules
-//!   (ports, peers, CIDRs, policy types; with the server's defaults) are checked. Their hand-written
+//!   (ports, peers, CIDRs, policy types; with the server's defaults) are checked. Services get the
+//!   server's defaults and a ClusterIP from 10.96.0.0/12 (single-stack IPv4; requested addresses
+//!   checked, an allocated one immutable; no NodePort allocation). Their hand-written
 //!   schemas are partial, so unknown fields in built-in objects are stored as
 //!   given even with `fieldValidation=Strict`.
 //! * Value validations `allOf`/`anyOf`/`oneOf`/`not` are checked with
@@ -175,6 +177,7 @@ mod resources;
 pub mod schema;
 pub mod selectors;
 mod server;
+mod service;
 pub use server::RequestUser;
 mod ssa;
 mod store;

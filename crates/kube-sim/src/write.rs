@@ -964,6 +964,10 @@ pub fn commit(
     }
     // --- kind-specific normalization ---
     normalize_kind(ri, &mut new, old_req.as_ref(), is_create)?;
+    if ri.group.is_empty() && ri.resource == "services" {
+        crate::service::allocate(st, &mut new, old_req.as_ref())
+            .map_err(|errs| SimError::invalid("", "Service", &name, &errs))?;
+    }
     if ri.resource == "events" {
         let strict = ri.group == "events.k8s.io";
         let core = to_storage(ri, new.clone());
@@ -1231,6 +1235,7 @@ fn normalize_kind(
             crate::deployment::defaults(new);
             refuse_invalid(ri, new, crate::deployment::validate(new, old))?;
         }
+        ("", "services") => crate::service::defaults(new, old),
         ("networking.k8s.io", "networkpolicies") => {
             crate::network_policy::defaults(new);
             refuse_invalid(ri, new, crate::network_policy::validate(new))?;

@@ -541,3 +541,98 @@ async fn custom_resource_nulls_and_validation_ratcheting() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn services_get_defaults_and_a_cluster_ip_that_stays() {
+    let sim = start().await;
+    let svc = "/api/v1/namespaces/default/services";
+    let body = |name: &str, extra: Value| {
+        let mut s = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]}});
+        for (k, v) in extra.as_object().unwrap() {
+            s["spec"][k] = v.clone();
+        }
+        s
+    };
+    let (s, a) = post(&sim, svc, body("a", json!({}))).await;
+    assert_eq!(s, 201, "{a}");
+    let ip = a["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let parsed: std::net::Ipv4Addr = ip.parse().unwrap();
+    assert_eq!(&parsed.octets()[..1], &[10]);
+    assert!(
+        (96..112).contains(&parsed.octets()[1]),
+        "{ip} in 10.96.0.0/12"
+    );
+    assert_eq!(a["spec"]["clusterIPs"], json!([ip]));
+    assert_eq!(a["spec"]["ipFamilies"], json!(["IPv4"]));
+    assert_eq!(a["spec"]["ipFamilyPolicy"], "SingleStack");
+    assert_eq!(a["spec"]["type"], "ClusterIP");
+    assert_eq!(a["spec"]["sessionAffinity"], "None");
+    assert_eq!(a["spec"]["internalTrafficPolicy"], "Cluster");
+    assert_eq!(
+        a["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80}])
+    );
+
+    // A PUT without the allocated fields keeps them; changing the address is refused.
+    let mut update = body("a", json!({}));
+    update["metadata"]["resourceVersion"] = a["metadata"]["resourceVersion"].clone();
+    let (s, v) = put(&sim, &format!("{svc}/a"), update).await;
+    assert_eq!(
+        (s, v["spec"]["clusterIP"].as_str()),
+        (200, Some(ip.as_str())),
+        "{v}"
+    );
+    let (s, v) = patch(
+        &sim,
+        &format!("{svc}/a"),
+        "application/merge-patch+json",
+        json!({"spec": {"clusterIP": "10.96.0.77"}}),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(
+        v["message"],
+        "Service \"a\" is invalid: spec.clusterIPs[0]: Invalid value: \"10.96.0.77\": may not change once set"
+    );
+
+    // A requested address: taken, outside the range, or headless.
+    let (s, _) = post(&sim, svc, body("b", json!({"clusterIP": "10.96.0.50"}))).await;
+    assert_eq!(s, 201);
+    let (s, v) = post(&sim, svc, body("c", json!({"clusterIP": "10.96.0.50"}))).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().ends_with(
+            "spec.clusterIPs: Invalid value: []string{\"10.96.0.50\"}: failed to allocate IP 10.96.0.50: provided IP is already allocated"
+        ),
+        "{v}"
+    );
+    let (s, v) = post(&sim, svc, body("d", json!({"clusterIP": "192.168.0.1"}))).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not in the valid range. The range of valid IPs is 10.96.0.0/12"),
+        "{v}"
+    );
+    let (s, v) = post(&sim, svc, body("h", json!({"clusterIP": "None"}))).await;
+    assert_eq!(
+        (s, &v["spec"]["clusterIPs"]),
+        (201, &json!(["None"])),
+        "{v}"
+    );
+    // ExternalName: no ClusterIP.
+    let (s, v) = post(
+        &sim,
+        svc,
+        body(
+            "x",
+            json!({"type": "ExternalName", "externalName": "db.example.com"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(v["spec"].get("clusterIP").is_none(), "{v}");
+    assert!(v["spec"].get("internalTrafficPolicy").is_none(), "{v}");
+}
