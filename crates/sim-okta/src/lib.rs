@@ -53,7 +53,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use sim_kit::{CountRules, Harness, Listener, Observe, Recorded, lock};
+use sim_kit::{Contract, CountRules, Harness, Listener, Observe, lock};
 
 pub use sim_kit::SandboxSeed;
 
@@ -118,26 +118,14 @@ impl CountRules for OktaRoutes {
 /// `("PUT", "/api/v1/apps/{appId}", 200)`.
 pub type SimCounters = sim_kit::Counters<OktaRoutes>;
 
-/// One Management API request body the simulator received.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecordedBody {
-    /// HTTP method.
-    pub method: String,
-    /// Route template.
-    pub route: String,
-    /// The body (a JSON string holding the raw text when it was not JSON).
-    pub body: Value,
-}
+/// Okta's contract for recorded bodies: apps and rules, by route.
+pub struct OktaContract;
 
-impl Recorded for RecordedBody {
-    fn label(&self) -> String {
-        format!("{} {}", self.method, self.route)
-    }
-
-    fn validate(&self) -> Result<(), Vec<String>> {
-        let problems = match self.route.as_str() {
-            APP_ROUTE => schema::validate_app(&self.body),
-            RULE_ROUTE => schema::validate_rule(&self.body),
+impl Contract for OktaContract {
+    fn check(_method: &str, route: &str, body: &Value) -> Result<(), Vec<String>> {
+        let problems = match route {
+            APP_ROUTE => schema::validate_app(body),
+            RULE_ROUTE => schema::validate_rule(body),
             other => vec![format!("no contract check for {other}")],
         };
         if problems.is_empty() {
@@ -147,6 +135,9 @@ impl Recorded for RecordedBody {
         }
     }
 }
+
+/// One Management API request body the simulator received, with its method and route template.
+pub type RecordedBody = sim_kit::RequestBody<OktaContract>;
 
 #[derive(Clone, Debug)]
 struct App {
@@ -674,13 +665,8 @@ async fn dispatch(
         serde_urlencoded::from_str(uri.query().unwrap_or_default()).unwrap_or_default();
     let parsed = if method == Method::PUT || method == Method::POST {
         let parsed = serde_json::from_slice::<Value>(&body).ok();
-        sim.kit.record(RecordedBody {
-            method: method.to_string(),
-            route: route.clone(),
-            body: parsed
-                .clone()
-                .unwrap_or_else(|| Value::String(String::from_utf8_lossy(&body).into_owned())),
-        });
+        sim.kit
+            .record(RecordedBody::new(method.as_str(), &route, &body));
         match parsed {
             Some(v) => Some(v),
             None => {
