@@ -48,7 +48,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 
 use sim_kit::{
-    Contract, CountRules, Harness, Listener, Observe, form_decode, lock, percent_decode,
+    Contract, CountRules, Harness, Listener, Observe, Tokens, form_decode, lock, percent_decode,
 };
 
 pub use sim_kit::SandboxSeed;
@@ -132,19 +132,14 @@ struct StsClient {
     claims: Vec<(String, String)>,
 }
 
-#[derive(Clone, Debug)]
-struct Token {
-    claims: Value,
-    expires: Instant,
-}
-
 struct SimState {
     /// `Clients` rows as the API shows them, by `Id`.
     clients: BTreeMap<i64, Map<String, Value>>,
     next_id: i64,
     next_child_id: i64,
     sts_clients: HashMap<String, StsClient>,
-    tokens: HashMap<String, Token>,
+    /// Issued access tokens and their claims.
+    tokens: Tokens<Value>,
     token_lifetime: Duration,
     admin_role: String,
     space_delimited_scopes: bool,
@@ -194,7 +189,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             next_id: 1,
             next_child_id: 1,
             sts_clients: HashMap::new(),
-            tokens: HashMap::new(),
+            tokens: Tokens::default(),
             token_lifetime: config.token_lifetime,
             admin_role: config.admin_role,
             space_delimited_scopes: config.space_delimited_scopes,
@@ -384,29 +379,30 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Option<Response> {
         return Some(unauthorized("Bearer"));
     };
     let st = sim.state();
-    let Some(t) = st.tokens.get(token) else {
+    let Some(issued) = st.tokens.get(token) else {
         return Some(unauthorized(
             "Bearer error=\"invalid_token\", error_description=\"The signature key was not found\"",
         ));
     };
-    if t.expires <= Instant::now() {
+    if !issued.live_at(Instant::now()) {
         return Some(unauthorized(
             "Bearer error=\"invalid_token\", error_description=\"The token expired\"",
         ));
     }
-    if t.claims["aud"] != json!(API_NAME)
-        && !t.claims["aud"]
+    let claims = &issued.grant;
+    if claims["aud"] != json!(API_NAME)
+        && !claims["aud"]
             .as_array()
             .is_some_and(|a| a.contains(&json!(API_NAME)))
     {
         return Some(unauthorized(&format!(
             "Bearer error=\"invalid_token\", error_description=\"The audience '{}' is invalid\"",
-            t.claims["aud"]
+            claims["aud"]
         )));
     }
     // Each element of a JSON array claim becomes one claim; a string stays one claim.
     let values = |name: &str| -> Vec<String> {
-        match &t.claims[name] {
+        match &claims[name] {
             Value::String(s) => vec![s.clone()],
             Value::Array(a) => a
                 .iter()
@@ -683,13 +679,9 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
         URL_SAFE_NO_PAD.encode(claims.to_string()),
         random_id(86)
     );
-    st.tokens.insert(
-        access_token.clone(),
-        Token {
-            claims,
-            expires: Instant::now() + lifetime,
-        },
-    );
+    let now = Instant::now();
+    st.tokens
+        .insert(access_token.clone(), claims, now + lifetime, now);
     let mut r = axum::Json(json!({
         "access_token": access_token,
         "expires_in": lifetime.as_secs(),
@@ -801,10 +793,7 @@ impl SimHandle {
 
     /// Makes every issued token expire now.
     pub fn expire_tokens(&self) {
-        let now = Instant::now();
-        for t in self.state().tokens.values_mut() {
-            t.expires = now;
-        }
+        self.state().tokens.expire_all(Instant::now());
     }
 
     /// Whether IdentityServer would accept an authorization request of client `id` asking for

@@ -53,7 +53,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use sim_kit::{Contract, CountRules, Harness, Listener, Observe, lock};
+use sim_kit::{Contract, CountRules, Harness, Listener, Observe, Tokens, lock};
 
 pub use sim_kit::SandboxSeed;
 
@@ -166,11 +166,11 @@ struct ServiceApp {
     scopes: Vec<String>,
 }
 
+/// What an issued access token grants: its DPoP key thumbprint, if bound, and its scopes.
 #[derive(Clone, Debug)]
-struct Token {
+struct Grant {
     jkt: Option<String>,
     scopes: Vec<String>,
-    expires: Instant,
 }
 
 struct RateWindow {
@@ -193,7 +193,7 @@ struct SimState {
     servers: BTreeMap<String, AuthServer>,
     service_apps: HashMap<String, ServiceApp>,
     api_tokens: HashSet<String>,
-    tokens: HashMap<String, Token>,
+    tokens: Tokens<Grant>,
     jtis: HashSet<String>,
     nonce: String,
     resource_nonce: bool,
@@ -302,7 +302,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             servers: BTreeMap::new(),
             service_apps: HashMap::new(),
             api_tokens: HashSet::new(),
-            tokens: HashMap::new(),
+            tokens: Tokens::default(),
             jtis: HashSet::new(),
             nonce: new_id("n"),
             resource_nonce: false,
@@ -775,12 +775,9 @@ fn authenticate(
     match scheme {
         "SSWS" if st.api_tokens.contains(value) => Ok(None),
         "Bearer" | "DPoP" => {
-            let Some(t) = st.tokens.get(value).cloned() else {
+            let Some(t) = st.tokens.live(value, Instant::now()).cloned() else {
                 return Err(Invalid);
             };
-            if t.expires <= Instant::now() {
-                return Err(Invalid);
-            }
             match (&t.jkt, scheme) {
                 (None, "Bearer") => Ok(Some(t.scopes)),
                 (Some(jkt), "DPoP") => {
@@ -952,14 +949,16 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
     };
     let access = new_id("eyJsim");
     let expires_in = st.token_lifetime.as_secs();
-    let expires = Instant::now() + st.token_lifetime;
+    let now = Instant::now();
+    let expires = now + st.token_lifetime;
     st.tokens.insert(
         access.clone(),
-        Token {
+        Grant {
             jkt: jkt.clone(),
             scopes: requested.clone(),
-            expires,
         },
+        expires,
+        now,
     );
     let mut r = axum::Json(json!({
         "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" },
@@ -1460,10 +1459,7 @@ impl SimHandle {
 
     /// Makes every issued token expire now.
     pub fn expire_tokens(&self) {
-        let now = Instant::now();
-        for t in self.state().tokens.values_mut() {
-            t.expires = now;
-        }
+        self.state().tokens.expire_all(Instant::now());
     }
 
     /// Sets the rate limit (requests per window) and starts a new window.
