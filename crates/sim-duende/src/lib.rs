@@ -21,33 +21,37 @@
 //!   claim equal to the administration role, or without a `scope` claim equal to the API name, is
 //!   403 with an empty body.
 //!
-//! Test hooks (the HTTP plumbing is in [`plumbing`]): latency, injected failures for admin API
-//! calls, counters per (method, route template, status), every admin API request body recorded
-//! with a strict contract check ([`SimHandle::validate_recorded_bodies`]), token expiry, and direct
-//! state edits (as another administrator or a database edit would).
+//! Test hooks (the shared ones are [`sim_kit::Harness`]'s, which [`SimHandle`] dereferences to):
+//! latency, scripted failures and throttling for admin API calls (answered with a plain-text
+//! body, as a reverse proxy or Kestrel would give), counters per (method, route template,
+//! status), every admin API request body recorded with a strict contract check
+//! ([`validate_recorded_bodies`](sim_kit::Harness::validate_recorded_bodies)), token expiry, and
+//! direct state edits (as another administrator or a database edit would).
 
 pub mod dto;
 pub mod node;
-pub mod plumbing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 
-use plumbing::{Plumbing, lock, percent_decode};
-pub use plumbing::{RecordedBody, SimCounters};
+use sim_kit::{
+    Contract, CountRules, Harness, Listener, Observe, Tokens, form_decode, lock, percent_decode,
+};
+
+pub use sim_kit::SandboxSeed;
 
 /// Route template of the STS token endpoint.
 pub const TOKEN_ROUTE: &str = "/connect/token";
@@ -87,7 +91,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: sim_kit::LOOPBACK,
             latency: Duration::ZERO,
             token_lifetime: Duration::from_secs(3600),
             admin_role: ADMIN_ROLE.into(),
@@ -96,16 +100,28 @@ impl Default for SimConfig {
     }
 }
 
-/// What [`SimHandle::seed_sandbox`] created.
-#[derive(Clone, Debug)]
-pub struct SandboxSeed {
-    /// The provider block of the policy's `spec.provider`: `{"duende": {...}}`.
-    pub spec: Value,
-    /// Name of the credentials Secret the spec names.
-    pub secret_name: String,
-    /// The Secret's keys and values.
-    pub secret_data: BTreeMap<String, String>,
+/// Duende's calls, for the counters: the STS token endpoint's calls are token requests.
+pub struct DuendeRoutes;
+
+impl CountRules for DuendeRoutes {
+    const TOKEN_ROUTE: Option<&'static str> = Some(TOKEN_ROUTE);
 }
+
+/// Request counts by (method, route template, status), e.g. `("PUT", "/api/Clients", 204)`.
+pub type SimCounters = sim_kit::Counters<DuendeRoutes>;
+
+/// Duende's contract for recorded bodies: every admin API body is checked strictly against
+/// `ClientApiDto` (the whole object, nothing else).
+pub struct DuendeContract;
+
+impl Contract for DuendeContract {
+    fn check(_method: &str, _route: &str, body: &Value) -> Result<(), Vec<String>> {
+        dto::validate_strict(body)
+    }
+}
+
+/// One admin API request body the simulator received, with its method and route template.
+pub type RecordedBody = sim_kit::RequestBody<DuendeContract>;
 
 /// A client of the STS that can get admin API tokens.
 #[derive(Clone, Debug)]
@@ -116,20 +132,14 @@ struct StsClient {
     claims: Vec<(String, String)>,
 }
 
-#[derive(Clone, Debug)]
-struct Token {
-    claims: Value,
-    expires: Instant,
-}
-
 struct SimState {
     /// `Clients` rows as the API shows them, by `Id`.
     clients: BTreeMap<i64, Map<String, Value>>,
     next_id: i64,
     next_child_id: i64,
     sts_clients: HashMap<String, StsClient>,
-    tokens: HashMap<String, Token>,
-    plumbing: Plumbing,
+    /// Issued access tokens and their claims.
+    tokens: Tokens<Value>,
     token_lifetime: Duration,
     admin_role: String,
     space_delimited_scopes: bool,
@@ -138,9 +148,7 @@ struct SimState {
 
 struct Inner {
     state: Mutex<SimState>,
-    base_url: String,
-    shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    kit: Harness<DuendeRoutes, RecordedBody>,
 }
 
 type Sim = Arc<Inner>;
@@ -174,42 +182,23 @@ pub fn random_id(len: usize) -> String {
 
 /// Starts the simulator on the current tokio runtime, with no clients.
 pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
-    let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    let addr = listener.local_addr()?;
+    let listener = Listener::bind(config.addr).await?;
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState {
             clients: BTreeMap::new(),
             next_id: 1,
             next_child_id: 1,
             sts_clients: HashMap::new(),
-            tokens: HashMap::new(),
-            plumbing: Plumbing {
-                latency: config.latency,
-                ..Plumbing::default()
-            },
+            tokens: Tokens::default(),
             token_lifetime: config.token_lifetime,
             admin_role: config.admin_role,
             space_delimited_scopes: config.space_delimited_scopes,
             sandbox: None,
         }),
-        base_url: format!("http://{addr}"),
-        shutdown: Mutex::new(None),
-        task: Mutex::new(None),
+        kit: Harness::new(listener.base_url(), config.latency),
     });
-    let app = Router::new()
-        .fallback(dispatch)
-        .layer(middleware::from_fn_with_state(inner.clone(), observe))
-        .with_state(inner.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    *lock(&inner.shutdown) = Some(tx);
-    *lock(&inner.task) = Some(task);
+    let app = observed(&inner).apply(Router::new().fallback(dispatch).with_state(inner.clone()));
+    inner.kit.serve(listener, app);
     Ok(SimHandle { inner })
 }
 
@@ -252,31 +241,19 @@ fn is_api(route: &str) -> bool {
     route.starts_with("/api/")
 }
 
-/// Latency, failure injection, counters and recorded bodies around every call.
-async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let route = route_template(req.uri().path());
-    let (latency, injected) = {
-        let mut st = sim.state();
-        let injected = if is_api(&route) {
-            st.plumbing.take_failure()
-        } else {
-            None
-        };
-        (st.plumbing.latency, injected)
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let response = match injected {
-        Some((status, retry_after)) => plumbing::injected_response(status, retry_after),
-        None => next.run(req).await,
-    };
-    sim.state()
-        .plumbing
-        .counters
-        .record(&method, &route, response.status().as_u16());
-    response
+/// The shared hooks around every call: scripted failures hit the admin API only and answer with
+/// a plain-text body, as a reverse proxy or Kestrel would give.
+fn observed(sim: &Sim) -> Observe {
+    sim.kit
+        .observe(route_template)
+        .faults_on(is_api)
+        .fault_answer(|status| {
+            (
+                status,
+                status.canonical_reason().unwrap_or("error").to_string(),
+            )
+                .into_response()
+        })
 }
 
 impl Inner {
@@ -372,9 +349,8 @@ async fn dispatch(
         return refusal;
     }
     if method != Method::GET {
-        sim.state()
-            .plumbing
-            .record_body(method.as_str(), &route, &body);
+        sim.kit
+            .record(RecordedBody::new(method.as_str(), &route, &body));
     }
     let path = uri.path().to_string();
     match (route.as_str(), method) {
@@ -403,29 +379,30 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Option<Response> {
         return Some(unauthorized("Bearer"));
     };
     let st = sim.state();
-    let Some(t) = st.tokens.get(token) else {
+    let Some(issued) = st.tokens.get(token) else {
         return Some(unauthorized(
             "Bearer error=\"invalid_token\", error_description=\"The signature key was not found\"",
         ));
     };
-    if t.expires <= Instant::now() {
+    if !issued.live_at(Instant::now()) {
         return Some(unauthorized(
             "Bearer error=\"invalid_token\", error_description=\"The token expired\"",
         ));
     }
-    if t.claims["aud"] != json!(API_NAME)
-        && !t.claims["aud"]
+    let claims = &issued.grant;
+    if claims["aud"] != json!(API_NAME)
+        && !claims["aud"]
             .as_array()
             .is_some_and(|a| a.contains(&json!(API_NAME)))
     {
         return Some(unauthorized(&format!(
             "Bearer error=\"invalid_token\", error_description=\"The audience '{}' is invalid\"",
-            t.claims["aud"]
+            claims["aud"]
         )));
     }
     // Each element of a JSON array claim becomes one claim; a string stays one claim.
     let values = |name: &str| -> Vec<String> {
-        match &t.claims[name] {
+        match &claims[name] {
             Value::String(s) => vec![s.clone()],
             Value::Array(a) => a
                 .iter()
@@ -445,7 +422,7 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Option<Response> {
 fn query_value(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        k.eq_ignore_ascii_case(key).then(|| percent_decode(v, true))
+        k.eq_ignore_ascii_case(key).then(|| form_decode(v))
     })
 }
 
@@ -509,7 +486,7 @@ fn get_one(sim: &Sim, raw: &str, path: &str) -> Response {
     let Ok(id) = raw.parse::<i32>() else {
         return validation_problem(&[dto::BindError {
             key: "id".into(),
-            message: format!("The value '{}' is not valid.", percent_decode(raw, false)),
+            message: format!("The value '{}' is not valid.", percent_decode(raw)),
         }]);
     };
     match sim.state().clients.get(&i64::from(id)) {
@@ -636,7 +613,7 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| {
             let (id, secret) = s.split_once(':')?;
-            Some((percent_decode(id, true), percent_decode(secret, true)))
+            Some((form_decode(id), form_decode(secret)))
         });
     let (client_id, secret) = match basic {
         Some(pair) => pair,
@@ -675,7 +652,7 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
     let iat = now_secs();
     let lifetime = st.token_lifetime;
     let mut claims = json!({
-        "iss": sim.base_url,
+        "iss": sim.kit.base_url(),
         "nbf": iat,
         "iat": iat,
         "exp": iat + lifetime.as_secs(),
@@ -702,13 +679,9 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
         URL_SAFE_NO_PAD.encode(claims.to_string()),
         random_id(86)
     );
-    st.tokens.insert(
-        access_token.clone(),
-        Token {
-            claims,
-            expires: Instant::now() + lifetime,
-        },
-    );
+    let now = Instant::now();
+    st.tokens
+        .insert(access_token.clone(), claims, now + lifetime, now);
     let mut r = axum::Json(json!({
         "access_token": access_token,
         "expires_in": lifetime.as_secs(),
@@ -728,12 +701,12 @@ impl SimHandle {
 
     /// `http://127.0.0.1:<port>`: both the STS (`/connect/token`) and the admin API (`/api`).
     pub fn base_url(&self) -> String {
-        self.inner.base_url.clone()
+        self.inner.kit.base_url().to_string()
     }
 
     /// The token endpoint.
     pub fn token_url(&self) -> String {
-        format!("{}{TOKEN_ROUTE}", self.inner.base_url)
+        format!("{}{TOKEN_ROUTE}", self.inner.kit.base_url())
     }
 
     /// Registers an STS client that may request `scopes`, with client claims (emitted as
@@ -820,10 +793,7 @@ impl SimHandle {
 
     /// Makes every issued token expire now.
     pub fn expire_tokens(&self) {
-        let now = Instant::now();
-        for t in self.state().tokens.values_mut() {
-            t.expires = now;
-        }
+        self.state().tokens.expire_all(Instant::now());
     }
 
     /// Whether IdentityServer would accept an authorization request of client `id` asking for
@@ -927,67 +897,15 @@ impl SimHandle {
             ),
         ]
     }
+}
 
-    /// Request counters so far.
-    pub fn counters(&self) -> SimCounters {
-        self.state().plumbing.counters.clone()
-    }
+/// The shared test methods (`counters`, `writes`, `reset_counters`, `recorded_bodies`,
+/// `validate_recorded_bodies`, `set_latency`, `fail_next`, `set_throttle`, `shutdown`) are the
+/// harness's.
+impl Deref for SimHandle {
+    type Target = Harness<DuendeRoutes, RecordedBody>;
 
-    /// Admin API writes (PUT/POST/DELETE) so far.
-    pub fn writes(&self) -> u64 {
-        self.counters().writes_where(is_api)
-    }
-
-    /// Clears the counters (not the recorded bodies).
-    pub fn reset_counters(&self) {
-        self.state().plumbing.counters = SimCounters::default();
-    }
-
-    /// Every admin API request body received so far, in order (token requests are not recorded:
-    /// they hold secrets).
-    pub fn recorded_bodies(&self) -> Vec<RecordedBody> {
-        self.state().plumbing.bodies.clone()
-    }
-
-    /// Checks every recorded PUT body strictly against `ClientApiDto` (the whole object, nothing
-    /// else). Returns how many were checked, or one line per problem.
-    pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
-        let bodies = self.recorded_bodies();
-        let mut errors = Vec::new();
-        for b in &bodies {
-            if let Err(e) = dto::validate_strict(&b.body) {
-                errors.extend(
-                    e.into_iter()
-                        .map(|e| format!("{} {}: {e}", b.method, b.route)),
-                );
-            }
-        }
-        if errors.is_empty() {
-            Ok(bodies.len())
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// Delay before every answer from now on.
-    pub fn set_latency(&self, d: Duration) {
-        self.state().plumbing.latency = d;
-    }
-
-    /// The next `n` admin API calls answer `status`, with `Retry-After: <secs>` when given.
-    /// `n = 0` clears a pending failure.
-    pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.state().plumbing.fail_next(n, status, retry_after);
-    }
-
-    /// Stops the server and waits for it.
-    pub async fn shutdown(&self) {
-        if let Some(tx) = lock(&self.inner.shutdown).take() {
-            let _ = tx.send(());
-        }
-        let task = lock(&self.inner.task).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+    fn deref(&self) -> &Self::Target {
+        &self.inner.kit
     }
 }

@@ -363,7 +363,7 @@ async fn injected_failures_and_counters() {
     assert_eq!(r.status(), 200);
     let c = e.sim.counters();
     assert_eq!(c.calls("GET", sim_duende::CLIENTS_ROUTE), 2);
-    assert_eq!(c.calls_to(sim_duende::TOKEN_ROUTE), 1);
+    assert_eq!(c.token_requests(), 1);
     assert_eq!(e.sim.writes(), 0);
 }
 

@@ -1,11 +1,13 @@
 //! The test-harness side of one running simulator: its server, hooks, counts and recorded
 //! request bodies, with the methods every simulator handle offers.
 
+use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
+use serde_json::Value;
 
 use crate::counters::{CountRules, Counters};
 use crate::hooks::{Hooks, Observe};
@@ -18,6 +20,75 @@ pub trait Recorded {
     fn label(&self) -> String;
     /// Checks the body strictly against the contract: `Err` holds one line per problem.
     fn validate(&self) -> Result<(), Vec<String>>;
+}
+
+/// The contract a simulator checks a [`RequestBody`] against: its server's schemas, by route.
+pub trait Contract {
+    /// Checks `body`, sent with `method` to `route`, strictly: `Err` holds one line per problem.
+    fn check(method: &str, route: &str, body: &Value) -> Result<(), Vec<String>>;
+}
+
+/// A request body as received, with its method and route template, checked against the
+/// contract `C`: for a simulator whose recorded bodies need nothing more.
+pub struct RequestBody<C> {
+    /// HTTP method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+    /// The body (a JSON string holding the raw text when it was not JSON).
+    pub body: Value,
+    contract: PhantomData<fn() -> C>,
+}
+
+impl<C> RequestBody<C> {
+    /// The body `raw` sent with `method` to `route`: its JSON, or the raw text as a JSON string.
+    pub fn new(method: &str, route: &str, raw: &[u8]) -> Self {
+        RequestBody {
+            method: method.to_string(),
+            route: route.to_string(),
+            body: serde_json::from_slice(raw)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned())),
+            contract: PhantomData,
+        }
+    }
+}
+
+impl<C: Contract> Recorded for RequestBody<C> {
+    fn label(&self) -> String {
+        format!("{} {}", self.method, self.route)
+    }
+
+    fn validate(&self) -> Result<(), Vec<String>> {
+        C::check(&self.method, &self.route, &self.body)
+    }
+}
+
+// Derived impls would require `C` itself to be Clone, Debug…; `C` is only a marker.
+impl<C> Clone for RequestBody<C> {
+    fn clone(&self) -> Self {
+        RequestBody {
+            method: self.method.clone(),
+            route: self.route.clone(),
+            body: self.body.clone(),
+            contract: PhantomData,
+        }
+    }
+}
+
+impl<C> PartialEq for RequestBody<C> {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.method, &self.route, &self.body) == (&other.method, &other.route, &other.body)
+    }
+}
+
+impl<C> fmt::Debug for RequestBody<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("method", &self.method)
+            .field("route", &self.route)
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 /// The test-harness side of one running simulator: base URL, server, [`Hooks`] (latency,
@@ -129,5 +200,34 @@ impl<R: CountRules, B: Clone + Recorded> Harness<R, B> {
     /// checked, or one line per problem.
     pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
         validate_all(&self.recorded_bodies(), B::label, B::validate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct ObjectsOnly;
+    impl Contract for ObjectsOnly {
+        fn check(method: &str, route: &str, body: &Value) -> Result<(), Vec<String>> {
+            if body.is_object() {
+                Ok(())
+            } else {
+                Err(vec![format!("{method} {route} wants an object")])
+            }
+        }
+    }
+
+    #[test]
+    fn request_bodies_keep_json_or_the_raw_text() {
+        let ok = RequestBody::<ObjectsOnly>::new("PUT", "/a/{id}", br#"{"x":1}"#);
+        assert_eq!(ok.body, serde_json::json!({"x": 1}));
+        assert_eq!(ok.validate(), Ok(()));
+        let raw = RequestBody::<ObjectsOnly>::new("POST", "/a", b"x=1");
+        assert_eq!(raw.body, Value::String("x=1".into()));
+        assert_eq!(raw.label(), "POST /a");
+        assert_eq!(raw.validate(), Err(vec!["POST /a wants an object".into()]));
+        assert_eq!(raw.clone(), raw);
+        assert_ne!(raw, ok);
     }
 }

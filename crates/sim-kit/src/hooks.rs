@@ -193,17 +193,22 @@ impl Hooks {
 type RouteFn = dyn Fn(&str) -> String + Send + Sync;
 type FaultableFn = dyn Fn(&str) -> bool + Send + Sync;
 type AnswerFn = dyn Fn(StatusCode) -> Response + Send + Sync;
+type AdmitFn = dyn Fn(&str) -> Option<Response> + Send + Sync;
+type FinishFn = dyn Fn(&str, &mut Response) + Send + Sync;
 
-/// Middleware applying [`Hooks`] to every request: the delay, then a scripted failure (for
-/// routes [`faults_on`](Self::faults_on) accepts, answered by
-/// [`fault_answer`](Self::fault_answer) plus `Retry-After`) or the real handler, then one count
-/// by (method, route template, status).
+/// Middleware applying [`Hooks`] to every request: a scripted failure (for routes
+/// [`faults_on`](Self::faults_on) accepts, answered by [`fault_answer`](Self::fault_answer)
+/// plus `Retry-After`), else the server's own refusal ([`admit`](Self::admit)), then the delay,
+/// then that answer or the real handler's, passed through [`finish`](Self::finish), then one
+/// count by (method, route template, status).
 #[derive(Clone)]
 pub struct Observe {
     hooks: Arc<Hooks>,
     route: Arc<RouteFn>,
     faultable: Arc<FaultableFn>,
     answer: Arc<AnswerFn>,
+    admit: Option<Arc<AdmitFn>>,
+    finish: Option<Arc<FinishFn>>,
 }
 
 impl Observe {
@@ -223,6 +228,8 @@ impl Observe {
                 *r.status_mut() = status;
                 r
             }),
+            admit: None,
+            finish: None,
         }
     }
 
@@ -242,6 +249,22 @@ impl Observe {
         self
     }
 
+    /// A refusal the simulated server itself decides before its handler, e.g. a request quota
+    /// (rate limit) used up: `f(route)` answers instead of the handler when it returns a
+    /// response. Asked for every call that no scripted failure answers, before the delay.
+    pub fn admit(mut self, f: impl Fn(&str) -> Option<Response> + Send + Sync + 'static) -> Self {
+        self.admit = Some(Arc::new(f));
+        self
+    }
+
+    /// `f(route, answer)` sees every answer before it is counted (the handler's, a scripted
+    /// failure's, a refusal of [`admit`](Self::admit)), to add what the simulated server puts
+    /// on all of them: rate-limit state, request ids, `Date`.
+    pub fn finish(mut self, f: impl Fn(&str, &mut Response) + Send + Sync + 'static) -> Self {
+        self.finish = Some(Arc::new(f));
+        self
+    }
+
     /// `router` with this middleware around every route (and its fallback).
     pub fn apply<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Router<S> {
         router.layer(middleware::from_fn_with_state(self, observe))
@@ -256,15 +279,23 @@ async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response
     } else {
         None
     };
+    let refusal = match (&fault, &o.admit) {
+        (None, Some(admit)) => admit(&route),
+        _ => None,
+    };
     o.hooks.delay().await;
-    let response = match fault {
-        Some(f) => {
+    let mut response = match (fault, refusal) {
+        (Some(f), _) => {
             let mut resp = (o.answer)(f.status());
             set_retry_after(&mut resp, f.retry_after);
             resp
         }
-        None => next.run(req).await,
+        (None, Some(resp)) => resp,
+        (None, None) => next.run(req).await,
     };
+    if let Some(finish) = &o.finish {
+        finish(&route, &mut response);
+    }
     o.hooks.count(&method, &route, response.status().as_u16());
     response
 }

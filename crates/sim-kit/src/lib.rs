@@ -1,5 +1,5 @@
 //! HTTP plumbing shared by the identity-provider simulators (`sim-keycloak`, `sim-entra`,
-//! `sim-pingfederate`, `sim-logto`, and any new one). Test and sandbox use only.
+//! `sim-pingfederate`, `sim-logto`, `sim-okta`, `sim-duende`, and any new one). Test and sandbox use only.
 //!
 //! A simulator is an adversarial model of one real server: its routes, state, validation, error
 //! bodies and quirks are its own and stay in its crate. What every simulator needs around that
@@ -10,9 +10,9 @@
 //! | [`Harness`] | the test-harness side of one running simulator: base URL, server, hooks, counters, recorded bodies, with the test methods every simulator handle offers (`base_url`, `counters`, `writes`, `reset_counters`, `set_latency`, `fail_next`, `set_throttle`, `recorded_bodies`, `validate_recorded_bodies`, `shutdown`) |
 //! | [`Listener`], [`Serving`] | bind a loopback port (http, or https with the `tls` feature and a `TlsIdentity`), serve an axum [`Router`](axum::Router), stop it and wait for it |
 //! | [`Hooks`] | the mechanisms behind the test methods: delay before every answer, scripted failures ([`Hooks::fail_next`]: status and `Retry-After` for the next N calls), seeded probabilistic throttling ([`Hooks::set_throttle`]), request counts |
-//! | [`Observe`] | the axum middleware that applies [`Hooks`] to every request: delay, scripted failure (only on the routes the simulator says, answered in the simulated server's own error shape, `Retry-After` added), count by (method, route template, status) |
+//! | [`Observe`] | the axum middleware that applies [`Hooks`] to every request: delay, scripted failure (only on the routes the simulator says, answered in the simulated server's own error shape, `Retry-After` added), the server's own refusals before its handler ([`Observe::admit`], e.g. a rate limit), headers on every answer ([`Observe::finish`]), count by (method, route template, status) |
 //! | [`Counters`], [`CountRules`] | a snapshot of the counts with reads, writes, token requests, per-route and per-status sums and differences; each simulator says which route is its token endpoint; reads are `GET` and `HEAD` everywhere ([`READ_METHODS`]) |
-//! | [`Recorded`], [`validate_all`] | recorded request bodies checked against the contract excerpts, one line per problem |
+//! | [`Recorded`], [`validate_all`], [`RequestBody`], [`Contract`] | recorded request bodies checked against the contract excerpts, one line per problem; `RequestBody` is a ready one (method, route template, JSON or raw text) for a simulator that names its contract check |
 //! | [`Tokens`], [`Issued`] | the access tokens a simulator issued and what each grants, with expiry (`expire_tokens`, `live_tokens`, bearer checks), forgetting tokens long expired so a long run does not grow; the token format and what a grant allows stay the simulator's |
 //! | [`window`] | one page of a collection from an offset and an optional limit; the paging parameters and links are the server's |
 //! | [`percent_decode`], [`form_decode`], [`form_decode_strict`], [`bearer_token`], [`is_json`], [`set_retry_after`], [`lock`] | small helpers every server model needs |
@@ -98,7 +98,7 @@ mod tokens;
 mod util;
 
 pub use counters::{CountRules, Counters, READ_METHODS, RouteKey};
-pub use harness::{Harness, Recorded};
+pub use harness::{Contract, Harness, Recorded, RequestBody};
 pub use hooks::{Fault, Hooks, Observe};
 #[cfg(feature = "tls")]
 pub use server::TlsIdentity;

@@ -146,3 +146,59 @@ async fn faults_counts_records_and_shutdown() {
     let r = call(&addr, "GET", "/api/things", "").await;
     assert!(!r.starts_with("HTTP/1.1"), "served after shutdown: {r}");
 }
+
+/// A server's own refusal (a quota) comes before its handler, after a scripted failure; every
+/// answer, refused, failed or handled, passes through `finish`, and is counted as answered.
+#[tokio::test]
+async fn admit_and_finish() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let listener = Listener::bind(sim_kit::LOOPBACK).await.unwrap();
+    let addr = listener.local_addr().to_string();
+    let kit: Arc<Harness<Routes>> = Arc::new(Harness::new(listener.base_url(), Duration::ZERO));
+    let quota = Arc::new(AtomicU32::new(2));
+    let left = quota.clone();
+    let observe = kit
+        .observe(route_template)
+        .faults_on(|route| route.starts_with("/api/"))
+        .admit(move |route| {
+            let over = route.starts_with("/api/")
+                && quota
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_err();
+            over.then(|| (StatusCode::TOO_MANY_REQUESTS, "over quota").into_response())
+        })
+        .finish(move |route, resp| {
+            let v = format!("{route} {}", left.load(Ordering::SeqCst));
+            resp.headers_mut()
+                .insert("x-left", v.parse().expect("header value"));
+        });
+    let app = Router::new()
+        .route("/token", post(|| async { "token" }))
+        .route("/api/things", get(|| async { "things" }));
+    kit.serve(listener, observe.apply(app));
+
+    kit.fail_next(1, 500, None);
+    let r = call(&addr, "GET", "/api/things", "").await;
+    assert!(
+        r.starts_with("HTTP/1.1 500"),
+        "a scripted failure uses no quota: {r}"
+    );
+    assert!(r.contains("x-left: /api/things 2"), "{r}");
+    for _ in 0..2 {
+        let r = call(&addr, "GET", "/api/things", "").await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    let r = call(&addr, "GET", "/api/things", "").await;
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
+    assert!(r.ends_with("over quota"), "{r}");
+    assert!(r.contains("x-left: /api/things 0"), "{r}");
+    let r = call(&addr, "POST", "/token", "").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("x-left: /token 0"), "{r}");
+    let c = kit.counters();
+    assert_eq!(
+        (c.with_status(500), c.with_status(200), c.with_status(429)),
+        (1, 3, 1)
+    );
+    kit.shutdown().await;
+}

@@ -29,29 +29,33 @@
 //!   `-Reset` (epoch seconds), `Date` and `X-Okta-Request-Id`; past the limit the answer is 429
 //!   `E0000047` until the window resets.
 //!
-//! Test hooks (in [`plumbing`]): latency, `fail_next`, counters per (method, route template,
-//! status), every PUT body recorded and checked against the contract
-//! ([`SimHandle::validate_recorded_bodies`]), and direct state edits.
+//! Test hooks (the shared ones are [`sim_kit::Harness`]'s, which [`SimHandle`] dereferences to):
+//! latency, `fail_next` and `set_throttle` for Management API calls (a scripted 429 answers with
+//! Okta's `E0000047` body, any other status with `E0000009`, both with the rate-limit headers),
+//! counters per (method, route template, status), every PUT body recorded and checked against the
+//! contract ([`validate_recorded_bodies`](sim_kit::Harness::validate_recorded_bodies)), and direct
+//! state edits.
 
 pub mod jose;
-pub mod plumbing;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-pub use plumbing::{RecordedBody, SimCounters};
+use sim_kit::{Contract, CountRules, Harness, Listener, Observe, Tokens, lock};
+
+pub use sim_kit::SandboxSeed;
 
 /// Route template of the org authorization server's token endpoint.
 pub const TOKEN_ROUTE: &str = "/oauth2/v1/token";
@@ -95,7 +99,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: sim_kit::LOOPBACK,
             rate_limit: 600,
             rate_window: Duration::from_secs(60),
             token_lifetime: Duration::from_secs(3600),
@@ -103,16 +107,37 @@ impl Default for SimConfig {
     }
 }
 
-/// What [`SimHandle::seed_sandbox`] created.
-#[derive(Clone, Debug)]
-pub struct SandboxSeed {
-    /// The provider block of the policy's `spec.provider`: `{"okta": {...}}`.
-    pub spec: Value,
-    /// Name of the credentials Secret the spec names.
-    pub secret_name: String,
-    /// The Secret's keys and values.
-    pub secret_data: BTreeMap<String, String>,
+/// Okta's calls, for the counters: the org token endpoint's calls are token requests.
+pub struct OktaRoutes;
+
+impl CountRules for OktaRoutes {
+    const TOKEN_ROUTE: Option<&'static str> = Some(TOKEN_ROUTE);
 }
+
+/// Request counts by (method, route template, status), e.g.
+/// `("PUT", "/api/v1/apps/{appId}", 200)`.
+pub type SimCounters = sim_kit::Counters<OktaRoutes>;
+
+/// Okta's contract for recorded bodies: apps and rules, by route.
+pub struct OktaContract;
+
+impl Contract for OktaContract {
+    fn check(_method: &str, route: &str, body: &Value) -> Result<(), Vec<String>> {
+        let problems = match route {
+            APP_ROUTE => schema::validate_app(body),
+            RULE_ROUTE => schema::validate_rule(body),
+            other => vec![format!("no contract check for {other}")],
+        };
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// One Management API request body the simulator received, with its method and route template.
+pub type RecordedBody = sim_kit::RequestBody<OktaContract>;
 
 #[derive(Clone, Debug)]
 struct App {
@@ -141,11 +166,11 @@ struct ServiceApp {
     scopes: Vec<String>,
 }
 
+/// What an issued access token grants: its DPoP key thumbprint, if bound, and its scopes.
 #[derive(Clone, Debug)]
-struct Token {
+struct Grant {
     jkt: Option<String>,
     scopes: Vec<String>,
-    expires: Instant,
 }
 
 struct RateWindow {
@@ -168,21 +193,18 @@ struct SimState {
     servers: BTreeMap<String, AuthServer>,
     service_apps: HashMap<String, ServiceApp>,
     api_tokens: HashSet<String>,
-    tokens: HashMap<String, Token>,
+    tokens: Tokens<Grant>,
     jtis: HashSet<String>,
     nonce: String,
     resource_nonce: bool,
     rate: RateWindow,
     token_lifetime: Duration,
-    plumbing: plumbing::Plumbing,
     sandbox: Option<(String, String, String)>,
 }
 
 struct Inner {
     state: Mutex<SimState>,
-    base_url: String,
-    shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    kit: Harness<OktaRoutes, RecordedBody>,
 }
 
 type Sim = Arc<Inner>;
@@ -193,8 +215,15 @@ pub struct SimHandle {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// The shared test methods (`counters`, `writes`, `reset_counters`, `recorded_bodies`,
+/// `validate_recorded_bodies`, `set_latency`, `fail_next`, `set_throttle`, `shutdown`) are the
+/// harness's.
+impl Deref for SimHandle {
+    type Target = Harness<OktaRoutes, RecordedBody>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner.kit
+    }
 }
 
 /// An id in Okta's style: `prefix` followed by random-looking letters and digits (20 chars).
@@ -266,15 +295,14 @@ pub fn http_date(secs: u64) -> String {
 
 /// Starts the simulator on the current tokio runtime: an empty org.
 pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
-    let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    let addr = listener.local_addr()?;
+    let listener = Listener::bind(config.addr).await?;
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState {
             apps: BTreeMap::new(),
             servers: BTreeMap::new(),
             service_apps: HashMap::new(),
             api_tokens: HashSet::new(),
-            tokens: HashMap::new(),
+            tokens: Tokens::default(),
             jtis: HashSet::new(),
             nonce: new_id("n"),
             resource_nonce: false,
@@ -285,27 +313,12 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
                 used: 0,
             },
             token_lifetime: config.token_lifetime,
-            plumbing: plumbing::Plumbing::default(),
             sandbox: None,
         }),
-        base_url: format!("http://{addr}"),
-        shutdown: Mutex::new(None),
-        task: Mutex::new(None),
+        kit: Harness::new(listener.base_url(), Duration::ZERO),
     });
-    let app = Router::new()
-        .fallback(dispatch)
-        .layer(middleware::from_fn_with_state(inner.clone(), observe))
-        .with_state(inner.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    *lock(&inner.shutdown) = Some(tx);
-    *lock(&inner.task) = Some(task);
+    let app = observed(&inner).apply(Router::new().fallback(dispatch).with_state(inner.clone()));
+    inner.kit.serve(listener, app);
     Ok(SimHandle { inner })
 }
 
@@ -512,80 +525,66 @@ fn epoch_now() -> u64 {
         .as_secs()
 }
 
-/// Latency, failure injection, rate limits and counters around every call.
-async fn observe(State(sim): State<Sim>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let route = route_template(req.uri().path());
-    let api = route.starts_with("/api/");
-    let request_id = new_id("sim");
-    let (latency, early) = {
-        let mut st = lock(&sim.state);
-        let injected = if api {
-            st.plumbing.take_failure()
-        } else {
-            None
-        };
-        let mut early = injected.map(|(status, retry_after)| {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut r = if status == StatusCode::TOO_MANY_REQUESTS {
+fn is_api(route: &str) -> bool {
+    route.starts_with("/api/")
+}
+
+/// The shared hooks around every call, in Okta's shape: scripted failures hit the Management API
+/// only and answer with Okta's error bodies; the rate limit refuses Management API calls over the
+/// window's quota; every Management API answer carries the rate-limit headers and a request id,
+/// every answer a `Date`.
+fn observed(sim: &Sim) -> Observe {
+    let admit = sim.clone();
+    let finish = sim.clone();
+    sim.kit
+        .observe(route_template)
+        .faults_on(is_api)
+        .fault_answer(|status| {
+            if status == StatusCode::TOO_MANY_REQUESTS {
                 rate_limited()
             } else {
                 okta_error(status, "E0000009", "Internal Server Error", &[])
-            };
-            if let Some(secs) = retry_after
-                && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-            {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
             }
-            r
-        });
-        if api && early.is_none() {
+        })
+        .admit(move |route| {
+            if !is_api(route) {
+                return None;
+            }
             let now = SystemTime::now();
-            let rate = &mut st.rate;
+            let rate = &mut lock(&admit.state).rate;
             if now >= rate.start + rate.length {
                 rate.start = now;
                 rate.used = 0;
             }
             if rate.used >= rate.limit {
-                early = Some(rate_limited());
-            } else {
-                rate.used += 1;
+                return Some(rate_limited());
             }
-        }
-        (st.plumbing.latency, early)
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let mut response = match early {
-        Some(r) => r,
-        None => next.run(req).await,
-    };
-    let mut st = lock(&sim.state);
-    if api {
-        let h = response.headers_mut();
-        let rate = &st.rate;
-        for (k, v) in [
-            ("x-rate-limit-limit", rate.limit.to_string()),
-            (
-                "x-rate-limit-remaining",
-                rate.limit.saturating_sub(rate.used).to_string(),
-            ),
-            ("x-rate-limit-reset", rate.reset_epoch().to_string()),
-            ("x-okta-request-id", request_id),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                h.insert(k, v);
+            rate.used += 1;
+            None
+        })
+        .finish(move |route, response| {
+            if is_api(route) {
+                let st = lock(&finish.state);
+                let rate = &st.rate;
+                let h = response.headers_mut();
+                for (k, v) in [
+                    ("x-rate-limit-limit", rate.limit.to_string()),
+                    (
+                        "x-rate-limit-remaining",
+                        rate.limit.saturating_sub(rate.used).to_string(),
+                    ),
+                    ("x-rate-limit-reset", rate.reset_epoch().to_string()),
+                    ("x-okta-request-id", new_id("sim")),
+                ] {
+                    if let Ok(v) = HeaderValue::from_str(&v) {
+                        h.insert(k, v);
+                    }
+                }
             }
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&http_date(epoch_now())) {
-        response.headers_mut().insert(header::DATE, v);
-    }
-    st.plumbing
-        .counters
-        .record(&method, &route, response.status().as_u16());
-    response
+            if let Ok(v) = HeaderValue::from_str(&http_date(epoch_now())) {
+                response.headers_mut().insert(header::DATE, v);
+            }
+        })
 }
 
 fn rate_limited() -> Response {
@@ -620,7 +619,7 @@ async fn dispatch(
         .split('/')
         .map(str::to_string)
         .collect();
-    let htu = format!("{}{}", sim.base_url, uri.path());
+    let htu = format!("{}{}", sim.kit.base_url(), uri.path());
     let mut st = lock(&sim.state);
     let scopes = match authenticate(&mut st, &headers, method.as_str(), &htu) {
         Ok(s) => s,
@@ -665,8 +664,10 @@ async fn dispatch(
     let query: Vec<(String, String)> =
         serde_urlencoded::from_str(uri.query().unwrap_or_default()).unwrap_or_default();
     let parsed = if method == Method::PUT || method == Method::POST {
-        let p = st.plumbing.record_body(method.as_str(), &route, &body);
-        match p {
+        let parsed = serde_json::from_slice::<Value>(&body).ok();
+        sim.kit
+            .record(RecordedBody::new(method.as_str(), &route, &body));
+        match parsed {
             Some(v) => Some(v),
             None => {
                 return okta_error(
@@ -680,7 +681,7 @@ async fn dispatch(
     } else {
         None
     };
-    let base = sim.base_url.clone();
+    let base = sim.kit.base_url().to_string();
     match (method.clone(), route.as_str()) {
         (Method::GET, APPS_ROUTE) => list_apps(&st, &base, &query),
         (Method::GET, APP_ROUTE) => match st.apps.get(&segs[3]) {
@@ -774,12 +775,9 @@ fn authenticate(
     match scheme {
         "SSWS" if st.api_tokens.contains(value) => Ok(None),
         "Bearer" | "DPoP" => {
-            let Some(t) = st.tokens.get(value).cloned() else {
+            let Some(t) = st.tokens.live(value, Instant::now()).cloned() else {
                 return Err(Invalid);
             };
-            if t.expires <= Instant::now() {
-                return Err(Invalid);
-            }
             match (&t.jkt, scheme) {
                 (None, "Bearer") => Ok(Some(t.scopes)),
                 (Some(jkt), "DPoP") => {
@@ -866,7 +864,7 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
             "Client authentication failed. Either the client or the client credentials are invalid.",
         );
     }
-    let token_url = format!("{}{TOKEN_ROUTE}", sim.base_url);
+    let token_url = format!("{}{TOKEN_ROUTE}", sim.kit.base_url());
     let mut st = lock(&sim.state);
     let assertion = get("client_assertion").unwrap_or_default();
     let checked = jose::parse(assertion).and_then(|jws| {
@@ -951,14 +949,16 @@ fn token(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Response {
     };
     let access = new_id("eyJsim");
     let expires_in = st.token_lifetime.as_secs();
-    let expires = Instant::now() + st.token_lifetime;
+    let now = Instant::now();
+    let expires = now + st.token_lifetime;
     st.tokens.insert(
         access.clone(),
-        Token {
+        Grant {
             jkt: jkt.clone(),
             scopes: requested.clone(),
-            expires,
         },
+        expires,
+        now,
     );
     let mut r = axum::Json(json!({
         "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" },
@@ -1300,7 +1300,7 @@ impl SimHandle {
 
     /// `http://127.0.0.1:<port>`: the org URL.
     pub fn base_url(&self) -> String {
-        self.inner.base_url.clone()
+        self.inner.kit.base_url().to_string()
     }
 
     /// Adds (or replaces) an app, e.g. from [`web_app`], with an optional client secret.
@@ -1459,10 +1459,7 @@ impl SimHandle {
 
     /// Makes every issued token expire now.
     pub fn expire_tokens(&self) {
-        let now = Instant::now();
-        for t in self.state().tokens.values_mut() {
-            t.expires = now;
-        }
+        self.state().tokens.expire_all(Instant::now());
     }
 
     /// Sets the rate limit (requests per window) and starts a new window.
@@ -1613,71 +1610,5 @@ impl SimHandle {
             .get(&app)
             .map(|a| strip(Value::Object(a.row.clone())));
         json!({"app": app, "policies": policies})
-    }
-
-    /// Request counters so far.
-    pub fn counters(&self) -> SimCounters {
-        self.state().plumbing.counters.clone()
-    }
-
-    /// Shorthand for `counters().writes()`.
-    pub fn writes(&self) -> u64 {
-        self.counters().writes()
-    }
-
-    /// Clears the counters (not the recorded bodies).
-    pub fn reset_counters(&self) {
-        self.state().plumbing.counters = SimCounters::default();
-    }
-
-    /// Every Management API request body received so far, in order.
-    pub fn recorded_bodies(&self) -> Vec<RecordedBody> {
-        self.state().plumbing.bodies.clone()
-    }
-
-    /// Validates every recorded body against the contract. Returns how many were checked, or one
-    /// line per problem.
-    pub fn validate_recorded_bodies(&self) -> Result<usize, Vec<String>> {
-        let bodies = self.recorded_bodies();
-        let mut errors = Vec::new();
-        for b in &bodies {
-            let problems = match b.route.as_str() {
-                APP_ROUTE => schema::validate_app(&b.body),
-                RULE_ROUTE => schema::validate_rule(&b.body),
-                other => vec![format!("no contract check for {other}")],
-            };
-            errors.extend(
-                problems
-                    .into_iter()
-                    .map(|e| format!("{} {}: {e}", b.method, b.route)),
-            );
-        }
-        if errors.is_empty() {
-            Ok(bodies.len())
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// Delay before every answer from now on.
-    pub fn set_latency(&self, d: Duration) {
-        self.state().plumbing.latency = d;
-    }
-
-    /// The next `n` Management API calls answer `status` (429 with Okta's body and rate-limit
-    /// headers), with `Retry-After: <secs>` when given. `n = 0` clears a pending failure.
-    pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.state().plumbing.fail_next(n, status, retry_after);
-    }
-
-    /// Stops the server and waits for it.
-    pub async fn shutdown(&self) {
-        if let Some(tx) = lock(&self.inner.shutdown).take() {
-            let _ = tx.send(());
-        }
-        let task = lock(&self.inner.task).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
     }
 }
