@@ -1174,6 +1174,24 @@ pub fn oauth_error_code(body: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `error: description` of an OAuth token-endpoint error object (`{"error","error_description"}`),
+/// at most 400 bytes; `None` when it has no `error`.
+pub fn oauth_error_message(body: &serde_json::Map<String, Value>) -> Option<String> {
+    let s = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let code = s("error")?;
+    Some(truncate(
+        &match s("error_description") {
+            Some(d) => format!("{code}: {d}"),
+            None => code.to_string(),
+        },
+        400,
+    ))
+}
+
 /// One JSON call of an admin API that takes a bearer token.
 pub struct BearerCall<'a> {
     /// Metric label.

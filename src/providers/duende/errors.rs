@@ -16,14 +16,8 @@ pub fn duende_message(body: &str) -> String {
         return truncate(body, 400);
     };
     let s = |k: &str| o.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    if let Some(code) = s("error") {
-        return truncate(
-            &match s("error_description") {
-                Some(d) => format!("{code}: {d}"),
-                None => code.to_string(),
-            },
-            400,
-        );
+    if let Some(m) = http::oauth_error_message(&o) {
+        return m;
     }
     let mut parts = Vec::new();
     if let Some(Value::Object(errors)) = o.get("errors") {

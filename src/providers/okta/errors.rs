@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{KIND, Okta, Op};
 use crate::providers::ProviderError;
-use crate::providers::http::{error_for_status, truncate};
+use crate::providers::http::{error_for_status, oauth_error_message, truncate};
 
 /// A readable message from an Okta error body: `{"errorCode","errorSummary","errorCauses"}` →
 /// `E0000001: Api validation failed: … (cause; cause)`; an OAuth error `{"error",
@@ -16,14 +16,8 @@ pub fn okta_message(body: &str) -> String {
     let body = body.trim();
     if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(body) {
         let s = |k: &str| o.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-        if let Some(code) = s("error") {
-            return truncate(
-                &match s("error_description") {
-                    Some(d) => format!("{code}: {d}"),
-                    None => code.to_string(),
-                },
-                400,
-            );
+        if let Some(m) = oauth_error_message(&o) {
+            return m;
         }
         if let Some(summary) = s("errorSummary") {
             let causes: Vec<&str> = o
