@@ -12,6 +12,8 @@ use oidc_refresh_operator::crd::OidcRefreshPolicy;
 use oidc_refresh_operator::sandbox::{self, IdpSim, NAMESPACE, Sandbox};
 use serde_json::Value;
 
+pub mod provider;
+
 /// Generous upper bound for anything the controller should do; tests normally finish far sooner.
 pub const WAIT: Duration = Duration::from_secs(30);
 
