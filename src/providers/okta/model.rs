@@ -137,35 +137,31 @@ pub fn check_desired(desired: &DesiredSettings, custom_server: bool) -> Result<(
             }
         }
     } else {
-        if let Some(d) = desired.access_token_lifetime
-            && let Err(e) = in_range(
+        for (wanted, field, okta_field, range) in [
+            (
+                desired.access_token_lifetime,
                 "accessTokenLifetime",
                 "accessTokenLifetimeMinutes",
-                d,
                 ACCESS_MINUTES,
-            )
-        {
-            problems.push(e);
-        }
-        if let Some(d) = desired.idle_timeout
-            && let Err(e) = in_range(
+            ),
+            (
+                desired.idle_timeout,
                 "idleTimeout",
                 "refreshTokenWindowMinutes",
-                d,
                 WINDOW_MINUTES,
-            )
-        {
-            problems.push(e);
-        }
-        if let Some(d) = desired.lifetime
-            && let Err(e) = in_range(
+            ),
+            (
+                desired.lifetime,
                 "lifetime",
                 "refreshTokenLifetimeMinutes",
-                d,
                 (ACCESS_MINUTES.0, MAX_REFRESH_MINUTES),
-            )
-        {
-            problems.push(e);
+            ),
+        ] {
+            if let Some(d) = wanted
+                && let Err(e) = in_range(field, okta_field, d, range)
+            {
+                problems.push(e);
+            }
         }
     }
     unsupported_unless_none(KIND, problems)
