@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, PostParams,
 };
-use kube::{Client, CustomResourceExt};
 use oidc_refresh_operator::crd::OidcRefreshPolicy;
 use oidc_refresh_operator::sandbox::{self, IdpSim, NAMESPACE, Sandbox, SandboxProvider};
 use serde_json::{Value, json};
@@ -365,18 +365,7 @@ fn chart_rules_without(group: &str) -> Value {
 
 #[tokio::test]
 async fn a_list_rbac_forbids_is_a_warning_not_a_crash_or_a_loop() {
-    let sim = kube_sim::Simulator::start(kube_sim::SimConfig {
-        rbac: true,
-        rollout_delay: Duration::from_millis(300),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let admin = client_with_token(&sim, &sim.admin_token());
-    Api::<CustomResourceDefinition>::all(admin.clone())
-        .create(&PostParams::default(), &OidcRefreshPolicy::crd())
-        .await
-        .unwrap();
+    let (sim, admin) = common::rbac_cluster().await;
     install_crd(&admin, KEYCLOAK_CRD).await;
     let idp = sandbox::start_idp(SandboxProvider::Keycloak).await.unwrap();
     let (realm, client_id) = keycloak_target(&idp);

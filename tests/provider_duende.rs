@@ -1,16 +1,19 @@
 //! The Duende provider's admin API backend against the Skoruba admin API simulator (`sim-duende`).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oidc_refresh_operator::crd::{DuendeSpec, Rotation};
-use oidc_refresh_operator::metrics::Metrics;
 use oidc_refresh_operator::providers::{
     self, Credentials, DesiredSettings, IdentityProvider, ProviderDeps, ProviderError,
 };
 use serde_json::{Value, json};
 use sim_duende::{CLIENT_ROUTE, CLIENTS_ROUTE, SandboxSeed, SimConfig, SimHandle};
+
+mod common;
+use common::provider::{
+    assert_bodies_valid, assert_no_secrets, changed_settings, credentials, deps, init,
+};
 
 const DAY: u64 = 86_400;
 const OWNED: [&str; 6] = [
@@ -21,17 +24,6 @@ const OWNED: [&str; 6] = [
     "refreshTokenExpiration",
     "accessTokenLifetime",
 ];
-
-fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-fn deps() -> ProviderDeps {
-    ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_secs(5))
-}
 
 /// What the sandbox asks.
 fn desired() -> DesiredSettings {
@@ -87,23 +79,28 @@ impl Env {
     }
 
     fn creds_with(&self, id: &str, secret: &str) -> Credentials {
-        let data: BTreeMap<String, Vec<u8>> = BTreeMap::from([
-            ("client-id".to_string(), id.as_bytes().to_vec()),
-            ("client-secret".to_string(), secret.as_bytes().to_vec()),
-        ]);
-        Credentials::new(&self.seed.secret_name, "1", data)
+        credentials(
+            &self.seed.secret_name,
+            "1",
+            &[("client-id", id), ("client-secret", secret)],
+        )
     }
 
     fn provider_with(&self, spec: &DuendeSpec, creds: Credentials) -> Arc<dyn IdentityProvider> {
         providers::duende::connect(spec, Some(creds), &self.deps).unwrap()
     }
 
-    fn provider(&self) -> Arc<dyn IdentityProvider> {
+    /// A provider for `spec` with the operator's credentials of the sandbox.
+    fn provider_for(&self, spec: &DuendeSpec) -> Arc<dyn IdentityProvider> {
         let c = self.creds_with(
             &self.seed.secret_data["client-id"],
             &self.seed.secret_data["client-secret"],
         );
-        self.provider_with(&self.spec(), c)
+        self.provider_with(spec, c)
+    }
+
+    fn provider(&self) -> Arc<dyn IdentityProvider> {
+        self.provider_for(&self.spec())
     }
 
     fn client(&self) -> Value {
@@ -115,19 +112,11 @@ impl Env {
     }
 
     fn assert_bodies_valid(&self) -> usize {
-        match self.sim.validate_recorded_bodies() {
-            Ok(n) => n,
-            Err(e) => panic!("bodies do not match ClientApiDto:\n{}", e.join("\n")),
-        }
+        assert_bodies_valid(self.sim.validate_recorded_bodies())
     }
 
     fn assert_no_secrets(&self, e: &ProviderError) {
-        for shown in [e.to_string(), format!("{e:?}")] {
-            assert!(
-                !shown.contains(self.seed.secret_data["client-secret"].as_str()),
-                "{shown}"
-            );
-        }
+        assert_no_secrets(e, &[self.seed.secret_data["client-secret"].as_str()]);
     }
 }
 
@@ -190,8 +179,10 @@ async fn drift_is_restored_without_touching_anything_else() {
     let drifted = e.client();
     let p = e.provider();
     let plan = p.observe_plan(&desired()).await.unwrap();
-    let settings: Vec<&str> = plan.changes().iter().map(|c| c.setting.as_str()).collect();
-    assert_eq!(settings, ["AllowOfflineAccess", "RefreshTokenUsage"]);
+    assert_eq!(
+        changed_settings(&plan),
+        ["AllowOfflineAccess", "RefreshTokenUsage"]
+    );
     p.apply(&plan).await.unwrap();
     let after = e.client();
     assert_eq!(others(&after), others(&drifted));
@@ -250,12 +241,8 @@ async fn the_client_is_found_by_exact_client_id_across_pages() {
     // No exact match: not found, nothing written.
     let mut spec = e.spec();
     spec.client_id = "code".into();
-    let c = e.creds_with(
-        &e.seed.secret_data["client-id"],
-        &e.seed.secret_data["client-secret"],
-    );
     let err = e
-        .provider_with(&spec, c)
+        .provider_for(&spec)
         .converge(&desired())
         .await
         .unwrap_err();
@@ -321,12 +308,8 @@ async fn throttling_expired_tokens_and_bad_urls() {
     // The admin API URL pointing elsewhere (404): named in the error.
     let mut spec = e.spec();
     spec.admin_api.as_mut().unwrap().url = format!("{}/nothing-here", e.sim.base_url());
-    let c = e.creds_with(
-        &e.seed.secret_data["client-id"],
-        &e.seed.secret_data["client-secret"],
-    );
     let err = e
-        .provider_with(&spec, c)
+        .provider_for(&spec)
         .converge(&desired())
         .await
         .unwrap_err();

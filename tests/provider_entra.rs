@@ -1,11 +1,10 @@
 //! The Microsoft Entra ID provider against the Microsoft Graph simulator (`sim-entra`).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oidc_refresh_operator::crd::{EntraIdSpec, Rotation};
-use oidc_refresh_operator::metrics::Metrics;
 use oidc_refresh_operator::providers::{
     self, Credentials, DesiredSettings, IdentityProvider, ProviderDeps, ProviderError,
 };
@@ -13,22 +12,14 @@ use serde_json::{Value, json};
 use sim_entra::permissions as perm;
 use sim_entra::{SandboxSeed, SimConfig, SimHandle};
 
+mod common;
+use common::provider::{assert_bodies_valid, assert_no_secrets, credentials, deps, init};
+
 const GRAPH: &str = "00000003-0000-0000-c000-000000000000";
 const OFFLINE: &str = "7427e0e9-2fba-42fe-b0c0-848c9e6a8182";
 const CALLBACK: &str = "https://coder.example.com/api/v2/users/oidc/callback";
 const APP_ROUTE: &str = "/v1.0/applications(appId='{appId}')";
 const PATCH_ROUTE: &str = "/v1.0/applications/{id}";
-
-fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-fn deps() -> ProviderDeps {
-    ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_secs(5))
-}
 
 struct Env {
     sim: SimHandle,
@@ -48,11 +39,11 @@ impl Env {
     }
 
     fn creds(&self, version: &str, secret: &str) -> Credentials {
-        let data: BTreeMap<String, Vec<u8>> = BTreeMap::from([
-            ("client-id".to_string(), self.mgmt.as_bytes().to_vec()),
-            ("client-secret".to_string(), secret.as_bytes().to_vec()),
-        ]);
-        Credentials::new(&self.seed.secret_name, version, data)
+        credentials(
+            &self.seed.secret_name,
+            version,
+            &[("client-id", &self.mgmt), ("client-secret", secret)],
+        )
     }
 
     fn provider(&self, deps: &ProviderDeps) -> Arc<dyn IdentityProvider> {
@@ -84,24 +75,11 @@ impl Env {
 
     /// No secret value (client secret or any issued token) in an error's Display or Debug.
     fn assert_no_secrets(&self, e: &ProviderError) {
-        for shown in [e.to_string(), format!("{e:?}")] {
-            assert!(!shown.contains(&self.secret()), "secret leaked in {shown}");
-            assert!(
-                !shown.contains("wrong-secret-xyz"),
-                "secret leaked in {shown}"
-            );
-            assert!(
-                !shown.contains("eyJ0eXAiOiJKV1Qi"),
-                "token leaked in {shown}"
-            );
-        }
+        assert_no_secrets(e, &[&self.secret(), "wrong-secret-xyz", "eyJ0eXAiOiJKV1Qi"]);
     }
 
     fn assert_bodies_valid(&self) -> usize {
-        match self.sim.validate_recorded_bodies() {
-            Ok(n) => n,
-            Err(e) => panic!("bodies do not match the contract:\n{}", e.join("\n")),
-        }
+        assert_bodies_valid(self.sim.validate_recorded_bodies())
     }
 }
 
@@ -943,7 +921,7 @@ async fn sandbox_seed_describes_before_and_after() {
 #[tokio::test]
 async fn timeouts_are_unreachable() {
     let e = env().await;
-    let deps = ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_millis(300));
+    let deps = common::provider::deps_timing_out(Duration::from_millis(300));
     let p = e.provider(&deps);
     p.observe_plan(&offline()).await.unwrap();
     e.sim.set_latency(Duration::from_secs(2));

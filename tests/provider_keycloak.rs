@@ -1,33 +1,23 @@
 //! The Keycloak provider against the Keycloak simulator (`sim-keycloak`).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oidc_refresh_operator::crd::{KeycloakSpec, Rotation};
-use oidc_refresh_operator::metrics::Metrics;
 use oidc_refresh_operator::providers::{
     self, Credentials, DesiredSettings, IdentityProvider, ProviderDeps, ProviderError,
 };
 use serde_json::{Value, json};
 use sim_keycloak::{SimConfig, SimHandle};
 
+mod common;
+use common::provider::{credentials, deps, init};
+
 const REALM: &str = "coder";
 const OPERATOR_SECRET: &str = "op-secret-5f2b9c";
 const CODER_SECRET: &str = "coder-client-secret-8d1e";
 const ADMIN_PASSWORD: &str = "admin-password-77aa";
 const ALL_ROLES: [&str; 3] = ["view-clients", "manage-clients", "view-realm"];
-
-fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-fn deps() -> ProviderDeps {
-    ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_secs(5))
-}
 
 /// Coder's client as an admin would have it before the operator: refresh tokens off, the
 /// offline_access scope unlinked, plus fields that must survive (mappers, unknown fields).
@@ -87,11 +77,7 @@ fn spec(sim: &SimHandle) -> KeycloakSpec {
 }
 
 fn creds(version: &str, pairs: &[(&str, &str)]) -> Credentials {
-    let data: BTreeMap<String, Vec<u8>> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-        .collect();
-    Credentials::new("keycloak-admin", version, data)
+    credentials("keycloak-admin", version, pairs)
 }
 
 fn operator_creds() -> Credentials {
@@ -124,23 +110,19 @@ fn wanted() -> DesiredSettings {
 
 /// No secret value in an error's Display or Debug.
 fn assert_no_secrets(e: &ProviderError) {
-    for shown in [e.to_string(), format!("{e:?}")] {
-        for secret in [
+    common::provider::assert_no_secrets(
+        e,
+        &[
             OPERATOR_SECRET,
             CODER_SECRET,
             ADMIN_PASSWORD,
             "wrong-secret-xyz",
-        ] {
-            assert!(!shown.contains(secret), "secret leaked in {shown}");
-        }
-    }
+        ],
+    );
 }
 
 fn assert_bodies_valid(sim: &SimHandle) -> usize {
-    match sim.validate_recorded_bodies() {
-        Ok(n) => n,
-        Err(errors) => panic!("bodies outside the contract: {errors:#?}"),
-    }
+    common::provider::assert_bodies_valid(sim.validate_recorded_bodies())
 }
 
 #[tokio::test]
@@ -1066,7 +1048,7 @@ async fn short_throttling_is_waited_out_inside_one_call() {
 #[tokio::test]
 async fn timeouts_are_unreachable() {
     let sim = sim().await;
-    let deps = ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_millis(200));
+    let deps = common::provider::deps_timing_out(Duration::from_millis(200));
     let kc = connect(&spec(&sim), operator_creds(), &deps);
     sim.set_latency(Duration::from_secs(2));
     let e = kc.observe_plan(&wanted()).await.unwrap_err();

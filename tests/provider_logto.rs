@@ -1,29 +1,22 @@
 //! The Logto provider against the Logto simulator (`sim-logto`).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oidc_refresh_operator::crd::{LogtoSpec, Rotation};
-use oidc_refresh_operator::metrics::Metrics;
 use oidc_refresh_operator::providers::{
-    self, Credentials, DesiredSettings, IdentityProvider, ProviderDeps, ProviderError,
+    self, Credentials, DesiredSettings, IdentityProvider, ProviderError,
 };
 use serde_json::{Value, json};
 use sim_logto::{APP_ROUTE, SandboxSeed, SimConfig, SimHandle};
 
+mod common;
+use common::provider::{
+    assert_bodies_valid, assert_no_secrets, changed_settings, credentials, deps, init,
+};
+
 const DAY: u64 = 86_400;
-
-fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-fn deps() -> ProviderDeps {
-    ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_secs(5))
-}
 
 fn days(n: u64) -> Duration {
     Duration::from_secs(n * DAY)
@@ -55,11 +48,11 @@ impl Env {
     }
 
     fn creds_with(&self, client_id: &str, secret: &str) -> Credentials {
-        let data: BTreeMap<String, Vec<u8>> = BTreeMap::from([
-            ("client-id".to_string(), client_id.as_bytes().to_vec()),
-            ("client-secret".to_string(), secret.as_bytes().to_vec()),
-        ]);
-        Credentials::new(&self.seed.secret_name, "1", data)
+        credentials(
+            &self.seed.secret_name,
+            "1",
+            &[("client-id", client_id), ("client-secret", secret)],
+        )
     }
 
     fn provider_with(&self, spec: &LogtoSpec, creds: Credentials) -> Arc<dyn IdentityProvider> {
@@ -80,21 +73,11 @@ impl Env {
     }
 
     fn assert_bodies_valid(&self) -> usize {
-        match self.sim.validate_recorded_bodies() {
-            Ok(n) => n,
-            Err(e) => panic!("bodies do not match the contract:\n{}", e.join("\n")),
-        }
+        assert_bodies_valid(self.sim.validate_recorded_bodies())
     }
 
     fn assert_no_secrets(&self, e: &ProviderError) {
-        for shown in [e.to_string(), format!("{e:?}")] {
-            assert!(!shown.contains(&self.secret()), "secret leaked in {shown}");
-            assert!(
-                !shown.contains("wrong-secret-xyz"),
-                "secret leaked in {shown}"
-            );
-            assert!(!shown.contains("eyJhbGci"), "token leaked in {shown}");
-        }
+        assert_no_secrets(e, &[&self.secret(), "wrong-secret-xyz", "eyJhbGci"]);
     }
 }
 
@@ -267,8 +250,10 @@ async fn offline_access_off_leaves_always_issue_alone_and_asks_nothing_of_coder(
         ..Default::default()
     };
     let plan = e.provider().observe_plan(&d).await.unwrap();
-    let settings: Vec<&str> = plan.changes().iter().map(|c| c.setting.as_str()).collect();
-    assert_eq!(settings, ["customClientMetadata.refreshTokenTtlInDays"]);
+    assert_eq!(
+        changed_settings(&plan),
+        ["customClientMetadata.refreshTokenTtlInDays"]
+    );
     assert!(plan.observation.coder.add_scopes.is_empty());
     assert!(plan.observation.coder.params.is_empty());
 }

@@ -1,31 +1,21 @@
 //! The Okta provider against the Okta simulator (`sim-okta`).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oidc_refresh_operator::crd::{OktaSpec, Rotation};
-use oidc_refresh_operator::metrics::Metrics;
 use oidc_refresh_operator::providers::{
     self, Credentials, DesiredSettings, IdentityProvider, ProviderDeps, ProviderError,
 };
 use serde_json::{Value, json};
 use sim_okta::{APP_ROUTE, RULE_ROUTE, SandboxSeed, SimConfig, SimHandle, TOKEN_ROUTE};
 
+mod common;
+use common::provider::{assert_bodies_valid, changed_settings, credentials, deps, init};
+
 const APP_ID: &str = "0oacoder4sandbox7x1";
 const SERVER: &str = "aus1coder4sandbox0x1";
 const API_TOKEN: &str = "00ssws-api-token-for-tests";
-
-fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-fn deps() -> ProviderDeps {
-    ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_secs(5))
-}
 
 fn hours(n: u64) -> Duration {
     Duration::from_secs(n * 3600)
@@ -54,11 +44,7 @@ impl Env {
     }
 
     fn creds(&self, data: &[(&str, &str)]) -> Credentials {
-        let data: BTreeMap<String, Vec<u8>> = data
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-            .collect();
-        Credentials::new(&self.seed.secret_name, "1", data)
+        credentials(&self.seed.secret_name, "1", data)
     }
 
     fn service_creds(&self) -> Credentials {
@@ -86,16 +72,28 @@ impl Env {
         self.sim.rule(SERVER, "00p1coder", "0pr1coder").unwrap()
     }
 
+    /// Plans from the drift of the grant, the leeway and the rule's lifetime (those three
+    /// settings and nothing else), and applies the plan.
+    async fn restore_drift(&self) {
+        let plan = self.provider().observe_plan(&desired()).await.unwrap();
+        assert_eq!(
+            changed_settings(&plan),
+            [
+                "settings.oauthClient.grant_types",
+                "settings.oauthClient.refresh_token",
+                "actions.token.refreshTokenLifetimeMinutes"
+            ]
+        );
+        self.provider().apply(&plan).await.unwrap();
+    }
+
     fn writes(&self) -> (u64, u64) {
         let c = self.sim.counters();
         (c.calls("PUT", APP_ROUTE), c.calls("PUT", RULE_ROUTE))
     }
 
     fn assert_bodies_valid(&self) -> usize {
-        match self.sim.validate_recorded_bodies() {
-            Ok(n) => n,
-            Err(e) => panic!("bodies do not match the contract:\n{}", e.join("\n")),
-        }
+        assert_bodies_valid(self.sim.validate_recorded_bodies())
     }
 }
 
@@ -224,17 +222,7 @@ async fn drift_is_restored_without_touching_anything_else() {
     e.sim.update_rule(SERVER, "00p1coder", "0pr1coder", |r| {
         r["actions"]["token"]["refreshTokenLifetimeMinutes"] = json!(10080);
     });
-    let plan = e.provider().observe_plan(&desired()).await.unwrap();
-    let fields: Vec<&str> = plan.changes().iter().map(|c| c.setting.as_str()).collect();
-    assert_eq!(
-        fields,
-        [
-            "settings.oauthClient.grant_types",
-            "settings.oauthClient.refresh_token",
-            "actions.token.refreshTokenLifetimeMinutes"
-        ]
-    );
-    e.provider().apply(&plan).await.unwrap();
+    e.restore_drift().await;
     let mut restored = e.sim.sandbox_state();
     assert_eq!(restored["policies"], converged["policies"]);
     restored["app"]
@@ -510,17 +498,7 @@ async fn drift_made_with_the_official_sdk_is_restored_and_every_body_fits_the_co
         .unwrap();
     let drifted = e.sim.sandbox_state();
     assert_ne!(drifted, converged);
-    let plan = e.provider().observe_plan(&desired()).await.unwrap();
-    let fields: Vec<&str> = plan.changes().iter().map(|c| c.setting.as_str()).collect();
-    assert_eq!(
-        fields,
-        [
-            "settings.oauthClient.grant_types",
-            "settings.oauthClient.refresh_token",
-            "actions.token.refreshTokenLifetimeMinutes"
-        ]
-    );
-    e.provider().apply(&plan).await.unwrap();
+    e.restore_drift().await;
     assert_eq!(
         e.sim.sandbox_state(),
         converged,

@@ -5,22 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oidc_refresh_operator::crd::{PingFederateReplication, PingFederateSpec, Rotation};
-use oidc_refresh_operator::metrics::Metrics;
 use oidc_refresh_operator::providers::{
     self, Credentials, DesiredSettings, IdentityProvider, IdpSettings, ProviderDeps, ProviderError,
 };
 use serde_json::{Value, json};
 use sim_pingfederate::{AdminRole, Deployment, PfVersion, SandboxSeed, SimConfig, SimHandle};
 
+mod common;
+use common::provider::{assert_no_secrets, deps_timing_out, init};
+
 const VERSIONS: [PfVersion; 2] = [PfVersion::V11_3, PfVersion::V12_1];
 
-fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 fn deps(timeout: Duration) -> ProviderDeps {
-    install_crypto();
-    ProviderDeps::new(Arc::new(Metrics::new()), timeout)
+    init();
+    deps_timing_out(timeout)
 }
 
 /// A clustered server (console and two engines, the simulator's default), seeded.
@@ -51,11 +49,11 @@ fn spec(sim: &SimHandle, seed: &SandboxSeed, client_id: &str) -> PingFederateSpe
 }
 
 fn credentials(seed: &SandboxSeed, user: &str, password: &str) -> Credentials {
-    let data = BTreeMap::from([
-        ("username".to_string(), user.as_bytes().to_vec()),
-        ("password".to_string(), password.as_bytes().to_vec()),
-    ]);
-    Credentials::new(&seed.secret_name, "1", data)
+    common::provider::credentials(
+        &seed.secret_name,
+        "1",
+        &[("username", user), ("password", password)],
+    )
 }
 
 fn connect_as(
@@ -183,13 +181,6 @@ fn assert_bodies_valid(sim: &SimHandle) {
         checked += 1;
     }
     assert!(checked > 0, "no bodies were checked");
-}
-
-fn assert_no_secrets(err: &ProviderError, secrets: &[&str]) {
-    let shown = format!("{err} {err:?}");
-    for s in secrets {
-        assert!(!shown.contains(s), "secret value in error: {shown}");
-    }
 }
 
 #[tokio::test]
@@ -389,7 +380,7 @@ async fn drift_is_detected_and_corrected() {
 
 #[tokio::test]
 async fn missing_xsrf_header_is_rejected_by_the_simulator() {
-    install_crypto();
+    init();
     let (sim, seed) = sim(PfVersion::V12_1).await;
     let http = reqwest::Client::new();
     let url = format!("{}/pf-admin-api/v1/oauth/clients/coder", sim.base_url());
@@ -717,7 +708,7 @@ async fn access_token_lifetime_is_unsupported_before_any_call() {
 #[tokio::test]
 async fn a_plaintext_secret_would_rotate_the_secret_in_the_simulator() {
     // Guards the guard: the simulator really catches the mistake the provider avoids.
-    install_crypto();
+    init();
     let (sim, seed) = sim(PfVersion::V11_3).await;
     let mut body = sim.client("coder").unwrap();
     body["clientAuth"]["secret"] = json!("new-plaintext");
@@ -799,7 +790,7 @@ fn reasons(o: &providers::Observation) -> Vec<(&'static str, bool)> {
 
 #[tokio::test]
 async fn a_converged_policy_stays_ready_across_fresh_ciphertexts() {
-    install_crypto();
+    init();
     for version in VERSIONS {
         let (sim, seed) = sim(version).await;
         let pf = connect(&sim, &seed);

@@ -13,13 +13,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use oidc_refresh_operator::crd::{KeycloakSpec, PingFederateSpec, Rotation};
-use oidc_refresh_operator::metrics::Metrics;
 use oidc_refresh_operator::providers::{
     self, Credentials, DesiredSettings, IdentityProvider, ProviderDeps, ProviderError,
 };
 use serde_json::json;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+mod common;
+use common::provider::init;
 
 const REALM: &str = "coder";
 const OPERATOR_SECRET: &str = "op-secret-5f2b9c";
@@ -252,16 +254,9 @@ impl TlsProxy {
 // Providers
 // ---------------------------------------------------------------------------------------------
 
-fn init() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 fn deps() -> ProviderDeps {
     init();
-    ProviderDeps::new(Arc::new(Metrics::new()), Duration::from_secs(5))
+    common::provider::deps()
 }
 
 /// Which CA, if any, the credentials Secret carries as `ca.crt`.

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
-use kube::{Client, CustomResourceExt};
 use oidc_refresh_operator::crd::OidcRefreshPolicy;
 use oidc_refresh_operator::sandbox::{self, NAMESPACE, SandboxProvider};
 use serde_json::{Value, json};
@@ -220,20 +220,7 @@ async fn install_with(
     with_lease_rbac: bool,
     interval: &str,
 ) -> (kube_sim::SimHandle, Client, sandbox::IdpSetup) {
-    let sim = kube_sim::Simulator::start(kube_sim::SimConfig {
-        rbac: true,
-        rollout_delay: Duration::from_millis(300),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let admin = client_with_token(&sim, &sim.admin_token());
-    let crds: Api<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    > = Api::all(admin.clone());
-    crds.create(&PostParams::default(), &OidcRefreshPolicy::crd())
-        .await
-        .unwrap();
+    let (sim, admin) = common::rbac_cluster().await;
     put_object(
         &admin,
         &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),

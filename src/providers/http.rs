@@ -1174,6 +1174,40 @@ pub fn oauth_error_code(body: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `error: description` of an OAuth token-endpoint error object (`{"error","error_description"}`),
+/// at most 400 bytes; `None` when it has no `error`.
+pub fn oauth_error_message(body: &serde_json::Map<String, Value>) -> Option<String> {
+    let s = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let code = s("error")?;
+    Some(truncate(
+        &match s("error_description") {
+            Some(d) => format!("{code}: {d}"),
+            None => code.to_string(),
+        },
+        400,
+    ))
+}
+
+/// A readable message from an error body: an OAuth token-endpoint error
+/// ([`oauth_error_message`]), else what `own` reads from the server's own JSON error object, else
+/// the body itself, at most 400 bytes.
+pub fn error_body_message(
+    body: &str,
+    own: impl FnOnce(&serde_json::Map<String, Value>) -> Option<String>,
+) -> String {
+    let body = body.trim();
+    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(body)
+        && let Some(m) = oauth_error_message(&o).or_else(|| own(&o))
+    {
+        return m;
+    }
+    truncate(body, 400)
+}
+
 /// One JSON call of an admin API that takes a bearer token.
 pub struct BearerCall<'a> {
     /// Metric label.
@@ -1320,6 +1354,29 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn error_bodies_read_oauth_first_then_the_servers_own_shape() {
+        let own = |o: &serde_json::Map<String, Value>| {
+            o.get("message").and_then(Value::as_str).map(str::to_string)
+        };
+        assert_eq!(
+            error_body_message(
+                r#" {"error":"invalid_client","error_description":"no"} "#,
+                own
+            ),
+            "invalid_client: no"
+        );
+        assert_eq!(
+            error_body_message(r#"{"error":"invalid_scope","message":"m"}"#, own),
+            "invalid_scope"
+        );
+        assert_eq!(error_body_message(r#"{"message":"m"}"#, own), "m");
+        assert_eq!(error_body_message(r#"{"other":1}"#, own), r#"{"other":1}"#);
+        assert_eq!(error_body_message(" Bad Gateway\n", own), "Bad Gateway");
+        let long = "x".repeat(500);
+        assert_eq!(error_body_message(&long, own).len(), 400 + '…'.len_utf8());
     }
 
     #[test]

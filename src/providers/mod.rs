@@ -810,6 +810,41 @@ pub fn missing_credentials(provider: ProviderKind) -> ProviderError {
     }
 }
 
+/// `Ok` when `problems` is empty; else one [`ProviderError::Unsupported`] naming them all, so that
+/// a spec beyond what the provider can do is fixed in one go.
+pub fn unsupported_unless_none(
+    provider: ProviderKind,
+    problems: Vec<String>,
+) -> Result<(), ProviderError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ProviderError::Unsupported {
+            provider,
+            detail: problems.join("; "),
+        })
+    }
+}
+
+/// The string member `k` of a JSON object (empty when absent or not a string).
+pub fn json_str<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
+    v.get(k)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The strings of a JSON array (none when `v` is not an array; other items skipped).
+pub fn json_strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Renders an optional duration for [`Change`] messages.
 pub fn show_duration(d: Option<Duration>) -> String {
     d.map(crate::duration::format)

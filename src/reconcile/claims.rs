@@ -168,6 +168,32 @@ mod tests {
         })
     }
 
+    /// A policy on Keycloak client `client` of realm "coder", for Deployment `deployment`.
+    fn keycloak_policy(
+        ns: &str,
+        name: &str,
+        created: &str,
+        client: &str,
+        deployment: &str,
+        realm_changes: bool,
+    ) -> Arc<OidcRefreshPolicy> {
+        policy(
+            ns,
+            name,
+            created,
+            keycloak(client, deployment, realm_changes),
+        )
+    }
+
+    /// `v` stalls the policy as a duplicate, its message starting with `start`.
+    fn assert_duplicate(v: &Verdict, start: &str) {
+        assert_eq!(
+            (v.state, v.reason),
+            (State::Stalled, Reason::DuplicatePolicy)
+        );
+        assert!(v.message.starts_with(start), "{}", v.message);
+    }
+
     #[test]
     fn the_oldest_policy_for_a_deployment_container_is_the_one_that_acts() {
         let first = policy("coder", "zeta", "2026-01-01T00:00:00Z", json!({}));
@@ -206,36 +232,26 @@ mod tests {
         let handed = vec![Arc::new(leaving), second.clone()];
         assert_eq!(claimant(&second, &handed), None);
         let v = duplicate_verdict(&second, &Claimed::Container("zeta".into()));
-        assert_eq!(
-            (v.state, v.reason),
-            (State::Stalled, Reason::DuplicatePolicy)
-        );
-        assert!(
-            v.message.starts_with(
-                r#"Policy "zeta" already manages container "coder" of Deployment "coder""#
-            ),
-            "{}",
-            v.message
+        assert_duplicate(
+            &v,
+            r#"Policy "zeta" already manages container "coder" of Deployment "coder""#,
         );
     }
 
     #[test]
     fn the_oldest_policy_for_an_identity_provider_object_is_the_one_that_acts_in_any_namespace() {
-        let old = policy(
-            "team-a",
-            "old",
-            "2026-01-01T00:00:00Z",
-            keycloak("coder", "a", false),
-        );
+        let old = keycloak_policy("team-a", "old", "2026-01-01T00:00:00Z", "coder", "a", false);
         // Another namespace, another Deployment, the same client (the URL written differently).
         let mut same = keycloak("coder", "b", false);
         same["provider"]["keycloak"]["url"] = json!("https://kc.example/admin");
         let new = policy("team-b", "new", "2026-01-02T00:00:00Z", same);
-        let other_client = policy(
+        let other_client = keycloak_policy(
             "team-b",
             "other",
             "2026-01-03T00:00:00Z",
-            keycloak("portal", "c", false),
+            "portal",
+            "c",
+            false,
         );
         let all = vec![old.clone(), new.clone(), other_client.clone()];
         assert_eq!(claimant(&old, &all), None);
@@ -249,32 +265,15 @@ mod tests {
             }
         );
         let v = duplicate_verdict(&new, &claimed);
-        assert_eq!(
-            (v.state, v.reason),
-            (State::Stalled, Reason::DuplicatePolicy)
-        );
-        assert!(
-            v.message.starts_with(
-                r#"Policy "old" in namespace "team-a" already manages keycloak:https://kc.example/realms/coder/clients/coder at the identity provider"#
-            ),
-            "{}",
-            v.message
+        assert_duplicate(
+            &v,
+            r#"Policy "old" in namespace "team-a" already manages keycloak:https://kc.example/realms/coder/clients/coder at the identity provider"#,
         );
         assert_eq!(claimant(&other_client, &all), None, "another client");
 
         // Realm-wide settings are claimed only by policies that may change them.
-        let realm_a = policy(
-            "team-c",
-            "realm-a",
-            "2026-01-04T00:00:00Z",
-            keycloak("a", "d", true),
-        );
-        let realm_b = policy(
-            "team-c",
-            "realm-b",
-            "2026-01-05T00:00:00Z",
-            keycloak("b", "e", true),
-        );
+        let realm_a = keycloak_policy("team-c", "realm-a", "2026-01-04T00:00:00Z", "a", "d", true);
+        let realm_b = keycloak_policy("team-c", "realm-b", "2026-01-05T00:00:00Z", "b", "e", true);
         let all = vec![
             old.clone(),
             other_client.clone(),
@@ -297,24 +296,16 @@ mod tests {
     fn a_policy_held_back_by_an_older_one_does_not_hold_back_newer_ones() {
         // "middle" shares the Deployment container with "first" and the client with "last":
         // it changes nothing, so "last" owns the client.
-        let first = policy(
-            "ns",
-            "first",
-            "2026-01-01T00:00:00Z",
-            keycloak("one", "coder", false),
-        );
-        let middle = policy(
+        let first = keycloak_policy("ns", "first", "2026-01-01T00:00:00Z", "one", "coder", false);
+        let middle = keycloak_policy(
             "ns",
             "middle",
             "2026-01-02T00:00:00Z",
-            keycloak("two", "coder", false),
+            "two",
+            "coder",
+            false,
         );
-        let last = policy(
-            "ns",
-            "last",
-            "2026-01-03T00:00:00Z",
-            keycloak("two", "portal", false),
-        );
+        let last = keycloak_policy("ns", "last", "2026-01-03T00:00:00Z", "two", "portal", false);
         let all = vec![first.clone(), middle.clone(), last.clone()];
         assert_eq!(
             claimant(&middle, &all),

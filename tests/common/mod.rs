@@ -6,11 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use oidc_refresh_operator::crd::OidcRefreshPolicy;
 use oidc_refresh_operator::sandbox::{self, IdpSim, NAMESPACE, Sandbox};
 use serde_json::Value;
+
+pub mod provider;
 
 /// Generous upper bound for anything the controller should do; tests normally finish far sooner.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -28,6 +32,24 @@ pub fn client_with_token(sim: &kube_sim::SimHandle, token: &str) -> Client {
     config.default_namespace = NAMESPACE.into();
     config.auth_info.token = Some(token.to_string().into());
     Client::try_from(config).unwrap()
+}
+
+/// A simulated cluster that enforces RBAC (rollouts take 300 ms), with the CRD installed, and a
+/// client of its admin.
+pub async fn rbac_cluster() -> (kube_sim::SimHandle, Client) {
+    let sim = kube_sim::Simulator::start(kube_sim::SimConfig {
+        rbac: true,
+        rollout_delay: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = client_with_token(&sim, &sim.admin_token());
+    Api::<CustomResourceDefinition>::all(admin.clone())
+        .create(&PostParams::default(), &OidcRefreshPolicy::crd())
+        .await
+        .unwrap();
+    (sim, admin)
 }
 
 /// Applies `body` to the Deployment as `manager` (server-side apply).

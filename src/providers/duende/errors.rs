@@ -11,37 +11,29 @@ use crate::providers::http::{self, error_for_status, truncate};
 /// A readable message from an error body: `ValidationProblemDetails` → `title: key: msg; …`; an
 /// OAuth error → `error: description`; plain text otherwise.
 pub fn duende_message(body: &str) -> String {
-    let body = body.trim();
-    let Ok(Value::Object(o)) = serde_json::from_str::<Value>(body) else {
-        return truncate(body, 400);
-    };
-    let s = |k: &str| o.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    if let Some(code) = s("error") {
-        return truncate(
-            &match s("error_description") {
-                Some(d) => format!("{code}: {d}"),
-                None => code.to_string(),
-            },
-            400,
-        );
-    }
-    let mut parts = Vec::new();
-    if let Some(Value::Object(errors)) = o.get("errors") {
-        for (k, v) in errors {
-            let msgs: Vec<&str> = v
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            parts.push(format!("{k}: {}", msgs.join(", ")));
+    http::error_body_message(body, |o| {
+        let mut parts = Vec::new();
+        if let Some(Value::Object(errors)) = o.get("errors") {
+            for (k, v) in errors {
+                let msgs: Vec<&str> = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                parts.push(format!("{k}: {}", msgs.join(", ")));
+            }
         }
-    }
-    let text = match (s("title"), parts.is_empty()) {
-        (Some(t), true) => t.to_string(),
-        (Some(t), false) => format!("{t} ({})", parts.join("; ")),
-        (None, false) => parts.join("; "),
-        (None, true) => body.to_string(),
-    };
-    truncate(&text, 400)
+        let title = o
+            .get("title")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        let text = match (title, parts.is_empty()) {
+            (Some(t), true) => t.to_string(),
+            (Some(t), false) => format!("{t} ({})", parts.join("; ")),
+            (None, false) => parts.join("; "),
+            (None, true) => return None,
+        };
+        Some(truncate(&text, 400))
+    })
 }
 
 /// True for the admin API's "Client with id N doesn't exist" (a 400, never a 404).

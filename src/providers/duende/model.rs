@@ -153,50 +153,50 @@ pub fn plan(
     check_desired(desired)?;
     let mut next = *current;
     let mut changes = Vec::new();
-    let mut change = |setting: &str, from: String, to: String, why: &str| {
-        changes.push(Change::new(target, setting, from, to, why));
-    };
     if desired.offline_access && !current.allow_offline_access {
         next.allow_offline_access = true;
-        change(
+        changes.push(Change::new(
+            target,
             "AllowOfflineAccess",
-            "false".into(),
-            "true".into(),
+            "false",
+            "true",
             "Duende issues refresh tokens only to clients that allow offline access, and refuses offline_access (invalid_scope) otherwise",
-        );
+        ));
     }
+    // Sets one column of `next` to `want` when it differs, noting the change (values shown by `show`).
+    let mut set =
+        |column: &mut i64, want: i64, setting: &str, show: fn(i64) -> String, why: &str| {
+            if *column != want {
+                changes.push(Change::new(target, setting, show(*column), show(want), why));
+                *column = want;
+            }
+        };
     if let Some(l) = desired.lifetime {
         let want = seconds("spec.refreshTokens.lifetime", l)?;
-        if current.absolute != want {
-            next.absolute = want;
-            change(
-                "AbsoluteRefreshTokenLifetime",
-                show_secs(current.absolute),
-                show_secs(want),
-                "spec.refreshTokens.lifetime",
-            );
-        }
+        set(
+            &mut next.absolute,
+            want,
+            "AbsoluteRefreshTokenLifetime",
+            show_secs,
+            "spec.refreshTokens.lifetime",
+        );
     }
     if let Some(i) = desired.idle_timeout {
         let want = seconds("spec.refreshTokens.idleTimeout", i)?;
-        if current.expiration != SLIDING {
-            next.expiration = SLIDING;
-            change(
-                "RefreshTokenExpiration",
-                expiration_name(current.expiration),
-                expiration_name(SLIDING),
-                "spec.refreshTokens.idleTimeout: Duende's idle timeout is its sliding expiration",
-            );
-        }
-        if current.sliding != want {
-            next.sliding = want;
-            change(
-                "SlidingRefreshTokenLifetime",
-                show_secs(current.sliding),
-                show_secs(want),
-                "spec.refreshTokens.idleTimeout",
-            );
-        }
+        set(
+            &mut next.expiration,
+            SLIDING,
+            "RefreshTokenExpiration",
+            expiration_name,
+            "spec.refreshTokens.idleTimeout: Duende's idle timeout is its sliding expiration",
+        );
+        set(
+            &mut next.sliding,
+            want,
+            "SlidingRefreshTokenLifetime",
+            show_secs,
+            "spec.refreshTokens.idleTimeout",
+        );
     }
     if let Some(r) = desired.rotation {
         let want = if r == Rotation::Reuse {
@@ -204,27 +204,23 @@ pub fn plan(
         } else {
             ONE_TIME_ONLY
         };
-        if current.usage != want {
-            next.usage = want;
-            change(
-                "RefreshTokenUsage",
-                usage_name(current.usage),
-                usage_name(want),
-                "spec.refreshTokens.rotation",
-            );
-        }
+        set(
+            &mut next.usage,
+            want,
+            "RefreshTokenUsage",
+            usage_name,
+            "spec.refreshTokens.rotation",
+        );
     }
     if let Some(a) = desired.access_token_lifetime {
         let want = seconds("spec.refreshTokens.accessTokenLifetime", a)?;
-        if current.access_token_lifetime != want {
-            next.access_token_lifetime = want;
-            change(
-                "AccessTokenLifetime",
-                show_secs(current.access_token_lifetime),
-                show_secs(want),
-                "spec.refreshTokens.accessTokenLifetime",
-            );
-        }
+        set(
+            &mut next.access_token_lifetime,
+            want,
+            "AccessTokenLifetime",
+            show_secs,
+            "spec.refreshTokens.accessTokenLifetime",
+        );
     }
     let findings = findings(&next, desired, target);
     let mut coder = CoderNeeds::default();

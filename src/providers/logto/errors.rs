@@ -7,39 +7,28 @@ use serde_json::Value;
 
 use super::{KIND, Logto, Op};
 use crate::providers::ProviderError;
-use crate::providers::http::{self, error_for_status, truncate};
+use crate::providers::http::{self, error_body_message, error_for_status, truncate};
 
 /// A readable message from a Logto error: `{"code","message","details"}` → `code: message
 /// (details)`; an OAuth error `{"error","error_description"}` → `error: description`; a bare
 /// `{"message"}` (bad JSON, 500); or plain text.
 pub fn logto_message(body: &str) -> String {
-    let body = body.trim();
-    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(body) {
+    error_body_message(body, |o| {
         let s = |k: &str| o.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-        if let Some(code) = s("error") {
-            return truncate(
-                &match s("error_description") {
-                    Some(d) => format!("{code}: {d}"),
-                    None => code.to_string(),
-                },
-                400,
-            );
-        }
         let head = match (s("code"), s("message")) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             (Some(c), None) => c.to_string(),
             (None, Some(m)) => m.to_string(),
-            (None, None) => return truncate(body, 400),
+            (None, None) => return None,
         };
-        return truncate(
+        Some(truncate(
             &match s("details") {
                 Some(d) => format!("{head} ({})", d.replace('\n', "; ")),
                 None => head,
             },
             400,
-        );
-    }
-    truncate(body, 400)
+        ))
+    })
 }
 
 /// The `code` of a Management API error body.

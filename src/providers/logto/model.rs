@@ -10,7 +10,7 @@ use super::KIND;
 use crate::crd::Rotation;
 use crate::providers::{
     Change, CoderNeeds, DesiredSettings, Finding, IdpSettings, Observation, ProviderError,
-    show_duration,
+    json_str, show_duration, unsupported_unless_none,
 };
 
 /// Seconds in a day.
@@ -127,26 +127,15 @@ pub fn check_desired(desired: &DesiredSettings) -> Result<(), ProviderError> {
     {
         problems.push(e);
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ProviderError::Unsupported {
-            provider: KIND,
-            detail: problems.join("; "),
-        })
-    }
-}
-
-fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or_default()
+    unsupported_unless_none(KIND, problems)
 }
 
 /// `Logto application "Coder" (id)`.
 pub fn target(app: &Value) -> String {
     format!(
         "Logto application {:?} ({})",
-        str_of(app, "name"),
-        str_of(app, "id")
+        json_str(app, "name"),
+        json_str(app, "id")
     )
 }
 
@@ -191,8 +180,8 @@ fn shown(cm: &Map<String, Value>, key: &str, default: &str) -> String {
 
 /// Checks the application type: refresh tokens need a Traditional web, SPA or native app.
 fn check_type(app: &Value) -> Result<&str, ProviderError> {
-    let kind = str_of(app, "type");
-    let id = str_of(app, "id");
+    let kind = json_str(app, "type");
+    let id = json_str(app, "id");
     let why = match kind {
         "Traditional" | "SPA" | "Native" => return Ok(kind),
         "MachineToMachine" => {

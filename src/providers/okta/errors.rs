@@ -7,49 +7,37 @@ use serde_json::Value;
 
 use super::{KIND, Okta, Op};
 use crate::providers::ProviderError;
-use crate::providers::http::{error_for_status, truncate};
+use crate::providers::http::{error_body_message, error_for_status, truncate};
 
 /// A readable message from an Okta error body: `{"errorCode","errorSummary","errorCauses"}` →
 /// `E0000001: Api validation failed: … (cause; cause)`; an OAuth error `{"error",
 /// "error_description"}` → `error: description`; or plain text.
 pub fn okta_message(body: &str) -> String {
-    let body = body.trim();
-    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(body) {
+    error_body_message(body, |o| {
         let s = |k: &str| o.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-        if let Some(code) = s("error") {
-            return truncate(
-                &match s("error_description") {
-                    Some(d) => format!("{code}: {d}"),
-                    None => code.to_string(),
-                },
-                400,
-            );
-        }
-        if let Some(summary) = s("errorSummary") {
-            let causes: Vec<&str> = o
-                .get("errorCauses")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c.get("errorSummary").and_then(Value::as_str))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let head = match s("errorCode") {
-                Some(c) => format!("{c}: {summary}"),
-                None => summary.to_string(),
-            };
-            return truncate(
-                &if causes.is_empty() {
-                    head
-                } else {
-                    format!("{head} ({})", causes.join("; "))
-                },
-                600,
-            );
-        }
-    }
-    truncate(body, 400)
+        let summary = s("errorSummary")?;
+        let causes: Vec<&str> = o
+            .get("errorCauses")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.get("errorSummary").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let head = match s("errorCode") {
+            Some(c) => format!("{c}: {summary}"),
+            None => summary.to_string(),
+        };
+        Some(truncate(
+            &if causes.is_empty() {
+                head
+            } else {
+                format!("{head} ({})", causes.join("; "))
+            },
+            600,
+        ))
+    })
 }
 
 impl Okta {

@@ -302,6 +302,13 @@ impl Okta {
         url.to_string()
     }
 
+    /// The URL of `tail` under authorization server `sid`: `/api/v1/authorizationServers/{sid}/…`.
+    fn server_url(&self, sid: &str, tail: &[&str]) -> String {
+        let mut segments = vec!["api", "v1", "authorizationServers", sid];
+        segments.extend_from_slice(tail);
+        self.url(&segments)
+    }
+
     fn binding_key(&self) -> String {
         format!("{}|dpop", self.token_key)
     }
@@ -633,22 +640,14 @@ impl Okta {
         let server = match &self.server {
             None => None,
             Some(sid) => {
-                let url = self.url(&["api", "v1", "authorizationServers", sid, "policies"]);
+                let url = self.server_url(sid, &["policies"]);
                 let (policies, _) = self.json(Op::ListPolicies, Method::GET, &url, None).await?;
                 let policies = policies.as_array().cloned().unwrap_or_default();
                 let rules = match model::applying_policy(&policies, &self.opts.client_id)
                     .and_then(|p| p["id"].as_str())
                 {
                     Some(pid) => {
-                        let url = self.url(&[
-                            "api",
-                            "v1",
-                            "authorizationServers",
-                            sid,
-                            "policies",
-                            pid,
-                            "rules",
-                        ]);
+                        let url = self.server_url(sid, &["policies", pid, "rules"]);
                         let (rules, _) = self.json(Op::ListRules, Method::GET, &url, None).await?;
                         rules.as_array().cloned().unwrap_or_default()
                     }
@@ -739,16 +738,7 @@ impl IdentityProvider for Okta {
             actions.push(format!("updated {target}: {}", line(&target)));
         }
         if let (Some(rule), Some(sid)) = (&fresh.rule, &self.server) {
-            let url = self.url(&[
-                "api",
-                "v1",
-                "authorizationServers",
-                sid,
-                "policies",
-                &rule.policy,
-                "rules",
-                &rule.rule,
-            ]);
+            let url = self.server_url(sid, &["policies", &rule.policy, "rules", &rule.rule]);
             self.json(Op::PutRule, Method::PUT, &url, Some(&rule.body))
                 .await?;
             let targets: Vec<&str> = p

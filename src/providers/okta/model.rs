@@ -10,7 +10,7 @@ use super::KIND;
 use crate::crd::Rotation;
 use crate::providers::{
     Change, CoderNeeds, DesiredSettings, Finding, IdpSettings, Observation, ProviderError,
-    show_duration,
+    json_str, json_strings, show_duration, unsupported_unless_none,
 };
 
 /// The grant Coder's app needs.
@@ -137,76 +137,50 @@ pub fn check_desired(desired: &DesiredSettings, custom_server: bool) -> Result<(
             }
         }
     } else {
-        if let Some(d) = desired.access_token_lifetime
-            && let Err(e) = in_range(
+        for (wanted, field, okta_field, range) in [
+            (
+                desired.access_token_lifetime,
                 "accessTokenLifetime",
                 "accessTokenLifetimeMinutes",
-                d,
                 ACCESS_MINUTES,
-            )
-        {
-            problems.push(e);
-        }
-        if let Some(d) = desired.idle_timeout
-            && let Err(e) = in_range(
+            ),
+            (
+                desired.idle_timeout,
                 "idleTimeout",
                 "refreshTokenWindowMinutes",
-                d,
                 WINDOW_MINUTES,
-            )
-        {
-            problems.push(e);
-        }
-        if let Some(d) = desired.lifetime
-            && let Err(e) = in_range(
+            ),
+            (
+                desired.lifetime,
                 "lifetime",
                 "refreshTokenLifetimeMinutes",
-                d,
                 (ACCESS_MINUTES.0, MAX_REFRESH_MINUTES),
-            )
-        {
-            problems.push(e);
+            ),
+        ] {
+            if let Some(d) = wanted
+                && let Err(e) = in_range(field, okta_field, d, range)
+            {
+                problems.push(e);
+            }
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ProviderError::Unsupported {
-            provider: KIND,
-            detail: problems.join("; "),
-        })
-    }
-}
-
-fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or_default()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    unsupported_unless_none(KIND, problems)
 }
 
 /// `Okta app "Coder" (id)`.
 pub fn app_target(app: &Value) -> String {
     format!(
         "Okta app {:?} ({})",
-        str_of(app, "label"),
-        str_of(app, "id")
+        json_str(app, "label"),
+        json_str(app, "id")
     )
 }
 
 fn rule_target(server: &str, policy: &Value, rule: &Value) -> String {
     format!(
         "Okta rule {:?} of access policy {:?} (authorization server {server})",
-        str_of(rule, "name"),
-        str_of(policy, "name")
+        json_str(rule, "name"),
+        json_str(policy, "name")
     )
 }
 
@@ -235,7 +209,7 @@ pub fn applying_policy<'a>(policies: &'a [Value], client_id: &str) -> Option<&'a
         .iter()
         .filter(|p| active(p))
         .filter(|p| {
-            strings(&p["conditions"]["clients"]["include"])
+            json_strings(&p["conditions"]["clients"]["include"])
                 .iter()
                 .any(|c| c == client_id || c == "ALL_CLIENTS")
         })
@@ -251,7 +225,7 @@ pub fn applying_rule(rules: &[Value]) -> Option<&Value> {
         .iter()
         .filter(|r| active(r))
         .filter(|r| {
-            strings(&r["conditions"]["grantTypes"]["include"])
+            json_strings(&r["conditions"]["grantTypes"]["include"])
                 .iter()
                 .any(|g| g == "authorization_code")
         })
@@ -289,14 +263,14 @@ fn writable_rule(rule: &Value) -> Value {
 }
 
 fn check_app(app: &Value) -> Result<(), ProviderError> {
-    let id = str_of(app, "id");
-    if str_of(app, "signOnMode") != "OPENID_CONNECT" {
+    let id = json_str(app, "id");
+    if json_str(app, "signOnMode") != "OPENID_CONNECT" {
         return Err(ProviderError::Unsupported {
             provider: KIND,
             detail: format!(
                 "Okta app {id} signs on with {:?}, not OpenID Connect: spec.provider.okta.clientId must be the client \
                  ID of the OIDC web app Coder signs in with",
-                str_of(app, "signOnMode")
+                json_str(app, "signOnMode")
             ),
         });
     }
@@ -326,7 +300,7 @@ pub fn plan(
     check_app(app)?;
     let target = app_target(app);
     let oc = &app["settings"]["oauthClient"];
-    let grants = strings(&oc["grant_types"]);
+    let grants = json_strings(&oc["grant_types"]);
     let mut changes = Vec::new();
     let mut next_app = writable_app(app);
     let has_grant = grants.iter().any(|g| g == REFRESH_GRANT);
@@ -477,17 +451,17 @@ fn plan_rule(
     })?;
     let rule = applying_rule(&server.rules).ok_or_else(|| ProviderError::ClientNotFound {
         provider: KIND,
-        what: format!("a rule of access policy {:?}", str_of(policy, "name")),
+        what: format!("a rule of access policy {:?}", json_str(policy, "name")),
         detail: format!(
             "access policy {:?} of authorization server {sid} has no active rule allowing the authorization code \
              grant, so Coder's sign-ins are refused. Add one in the Admin Console",
-            str_of(policy, "name")
+            json_str(policy, "name")
         ),
     })?;
     let target = rule_target(sid, policy, rule);
     let mut next = writable_rule(rule);
     let before = changes.len();
-    let scopes = strings(&rule["conditions"]["scopes"]["include"]);
+    let scopes = json_strings(&rule["conditions"]["scopes"]["include"]);
     let allows_offline = scopes.iter().any(|s| s == "*" || s == "offline_access");
     if desired.offline_access && !allows_offline {
         let mut with = scopes.clone();
@@ -577,7 +551,7 @@ fn plan_rule(
     if changes.len() == before {
         return Ok((allows_offline, None));
     }
-    let others: Vec<String> = strings(&policy["conditions"]["clients"]["include"])
+    let others: Vec<String> = json_strings(&policy["conditions"]["clients"]["include"])
         .into_iter()
         .filter(|c| c != client)
         .collect();
@@ -601,8 +575,8 @@ fn plan_rule(
     Ok((
         allows_offline,
         Some(RuleWrite {
-            policy: str_of(policy, "id").to_string(),
-            rule: str_of(rule, "id").to_string(),
+            policy: json_str(policy, "id").to_string(),
+            rule: json_str(rule, "id").to_string(),
             body: next,
         }),
     ))

@@ -10,6 +10,7 @@ use super::{KIND, OFFLINE_ACCESS};
 use crate::crd::{PingFederateReplication, Rotation};
 use crate::providers::{
     Change, CoderNeeds, DesiredSettings, Finding, IdpSettings, Observation, ProviderError,
+    json_strings, unsupported_unless_none,
 };
 
 const REFRESH_TOKEN: &str = "REFRESH_TOKEN";
@@ -164,14 +165,7 @@ pub(super) fn check_desired(desired: &DesiredSettings) -> Result<(), ProviderErr
             ));
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ProviderError::Unsupported {
-            provider: KIND,
-            detail: problems.join("; "),
-        })
-    }
+    unsupported_unless_none(KIND, problems)
 }
 
 /// The largest unit that represents `d` exactly: `(value, unit)`; `None` unless a positive whole
@@ -207,17 +201,6 @@ fn duration_of(time: &Value, unit: &Value) -> Option<Duration> {
 fn show(d: Option<Duration>) -> String {
     d.map(crate::duration::format)
         .unwrap_or_else(|| "indefinite".into())
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn list(v: &[String]) -> String {
@@ -484,7 +467,7 @@ pub(super) fn plan(
     );
     let server = "PingFederate authorization server settings";
 
-    let grants = strings(&client["grantTypes"]);
+    let grants = json_strings(&client["grantTypes"]);
     let has_refresh = grants.iter().any(|g| g == REFRESH_TOKEN);
     if !has_refresh {
         let mut wanted = grants.clone();
@@ -502,8 +485,8 @@ pub(super) fn plan(
     let common = has_scope(settings, "scopes", OFFLINE_ACCESS);
     let exclusive = has_scope(settings, "exclusiveScopes", OFFLINE_ACCESS);
     let restricts = client["restrictScopes"].as_bool() == Some(true);
-    let restricted = strings(&client["restrictedScopes"]);
-    let client_exclusive = strings(&client["exclusiveScopes"]);
+    let restricted = json_strings(&client["restrictedScopes"]);
+    let client_exclusive = json_strings(&client["exclusiveScopes"]);
     let offline_now = (common && (!restricts || restricted.iter().any(|s| s == OFFLINE_ACCESS)))
         || (exclusive && client_exclusive.iter().any(|s| s == OFFLINE_ACCESS));
     let mut add_scope = false;
