@@ -1354,3 +1354,25 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_host_cap_is_read_from_the_operator_args() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(per_host_cap(&args(&[])), "8 (default)");
+        assert_eq!(
+            per_host_cap(&args(&[
+                "--concurrency=8",
+                "--provider-max-in-flight-per-host=2"
+            ])),
+            "2"
+        );
+        assert_eq!(
+            per_host_cap(&args(&["--provider-max-in-flight-per-host", "4"])),
+            "4"
+        );
+    }
+}

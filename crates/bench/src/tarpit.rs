@@ -114,3 +114,41 @@ async fn hold(sock: TcpStream, stats: Arc<Stats>, mut stop: watch::Receiver<bool
     }
     stats.open.fetch_sub(1, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Connections are counted while the client holds them, the response head starts at once,
+    /// and a closed connection is no longer counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_the_connections_the_client_holds() {
+        let t = Tarpit::start().await.unwrap();
+        let addr = t.url().trim_start_matches("http://").to_string();
+        let (a, b) = tokio::task::spawn_blocking(move || {
+            let connect = || {
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut first = [0u8; 1];
+                s.read_exact(&mut first).unwrap();
+                assert_eq!(&first, b"H", "the response head starts at once");
+                s
+            };
+            (connect(), connect())
+        })
+        .await
+        .unwrap();
+        assert_eq!(t.accepted(), 2);
+        assert_eq!(t.max_open(), 2);
+        drop((a, b));
+        for _ in 0..500 {
+            if t.stats.open.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(t.stats.open.load(Ordering::Relaxed), 0);
+        assert_eq!(t.max_open(), 2);
+    }
+}
