@@ -7,6 +7,12 @@
 //! store access (not counted as API requests), then the operator is started and the harness polls
 //! the store (again without API requests) until every policy is `Ready=True` for its generation.
 //!
+//! Scenario 5 adds policies aimed at a tarpit: a listener in this process that accepts every
+//! connection, sends a response head promising a 100,000-byte body and then one byte a second,
+//! and keeps the connection open until the operator gives up. Each of its runs is paired with a
+//! baseline run without the tarpit policies (same policies, same flags), and the healthy
+//! policies' time to all-Ready of the two is compared.
+//!
 //! Every loop here is bounded in count and in time, and all traffic is on loopback.
 
 use std::collections::BTreeMap;
@@ -18,16 +24,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod tarpit;
+
 const USAGE: &str = "\
 oidc-bench: convergence time, memory, CPU and API calls of oidc-refresh-operator
 
 USAGE: oidc-bench [OPTIONS]
 
-  --scenario 1|2|3|4|all   scenario(s) to run (default all)
+  --scenario 1|2|3|4|5|all scenario(s) to run (default all = 1,2,3,4)
                            1: N policies in M namespaces, one Keycloak simulator
                            2: 1 + unrelated Deployments and Secrets (default 10000 each)
                            3: 1 + steady state for --steady-intervals intervals
                            4: 1 + the IdP throttles (--throttle share of admin calls get 429)
+                           5: 1 + --tarpit-policies policies aimed at a tarpit host, each run
+                              paired with a baseline run without them (not part of all)
   --policies N             policies (default 1000)
   --namespaces N           namespaces (default 100)
   --unrelated N            unrelated Deployments and Secrets each (default: 0; 10000 in scenario 2)
@@ -36,6 +46,7 @@ USAGE: oidc-bench [OPTIONS]
   --retry-after S          Retry-After seconds of those 429s (default 1)
   --interval D             the policies' spec.interval (default 30s, the minimum)
   --steady-intervals N     intervals observed in scenario 3 (default 3)
+  --tarpit-policies N      policies aimed at the tarpit in scenario 5 (default 20)
   --runs N                 runs per scenario; medians are reported (default 3)
   --timeout D              give up waiting for all-Ready after this long (default 300s)
   --operator PATH          operator binary (default target/release/oidc-refresh-operator)
@@ -58,6 +69,7 @@ struct Args {
     retry_after: u64,
     interval: Duration,
     steady_intervals: u32,
+    tarpit_policies: usize,
     runs: usize,
     timeout: Duration,
     operator: PathBuf,
@@ -95,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
         retry_after: 1,
         interval: Duration::from_secs(30),
         steady_intervals: 3,
+        tarpit_policies: 20,
         runs: 3,
         timeout: Duration::from_secs(300),
         operator: PathBuf::from("target/release/oidc-refresh-operator"),
@@ -128,6 +141,7 @@ fn parse_args() -> Result<Args, String> {
                             "2" => Ok(2),
                             "3" => Ok(3),
                             "4" => Ok(4),
+                            "5" => Ok(5),
                             o => Err(format!("unknown scenario {o:?}")),
                         })
                         .collect::<Result<_, _>>()?
@@ -146,6 +160,7 @@ fn parse_args() -> Result<Args, String> {
             "--retry-after" => a.retry_after = num(value()?)? as u64,
             "--interval" => a.interval = parse_duration(&value()?)?,
             "--steady-intervals" => a.steady_intervals = num(value()?)?.min(100) as u32,
+            "--tarpit-policies" => a.tarpit_policies = num(value()?)?.min(10_000),
             "--runs" => a.runs = num(value()?)?.clamp(1, 50),
             "--timeout" => a.timeout = parse_duration(&value()?)?,
             "--operator" => a.operator = PathBuf::from(value()?),
@@ -186,6 +201,8 @@ struct Plan {
     retry_after: u64,
     interval: Duration,
     steady_intervals: u32,
+    /// Policies aimed at the tarpit host (scenario 5; 0 in its baseline runs).
+    tarpit_policies: usize,
     timeout: Duration,
     operator_args: Vec<String>,
 }
@@ -223,6 +240,10 @@ struct RunResult {
     idp_steady_reads: u64,
     idp_steady_total: u64,
     reconciles_steady: f64,
+    /// Tarpit connections open at once, at most (scenario 5).
+    tarpit_max_open: u64,
+    /// Tarpit connections accepted until all healthy policies were Ready (scenario 5).
+    tarpit_accepted: u64,
 }
 
 fn mib(kib: u64) -> f64 {
@@ -461,6 +482,59 @@ fn crd_json(operator: &Path) -> Result<Value, String> {
     serde_saphyr::from_str::<Value>(&text).map_err(|e| format!("CRD YAML: {e}"))
 }
 
+/// One policy with its Coder Deployment and its labelled credentials Secret, aimed at the
+/// Keycloak at `idp_url`.
+fn seed_policy(
+    sim: &kube_sim::SimHandle,
+    ns: &str,
+    name: &str,
+    idp_url: &str,
+    interval: &str,
+) -> Result<(), String> {
+    create(sim, "apps/v1", "Deployment", coder_deployment(ns, name))?;
+    create(
+        sim,
+        "v1",
+        "Secret",
+        json!({"metadata": {"name": format!("{name}-keycloak"), "namespace": ns,
+                            "labels": {"oidcrefresh.dev/credentials": "true"}},
+               "type": "Opaque",
+               "stringData": {"client-id": ADMIN_CLIENT, "client-secret": ADMIN_SECRET}}),
+    )?;
+    let policy = json!({
+        "apiVersion": "oidcrefresh.dev/v1alpha1",
+        "kind": "OidcRefreshPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "provider": {"keycloak": {
+                "url": idp_url,
+                "realm": REALM,
+                "clientId": name,
+                "credentialsSecret": format!("{name}-keycloak"),
+            }},
+            "refreshTokens": {"offlineAccess": true, "idleTimeout": "720h"},
+            "coder": {"deployment": name, "scopes": ["groups"]},
+            "interval": interval,
+        }
+    });
+    // The CRD is served as soon as it is created; retry briefly in case registration lags.
+    let mut attempt = 0;
+    loop {
+        match sim.create_object(
+            "oidcrefresh.dev/v1alpha1",
+            "OidcRefreshPolicy",
+            policy.clone(),
+        ) {
+            Ok(_) => return Ok(()),
+            Err(_) if attempt < 50 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("create policy: {e:?}")),
+        }
+    }
+}
+
 /// Seeds the cluster: CRD, namespaces, per policy a Coder Deployment, a credentials Secret and the
 /// policy; then the unrelated objects.
 fn seed_cluster(
@@ -468,6 +542,7 @@ fn seed_cluster(
     plan: &Plan,
     crd: &Value,
     idp_url: &str,
+    tarpit_url: Option<&str>,
 ) -> Result<(), String> {
     create(
         sim,
@@ -484,51 +559,23 @@ fn seed_cluster(
         )?;
     }
     let interval = format!("{}s", plan.interval.as_secs());
-    for i in 0..plan.policies {
-        let ns = namespace_of(plan, i);
-        let name = policy_name(i);
-        create(sim, "apps/v1", "Deployment", coder_deployment(&ns, &name))?;
-        create(
-            sim,
-            "v1",
-            "Secret",
-            json!({"metadata": {"name": format!("{name}-keycloak"), "namespace": ns,
-                                "labels": {"oidcrefresh.dev/credentials": "true"}},
-                   "type": "Opaque",
-                   "stringData": {"client-id": ADMIN_CLIENT, "client-secret": ADMIN_SECRET}}),
-        )?;
-        let policy = json!({
-            "apiVersion": "oidcrefresh.dev/v1alpha1",
-            "kind": "OidcRefreshPolicy",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {
-                "provider": {"keycloak": {
-                    "url": idp_url,
-                    "realm": REALM,
-                    "clientId": name,
-                    "credentialsSecret": format!("{name}-keycloak"),
-                }},
-                "refreshTokens": {"offlineAccess": true, "idleTimeout": "720h"},
-                "coder": {"deployment": name, "scopes": ["groups"]},
-                "interval": interval,
-            }
-        });
-        // The CRD is served as soon as it is created; retry briefly in case registration lags.
-        let mut attempt = 0;
-        loop {
-            match sim.create_object(
-                "oidcrefresh.dev/v1alpha1",
-                "OidcRefreshPolicy",
-                policy.clone(),
-            ) {
-                Ok(_) => break,
-                Err(_) if attempt < 50 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(format!("create policy: {e:?}")),
-            }
+    // Scenario 5: the tarpit policies, in namespaces of their own that sort (and are created)
+    // before the healthy ones, so they are at the front of the operator's first queue.
+    if let Some(url) = tarpit_url {
+        for t in 0..plan.tarpit_policies {
+            let ns = format!("a-tarpit-{t:03}");
+            create(sim, "v1", "Namespace", json!({"metadata": {"name": ns}}))?;
+            seed_policy(sim, &ns, &format!("tarpit-{t:05}"), url, &interval)?;
         }
+    }
+    for i in 0..plan.policies {
+        seed_policy(
+            sim,
+            &namespace_of(plan, i),
+            &policy_name(i),
+            idp_url,
+            &interval,
+        )?;
     }
     for u in 0..plan.unrelated {
         let ns = format!("bench-{:03}", u % plan.namespaces);
@@ -654,11 +701,23 @@ async fn run_once(plan: &Plan, args: &Args, crd: &Value, run: usize) -> Result<R
     .await
     .map_err(|e| format!("sim-keycloak: {e}"))?;
     seed_keycloak(&kc, plan);
+    let tarpit = if plan.tarpit_policies > 0 {
+        Some(
+            tarpit::Tarpit::start()
+                .await
+                .map_err(|e| format!("tarpit: {e}"))?,
+        )
+    } else {
+        None
+    };
     {
         let (kube, plan, crd, url) = (kube.clone(), plan.clone(), crd.clone(), kc.base_url());
-        tokio::task::spawn_blocking(move || seed_cluster(&kube, &plan, &crd, &url))
-            .await
-            .map_err(|e| e.to_string())??;
+        let tarpit_url = tarpit.as_ref().map(|t| t.url().to_string());
+        tokio::task::spawn_blocking(move || {
+            seed_cluster(&kube, &plan, &crd, &url, tarpit_url.as_deref())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
     }
     if plan.throttle > 0.0 {
         kc.set_throttle(plan.throttle, plan.retry_after);
@@ -727,6 +786,10 @@ async fn run_once(plan: &Plan, args: &Args, crd: &Value, run: usize) -> Result<R
     r.idp_converge_total = ic_conv.total();
     r.idp_converge_writes = ic_conv.writes();
     r.idp_converge_429 = ic_conv.with_status(429);
+    if let Some(t) = &tarpit {
+        r.tarpit_max_open = t.max_open();
+        r.tarpit_accepted = t.accepted();
+    }
 
     if plan.steady_intervals > 0 && r.all_ready {
         // Let trailing requeues (rollout checks, Events) settle before counting.
@@ -753,7 +816,14 @@ async fn run_once(plan: &Plan, args: &Args, crd: &Value, run: usize) -> Result<R
     }
     r.cpu_total_s = cpu_seconds(pid, tck);
     r.rss_peak_mib = mib(status_kib(pid, "VmHWM:"));
+    if let Some(t) = &tarpit {
+        // Over the whole run, not only until all-Ready.
+        r.tarpit_max_open = t.max_open();
+    }
     let status = op.stop();
+    if let Some(t) = &tarpit {
+        t.stop();
+    }
     if !args.json {
         eprintln!(
             "  run {run}: {}/{} Ready in {:.1}s, peak RSS {:.1} MiB, CPU {:.1}s, operator exit {:?}",
@@ -764,6 +834,12 @@ async fn run_once(plan: &Plan, args: &Args, crd: &Value, run: usize) -> Result<R
             r.cpu_total_s,
             status.and_then(|s| s.code())
         );
+        if tarpit.is_some() {
+            eprintln!(
+                "         tarpit: {} policies, {} connections accepted until all-Ready, at most {} open at once",
+                plan.tarpit_policies, r.tarpit_accepted, r.tarpit_max_open
+            );
+        }
     }
     kc.shutdown().await;
     kube.shutdown().await;
@@ -819,6 +895,21 @@ impl Summary {
     }
 
     fn to_json(&self) -> Value {
+        let mut v = self.to_json_common();
+        if self.plan.scenario == 5 {
+            v["tarpit_policies"] = json!(self.plan.tarpit_policies);
+            v["tarpit_max_open_connections"] = json!(
+                self.runs
+                    .iter()
+                    .map(|r| r.tarpit_max_open)
+                    .max()
+                    .unwrap_or(0)
+            );
+        }
+        v
+    }
+
+    fn to_json_common(&self) -> Value {
         let p = self.plan.policies as f64;
         let per = |m: BTreeMap<String, f64>, d: f64| -> Value {
             m.into_iter()
@@ -977,7 +1068,127 @@ fn print_tables(summaries: &[Summary]) {
     }
 }
 
-fn plans(args: &Args) -> Vec<Plan> {
+/// The plans to run, in groups whose runs are interleaved (run 1 of each, then run 2 of each...):
+/// scenario 5 is its baseline and its tarpit plan, paired run by run so that both see the same
+/// load of the machine; every other plan is a group of its own.
+/// Scenario 5's outcome: the healthy policies' time to all-Ready with the tarpit policies
+/// present against the paired baseline runs without them.
+struct TarpitComparison<'a> {
+    baseline: &'a Summary,
+    tarpit: &'a Summary,
+}
+
+/// The per-host in-flight cap the operator runs with: its flag if passed, else its default.
+fn per_host_cap(operator_args: &[String]) -> String {
+    let flag = "--provider-max-in-flight-per-host";
+    let mut it = operator_args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix(flag) {
+            if let Some(v) = v.strip_prefix('=') {
+                return v.to_string();
+            }
+            if v.is_empty() {
+                return it.next().cloned().unwrap_or_default();
+            }
+        }
+    }
+    "8 (default)".into()
+}
+
+impl TarpitComparison<'_> {
+    fn time_baseline(&self) -> f64 {
+        self.baseline.m(|r| r.time_to_ready_s)
+    }
+
+    fn time_tarpit(&self) -> f64 {
+        self.tarpit.m(|r| r.time_to_ready_s)
+    }
+
+    fn ratio(&self) -> f64 {
+        self.time_tarpit() / self.time_baseline()
+    }
+
+    fn max_open(&self) -> u64 {
+        self.tarpit
+            .runs
+            .iter()
+            .map(|r| r.tarpit_max_open)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "healthy_policies": self.tarpit.plan.policies,
+            "tarpit_policies": self.tarpit.plan.tarpit_policies,
+            "paired_runs": self.baseline.runs.len().min(self.tarpit.runs.len()),
+            "per_host_cap": per_host_cap(&self.tarpit.plan.operator_args),
+            "median_time_to_all_ready_s": {"baseline": self.time_baseline(), "with_tarpit": self.time_tarpit()},
+            "ratio": self.ratio(),
+            "within_10_percent": self.ratio() <= 1.10,
+            "tarpit_max_open_connections": self.max_open(),
+            "tarpit_connections_accepted_median": self.tarpit.m(|r| r.tarpit_accepted as f64),
+            "median_peak_rss_mib": {"baseline": self.baseline.m(|r| r.rss_peak_mib), "with_tarpit": self.tarpit.m(|r| r.rss_peak_mib)},
+            "each_run_time_to_all_ready_s": {
+                "baseline": self.baseline.runs.iter().map(|r| r.time_to_ready_s).collect::<Vec<_>>(),
+                "with_tarpit": self.tarpit.runs.iter().map(|r| r.time_to_ready_s).collect::<Vec<_>>(),
+            },
+        })
+    }
+
+    fn print(&self) {
+        let each = |s: &Summary| {
+            s.runs
+                .iter()
+                .map(|r| f1(r.time_to_ready_s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "\n### scenario 5: {} healthy policies with {} policies aimed at a tarpit host (medians)\n",
+            self.tarpit.plan.policies, self.tarpit.plan.tarpit_policies
+        );
+        println!("| | baseline (no tarpit) | with the tarpit |\n|---|---|---|");
+        println!(
+            "| healthy policies' time to all-Ready (s) | {} ({}) | {} ({}) |",
+            f1(self.time_baseline()),
+            each(self.baseline),
+            f1(self.time_tarpit()),
+            each(self.tarpit)
+        );
+        println!(
+            "| operator peak RSS (MiB) | {} | {} |",
+            f1(self.baseline.m(|r| r.rss_peak_mib)),
+            f1(self.tarpit.m(|r| r.rss_peak_mib))
+        );
+        println!(
+            "\nRatio with / without the tarpit: {:.3} (target: at most 1.10: {}). Tarpit connections open at once, at most: {} (per-host cap {}); accepted until all-Ready: {} (median).",
+            self.ratio(),
+            if self.ratio() <= 1.10 {
+                "met"
+            } else {
+                "missed"
+            },
+            self.max_open(),
+            per_host_cap(&self.tarpit.plan.operator_args),
+            self.tarpit.m(|r| r.tarpit_accepted as f64)
+        );
+    }
+}
+
+fn tarpit_comparison(summaries: &[Summary]) -> Option<TarpitComparison<'_>> {
+    let find = |tarpit: bool| {
+        summaries
+            .iter()
+            .find(|s| s.plan.scenario == 5 && (s.plan.tarpit_policies > 0) == tarpit)
+    };
+    Some(TarpitComparison {
+        baseline: find(false)?,
+        tarpit: find(true)?,
+    })
+}
+
+fn plans(args: &Args) -> Vec<Vec<Plan>> {
     let base = |scenario: u8, label: String, operator_args: Vec<String>| Plan {
         label,
         scenario,
@@ -989,6 +1200,7 @@ fn plans(args: &Args) -> Vec<Plan> {
         retry_after: args.retry_after,
         interval: args.interval,
         steady_intervals: 0,
+        tarpit_policies: 0,
         timeout: args.timeout,
         operator_args,
     };
@@ -998,7 +1210,7 @@ fn plans(args: &Args) -> Vec<Plan> {
             .map(|set| {
                 let mut all = args.operator_args.clone();
                 all.extend(set.iter().cloned());
-                base(1, format!("sweep {}", set.join(" ")), all)
+                vec![base(1, format!("sweep {}", set.join(" ")), all)]
             })
             .collect();
     }
@@ -1010,9 +1222,17 @@ fn plans(args: &Args) -> Vec<Plan> {
                 2 => p.unrelated = args.unrelated.unwrap_or(10_000),
                 3 => p.steady_intervals = args.steady_intervals,
                 4 => p.throttle = args.throttle,
+                5 => {
+                    let baseline = Plan {
+                        label: "scenario 5 baseline".into(),
+                        ..p.clone()
+                    };
+                    p.tarpit_policies = args.tarpit_policies;
+                    return vec![baseline, p];
+                }
                 _ => {}
             }
-            p
+            vec![p]
         })
         .collect()
 }
@@ -1072,49 +1292,87 @@ fn main() -> ExitCode {
     };
     let mut summaries = Vec::new();
     let mut failed = false;
-    for plan in plans(&args) {
+    for group in plans(&args) {
         if !args.json {
-            eprintln!(
-                "{}: {} policies, {} namespaces, {} unrelated, IdP {} ms, throttle {}, args {:?}",
-                plan.label,
-                plan.policies,
-                plan.namespaces,
-                plan.unrelated,
-                plan.idp_latency.as_millis(),
-                plan.throttle,
-                plan.operator_args
-            );
+            for plan in &group {
+                eprintln!(
+                    "{}: {} policies, {} namespaces, {} unrelated, IdP {} ms, throttle {}, tarpit policies {}, args {:?}",
+                    plan.label,
+                    plan.policies,
+                    plan.namespaces,
+                    plan.unrelated,
+                    plan.idp_latency.as_millis(),
+                    plan.throttle,
+                    plan.tarpit_policies,
+                    plan.operator_args
+                );
+            }
         }
-        let mut runs = Vec::new();
+        let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); group.len()];
         for run in 1..=args.runs {
-            match rt.block_on(run_once(&plan, &args, &crd, run)) {
-                Ok(r) => {
-                    failed |= !r.all_ready;
-                    runs.push(r);
+            for (plan, runs) in group.iter().zip(runs.iter_mut()) {
+                if !args.json && group.len() > 1 {
+                    eprintln!(" {}:", plan.label);
                 }
-                Err(e) => {
-                    eprintln!("{}: run {run} failed: {e}", plan.label);
-                    failed = true;
+                match rt.block_on(run_once(plan, &args, &crd, run)) {
+                    Ok(r) => {
+                        failed |= !r.all_ready;
+                        runs.push(r);
+                    }
+                    Err(e) => {
+                        eprintln!("{}: run {run} failed: {e}", plan.label);
+                        failed = true;
+                    }
                 }
             }
         }
-        if !runs.is_empty() {
-            summaries.push(Summary { plan, runs });
+        for (plan, runs) in group.into_iter().zip(runs) {
+            if !runs.is_empty() {
+                summaries.push(Summary { plan, runs });
+            }
         }
     }
     if args.json {
-        let out = json!({
+        let mut out = json!({
             "machine": machine(),
             "results": summaries.iter().map(Summary::to_json).collect::<Vec<_>>(),
         });
+        if let Some(c) = tarpit_comparison(&summaries) {
+            out["tarpit_comparison"] = c.to_json();
+        }
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         println!("machine: {}", machine());
         print_tables(&summaries);
+        if let Some(c) = tarpit_comparison(&summaries) {
+            c.print();
+        }
     }
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_host_cap_is_read_from_the_operator_args() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(per_host_cap(&args(&[])), "8 (default)");
+        assert_eq!(
+            per_host_cap(&args(&[
+                "--concurrency=8",
+                "--provider-max-in-flight-per-host=2"
+            ])),
+            "2"
+        );
+        assert_eq!(
+            per_host_cap(&args(&["--provider-max-in-flight-per-host", "4"])),
+            "4"
+        );
     }
 }
