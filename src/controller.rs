@@ -78,6 +78,10 @@ pub struct Settings {
 
 /// Default reconcile deadline, in units of the provider timeout.
 pub const RECONCILE_TIMEOUT_FACTOR: u32 = 4;
+
+/// How long in-flight reconciles may run on after shutdown is requested before they are
+/// cancelled (well inside Kubernetes' default 30 s termination grace period).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Shortest default reconcile deadline.
 pub const MIN_RECONCILE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -556,7 +560,16 @@ pub async fn run(
         _ = &mut all => {}
         () = shutdown => {
             let _ = tx.send(true);
-            all.await;
+            // In-flight reconciles get a short grace to finish what they are writing; one stuck
+            // on a slow or silent identity provider is then cancelled rather than holding the
+            // process past the pod's termination grace period (it runs again on the next start:
+            // reconciles are level-triggered and announcements are kept in status).
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut all).await.is_err() {
+                warn!(
+                    grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                    "reconciles still running at shutdown were cancelled"
+                );
+            }
         }
     }
     ready.store(false, Ordering::SeqCst);

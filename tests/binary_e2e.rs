@@ -334,3 +334,140 @@ async fn text_logs_to_a_pipe_carry_no_colour_codes() {
     );
     sim.shutdown().await;
 }
+
+/// SIGTERM while a reconcile waits on an identity provider that never finishes answering (a
+/// tarpit): the process stops within the shutdown grace, not after the provider timeout.
+#[tokio::test]
+async fn sigterm_does_not_wait_for_a_tarpit_identity_provider() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Connections open to the tarpit (one more on accept, one less when it closes).
+    let open = Arc::new(AtomicUsize::new(0));
+    struct Closed(Arc<AtomicUsize>);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let counter = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let closed = Closed(counter.clone());
+            tokio::spawn(async move {
+                let _closed = closed;
+                // Take the request, then answer a small body one byte a second: within every
+                // cap, never done; a closed connection is noticed at once.
+                let mut buf = [0u8; 8192];
+                if sock.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        r = sock.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { return },
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {
+                            if sock.write_all(b" ").await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+
+    let (sim, client) = Sandbox::start_cluster().await.unwrap();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), sandbox::NAMESPACE);
+    let secret = serde_json::from_value(json!({
+        "metadata": {"name": "kc", "namespace": sandbox::NAMESPACE,
+                     "labels": {"oidcrefresh.dev/credentials": "true"}},
+        "stringData": {"client-id": "operator", "client-secret": "operator-secret"}
+    }))
+    .unwrap();
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    sandbox::create_coder(&client, sandbox::coder_deployment("coder", json!([])))
+        .await
+        .unwrap();
+    sandbox::create_policy(
+        &client,
+        sandbox::example_policy(
+            "coder",
+            json!({"keycloak": {"url": url, "realm": "r", "clientId": "coder", "credentialsSecret": "kc"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (_dir, kubeconfig) = kubeconfig(&sim);
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--admin-addr",
+            &format!("127.0.0.1:{port}"),
+            "--allow-insecure-http",
+            "--provider-timeout",
+            "120s",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until one call has been in flight for 2 s (it would last up to the 120 s provider
+    // timeout).
+    let start = Instant::now();
+    let mut open_since: Option<Instant> = None;
+    loop {
+        open_since = if open.load(Ordering::SeqCst) > 0 {
+            open_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if open_since.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no call to the identity provider stayed in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let termed = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if termed.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!("still running 15 s after SIGTERM, waiting on the tarpit");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        termed.elapsed() < Duration::from_secs(12),
+        "stopped {:?} after SIGTERM",
+        termed.elapsed()
+    );
+    sim.shutdown().await;
+}
