@@ -342,12 +342,10 @@ async fn absurd_durations_neither_panic_nor_park_the_policy() {
     r.stop().await;
 }
 
-/// Item 3: policies aimed at a tarpit (accepts, then answers one byte a second) hold at most a
-/// few reconcile slots: another tenant's policy still converges quickly, and the process stays
-/// up.
-#[tokio::test]
-async fn a_tarpit_does_not_starve_other_tenants() {
-    let (url, _) = hostile(|_req, mut sock| {
+/// A tarpit identity provider: it answers a 1,000-byte body (within every cap) one byte per
+/// `every`, so a call to it never finishes before the caller's timeout.
+async fn tarpit(every: Duration) -> String {
+    let (url, _) = hostile(move |_req, mut sock| {
         Box::pin(async move {
             let head =
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
@@ -355,7 +353,7 @@ async fn a_tarpit_does_not_starve_other_tenants() {
                 return;
             }
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(every).await;
                 if sock.write_all(b" ").await.is_err() {
                     return;
                 }
@@ -363,6 +361,15 @@ async fn a_tarpit_does_not_starve_other_tenants() {
         })
     })
     .await;
+    url
+}
+
+/// Item 3: policies aimed at a tarpit (accepts, then answers one byte a second) hold at most a
+/// few reconcile slots: another tenant's policy still converges quickly, and the process stays
+/// up.
+#[tokio::test]
+async fn a_tarpit_does_not_starve_other_tenants() {
+    let url = tarpit(Duration::from_secs(1)).await;
     let mut s = settings();
     s.concurrency = 4;
     s.provider_timeout = Duration::from_secs(20);
@@ -404,22 +411,7 @@ async fn a_tarpit_does_not_starve_other_tenants() {
 /// A reconcile cancelled at its deadline leaves the policy saying so, not the last status.
 #[tokio::test]
 async fn a_reconcile_cancelled_at_its_deadline_says_so_in_status() {
-    let (url, _) = hostile(|_req, mut sock| {
-        Box::pin(async move {
-            let head =
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
-            if sock.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if sock.write_all(b" ").await.is_err() {
-                    return;
-                }
-            }
-        })
-    })
-    .await;
+    let url = tarpit(Duration::from_millis(500)).await;
     let mut s = settings();
     s.provider_timeout = Duration::from_secs(20);
     s.reconcile_timeout = Some(Duration::from_secs(2));
